@@ -1,0 +1,37 @@
+# Two entry points for a fresh machine (see README):
+#   make demo   -- build into .venv and train on the embedded digits set with 2 ranks
+#   make test   -- build into .venv and run the test suite (what CI runs)
+# Everything needed is created on first use; nothing outside this folder is touched.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+NP     ?= 2
+# Last resort against a hung job: MPICH's mpiexec kills the job after this many seconds.
+export MPIEXEC_TIMEOUT ?= 900
+
+.PHONY: demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# An editable build: meson rebuilds the extension on import when a source changed.
+$(VENV)/.installed: $(BIN)/python pyproject.toml meson.build
+	$(BIN)/python -m pip install -q meson-python meson ninja cython numpy scipy
+	$(BIN)/python -m pip install -q --no-build-isolation -e '.[mpich,test]'
+	$(BIN)/python -c "import dnewton._kernels"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/python -c "import dnewton"
+	$(BIN)/mpiexec -n $(NP) $(BIN)/dnewton train digits --hidden 64,64 --iterations 30
+
+test: $(VENV)/.installed
+	$(BIN)/python -c "import dnewton"
+	$(BIN)/python -m pytest -q tests
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/bench_kernels.py
+
+clean:
+	rm -rf build $(VENV)

@@ -1,0 +1,130 @@
+"""Errors, and the protocol that keeps every rank in step when one of them fails.
+
+A check that can fail on some ranks only (reading a file, parsing, numerical
+trouble) runs inside ``with agreed(comm):``. At the end of the block the ranks
+agree, in one small collective, whether any of them failed; if so every rank
+raises the same `DNewtonError` (the lowest failing rank's message), so all of them
+leave the next collective together and exit with one message.
+
+Anything else that escapes -- a bug, or an error raised where no agreement
+follows -- goes to `abort_on_exception`, which ends the whole job with
+``MPI_Abort`` instead of leaving the other ranks blocked.
+"""
+
+import sys
+import traceback
+from contextlib import contextmanager
+
+import numpy as np
+
+
+class DNewtonError(Exception):
+    """An error dnewton reports to the user (no traceback)."""
+
+    exit_status = 2
+    agreed = False  # set once every rank knows of it
+
+
+class InputError(DNewtonError, ValueError):
+    """Bad input: a file, an option, a layout that does not fit."""
+
+
+class NumericalError(DNewtonError, ArithmeticError):
+    """The iteration produced a non-finite value or cannot make progress."""
+
+    exit_status = 3
+
+
+def everywhere(error):
+    """Mark `error` as raised identically on every rank (decided from reduced values)."""
+    error.agreed = True
+    return error
+
+
+def agree(comm, error):
+    """Collective: raise on every rank the first error any rank passes.
+
+    Parameters
+    ----------
+    comm : mpi4py communicator
+    error : DNewtonError or None
+        What this rank caught, if anything.
+    """
+    if comm is None or comm.size == 1:
+        if error is not None:
+            error.agreed = True
+            raise error
+        return
+    from mpi4py import MPI
+
+    first = np.array([comm.rank if error is not None else comm.size], dtype=np.int64)
+    comm.Allreduce(MPI.IN_PLACE, first, op=MPI.MIN)
+    root = int(first[0])
+    if root == comm.size:
+        return
+    # A rare path: pickling the message is fine here.
+    kind, message = comm.bcast(
+        (type(error).__name__, str(error)) if comm.rank == root else None, root=root
+    )
+    if error is None or comm.rank != root:
+        error = {"InputError": InputError, "NumericalError": NumericalError}.get(
+            kind, DNewtonError
+        )(message)
+    error.agreed = True
+    raise error
+
+
+@contextmanager
+def agreed(comm):
+    """Run a block whose `DNewtonError` may arise on some ranks only; see module doc."""
+    error = None
+    try:
+        yield
+    except DNewtonError as exc:
+        error = exc
+    agree(comm, error)
+
+
+def _world():
+    if "mpi4py.MPI" not in sys.modules:
+        return None
+    return sys.modules["mpi4py.MPI"].COMM_WORLD
+
+
+def abort_on_exception(exc_type, exc, tb):
+    """`sys.excepthook` that ends every rank of the job, not just this one."""
+    world = _world()
+    rank = f" on rank {world.rank}" if world is not None and world.size > 1 else ""
+    if isinstance(exc, DNewtonError):
+        print(f"dnewton: error{rank}: {exc}", file=sys.stderr, flush=True)
+        status = exc.exit_status
+    else:
+        print(f"dnewton: internal error{rank}:", file=sys.stderr)
+        traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
+        sys.stderr.flush()
+        status = 1
+    if world is not None and world.size > 1:
+        world.Abort(status)
+    sys.exit(status)
+
+
+def run_main(main, argv=None):
+    """Call ``main(argv)`` with the package's failure rules; return the exit status.
+
+    An agreed `DNewtonError` is printed once (by rank 0) and every rank returns its
+    exit status; anything else aborts the job through `abort_on_exception`.
+    """
+    sys.excepthook = abort_on_exception
+    try:
+        return main(argv) or 0
+    except DNewtonError as exc:
+        if not exc.agreed:
+            abort_on_exception(type(exc), exc, exc.__traceback__)
+        world = _world()
+        if world is None or world.rank == 0:
+            print(f"dnewton: error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_status
+    except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 -- must end every rank
+        abort_on_exception(type(exc), exc, exc.__traceback__)
+    # SystemExit (argparse's --help and usage errors) passes through: every rank
+    # parses the same command line, so all of them exit together.

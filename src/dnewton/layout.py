@@ -1,0 +1,203 @@
+"""The model partition: neuron groups per layer, weight blocks, and blocks -> ranks.
+
+Layer m (0..L) has ``widths[m]`` neurons split into ``partitions[m]`` contiguous
+groups. The weights between layers m-1 and m (m = 1..L) form
+``partitions[m-1] x partitions[m]`` blocks; block (m, a, b) holds the rows of W^m in
+group a of layer m-1 and the columns in group b of layer m. The bias of column
+group b lives in block (m, 0, b).
+
+A `Layout` is pure bookkeeping: it knows nothing of MPI, so it can be built and
+checked on any process (and in tests) for any rank count.
+"""
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Block:
+    """One weight block (m, a, b) and its place in the layout."""
+
+    index: int  # position in the layout's block list
+    layer: int  # m, 1..L
+    row: int  # a, group of layer m-1
+    col: int  # b, group of layer m
+    rows: slice  # neurons of layer m-1 (rows of W^m)
+    cols: slice  # neurons of layer m (columns of W^m)
+
+    @property
+    def has_bias(self):
+        return self.row == 0
+
+    @property
+    def shape(self):
+        return (self.rows.stop - self.rows.start, self.cols.stop - self.cols.start)
+
+    @property
+    def size(self):
+        """Number of parameters: the weights, plus the bias if it holds one."""
+        n_rows, n_cols = self.shape
+        return n_rows * n_cols + (n_cols if self.has_bias else 0)
+
+
+def _split(width, parts):
+    """Boundaries of `parts` contiguous groups of `width` neurons, sizes differing by <= 1."""
+    sizes = np.full(parts, width // parts)
+    sizes[: width % parts] += 1
+    return np.concatenate([[0], np.cumsum(sizes)]).tolist()
+
+
+class Layout:
+    """Neuron groups, weight blocks and the rank that owns each block.
+
+    Parameters
+    ----------
+    widths : sequence of int, length L+1
+        n_0 (features) .. n_L (outputs).
+    partitions : sequence of int, length L+1
+        P_0 .. P_L, the number of contiguous groups of each layer.
+    n_ranks : int
+        Number of MPI ranks. There must be at least as many blocks as ranks.
+        With exactly as many, each rank owns one block (the paper's layout);
+        with fewer ranks, blocks are spread so the per-rank work is balanced.
+    """
+
+    def __init__(self, widths, partitions, n_ranks):
+        self.widths = tuple(int(w) for w in widths)
+        self.partitions = tuple(int(p) for p in partitions)
+        self.n_ranks = int(n_ranks)
+        self._check()
+        self.bounds = [_split(w, p) for w, p in zip(self.widths, self.partitions)]
+        self.blocks = []
+        for m in range(1, self.n_layers + 1):
+            for a in range(self.partitions[m - 1]):
+                for b in range(self.partitions[m]):
+                    self.blocks.append(
+                        Block(len(self.blocks), m, a, b, self.group(m - 1, a), self.group(m, b))
+                    )
+        self.owner = self._assign()
+
+    def _check(self):
+        if len(self.widths) < 2:
+            raise InputError("a network needs at least an input and an output layer")
+        if len(self.partitions) != len(self.widths):
+            raise InputError(
+                f"--partitions needs {len(self.widths)} counts (one per layer, "
+                f"inputs to outputs), got {len(self.partitions)}"
+            )
+        for m, (w, p) in enumerate(zip(self.widths, self.partitions)):
+            if not 1 <= p <= w:
+                raise InputError(
+                    f"--partitions: layer {m} has {w} neurons and cannot be split "
+                    f"into {p} groups (need 1 <= P_{m} <= {w})"
+                )
+        if self.n_ranks < 1:
+            raise InputError("need at least one rank")
+        n_blocks = self.count_blocks(self.partitions)
+        if n_blocks < self.n_ranks:
+            raise InputError(
+                f"--partitions {','.join(map(str, self.partitions))} gives {n_blocks} "
+                f"weight blocks but the job has {self.n_ranks} ranks; every rank needs "
+                f"at least one block: use more partitions or fewer ranks"
+            )
+
+    @staticmethod
+    def count_blocks(partitions):
+        return sum(p * q for p, q in zip(partitions[:-1], partitions[1:]))
+
+    @classmethod
+    def default(cls, widths, n_ranks):
+        """The layout used when the user gives none.
+
+        Starts from one group per layer and splits the layer with the widest groups
+        (outputs last, since splitting them buys little) until there are at least as
+        many blocks as ranks.
+        """
+        widths = [int(w) for w in widths]
+        parts = [1] * len(widths)
+        while cls.count_blocks(parts) < n_ranks:
+            candidates = [m for m in range(len(widths)) if parts[m] < widths[m]]
+            if not candidates:
+                raise InputError(
+                    f"a network of widths {widths} has at most "
+                    f"{cls.count_blocks(widths)} blocks, fewer than {n_ranks} ranks"
+                )
+            hidden_or_input = [m for m in candidates if m < len(widths) - 1] or candidates
+            m = max(hidden_or_input, key=lambda m: (widths[m] / parts[m], -m))
+            parts[m] += 1
+        return cls(widths, parts, n_ranks)
+
+    @property
+    def n_layers(self):
+        """L, the number of weight layers."""
+        return len(self.widths) - 1
+
+    def group(self, m, a):
+        """Neurons of group a of layer m, as a slice."""
+        return slice(self.bounds[m][a], self.bounds[m][a + 1])
+
+    def _cost(self, block):
+        # Per-instance flops of the forward/backward GEMMs plus the Jacobian products.
+        n_rows, n_cols = block.shape
+        return n_rows * n_cols + self.widths[-1] * n_cols
+
+    def _assign(self):
+        """Longest-processing-time-first: deterministic and within 4/3 of optimal."""
+        owner = np.empty(len(self.blocks), dtype=np.int64)
+        load = np.zeros(self.n_ranks)
+        order = sorted(self.blocks, key=lambda blk: (-self._cost(blk), blk.index))
+        for blk in order:
+            rank = int(np.argmin(load))  # first least-loaded rank
+            owner[blk.index] = rank
+            load[rank] += self._cost(blk)
+        return owner
+
+    def blocks_of(self, rank):
+        """Blocks owned by `rank`, in layout order."""
+        return [blk for blk in self.blocks if self.owner[blk.index] == rank]
+
+    def _owners(self, predicate):
+        return {int(self.owner[blk.index]) for blk in self.blocks if predicate(blk)}
+
+    def column_owners(self, m, b):
+        """Ranks owning a block (m, ., b)."""
+        return self._owners(lambda blk: blk.layer == m and blk.col == b)
+
+    def row_owners(self, m, a):
+        """Ranks owning a block (m, a, .)."""
+        return self._owners(lambda blk: blk.layer == m and blk.row == a)
+
+    def forward_group(self, m, b):
+        """F(m, b): ranks that sum s_b^m and ranks that need z_b^m (sorted tuple).
+
+        For the output layer all column groups are merged into one group, the owners
+        of every layer-L block: the loss (softmax) couples all outputs, and the payload
+        is the same n_L numbers per instance.
+        """
+        if m == self.n_layers:
+            return tuple(sorted(self._owners(lambda blk: blk.layer == m)))
+        return tuple(sorted(self.column_owners(m, b) | self.row_owners(m + 1, b)))
+
+    def backward_group(self, m, a):
+        """K(m, a), m >= 2: ranks that sum d/dz_a^{m-1} and ranks that need it."""
+        return tuple(sorted(self.row_owners(m, a) | self.column_owners(m - 1, a)))
+
+    @cached_property
+    def output_group(self):
+        return self.forward_group(self.n_layers, 0)
+
+    def describe(self):
+        """One line per rank: the blocks it owns."""
+        lines = [
+            f"layout: widths {'-'.join(map(str, self.widths))}, partitions "
+            f"{','.join(map(str, self.partitions))}, {len(self.blocks)} blocks on "
+            f"{self.n_ranks} rank(s)"
+        ]
+        for rank in range(self.n_ranks):
+            names = " ".join(f"({b.layer},{b.row},{b.col})" for b in self.blocks_of(rank))
+            lines.append(f"  rank {rank}: {names}")
+        return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""The block layout: groups, blocks, ownership and the communication groups."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from dnewton.errors import InputError
+from dnewton.layout import Layout
+
+WIDTHS = (784, 300, 300, 10)
+
+
+@pytest.mark.parametrize(
+    "partitions, n_ranks",
+    [((1, 1, 1, 1), 1), ((1, 1, 1, 1), 3), ((2, 1, 1, 1), 4), ((2, 3, 2, 1), 2), ((3, 2, 2, 2), 5)],
+)
+def test_blocks_cover_every_weight_once(partitions, n_ranks):
+    layout = Layout(WIDTHS, partitions, n_ranks)
+    assert len(layout.blocks) == Layout.count_blocks(partitions)
+    for m in range(1, len(WIDTHS)):
+        covered = np.zeros((WIDTHS[m - 1], WIDTHS[m]), dtype=int)
+        for blk in layout.blocks:
+            if blk.layer == m:
+                covered[blk.rows, blk.cols] += 1
+        assert (covered == 1).all()
+        biases = [blk for blk in layout.blocks if blk.layer == m and blk.has_bias]
+        assert sum(blk.shape[1] for blk in biases) == WIDTHS[m]
+    assert sorted(set(layout.owner.tolist())) == list(range(n_ranks))
+
+
+def test_one_block_per_rank_when_counts_match():
+    layout = Layout(WIDTHS, (2, 2, 1, 1), 7)
+    assert len(layout.blocks) == 7
+    assert sorted(layout.owner.tolist()) == list(range(7))
+
+
+def test_assignment_is_balanced():
+    layout = Layout(WIDTHS, (4, 4, 4, 1), 4)
+    load = np.zeros(4)
+    for blk in layout.blocks:
+        load[layout.owner[blk.index]] += layout._cost(blk)
+    assert load.max() <= 4 / 3 * load.mean()
+
+
+def test_groups_are_owners_of_the_right_blocks():
+    layout = Layout(WIDTHS, (2, 2, 2, 1), 5)
+    owner = {(b.layer, b.row, b.col): int(layout.owner[b.index]) for b in layout.blocks}
+    for m, b in itertools.product((1, 2), range(2)):
+        expected = {r for (mm, a, bb), r in owner.items() if mm == m and bb == b}
+        expected |= {r for (mm, a, bb), r in owner.items() if mm == m + 1 and a == b}
+        assert set(layout.forward_group(m, b)) == expected
+    for m, a in itertools.product((2, 3), range(2)):
+        if a >= layout.partitions[m - 1]:
+            continue
+        expected = {r for (mm, aa, b), r in owner.items() if mm == m and aa == a}
+        expected |= {r for (mm, aa, b), r in owner.items() if mm == m - 1 and b == a}
+        assert set(layout.backward_group(m, a)) == expected
+    assert set(layout.output_group) == {r for (mm, a, b), r in owner.items() if mm == 3}
+
+
+@pytest.mark.parametrize("n_ranks", [1, 2, 3, 4, 7, 16])
+def test_default_layout_fits_rank_count(n_ranks):
+    layout = Layout.default(WIDTHS, n_ranks)
+    assert len(layout.blocks) >= n_ranks
+    assert layout.partitions[-1] == 1 or n_ranks > 100
+
+
+def test_default_layout_single_rank_is_unsplit():
+    assert Layout.default(WIDTHS, 1).partitions == (1, 1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "partitions, n_ranks, message",
+    [
+        ((1, 1, 1), 1, "needs 4 counts"),
+        ((1, 301, 1, 1), 1, "layer 1 has 300 neurons"),
+        ((0, 1, 1, 1), 1, "cannot be split into 0"),
+        ((1, 1, 1, 1), 4, "3 weight blocks but the job has 4 ranks"),
+    ],
+)
+def test_bad_partitions_are_refused_with_a_reason(partitions, n_ranks, message):
+    with pytest.raises(InputError, match=message):
+        Layout(WIDTHS, partitions, n_ranks)
