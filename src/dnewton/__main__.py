@@ -1,0 +1,5 @@
+"""``python -m dnewton`` is the ``dnewton`` command."""
+
+from .cli import main
+
+main()

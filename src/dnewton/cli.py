@@ -1,0 +1,178 @@
+"""The ``dnewton`` command line.
+
+    mpiexec -n K dnewton train TRAIN [--test TEST] [options]
+
+Every rank parses the same command line. Errors that one rank meets are agreed
+on by all (`errors.agreed`), and anything unexpected aborts the whole job, so a
+failure never leaves ranks waiting in a collective.
+"""
+
+import argparse
+import sys
+
+from . import __version__
+from .activations import ACTIVATIONS
+from .data import DATASETS
+from .losses import LOSSES
+from .newton import NewtonOptions
+
+_DEFAULTS = NewtonOptions()
+
+
+def _int_list(text):
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated whole numbers, got {text!r}"
+        ) from None
+    return values
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="dnewton",
+        description=(
+            "Train fully connected neural networks with a distributed subsampled "
+            "Gauss-Newton method, the model split into blocks over MPI ranks."
+        ),
+        epilog="Run under MPI with: mpiexec -n K dnewton train ...",
+    )
+    parser.add_argument("--version", action="version", version=f"dnewton {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train",
+        help="train a network with the distributed Newton method",
+        description=(
+            "Train a network on TRAIN with Newton-CG, a subsampled Gauss-Newton matrix, "
+            "Levenberg-Marquardt damping and a backtracking line search. Rank 0 prints "
+            "one line per iteration: f, ||g||, CG iterations, step size alpha, damping "
+            "lambda, the ratio rho of actual to predicted reduction, the iteration's "
+            "wall time and the test accuracy."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    train.add_argument(
+        "train",
+        metavar="TRAIN",
+        help=f"LIBSVM file (1-based indices), or an embedded set: {', '.join(DATASETS)}",
+    )
+    train.add_argument(
+        "--test",
+        metavar="FILE",
+        help="LIBSVM test file; accuracy is reported each iteration "
+        "(default: the embedded set's test part, if TRAIN names one)",
+    )
+    model = train.add_argument_group("model")
+    model.add_argument(
+        "--hidden", type=_int_list, default=(300, 300), metavar="N1,N2,...",
+        help="widths of the hidden layers",
+    )
+    model.add_argument("--activation", choices=list(ACTIVATIONS), default="relu")
+    model.add_argument(
+        "--loss", choices=list(LOSSES), default="squared",
+        help="squared: ||z - onehot(y)||^2 (the reference's); softmax: cross-entropy",
+    )
+    model.add_argument(
+        "--partitions", type=_int_list, default=None, metavar="P0,P1,...,PL",
+        help="groups per layer, inputs to outputs; the weights between layers m-1 and "
+        "m form P_{m-1} x P_m blocks spread over the ranks (need at least as many "
+        "blocks as ranks). Default: split the widest layers until every rank has a block",
+    )
+    model.add_argument("--seed", type=int, default=_DEFAULTS.seed,
+                       help="seed of the initial weights and of the subsets")
+    data = train.add_argument_group("data")
+    data.add_argument("--feature-scale", type=float, default=1.0, metavar="S",
+                      help="divide every feature by S (255 for raw pixels)")
+    data.add_argument("--center", action="store_true",
+                      help="subtract the training mean of each feature (from the test set too)")
+    data.add_argument("--batch-size", type=int, default=4096, metavar="N",
+                      help="instances per forward/backward batch (bounds memory)")
+    opt = train.add_argument_group("optimizer")
+    opt.add_argument("-C", type=float, default=_DEFAULTS.C, dest="C",
+                     help="regularization: f = theta'theta/(2 C l) + mean loss")
+    opt.add_argument("--gn-ratio", type=float, default=_DEFAULTS.gn_ratio, metavar="R",
+                     help="fraction of instances in each Gauss-Newton subset")
+    opt.add_argument("--iterations", type=int, default=_DEFAULTS.iterations, metavar="N",
+                     help="Newton iterations")
+    opt.add_argument("--cg-max", type=int, default=_DEFAULTS.cg_max, metavar="N",
+                     help="CG iterations per Newton iteration, at most")
+    opt.add_argument("--xi", type=float, default=_DEFAULTS.xi,
+                     help="CG stops when ||r|| <= xi ||g||")
+    opt.add_argument("--lambda", type=float, default=_DEFAULTS.damping, dest="damping",
+                     metavar="LAMBDA", help="initial Levenberg-Marquardt damping")
+    out = train.add_argument_group("output")
+    out.add_argument("--log", metavar="FILE",
+                     help="write one JSON object per iteration (f, gnorm, cg_iters, alpha, "
+                     "lambda, rho, time, test_accuracy, bytes by phase)")
+    out.add_argument("--quiet", action="store_true", help="no progress lines")
+    out.add_argument("--show-layout", action="store_true",
+                     help="print which blocks each rank owns")
+    out.add_argument("--blas-threads", type=int, default=None, metavar="N",
+                     help="BLAS threads per rank (default: 1 under mpiexec with several "
+                     "ranks, else the BLAS default)")
+    train.set_defaults(run=run_train)
+    return parser
+
+
+def run_train(args):
+    from mpi4py import MPI
+    from threadpoolctl import threadpool_limits
+
+    from .data import read_dataset
+    from .errors import agreed
+    from .monitor import Monitor
+    from .trainer import ModelConfig, Problem
+
+    world = MPI.COMM_WORLD
+    threads = args.blas_threads or (1 if world.size > 1 else None)
+    with threadpool_limits(limits=threads):
+        with agreed(world):
+            train_raw, test_raw = read_dataset(args.train)
+            if args.test is not None:
+                test_raw, _ = read_dataset(args.test, n_features=train_raw.n_features)
+            options = NewtonOptions(
+                C=args.C, gn_ratio=args.gn_ratio, iterations=args.iterations,
+                cg_max=args.cg_max, xi=args.xi, damping=args.damping, seed=args.seed,
+            )
+            options.check()
+            monitor = Monitor(world.rank, args.log, args.quiet)
+        config = ModelConfig(
+            hidden=args.hidden, activation=args.activation, loss=args.loss,
+            partitions=args.partitions, feature_scale=args.feature_scale,
+            center=args.center, batch_size=args.batch_size,
+        )
+        problem = Problem.build(world, train_raw, test_raw, config, options.C)
+        try:
+            widths = "-".join(map(str, problem.layout.widths))
+            monitor.message(
+                f"dnewton: {train_raw.source}: {train_raw.n_instances} instances, "
+                f"network {widths} ({args.activation}, {args.loss} loss), "
+                f"{len(problem.layout.blocks)} blocks on {world.size} rank(s)"
+            )
+            if args.show_layout:
+                monitor.message(problem.layout.describe())
+            result = problem.fit(options, monitor)
+            monitor.message(
+                f"dnewton: stopped after {result.iterations} iteration(s): {result.message}; "
+                f"f = {result.f:.6e}"
+            )
+        finally:
+            monitor.close()
+            problem.close()
+    # A line search that cannot decrease f ends training normally (the message says
+    # so); it is not an error of the job.
+    return 0
+
+
+def _dispatch(argv):
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+def main(argv=None):
+    """Entry point of the ``dnewton`` script and of ``python -m dnewton``."""
+    from .errors import run_main
+
+    sys.exit(run_main(_dispatch, argv))

@@ -1,0 +1,171 @@
+"""Data: reading LIBSVM files and embedded sets, preprocessing, and the
+feature-wise partition of SPEC section 3.
+
+Every rank reads the file (a cluster's shared file system serves that well) and
+keeps only what its blocks need: the feature columns of the input groups a of its
+layer-1 blocks (1, a, .), and the labels if it owns an output block.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+
+@dataclass
+class RawData:
+    """A whole data set as read: ``X`` (l, n_features) CSR or dense, ``y`` (l,) labels."""
+
+    X: object
+    y: np.ndarray
+    source: str
+
+    @property
+    def n_instances(self):
+        return self.X.shape[0]
+
+    @property
+    def n_features(self):
+        return self.X.shape[1]
+
+
+def _digits():
+    """scikit-learn's 8x8 digits (1,797 images, pixels 0..16): every 4th image is test."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    test = np.arange(len(y)) % 4 == 0
+    return (
+        RawData(np.ascontiguousarray(X[~test], dtype=np.float64), y[~test], "digits"),
+        RawData(np.ascontiguousarray(X[test], dtype=np.float64), y[test], "digits (test)"),
+    )
+
+
+# name -> (description, loader returning (train, test))
+DATASETS = {
+    "digits": (
+        "scikit-learn's handwritten digits: 1,347 train / 450 test, 64 features "
+        "(0..16), 10 classes; use --feature-scale 16 --center",
+        _digits,
+    ),
+}
+
+
+def read_libsvm(path, n_features=None):
+    """Read a LIBSVM file (1-based feature indices) with scikit-learn's reader."""
+    from sklearn.datasets import load_svmlight_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        X, y = load_svmlight_file(
+            str(path), n_features=n_features, dtype=np.float64, zero_based=False
+        )
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{path}: not a readable LIBSVM file: {exc}") from None
+    if X.shape[0] == 0:
+        raise InputError(f"{path}: the file holds no instances")
+    bad = np.flatnonzero(~np.isfinite(X.data))
+    if bad.size:
+        row = int(np.searchsorted(X.indptr, bad[0], side="right")) - 1
+        raise InputError(f"{path}: instance {row + 1} has a non-finite feature value")
+    if not np.isfinite(y).all():
+        row = int(np.flatnonzero(~np.isfinite(y))[0])
+        raise InputError(f"{path}: instance {row + 1} has a non-finite label")
+    return RawData(X, y, str(path))
+
+
+def read_dataset(source, n_features=None):
+    """(train, test or None) from an embedded name or a LIBSVM path."""
+    if str(source) in DATASETS:
+        return DATASETS[str(source)][1]()
+    return read_libsvm(source, n_features), None
+
+
+@dataclass
+class Classes:
+    """The class labels seen in training; the model's outputs in this order."""
+
+    labels: np.ndarray
+
+    @classmethod
+    def from_training(cls, y):
+        labels = np.unique(y)
+        if len(labels) < 2:
+            raise InputError(f"the training set has {len(labels)} class(es); need at least 2")
+        return cls(labels)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def encode(self, y, source):
+        """Class indices 0..n_L-1 of labels `y`; refuse labels never seen in training."""
+        index = np.searchsorted(self.labels, y)
+        index = np.minimum(index, len(self.labels) - 1)
+        unseen = self.labels[index] != y
+        if unseen.any():
+            raise InputError(
+                f"{source}: label {y[unseen][0]:g} (instance {np.flatnonzero(unseen)[0] + 1}) "
+                f"was never seen in training (classes {', '.join(f'{c:g}' for c in self.labels)})"
+            )
+        return index.astype(np.int64)
+
+
+@dataclass
+class Preprocessing:
+    """x -> x / scale - mean, mean taken on the scaled training set (per feature)."""
+
+    scale: float = 1.0
+    center: bool = False
+    means: dict = field(default_factory=dict)  # input group a -> (|a|,) means
+
+
+@dataclass
+class PartitionedData:
+    """This rank's share of a data set.
+
+    ``features[a]`` is the dense (l, |a|) block of input group a for every group this
+    rank's layer-1 blocks need; ``labels`` (l,) class indices on output ranks, else None.
+    """
+
+    n_instances: int
+    features: dict
+    labels: object
+
+    def rows(self, index):
+        """Feature blocks of the instances `index` (a slice or an index array)."""
+        return {a: np.ascontiguousarray(X[index]) for a, X in self.features.items()}
+
+
+def partition(raw, layout, rank, classes, prep, fit=False):
+    """Keep the columns and labels `rank` needs; apply (and with `fit`, learn) `prep`.
+
+    Parameters
+    ----------
+    raw : RawData
+    layout : Layout
+    rank : int
+    classes : Classes
+    prep : Preprocessing
+        With ``fit=True`` its means are computed here from `raw` (the training set).
+    """
+    input_groups = sorted({blk.row for blk in layout.blocks_of(rank) if blk.layer == 1})
+    features = {}
+    for a in input_groups:
+        cols = layout.group(0, a)
+        block = raw.X[:, cols]
+        block = block.toarray() if hasattr(block, "toarray") else np.array(block)
+        block = np.ascontiguousarray(block, dtype=np.float64)
+        if prep.scale != 1.0:
+            block /= prep.scale
+        if prep.center:
+            if fit:
+                prep.means[a] = block.mean(axis=0)
+            block -= prep.means[a]
+        features[a] = block
+    owns_output = any(blk.layer == layout.n_layers for blk in layout.blocks_of(rank))
+    labels = classes.encode(raw.y, raw.source) if owns_output else None
+    return PartitionedData(raw.n_instances, features, labels)

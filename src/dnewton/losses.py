@@ -1,0 +1,75 @@
+"""Losses on the linear output z^L, with the Gauss-Newton weight B of each.
+
+Each loss is a small object with one interface, so the objective and the
+Gauss-Newton product never ask which loss they hold. Arrays: ``z`` is (n, n_L)
+outputs, ``y`` is (n,) class indices in 0..n_L-1.
+"""
+
+import numpy as np
+
+from .errors import InputError
+
+
+class SquaredLoss:
+    """``||z - onehot(y)||^2`` per instance (the reference's loss); B = 2 I."""
+
+    name = "squared"
+    constant_curvature = True
+
+    def value(self, z, y):
+        """Sum of the per-instance losses."""
+        r = z.copy()
+        r[np.arange(len(y)), y] -= 1.0
+        return float(np.einsum("ij,ij->", r, r))
+
+    def gradient(self, z, y):
+        """d loss_i / d z_i, (n, n_L)."""
+        g = 2.0 * z
+        g[np.arange(len(y)), y] -= 2.0
+        return g
+
+    def curvature(self, z):
+        """What `apply_curvature` needs of the outputs: nothing, B is constant."""
+        return None
+
+    def apply_curvature(self, state, u):
+        """B_i u_i for every instance, (n, n_L)."""
+        return 2.0 * u
+
+
+class SoftmaxLoss:
+    """Softmax cross-entropy ``-log p_y``, p = softmax(z); B = diag(p) - p p^T."""
+
+    name = "softmax"
+    constant_curvature = False
+
+    @staticmethod
+    def probabilities(z):
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def value(self, z, y):
+        zmax = z.max(axis=1)
+        log_norm = zmax + np.log(np.exp(z - zmax[:, None]).sum(axis=1))
+        return float(np.sum(log_norm - z[np.arange(len(y)), y]))
+
+    def gradient(self, z, y):
+        g = self.probabilities(z)
+        g[np.arange(len(y)), y] -= 1.0
+        return g
+
+    def curvature(self, z):
+        return np.ascontiguousarray(self.probabilities(z))
+
+    def apply_curvature(self, p, u):
+        return p * (u - np.einsum("ij,ij->i", p, u)[:, None])
+
+
+LOSSES = {cls.name: cls for cls in (SquaredLoss, SoftmaxLoss)}
+
+
+def make_loss(name):
+    try:
+        return LOSSES[name]()
+    except KeyError:
+        raise InputError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}") from None

@@ -1,0 +1,216 @@
+"""The subsampled Gauss-Newton method with Levenberg-Marquardt damping (SPEC section 2).
+
+Three pieces, each stopping for a stated reason: `conjugate_gradient` solves for
+the direction, `line_search` backtracks along it, and `newton` runs the outer
+loop and the damping update. Every decision is taken from values reduced over
+all ranks, so the ranks never disagree about what to do next.
+"""
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .cg import conjugate_gradient
+from .errors import InputError, NumericalError, everywhere
+
+
+@dataclass
+class NewtonOptions:
+    """Hyperparameters; the defaults are the reference's (SPEC section 2)."""
+
+    C: float = 0.01  # regularization: theta'theta / (2 C l)
+    gn_ratio: float = 0.05  # |S| = ceil(gn_ratio * l)
+    iterations: int = 100
+    cg_max: int = 250
+    xi: float = 0.1  # CG stops when ||r|| <= xi ||g||
+    damping: float = 1.0  # lambda_0
+    eta: float = 1e-4  # sufficient-decrease constant
+    max_halvings: int = 20  # line search gives up after alpha = 2^-max_halvings
+    boost: float = 1.5  # lambda *= boost when rho < 0.25
+    drop: float = 2.0 / 3.0  # lambda *= drop when rho >= 0.75
+    seed: int = 0
+
+    def check(self):
+        """Raise InputError naming the first nonsensical value."""
+        rules = [
+            (self.C > 0 and math.isfinite(self.C), "-C must be a positive number"),
+            (0 < self.gn_ratio <= 1, "--gn-ratio must be in (0, 1]"),
+            (self.iterations >= 0, "--iterations must be >= 0"),
+            (self.cg_max >= 1, "--cg-max must be >= 1"),
+            (0 < self.xi < 1, "--xi must be in (0, 1)"),
+            (self.damping >= 0 and math.isfinite(self.damping), "--lambda must be >= 0"),
+            (0 < self.eta < 1, "eta must be in (0, 1)"),
+            (self.max_halvings >= 0, "max_halvings must be >= 0"),
+            (self.boost >= 1 and 0 < self.drop <= 1, "need boost >= 1 and 0 < drop <= 1"),
+        ]
+        for ok, message in rules:
+            if not ok:
+                raise InputError(message)
+
+
+@dataclass
+class LineSearchResult:
+    alpha: float  # accepted step (0 when it failed)
+    f: float  # f(theta + alpha d) (f(theta) when it failed)
+    trials: int  # function evaluations spent
+    reason: str  # "sufficient_decrease" | "not_descent" | "too_many_halvings"
+
+
+def line_search(value, theta, d, f, gd, eta, max_halvings):
+    """Backtracking: alpha = 1, 1/2, ... until f(theta + alpha d) <= f + eta alpha g'd.
+
+    A direction with g'd >= 0 is refused at once (no step can satisfy the test
+    with a decrease); otherwise at most ``max_halvings + 1`` values are tried.
+    """
+    if not gd < 0:
+        return LineSearchResult(0.0, f, 0, "not_descent")
+    alpha = 1.0
+    for trial in range(1, max_halvings + 2):
+        f_trial = value(theta + alpha * d)
+        if f_trial <= f + eta * alpha * gd:  # False for NaN: keep halving
+            return LineSearchResult(alpha, f_trial, trial, "sufficient_decrease")
+        alpha /= 2.0
+    return LineSearchResult(0.0, f, max_halvings + 1, "too_many_halvings")
+
+
+@dataclass
+class IterationRecord:
+    """One line of the run log (SPEC section 5); iteration 0 is the starting point."""
+
+    iter: int
+    f: float  # objective at the iterate reached
+    gnorm: float  # ||g|| there
+    cg_iters: object = None
+    cg_reason: object = None
+    alpha: object = None
+    line_search_trials: object = None
+    line_search_reason: object = None
+    lambda_: object = None  # damping used in this iteration's CG
+    rho: object = None  # actual / predicted reduction
+    time: float = 0.0  # seconds since the start of the run
+    iteration_time: float = 0.0
+    test_accuracy: object = None
+    bytes: dict = field(default_factory=dict)
+
+    def as_dict(self):
+        record = asdict(self)
+        record["lambda"] = record.pop("lambda_")
+        return record
+
+
+@dataclass
+class NewtonResult:
+    """Final parameters (this rank's part) and how the run ended."""
+
+    theta: np.ndarray
+    f: float
+    gnorm: float
+    iterations: int
+    status: str  # "iteration_limit" | "line_search_failed"
+    message: str
+    history: list
+
+
+_STOP_MESSAGES = {
+    "iteration_limit": "reached the iteration limit",
+    "not_descent": "the CG direction is not a descent direction (g'd >= 0)",
+    "too_many_halvings": "the line search found no sufficient decrease after {n} halvings",
+}
+
+
+def newton(objective, theta, options, monitor=None, evaluate=None):
+    """Minimise `objective` from `theta` (this rank's parameter vector).
+
+    Parameters
+    ----------
+    objective : objective.Objective
+    theta : (n,) local parameters; not modified.
+    options : NewtonOptions
+    monitor : callable(IterationRecord) or None
+        Called on every rank after every iteration (and for iteration 0).
+    evaluate : callable(theta) -> float or None
+        Test accuracy, collective; called after every iteration when given.
+
+    Returns
+    -------
+    NewtonResult
+    """
+    options.check()
+    groups = objective.groups
+    counter = groups.counter
+    theta = theta.copy()
+    subsets = np.random.default_rng(np.random.SeedSequence(options.seed, spawn_key=(2,)))
+    damping = options.damping
+    start = time.perf_counter()
+
+    def finish_record(record, began):
+        if evaluate is not None:
+            record.test_accuracy = float(evaluate(theta))
+        record.bytes = counter.collect(groups.world)
+        now = time.perf_counter()
+        record.time, record.iteration_time = now - start, now - began
+        history.append(record)
+        if monitor is not None:
+            monitor(record)
+
+    history = []
+    f, g = objective.value_and_gradient(theta)
+    gnorm = _norm(groups, g)
+    finish_record(IterationRecord(0, f, gnorm), start)
+    status = "iteration_limit"
+    k = 0
+    for k in range(1, options.iterations + 1):
+        began = time.perf_counter()
+        subset = np.sort(
+            subsets.choice(
+                objective.n_instances, objective.subset_size(options.gn_ratio), replace=False
+            )
+        )
+        operator = objective.gauss_newton(theta, subset)
+        operator.damping = damping
+        cg = conjugate_gradient(
+            operator.apply,
+            -g,
+            options.xi * gnorm,
+            options.cg_max,
+            lambda values: groups.allsum(values, "gauss_newton"),
+        )
+        d = cg.x
+        gd, dd, dAd = groups.allsum([np.dot(g, d), np.dot(d, d), np.dot(d, cg.Ax)])
+        search = line_search(
+            objective.value, theta, d, f, gd, options.eta, options.max_halvings
+        )
+        record = IterationRecord(
+            k, f, gnorm, cg.iterations, cg.reason, search.alpha, search.trials,
+            search.reason, damping,
+        )
+        if search.alpha == 0.0:
+            status = "line_search_failed"
+            message = _STOP_MESSAGES[search.reason].format(n=options.max_halvings)
+            finish_record(record, began)
+            break
+        # rho = actual / predicted reduction, predicted with G_S (no damping term).
+        dGd = dAd - damping * dd
+        predicted = search.alpha * gd + 0.5 * search.alpha**2 * dGd
+        rho = (search.f - f) / predicted
+        if rho < 0.25:
+            damping *= options.boost
+        elif rho >= 0.75:
+            damping *= options.drop
+        theta += search.alpha * d
+        f, g = objective.value_and_gradient(theta)
+        gnorm = _norm(groups, g)
+        if not (np.isfinite(f) and np.isfinite(gnorm)):
+            raise everywhere(NumericalError(f"iteration {k}: f = {f}, ||g|| = {gnorm}"))
+        record.f, record.gnorm, record.rho = f, gnorm, float(rho)
+        finish_record(record, began)
+    if status == "iteration_limit":
+        message = _STOP_MESSAGES[status]
+    return NewtonResult(theta, f, gnorm, k, status, message, history)
+
+
+def _norm(groups, v):
+    (vv,) = groups.allsum([np.dot(v, v)], "other")
+    return float(np.sqrt(vv))

@@ -1,0 +1,108 @@
+"""The objective of SPEC section 1 over this rank's data, evaluated in batches.
+
+``f(theta) = theta^T theta / (2 C l) + (1/l) sum_i loss_i``. Sums over instances
+run in batches of `batch_size` to bound memory; every rank steps through the same
+batches, so each batch's collectives line up.
+"""
+
+import math
+
+import numpy as np
+
+from .gauss_newton import GaussNewtonOperator
+
+
+class Objective:
+    """f, its gradient and its Gauss-Newton operator on one partitioned data set.
+
+    Parameters
+    ----------
+    network : Network
+    data : data.PartitionedData
+        Training data partitioned for this rank.
+    loss : losses object
+    C : float
+        Regularization constant (multiplies the data term, as in LIBLINEAR).
+    batch_size : int
+        Instances per forward/backward batch.
+    """
+
+    def __init__(self, network, data, loss, C, batch_size=4096):
+        self.network = network
+        self.groups = network.groups
+        self.data = data
+        self.loss = loss
+        self.C = C
+        self.n_instances = data.n_instances
+        self.regularization = 1.0 / (C * data.n_instances)
+        self.batch_size = batch_size
+        output = self.groups.output
+        # Every output rank computes the loss; one of them contributes it to sums.
+        self._counts_loss = output is not None and output.leader == self.groups.world.rank
+
+    def _batches(self, n):
+        for start in range(0, n, self.batch_size):
+            yield slice(start, min(start + self.batch_size, n))
+
+    def _total(self, theta, loss_sum):
+        tt, loss_sum = self.groups.allsum([np.dot(theta, theta), loss_sum], "forward")
+        return tt * self.regularization / 2.0 + loss_sum / self.n_instances
+
+    def value(self, theta):
+        """f(theta), the same on every rank."""
+        loss_sum = 0.0
+        for rows in self._batches(self.n_instances):
+            fwd = self.network.forward(theta, self.data.rows(rows), rows.stop - rows.start)
+            if self._counts_loss:
+                loss_sum += self.loss.value(fwd.output, self.data.labels[rows])
+        return self._total(theta, loss_sum)
+
+    def value_and_gradient(self, theta):
+        """(f(theta), local part of the gradient)."""
+        grad = theta * self.regularization
+        loss_sum = 0.0
+        for rows in self._batches(self.n_instances):
+            fwd = self.network.forward(theta, self.data.rows(rows), rows.stop - rows.start)
+            dout = None
+            if fwd.output is not None:
+                y = self.data.labels[rows]
+                dout = self.loss.gradient(fwd.output, y) / self.n_instances
+                if self._counts_loss:
+                    loss_sum += self.loss.value(fwd.output, y)
+            self.network.backward(theta, fwd, dout, grad)
+        return self._total(theta, loss_sum), grad
+
+    def subset_size(self, ratio):
+        """|S| = ceil(ratio l), at least 1."""
+        return max(1, math.ceil(ratio * self.n_instances))
+
+    def gauss_newton(self, theta, subset):
+        """The Gauss-Newton operator on the instances `subset` (sorted index array).
+
+        Runs the forward pass on S, the Jacobian pass (n_L vectors per instance),
+        and, for losses whose B depends on the outputs, broadcasts B's data from
+        the output group's leader so every rank can form q_i = B_i J_i v.
+        """
+        fwd = self.network.forward(theta, self.data.rows(subset), len(subset))
+        jacobian = self.network.jacobian(theta, fwd)
+        curvature = self.loss.curvature(fwd.output) if fwd.output is not None else None
+        if not self.loss.constant_curvature:
+            if curvature is None:
+                curvature = np.empty((len(subset), self.network.n_outputs))
+            leader = self.network.layout.output_group[0]
+            self.groups.broadcast(curvature, leader, "backward")
+        return GaussNewtonOperator(
+            self.network, fwd, jacobian, curvature, self.loss, self.regularization
+        )
+
+    def accuracy(self, theta, data):
+        """Fraction of `data` (partitioned like the training set) classified right."""
+        correct = 0.0
+        for rows in self._batches(data.n_instances):
+            fwd = self.network.forward(
+                theta, data.rows(rows), rows.stop - rows.start, "evaluation"
+            )
+            if self._counts_loss:
+                correct += np.sum(np.argmax(fwd.output, axis=1) == data.labels[rows])
+        (correct,) = self.groups.allsum([correct], "evaluation")
+        return correct / data.n_instances

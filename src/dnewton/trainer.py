@@ -1,0 +1,94 @@
+"""From raw data and settings to a trained network on every rank.
+
+`Problem.build` is where the pieces meet: the layout, its communication groups,
+this rank's share of the data and of the network, and the objective. The command
+line and the Python API both go through it.
+"""
+
+from dataclasses import dataclass
+
+from .activations import activation_code
+from .communication import Groups
+from .data import Classes, Preprocessing, partition
+from .errors import InputError, agreed
+from .layout import Layout
+from .losses import make_loss
+from .network import Network
+from .newton import newton
+from .objective import Objective
+
+
+@dataclass
+class ModelConfig:
+    """The network and its data handling (the optimizer's are `NewtonOptions`)."""
+
+    hidden: tuple = (300, 300)
+    activation: str = "relu"
+    loss: str = "squared"
+    partitions: object = None  # P_0..P_L, or None for `Layout.default`
+    feature_scale: float = 1.0
+    center: bool = False
+    batch_size: int = 4096
+
+    def check(self):
+        if not self.hidden or any(int(h) < 1 for h in self.hidden):
+            raise InputError("--hidden needs one or more positive layer widths, e.g. 300,300")
+        if not self.feature_scale > 0:
+            raise InputError("--feature-scale must be positive")
+        if self.batch_size < 1:
+            raise InputError("--batch-size must be >= 1")
+        activation_code(self.activation)
+        make_loss(self.loss)
+
+
+class Problem:
+    """This rank's share of a training problem. Collective to build; call `close`."""
+
+    def __init__(self, world, layout, groups, network, objective, test, classes, prep):
+        self.world = world
+        self.layout = layout
+        self.groups = groups
+        self.network = network
+        self.objective = objective
+        self.test = test
+        self.classes = classes
+        self.preprocessing = prep
+
+    @classmethod
+    def build(cls, world, train_raw, test_raw, config, C):
+        """Collective over `world`; every rank passes the same raw data and settings."""
+        with agreed(world):
+            config.check()
+            classes = Classes.from_training(train_raw.y)
+            widths = [train_raw.n_features, *map(int, config.hidden), len(classes)]
+            if config.partitions is None:
+                layout = Layout.default(widths, world.size)
+            else:
+                layout = Layout(widths, config.partitions, world.size)
+            if test_raw is not None and test_raw.n_features > train_raw.n_features:
+                raise InputError(
+                    f"{test_raw.source}: {test_raw.n_features} features, more than the "
+                    f"{train_raw.n_features} of the training set"
+                )
+        groups = Groups(world, layout)
+        prep = Preprocessing(config.feature_scale, config.center)
+        with agreed(world):
+            train = partition(train_raw, layout, world.rank, classes, prep, fit=True)
+            test = None
+            if test_raw is not None:
+                test = partition(test_raw, layout, world.rank, classes, prep)
+        network = Network(layout, groups, activation_code(config.activation))
+        objective = Objective(network, train, make_loss(config.loss), C, config.batch_size)
+        return cls(world, layout, groups, network, objective, test, classes, prep)
+
+    def fit(self, options, monitor=None, theta=None):
+        """Run Newton from `theta` (default: the seeded initialisation)."""
+        if theta is None:
+            theta = self.network.initial_parameters(options.seed)
+        evaluate = None
+        if self.test is not None:
+            evaluate = lambda th: self.objective.accuracy(th, self.test)  # noqa: E731
+        return newton(self.objective, theta, options, monitor, evaluate)
+
+    def close(self):
+        self.groups.free()

@@ -1,0 +1,111 @@
+"""The distributed run: the same result for every layout, and the bytes each phase
+moves equal to the formulas of SPEC section 3."""
+
+import math
+
+import numpy as np
+import pytest
+from conftest import read_log, run_dnewton
+
+from dnewton.data import read_dataset
+from dnewton.layout import Layout
+
+HIDDEN = (16, 12)
+COMMON = ["train", "digits", "--hidden", "16,12", "--iterations", "5", "--feature-scale", "16",
+          "--center", "--quiet", "--seed", "3"]
+
+# (ranks, partitions): several blocks per rank, a split input layer, split
+# hidden layers, one block per rank, and a split output layer.
+LAYOUTS = [
+    (2, "1,2,1,1"),
+    (3, "2,1,1,1"),
+    (4, "2,2,2,1"),
+    (4, "1,1,2,2"),
+    (3, "3,1,1,2"),
+]
+
+
+def final_values(log):
+    return np.array([rec["f"] for rec in log])
+
+
+@pytest.fixture(scope="module")
+def single_rank(tmp_path_factory):
+    logs = {}
+    for loss in ("squared", "softmax"):
+        path = tmp_path_factory.mktemp("one") / f"{loss}.jsonl"
+        run_dnewton(1, [*COMMON, "--loss", loss, "--log", path])
+        logs[loss] = read_log(path)
+    return logs
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("loss", ["squared", "softmax"])
+@pytest.mark.parametrize("n_ranks, partitions", LAYOUTS)
+def test_layouts_give_the_single_rank_result(single_rank, tmp_path, loss, n_ranks, partitions):
+    log_path = tmp_path / "run.jsonl"
+    run_dnewton(n_ranks, [*COMMON, "--loss", loss, "--partitions", partitions, "--log", log_path])
+    log = read_log(log_path)
+    assert len(log) == 6
+    np.testing.assert_allclose(final_values(log), final_values(single_rank[loss]), rtol=1e-9)
+    assert log[-1]["f"] < log[0]["f"]
+    # Only multi-rank groups communicate: a real multi-rank run moves bytes.
+    assert log[-1]["bytes"]["gauss_newton"] > 0
+
+
+def expected_bytes(layout, n_instances, subset, trials, loss, world):
+    """Per-iteration bytes by phase from the group sizes of SPEC section 3."""
+    L, n_out = layout.n_layers, layout.widths[-1]
+
+    def width(m, g):
+        s = layout.group(m, g)
+        return s.stop - s.start
+
+    def forward_layers(n):
+        total = sum(
+            n * width(m, b) * 8
+            for m in range(1, L)
+            for b in range(layout.partitions[m])
+            if len(layout.forward_group(m, b)) > 1
+        )
+        return total + (n * n_out * 8 if len(layout.output_group) > 1 else 0)
+
+    def backward_layers(n, vectors):
+        return sum(
+            n * vectors * width(m - 1, a) * 8
+            for m in range(2, L + 1)
+            for a in range(layout.partitions[m - 1])
+            if len(layout.backward_group(m, a)) > 1
+        )
+
+    scalars = 16 if world > 1 else 0  # f's two sums in one allreduce
+    forward = forward_layers(subset) + (trials + 1) * (forward_layers(n_instances) + scalars)
+    backward = backward_layers(n_instances, 1) + backward_layers(subset, n_out)
+    if loss == "softmax" and world > 1:
+        backward += subset * n_out * 8  # B's probabilities, broadcast once
+    return forward, backward
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("loss", ["squared", "softmax"])
+@pytest.mark.parametrize("n_ranks, partitions", [(4, "2,2,2,1"), (3, "3,1,1,2")])
+def test_bytes_per_phase_match_the_formulas(tmp_path, loss, n_ranks, partitions):
+    log_path = tmp_path / "run.jsonl"
+    run_dnewton(n_ranks, [*COMMON, "--loss", loss, "--partitions", partitions, "--log", log_path])
+    train, _ = read_dataset("digits")
+    l = train.n_instances
+    widths = (train.n_features, *HIDDEN, 10)
+    layout = Layout(widths, tuple(map(int, partitions.split(","))), n_ranks)
+    subset = math.ceil(0.05 * l)
+    for rec in read_log(log_path)[1:]:
+        n_out = widths[-1]
+        # One allreduce of |S| n_L numbers (+ v.v) and one scalar per CG iteration,
+        # and the initial residual norm.
+        per_cg = (subset * n_out + 1) * 8 + 8
+        assert rec["bytes"]["gauss_newton"] == 8 + rec["cg_iters"] * per_cg
+        forward, backward = expected_bytes(
+            layout, l, subset, rec["line_search_trials"], loss, n_ranks
+        )
+        assert rec["bytes"]["forward"] == forward
+        assert rec["bytes"]["backward"] == backward
+        assert rec["bytes"]["other"] == 3 * 8 + 8  # g'd, d'd, d'Ad; then ||g||
