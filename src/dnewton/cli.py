@@ -94,6 +94,16 @@ def build_parser():
                      help="regularization: f = theta'theta/(2 C l) + mean loss")
     opt.add_argument("--gn-ratio", type=float, default=_DEFAULTS.gn_ratio, metavar="R",
                      help="fraction of instances in each Gauss-Newton subset")
+    opt.add_argument("--gn-size", type=int, default=None, metavar="N",
+                     help="instances in each Gauss-Newton subset (instead of --gn-ratio); "
+                     "the stored Jacobian grows linearly with it: about 8 N (n_L |b| + |a|) "
+                     "bytes per block (a, b), printed at start-up")
+    opt.add_argument("--diagonal", action="store_true",
+                     help="block-diagonal Gauss-Newton: every block solves its own CG with "
+                     "no communication (the paper's diagonalization)")
+    opt.add_argument("--sync-fraction", type=float, default=1.0, metavar="Q",
+                     help="with --diagonal: stop each Newton iteration's CG once a fraction "
+                     "Q of the blocks has met its stopping rule (1 = wait for all)")
     opt.add_argument("--iterations", type=int, default=_DEFAULTS.iterations, metavar="N",
                      help="Newton iterations")
     opt.add_argument("--cg-max", type=int, default=_DEFAULTS.cg_max, metavar="N",
@@ -133,7 +143,9 @@ def run_train(args):
             if args.test is not None:
                 test_raw, _ = read_dataset(args.test, n_features=train_raw.n_features)
             options = NewtonOptions(
-                C=args.C, gn_ratio=args.gn_ratio, iterations=args.iterations,
+                C=args.C, gn_ratio=args.gn_ratio, gn_size=args.gn_size,
+                diagonal=args.diagonal, sync_fraction=args.sync_fraction,
+                iterations=args.iterations,
                 cg_max=args.cg_max, xi=args.xi, damping=args.damping, seed=args.seed,
             )
             options.check()
@@ -153,6 +165,13 @@ def run_train(args):
             )
             if args.show_layout:
                 monitor.message(problem.layout.describe())
+            n_subset = problem.objective.subset_size(options.gn_ratio, options.gn_size)
+            need = problem.check_memory(n_subset)
+            monitor.message(
+                f"dnewton: Gauss-Newton subset {n_subset} instances per iteration"
+                f"{' (block-diagonal)' if options.diagonal else ''}; its stored Jacobian "
+                f"takes up to {need / 2**20:.1f} MiB per rank (linear in the subset size)"
+            )
             result = problem.fit(options, monitor)
             monitor.message(
                 f"dnewton: stopped after {result.iterations} iteration(s): {result.message}; "

@@ -21,7 +21,7 @@ section 3; a ring allreduce moves about 2 (k-1)/k of it per rank on the wire.
 import numpy as np
 from mpi4py import MPI
 
-PHASES = ("forward", "backward", "gauss_newton", "other", "evaluation")
+PHASES = ("forward", "backward", "gauss_newton", "sync", "other", "evaluation")
 
 
 class ByteCounter:

@@ -5,11 +5,17 @@ each block p computes J_{i,p} v_p for every i in S (`jacobian_vector_product`),
 ONE allreduce of |S| n_L numbers over all ranks sums the blocks into J_i v, every
 rank forms q_i = B_i J_i v, and each block accumulates its part of J^T q
 (`jacobian_transpose_product`). The CG solver sees only `apply`.
+
+The block-diagonal approximation (SPEC section 4) keeps only the diagonal blocks
+``G_pp v_p = v_p / (C l) + (1/|S|) sum_i J_{i,p}^T B_i J_{i,p} v_p``: the same two
+kernels on one block's own J_{i,p} v_p, with no communication at all
+(`block_apply`).
 """
 
 import numpy as np
 
 from . import _kernels as K
+from .network import block_views
 
 
 class GaussNewtonOperator:
@@ -48,6 +54,7 @@ class GaussNewtonOperator:
             self._U.append(np.empty((fwd.n, blk.shape[1])))
         # J v for every instance of S, plus one slot that carries the local v.v.
         self._buf = np.empty(self.n_subset * self.n_outputs + 1)
+        self._block_Jv = np.empty((self.n_subset, self.n_outputs))
 
     def jacobian_vector(self, v):
         """Local sum over this rank's blocks of J_{i,p} v_p, (|S|, n_L), not reduced."""
@@ -77,3 +84,52 @@ class GaussNewtonOperator:
         np.multiply(v, shift, out=out)
         self.jacobian_transpose(Q, out, 1.0 / self.n_subset)
         return float(np.einsum("ij,ij->", Jv, Q)) / self.n_subset + shift * self._buf[-1]
+
+    def block_apply(self, i):
+        """The operator of block i's diagonal block, as ``apply(v_i, out_i) -> v_i'A v_i``.
+
+        `v_i` and `out_i` hold block i's parameters only (W then bias). Local: no MPI.
+        """
+        blk = self.network.blocks[i]
+        Z, D, U = self._Z[i], self._D[i], self._U[i]
+
+        def apply(v, out):
+            Jv = self._block_Jv
+            Jv[:] = 0.0
+            V, vb = block_views(blk, v)
+            K.jacobian_vector_product(Z, V, vb, D, U, Jv)
+            Q = self.loss.apply_curvature(self.curvature, Jv)
+            shift = self.regularization + self.damping
+            np.multiply(v, shift, out=out)
+            O, ob = block_views(blk, out)
+            K.jacobian_transpose_product(Z, D, Q, U, O, ob, 1.0 / self.n_subset)
+            return float(np.einsum("ij,ij->", Jv, Q)) / self.n_subset + shift * K.dot(v, v)
+
+        return apply
+
+
+def stored_bytes(network, n_subset):
+    """Bytes this rank keeps for the Gauss-Newton operator on |S| = n_subset.
+
+    D_b^m for every column group b it owns a block of (n_L |b| numbers per
+    instance), the forward pass over S (z and s of every group it joins), the
+    kernels' workspaces (|b| per block) and J v (n_L): linear in |S|.
+    """
+    layout, n_out = network.layout, network.n_outputs
+    columns = {(blk.layer, blk.col) for blk in network.blocks}
+    per_instance = sum(n_out * _width(layout, m, b) for m, b in columns)
+    joined = [
+        (m, b)
+        for m in range(1, layout.n_layers)
+        for b in range(layout.partitions[m])
+        if network.groups.forward(m, b) is not None
+    ]
+    per_instance += 2 * sum(_width(layout, m, b) for m, b in joined)
+    per_instance += sum(_width(layout, 0, blk.row) for blk in network.blocks if blk.layer == 1)
+    per_instance += sum(blk.shape[1] for blk in network.blocks) + 2 * n_out
+    return 8 * n_subset * per_instance
+
+
+def _width(layout, m, g):
+    group = layout.group(m, g)
+    return group.stop - group.start

@@ -21,6 +21,13 @@ import numpy as np
 from . import _kernels as K
 
 
+def block_views(blk, flat):
+    """(W, bias-or-None) views of one block's parameters `flat` (length ``blk.size``)."""
+    n_rows, n_cols = blk.shape
+    W = flat[: n_rows * n_cols].reshape(n_rows, n_cols)
+    return W, (flat[n_rows * n_cols :] if blk.has_bias else None)
+
+
 @dataclass
 class Pass:
     """What a forward pass leaves behind for the backward and Jacobian passes."""
@@ -61,13 +68,11 @@ class Network:
 
     def split(self, vec):
         """(W, bias-or-None) views into a local parameter vector, one per block."""
-        views = []
-        for blk, start in zip(self.blocks, self.offsets):
-            n_rows, n_cols = blk.shape
-            W = vec[start : start + n_rows * n_cols].reshape(n_rows, n_cols)
-            bias = vec[start + n_rows * n_cols : start + blk.size] if blk.has_bias else None
-            views.append((W, bias))
-        return views
+        return [block_views(blk, vec[self.block_slice(i)]) for i, blk in enumerate(self.blocks)]
+
+    def block_slice(self, i):
+        """Where block i (of this rank's) sits in a local parameter vector."""
+        return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
 
     def initial_parameters(self, seed):
         """W entries ~ N(0, 2 / n_{m-1}), biases 0 (the reference's initialisation).

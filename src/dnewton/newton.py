@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .cg import conjugate_gradient
-from .errors import InputError, NumericalError, everywhere
+from .direction import block_diagonal_direction, full_direction
+from .errors import InputError, NumericalError, agreed, everywhere
 
 
 @dataclass
@@ -22,6 +22,9 @@ class NewtonOptions:
 
     C: float = 0.01  # regularization: theta'theta / (2 C l)
     gn_ratio: float = 0.05  # |S| = ceil(gn_ratio * l)
+    gn_size: object = None  # |S| as a number of instances, instead of gn_ratio
+    diagonal: bool = False  # block-diagonal Gauss-Newton (SPEC section 4)
+    sync_fraction: float = 1.0  # with diagonal: stop CG once this fraction of blocks is done
     iterations: int = 100
     cg_max: int = 250
     xi: float = 0.1  # CG stops when ||r|| <= xi ||g||
@@ -37,6 +40,9 @@ class NewtonOptions:
         rules = [
             (self.C > 0 and math.isfinite(self.C), "-C must be a positive number"),
             (0 < self.gn_ratio <= 1, "--gn-ratio must be in (0, 1]"),
+            (self.gn_size is None or self.gn_size >= 1, "--gn-size must be >= 1"),
+            (0 < self.sync_fraction <= 1, "--sync-fraction must be in (0, 1]"),
+            (self.sync_fraction == 1 or self.diagonal, "--sync-fraction needs --diagonal"),
             (self.iterations >= 0, "--iterations must be >= 0"),
             (self.cg_max >= 1, "--cg-max must be >= 1"),
             (0 < self.xi < 1, "--xi must be in (0, 1)"),
@@ -84,6 +90,8 @@ class IterationRecord:
     gnorm: float  # ||g|| there
     cg_iters: object = None
     cg_reason: object = None
+    cg_iters_per_block: object = None  # [min, median, max] over all blocks
+    sync_stopped_blocks: object = None  # blocks whose CG the synchronization cut off
     alpha: object = None
     line_search_trials: object = None
     line_search_reason: object = None
@@ -137,8 +145,9 @@ def newton(objective, theta, options, monitor=None, evaluate=None):
     -------
     NewtonResult
     """
-    options.check()
     groups = objective.groups
+    with agreed(groups.world):
+        options.check()
     counter = groups.counter
     theta = theta.copy()
     subsets = np.random.default_rng(np.random.SeedSequence(options.seed, spawn_key=(2,)))
@@ -156,6 +165,7 @@ def newton(objective, theta, options, monitor=None, evaluate=None):
             monitor(record)
 
     history = []
+    n_subset = objective.subset_size(options.gn_ratio, options.gn_size)
     f, g = objective.value_and_gradient(theta)
     gnorm = _norm(groups, g)
     finish_record(IterationRecord(0, f, gnorm), start)
@@ -163,28 +173,21 @@ def newton(objective, theta, options, monitor=None, evaluate=None):
     k = 0
     for k in range(1, options.iterations + 1):
         began = time.perf_counter()
-        subset = np.sort(
-            subsets.choice(
-                objective.n_instances, objective.subset_size(options.gn_ratio), replace=False
-            )
-        )
+        subset = np.sort(subsets.choice(objective.n_instances, n_subset, replace=False))
         operator = objective.gauss_newton(theta, subset)
         operator.damping = damping
-        cg = conjugate_gradient(
-            operator.apply,
-            -g,
-            options.xi * gnorm,
-            options.cg_max,
-            lambda values: groups.allsum(values, "gauss_newton"),
-        )
-        d = cg.x
-        gd, dd, dAd = groups.allsum([np.dot(g, d), np.dot(d, d), np.dot(d, cg.Ax)])
+        if options.diagonal:
+            step = block_diagonal_direction(operator, g, options, groups)
+        else:
+            step = full_direction(operator, g, gnorm, options, groups)
+        d = step.d
+        gd, dd, dAd = groups.allsum([np.dot(g, d), np.dot(d, d), np.dot(d, step.Ad)])
         search = line_search(
             objective.value, theta, d, f, gd, options.eta, options.max_halvings
         )
         record = IterationRecord(
-            k, f, gnorm, cg.iterations, cg.reason, search.alpha, search.trials,
-            search.reason, damping,
+            k, f, gnorm, step.cg_iters, step.cg_reason, step.cg_iters_per_block,
+            step.sync_stopped_blocks, search.alpha, search.trials, search.reason, damping,
         )
         if search.alpha == 0.0:
             status = "line_search_failed"

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from .errors import InputError, everywhere
 from .gauss_newton import GaussNewtonOperator
 
 
@@ -72,8 +73,14 @@ class Objective:
             self.network.backward(theta, fwd, dout, grad)
         return self._total(theta, loss_sum), grad
 
-    def subset_size(self, ratio):
-        """|S| = ceil(ratio l), at least 1."""
+    def subset_size(self, ratio, size=None):
+        """|S|: `size` if given (at most l), else ceil(ratio l), at least 1."""
+        if size is not None:
+            if size > self.n_instances:
+                raise everywhere(InputError(
+                    f"--gn-size {size} exceeds the {self.n_instances} training instances"
+                ))
+            return int(size)
         return max(1, math.ceil(ratio * self.n_instances))
 
     def gauss_newton(self, theta, subset):

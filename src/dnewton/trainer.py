@@ -5,12 +5,16 @@ this rank's share of the data and of the network, and the objective. The command
 line and the Python API both go through it.
 """
 
+import os
 from dataclasses import dataclass
+
+from mpi4py import MPI
 
 from .activations import activation_code
 from .communication import Groups
 from .data import Classes, Preprocessing, partition
 from .errors import InputError, agreed
+from .gauss_newton import stored_bytes
 from .layout import Layout
 from .losses import make_loss
 from .network import Network
@@ -22,7 +26,7 @@ from .objective import Objective
 class ModelConfig:
     """The network and its data handling (the optimizer's are `NewtonOptions`)."""
 
-    hidden: tuple = (300, 300)
+    hidden: tuple = (300, 300)  # () is a linear model: one weight layer
     activation: str = "relu"
     loss: str = "squared"
     partitions: object = None  # P_0..P_L, or None for `Layout.default`
@@ -31,8 +35,8 @@ class ModelConfig:
     batch_size: int = 4096
 
     def check(self):
-        if not self.hidden or any(int(h) < 1 for h in self.hidden):
-            raise InputError("--hidden needs one or more positive layer widths, e.g. 300,300")
+        if any(int(h) < 1 for h in self.hidden):
+            raise InputError("--hidden needs positive layer widths, e.g. 300,300")
         if not self.feature_scale > 0:
             raise InputError("--feature-scale must be positive")
         if self.batch_size < 1:
@@ -81,6 +85,28 @@ class Problem:
         objective = Objective(network, train, make_loss(config.loss), C, config.batch_size)
         return cls(world, layout, groups, network, objective, test, classes, prep)
 
+    def check_memory(self, n_subset):
+        """Collective: bytes per rank the Gauss-Newton data of |S| = n_subset needs.
+
+        Refuses (on every rank) when the ranks sharing a node would need more than
+        the node's available memory, or than ``DNEWTON_MEMORY_LIMIT`` bytes if set.
+        Returns the largest per-rank figure.
+        """
+        need = stored_bytes(self.network, n_subset)
+        node = self.world.Split_type(MPI.COMM_TYPE_SHARED)
+        node_need = node.allreduce(need)
+        node.Free()
+        available = available_memory()
+        with agreed(self.world):
+            if available is not None and node_need > available:
+                raise InputError(
+                    f"the Gauss-Newton subset of {n_subset} instances needs about "
+                    f"{node_need / 2**20:.0f} MiB on this node ({need / 2**20:.1f} MiB on "
+                    f"this rank), more than the {available / 2**20:.0f} MiB available; use "
+                    "a smaller --gn-size/--gn-ratio, more ranks or more nodes"
+                )
+        return self.world.allreduce(need, op=MPI.MAX)
+
     def fit(self, options, monitor=None, theta=None):
         """Run Newton from `theta` (default: the seeded initialisation)."""
         if theta is None:
@@ -92,3 +118,21 @@ class Problem:
 
     def close(self):
         self.groups.free()
+
+
+def available_memory():
+    """Bytes of memory available to this node's ranks, or None if unknown."""
+    limit = os.environ.get("DNEWTON_MEMORY_LIMIT")
+    if limit:
+        return int(limit)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
