@@ -149,7 +149,7 @@ def run_train(args):
                 cg_max=args.cg_max, xi=args.xi, damping=args.damping, seed=args.seed,
             )
             options.check()
-            monitor = Monitor(world.rank, args.log, args.quiet)
+        monitor = Monitor(world.rank, args.quiet)
         config = ModelConfig(
             hidden=args.hidden, activation=args.activation, loss=args.loss,
             partitions=args.partitions, feature_scale=args.feature_scale,
@@ -172,6 +172,9 @@ def run_train(args):
                 f"{' (block-diagonal)' if options.diagonal else ''}; its stored Jacobian "
                 f"takes up to {need / 2**20:.1f} MiB per rank (linear in the subset size)"
             )
+            # Only now, with every input checked, may an existing log be replaced.
+            with agreed(world):
+                monitor.open_log(args.log)
             result = problem.fit(options, monitor)
             monitor.message(
                 f"dnewton: stopped after {result.iterations} iteration(s): {result.message}; "

@@ -7,10 +7,9 @@ layer-1 blocks (1, a, .), and the labels if it owns an output block.
 """
 
 from dataclasses import dataclass, field
-from pathlib import Path
-
 import numpy as np
 
+from . import libsvm
 from .errors import InputError
 
 
@@ -54,27 +53,8 @@ DATASETS = {
 
 
 def read_libsvm(path, n_features=None):
-    """Read a LIBSVM file (1-based feature indices) with scikit-learn's reader."""
-    from sklearn.datasets import load_svmlight_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    try:
-        X, y = load_svmlight_file(
-            str(path), n_features=n_features, dtype=np.float64, zero_based=False
-        )
-    except (ValueError, OSError) as exc:
-        raise InputError(f"{path}: not a readable LIBSVM file: {exc}") from None
-    if X.shape[0] == 0:
-        raise InputError(f"{path}: the file holds no instances")
-    bad = np.flatnonzero(~np.isfinite(X.data))
-    if bad.size:
-        row = int(np.searchsorted(X.indptr, bad[0], side="right")) - 1
-        raise InputError(f"{path}: instance {row + 1} has a non-finite feature value")
-    if not np.isfinite(y).all():
-        row = int(np.flatnonzero(~np.isfinite(y))[0])
-        raise InputError(f"{path}: instance {row + 1} has a non-finite label")
+    """Read a LIBSVM file (1-based indices; .gz/.bz2 too); see `libsvm.load`."""
+    X, y = libsvm.load(path, n_features)
     return RawData(X, y, str(path))
 
 

@@ -7,6 +7,8 @@ that dies keeps every iteration it finished.
 import json
 import sys
 
+from .errors import InputError
+
 
 def format_record(rec):
     """The progress line of one `IterationRecord`."""
@@ -27,18 +29,28 @@ class Monitor:
     Parameters
     ----------
     rank : int
-    log_path : path or None
-        JSON-lines file, one object per iteration (see `IterationRecord.as_dict`).
     quiet : bool
         No progress lines (the log is still written).
     stream : file, default sys.stdout
     """
 
-    def __init__(self, rank, log_path=None, quiet=False, stream=None):
+    def __init__(self, rank, quiet=False, stream=None):
         self.active = rank == 0
         self.quiet = quiet
         self.stream = stream or sys.stdout
-        self.log = open(log_path, "w", encoding="utf-8") if (self.active and log_path) else None
+        self.log = None
+
+    def open_log(self, path):
+        """Start the JSON-lines log at `path` (replacing it), one object per iteration.
+
+        Raises InputError (on rank 0 only: agree on it) if it cannot be written.
+        """
+        if not (self.active and path):
+            return
+        try:
+            self.log = open(path, "w", encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"{path}: cannot write the log ({exc.strerror})") from None
 
     def __call__(self, record):
         if not self.active:

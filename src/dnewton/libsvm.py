@@ -1,0 +1,111 @@
+"""LIBSVM files: scikit-learn's fast reader, and a precise diagnosis when it fails.
+
+The format is ``label index:value index:value ...`` with 1-based, strictly
+increasing indices; ``#`` starts a comment; ``.gz`` and ``.bz2`` files are read
+compressed. The fast path is `sklearn.datasets.load_svmlight_file`; only when it
+refuses a file, or the file holds values dnewton refuses (non-finite numbers, an
+index beyond the model's features), does `diagnose` scan the file line by line in
+Python to name the first offending line.
+"""
+
+import bz2
+import gzip
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+
+def _open(path):
+    opener = {".gz": gzip.open, ".bz2": bz2.open}.get(path.suffix, open)
+    return opener(path, "rb")
+
+
+def _number(text, what):
+    try:
+        value = float(text)
+    except ValueError:
+        return None, f"{what} {text!r} is not a number"
+    if not np.isfinite(value):
+        return None, f"{what} {text} is not finite"
+    return value, None
+
+
+def check_line(text, n_features=None):
+    """The first problem of one line (comment already removed), or None."""
+    tokens = text.split()
+    if not tokens:
+        return None
+    _, problem = _number(tokens[0], "label")
+    if problem:
+        return problem
+    previous = 0
+    for token in tokens[1:]:
+        if token.startswith("qid:"):
+            continue
+        index, sep, value = token.partition(":")
+        if not sep:
+            return f"{token!r} is not index:value"
+        try:
+            index = int(index)
+        except ValueError:
+            return f"feature index {index!r} is not a whole number"
+        if index < 1:
+            return f"feature index {index} (indices start at 1)"
+        if index <= previous:
+            return f"feature index {index} after {previous} (indices must increase)"
+        if n_features is not None and index > n_features:
+            return f"feature index {index} beyond the model's {n_features} features"
+        previous = index
+        _, problem = _number(value, f"value of feature {index}")
+        if problem:
+            return problem
+    return None
+
+
+def diagnose(path, n_features=None):
+    """'line N: problem' for the first bad line of `path`, or None if none is found."""
+    try:
+        with _open(Path(path)) as f:
+            for number, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    return f"line {number}: not text"
+                problem = check_line(line.partition("#")[0], n_features)
+                if problem:
+                    return f"line {number}: {problem}"
+    except (OSError, EOFError, ValueError) as exc:
+        return f"cannot be read ({exc})"
+    return None
+
+
+def load(path, n_features=None):
+    """(X, y): X a CSR float64 matrix (l, n_features), y float64 labels (l,).
+
+    Raises InputError naming the file, and where possible the line, on any
+    problem: a missing file, a malformed line, index 0 or out of order,
+    non-finite values, an index beyond `n_features`, or no instances at all.
+    """
+    from sklearn.datasets import load_svmlight_file
+
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a data file")
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    try:
+        X, y = load_svmlight_file(str(path), dtype=np.float64, zero_based=False)
+    except Exception as exc:  # noqa: BLE001 -- any refusal becomes our own error
+        raise InputError(f"{path}: {diagnose(path, n_features) or exc}") from None
+    if X.shape[0] == 0:
+        raise InputError(f"{path}: the file holds no instances")
+    if not (np.isfinite(X.data).all() and np.isfinite(y).all()) or (
+        n_features is not None and X.shape[1] > n_features
+    ):
+        problem = diagnose(path, n_features) or "a value that is not finite"
+        raise InputError(f"{path}: {problem}")
+    if n_features is not None and X.shape[1] < n_features:
+        X.resize((X.shape[0], n_features))
+    return X, y

@@ -1,0 +1,117 @@
+"""Every bad input ends every rank with one clear message and a non-zero exit,
+within a timeout, without damaging an earlier output file."""
+
+import numpy as np
+import pytest
+from conftest import run_dnewton
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dnewton import libsvm
+from dnewton.errors import InputError
+
+TIMEOUT = 60
+SMALL = ["--hidden", "8", "--iterations", "2", "--quiet"]
+GOOD = "".join(f"{i % 3} 1:{i / 40:.3f} 2:{(i * 7 % 11) / 11:.3f} 4:0.5\n" for i in range(40))
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+# name -> (training file text, extra arguments or a test file text, expected message)
+CASES = {
+    "malformed value": ("0 1:0.5\n1 1:abc\n", [], "bad.svm: line 2: value of feature 1 'abc' is not a number"),
+    "malformed token": ("0 1:0.5\n\n1 2:1 7\n", [], "bad.svm: line 3: '7' is not index:value"),
+    "index zero": ("0 1:0.5\n1 0:1 2:3\n", [], "bad.svm: line 2: feature index 0 (indices start at 1)"),
+    "out of order": ("0 3:1 2:3\n", [], "bad.svm: line 1: feature index 2 after 3 (indices must increase)"),
+    "non-finite value": ("0 1:0.5\n# comment\n1 1:nan 2:1\n", [], "bad.svm: line 3: value of feature 1 nan is not finite"),
+    "bad label": ("zero 1:0.5\n", [], "bad.svm: line 1: label 'zero' is not a number"),
+    "empty file": ("", [], "bad.svm: the file holds no instances"),
+    "one class": ("1 1:0.5\n1 2:0.5\n", [], "the training set has 1 class(es); need at least 2"),
+    "unseen test label": (GOOD, "0 1:0.5\n7 2:0.5\n", "label 7 (instance 2) was never seen in training"),
+    "test has more features": (GOOD, "0 1:0.5\n1 9:0.5\n", "test.svm: line 2: feature index 9 beyond the model's 4 features"),
+    "partitions vs widths": (GOOD, ["--partitions", "1,9,1"], "layer 1 has 8 neurons and cannot be split into 9"),
+    "partitions vs ranks": (GOOD, ["--partitions", "1,1,1"], "2 weight blocks but the job has 3 ranks"),
+    "partitions count": (GOOD, ["--partitions", "1,1"], "--partitions needs 3 counts"),
+    "C <= 0": (GOOD, ["-C", "0"], "-C must be a positive number"),
+    "ratio > 1": (GOOD, ["--gn-ratio", "1.5"], "--gn-ratio must be in (0, 1]"),
+    "gn-size > l": (GOOD, ["--gn-size", "41"], "--gn-size 41 exceeds the 40 training instances"),
+    "sync without diagonal": (GOOD, ["--sync-fraction", "0.5"], "--sync-fraction needs --diagonal"),
+    "feature scale": (GOOD, ["--feature-scale", "0"], "--feature-scale must be positive"),
+    "memory": (GOOD, ["--gn-size", "40"], "more than the 0 MiB available"),
+}
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_ends_all_ranks_with_one_message(tmp_path, monkeypatch, case):
+    train_text, extra, message = CASES[case]
+    train = write(tmp_path / "bad.svm", train_text)
+    if isinstance(extra, str):
+        extra = ["--test", write(tmp_path / "test.svm", extra)]
+    if case == "memory":
+        monkeypatch.setenv("DNEWTON_MEMORY_LIMIT", "1000")
+    log = write(tmp_path / "previous.jsonl", '{"iter": 0}\n')
+    proc = run_dnewton(3, ["train", train, *SMALL, *extra, "--log", log], TIMEOUT, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("dnewton: error") == 1, proc.stderr
+    assert message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert log.read_text() == '{"iter": 0}\n'
+
+
+@pytest.mark.mpi
+def test_missing_and_directory_inputs(tmp_path):
+    for path, message in [(tmp_path / "nope.svm", "nope.svm: no such file"),
+                          (tmp_path, "is a directory, not a data file")]:
+        proc = run_dnewton(2, ["train", path, *SMALL], TIMEOUT, check=False)
+        assert proc.returncode == 2 and proc.stderr.count(message) == 1, proc.stderr
+
+
+@pytest.mark.mpi
+def test_unwritable_log(tmp_path):
+    train = write(tmp_path / "good.svm", GOOD)
+    proc = run_dnewton(2, ["train", train, *SMALL, "--log", tmp_path / "no" / "log.jsonl"],
+                       TIMEOUT, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("cannot write the log") == 1, proc.stderr
+
+
+def test_reader_accepts_compressed_and_pads_features(tmp_path):
+    import gzip
+
+    path = tmp_path / "good.svm.gz"
+    with gzip.open(path, "wt") as f:
+        f.write(GOOD)
+    X, y = libsvm.load(path, n_features=6)
+    assert X.shape == (40, 6) and len(y) == 40
+
+
+lines = st.lists(
+    st.one_of(
+        st.binary(max_size=30),
+        st.text(alphabet="0123456789 :.-+eE#\tnaif\n", max_size=30).map(str.encode),
+        st.builds(
+            lambda label, pairs: " ".join([label, *(f"{i}:{v}" for i, v in pairs)]).encode(),
+            st.sampled_from(["0", "1", "-1", "2.5", "x", "nan"]),
+            st.lists(st.tuples(st.integers(-2, 9), st.sampled_from(["1", "0.5", "-3e2", "inf", "", "a"])),
+                     max_size=4),
+        ),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines)
+def test_reader_loads_or_raises_input_error(tmp_path, content):
+    path = tmp_path / "fuzz.svm"
+    path.write_bytes(b"\n".join(content))
+    try:
+        X, y = libsvm.load(path)
+    except InputError as exc:
+        assert str(exc).startswith(str(path))
+    else:
+        assert X.shape[0] == len(y) > 0
+        assert np.isfinite(X.data).all() and np.isfinite(y).all()
