@@ -115,3 +115,61 @@ def test_reader_loads_or_raises_input_error(tmp_path, content):
     else:
         assert X.shape[0] == len(y) > 0
         assert np.isfinite(X.data).all() and np.isfinite(y).all()
+
+
+@pytest.mark.mpi
+def test_overflowing_data_stops_with_a_numerical_message(tmp_path):
+    train = write(tmp_path / "huge.svm", "".join(f"{i % 2} 1:1e200 2:{i}\n" for i in range(10)))
+    proc = run_dnewton(2, ["train", train, *SMALL], TIMEOUT, check=False)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.count("the starting point has f = ") == 1, proc.stderr
+
+
+CRASH = """
+import sys
+from mpi4py import MPI
+from dnewton.errors import run_main
+
+def main(argv):
+    if MPI.COMM_WORLD.rank == 1:
+        raise RuntimeError("boom on rank 1")
+    MPI.COMM_WORLD.Barrier()  # the other ranks wait here for rank 1, forever
+
+sys.exit(run_main(main))
+"""
+
+
+@pytest.mark.mpi
+def test_uncaught_exception_on_one_rank_aborts_the_job(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import mpiexec_path
+
+    script = write(tmp_path / "crash.py", CRASH)
+    proc = subprocess.run([mpiexec_path(), "-n", "3", sys.executable, str(script)],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode != 0
+    assert "internal error on rank 1" in proc.stderr and "boom on rank 1" in proc.stderr
+
+
+@pytest.mark.mpi
+def test_same_command_twice_gives_identical_logs(tmp_path):
+    train = write(tmp_path / "good.svm", GOOD)
+    logs = []
+    for name in ("a", "b"):
+        log = tmp_path / f"{name}.jsonl"
+        run_dnewton(3, ["train", train, "--hidden", "8,6", "--iterations", "4", "--quiet",
+                        "--partitions", "2,1,2,1", "--log", log], TIMEOUT)
+        logs.append(log.read_text())
+
+    def without_timings(text):
+        import json
+
+        records = [json.loads(line) for line in text.splitlines()]
+        for rec in records:
+            del rec["time"], rec["iteration_time"]
+        return records
+
+    assert without_timings(logs[0]) == without_timings(logs[1])
+    assert logs[0] != logs[1]  # the timings, which do differ

@@ -168,6 +168,11 @@ def newton(objective, theta, options, monitor=None, evaluate=None):
     n_subset = objective.subset_size(options.gn_ratio, options.gn_size)
     f, g = objective.value_and_gradient(theta)
     gnorm = _norm(groups, g)
+    if not (np.isfinite(f) and np.isfinite(gnorm)):
+        raise everywhere(NumericalError(
+            f"the starting point has f = {f}, ||g|| = {gnorm}: are the features scaled "
+            "(--feature-scale, --center)?"
+        ))
     finish_record(IterationRecord(0, f, gnorm), start)
     status = "iteration_limit"
     k = 0
