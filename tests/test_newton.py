@@ -89,15 +89,14 @@ def test_zero_damping_runs_and_every_loop_reports_why_it_stopped():
 
 
 def test_non_descent_direction_ends_the_run_with_the_reason(monkeypatch):
-    real_cg = dnewton.newton.conjugate_gradient
+    real_direction = dnewton.newton.full_direction
 
     def uphill(*args, **kwargs):
-        res = real_cg(*args, **kwargs)
-        res.x = -res.x
-        res.Ax = -res.Ax
-        return res
+        step = real_direction(*args, **kwargs)
+        step.d, step.Ad = -step.d, -step.Ad
+        return step
 
-    monkeypatch.setattr(dnewton.newton, "conjugate_gradient", uphill)
+    monkeypatch.setattr(dnewton.newton, "full_direction", uphill)
     problem = make_problem("softmax", "tanh")
     result = problem.fit(NewtonOptions(iterations=50, gn_ratio=0.5, C=0.7))
     assert result.status == "line_search_failed"
