@@ -1,0 +1,94 @@
+"""Micro-benchmark of the two Jacobian kernels against the machine's own DGEMM.
+
+    python bench/bench_kernels.py [--quick] [--repeat 30] [--json out.json]
+
+For each size it times `jacobian_vector_product` (J_p v_p for every instance of S)
+and `jacobian_transpose_product` (J_p^T q), and, in the same run, a DGEMM of the
+same (n x a) x (a x b) shape through the same BLAS, plus NumPy's ``@`` on it. Rates
+are GFLOP/s from the median of the repetitions; the spread is min-max. The ratio
+kernel / DGEMM is the figure to read: the kernels are that GEMM plus the
+per-instance n_L x |b| products, which are memory-bound.
+
+BLAS runs on one thread (threadpoolctl), the setting of one rank per core.
+"""
+
+import argparse
+import json
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from dnewton import _kernels as K
+
+# (|S|, |a|, |b|, n_L): the MNIST network's blocks, and a wider one.
+SIZES = [(100, 784, 300, 10), (100, 300, 300, 10), (1000, 784, 300, 10),
+         (1000, 300, 300, 10), (1000, 1000, 1000, 10)]
+
+
+def timed(fn, repeat):
+    fn()  # warm-up: page in, let the CPU clock settle
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return np.array(samples)
+
+
+def rates(flops, samples):
+    r = flops / samples / 1e9
+    return float(np.median(r)), float(r.min()), float(r.max())
+
+
+def bench(n, a, b, nl, repeat):
+    rng = np.random.default_rng(0)
+    Z, V, vb = rng.standard_normal((n, a)), rng.standard_normal((a, b)), rng.standard_normal(b)
+    D, Q = rng.standard_normal((n, nl, b)), rng.standard_normal((n, nl))
+    U, out_v = np.empty((n, b)), np.zeros((n, nl))
+    out_t, out_b = np.zeros((a, b)), np.zeros(b)
+    C = np.empty((n, b))
+    gemm_flops = 2.0 * n * a * b
+    small_flops = 2.0 * n * nl * b
+    return {
+        "size": [n, a, b, nl],
+        "jvp": rates(gemm_flops + small_flops + n * b, timed(
+            lambda: K.jacobian_vector_product(Z, V, vb, D, U, out_v), repeat)),
+        "jtvp": rates(gemm_flops + small_flops + n * b, timed(
+            lambda: K.jacobian_transpose_product(Z, D, Q, U, out_t, out_b, 1.0), repeat)),
+        "dgemm": rates(gemm_flops, timed(lambda: K.gemm(Z, V, C), repeat)),
+        "numpy": rates(gemm_flops, timed(lambda: np.matmul(Z, V, out=C), repeat)),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="two sizes, few repetitions")
+    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--json", help="write the figures to this file")
+    args = parser.parse_args(argv)
+    sizes, repeat = (SIZES[:2], 5) if args.quick else (SIZES, args.repeat)
+
+    with threadpool_limits(limits=1):
+        results = [bench(*size, repeat) for size in sizes]
+
+    def cell(r):
+        median, lo, hi = r
+        return f"{median:6.2f} ({lo:.2f}-{hi:.2f})"
+
+    print(f"GFLOP/s, median (min-max) of {repeat} runs, 1 BLAS thread")
+    print("| |S| x |a| x |b|, n_L | J v | J^T q | DGEMM (same shape) | numpy @ | "
+          "J v / DGEMM | J^T q / DGEMM |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        n, a, b, nl = r["size"]
+        print(f"| {n} x {a} x {b}, {nl} | {cell(r['jvp'])} | {cell(r['jtvp'])} | "
+              f"{cell(r['dgemm'])} | {cell(r['numpy'])} | {r['jvp'][0] / r['dgemm'][0]:.2f} | "
+              f"{r['jtvp'][0] / r['dgemm'][0]:.2f} |")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
