@@ -124,3 +124,24 @@ def test_stalled_line_search_ends_the_run(monkeypatch):
 def test_nonsensical_options_are_refused(field, value, message):
     with pytest.raises(dnewton.errors.InputError, match=message):
         NewtonOptions(**{field: value}).check()
+
+
+def test_non_finite_gradient_stops_and_keeps_the_last_good_iterate(monkeypatch):
+    problem = make_problem("squared", "tanh")
+    objective = problem.objective
+    real = objective.value_and_gradient
+    calls = []
+
+    def poisoned(theta):
+        calls.append(theta.copy())
+        f, g = real(theta)
+        if len(calls) == 3:  # the gradient after iteration 2's step
+            g = g * np.nan
+        return f, g
+
+    monkeypatch.setattr(objective, "value_and_gradient", poisoned)
+    result = problem.fit(NewtonOptions(iterations=10, gn_ratio=0.5, C=0.7))
+    assert result.status == "numerical_error" and "iteration 2" in result.message
+    assert len(result.history) == 2  # iterations 0 and 1: both good
+    np.testing.assert_array_equal(result.theta, calls[1])
+    assert np.isfinite(result.f) and result.f == result.history[-1].f

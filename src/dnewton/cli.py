@@ -13,6 +13,7 @@ import sys
 from . import __version__
 from .activations import ACTIVATIONS
 from .data import DATASETS
+from .errors import NumericalError
 from .losses import LOSSES
 from .newton import NewtonOptions
 
@@ -184,7 +185,11 @@ def run_train(args):
             monitor.close()
             problem.close()
     # A line search that cannot decrease f ends training normally (the message says
-    # so); it is not an error of the job.
+    # so); non-finite values are an error, reported after the last good state is kept.
+    if result.status == "numerical_error":
+        if world.rank == 0:
+            print(f"dnewton: error: {result.message}", file=sys.stderr, flush=True)
+        return NumericalError.exit_status
     return 0
 
 

@@ -116,7 +116,7 @@ class NewtonResult:
     f: float
     gnorm: float
     iterations: int
-    status: str  # "iteration_limit" | "line_search_failed"
+    status: str  # "iteration_limit" | "line_search_failed" | "numerical_error"
     message: str
     history: list
 
@@ -174,17 +174,21 @@ def newton(objective, theta, options, monitor=None, evaluate=None):
             "(--feature-scale, --center)?"
         ))
     finish_record(IterationRecord(0, f, gnorm), start)
-    status = "iteration_limit"
+    status, message = "iteration_limit", _STOP_MESSAGES["iteration_limit"]
     k = 0
     for k in range(1, options.iterations + 1):
         began = time.perf_counter()
         subset = np.sort(subsets.choice(objective.n_instances, n_subset, replace=False))
         operator = objective.gauss_newton(theta, subset)
         operator.damping = damping
-        if options.diagonal:
-            step = block_diagonal_direction(operator, g, options, groups)
-        else:
-            step = full_direction(operator, g, gnorm, options, groups)
+        try:
+            if options.diagonal:
+                step = block_diagonal_direction(operator, g, options, groups)
+            else:
+                step = full_direction(operator, g, gnorm, options, groups)
+        except NumericalError as exc:  # raised on every rank alike (reduced values)
+            status, message = "numerical_error", f"iteration {k}: {exc}"
+            break
         d = step.d
         gd, dd, dAd = groups.allsum([np.dot(g, d), np.dot(d, d), np.dot(d, step.Ad)])
         search = line_search(
@@ -207,15 +211,17 @@ def newton(objective, theta, options, monitor=None, evaluate=None):
             damping *= options.boost
         elif rho >= 0.75:
             damping *= options.drop
-        theta += search.alpha * d
-        f, g = objective.value_and_gradient(theta)
-        gnorm = _norm(groups, g)
-        if not (np.isfinite(f) and np.isfinite(gnorm)):
-            raise everywhere(NumericalError(f"iteration {k}: f = {f}, ||g|| = {gnorm}"))
+        theta_next = theta + search.alpha * d
+        f_next, g_next = objective.value_and_gradient(theta_next)
+        gnorm_next = _norm(groups, g_next)
+        if not (np.isfinite(f_next) and np.isfinite(gnorm_next)):
+            # Keep the last good iterate: the caller can still save it.
+            status = "numerical_error"
+            message = f"iteration {k}: f = {f_next}, ||g|| = {gnorm_next} after the step"
+            break
+        theta, f, g, gnorm = theta_next, f_next, g_next, gnorm_next
         record.f, record.gnorm, record.rho = f, gnorm, float(rho)
         finish_record(record, began)
-    if status == "iteration_limit":
-        message = _STOP_MESSAGES[status]
     return NewtonResult(theta, f, gnorm, k, status, message, history)
 
 
