@@ -65,10 +65,12 @@ def main(argv=None):
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--partitions", default="2,2,2,1",
                         help="layout (10 blocks by default, so q = 0.9 can cut one)")
-    parser.add_argument("--slow", type=float, default=0.02,
+    parser.add_argument("--slow", type=float, default=0.1,
                         help="seconds the slowed rank sleeps per block CG iteration")
     parser.add_argument("--slow-rank", type=int, default=1)
-    parser.add_argument("--xi", default="0.1")
+    parser.add_argument("--xi", default="0.001",
+                        help="CG tolerance: tighter than the default 0.1, so that CG runs "
+                        "long enough for a straggler to matter")
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
     args = parser.parse_args(argv)
     if not (DATA / "mnist-demo.svm").exists():
@@ -93,7 +95,7 @@ def main(argv=None):
     target = 1.01 * logs["full"][-1]["f"]
     lines = [
         f"MNIST subset, 784-300-300-10 ReLU, squared loss, {args.ranks} ranks, partitions "
-        f"{args.partitions}, {args.iterations} iterations; slowed rank sleeps {args.slow} s "
+        f"{args.partitions}, xi = {args.xi}, {args.iterations} iterations; slowed rank sleeps {args.slow} s "
         "per block CG iteration.",
         "",
         "| configuration | s / iteration, median (min-max) | forward MiB/it | backward "

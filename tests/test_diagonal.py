@@ -46,7 +46,7 @@ def test_direction_solves_each_diagonal_block(partitions):
 
     # The same block applied through the full operator to a vector that is zero
     # outside the block, restricted to the block: G_pp.
-    for i, blk in enumerate(net.blocks):
+    for i in range(len(net.blocks)):
         s = net.block_slice(i)
         d_p = np.ascontiguousarray(step.d[s])
         out = np.empty_like(d_p)

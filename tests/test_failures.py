@@ -22,25 +22,101 @@ def write(path, text):
 
 # name -> (training file text, extra arguments or a test file text, expected message)
 CASES = {
-    "malformed value": ("0 1:0.5\n1 1:abc\n", [], "bad.svm: line 2: value of feature 1 'abc' is not a number"),
-    "malformed token": ("0 1:0.5\n\n1 2:1 7\n", [], "bad.svm: line 3: '7' is not index:value"),
-    "index zero": ("0 1:0.5\n1 0:1 2:3\n", [], "bad.svm: line 2: feature index 0 (indices start at 1)"),
-    "out of order": ("0 3:1 2:3\n", [], "bad.svm: line 1: feature index 2 after 3 (indices must increase)"),
-    "non-finite value": ("0 1:0.5\n# comment\n1 1:nan 2:1\n", [], "bad.svm: line 3: value of feature 1 nan is not finite"),
-    "bad label": ("zero 1:0.5\n", [], "bad.svm: line 1: label 'zero' is not a number"),
-    "empty file": ("", [], "bad.svm: the file holds no instances"),
-    "one class": ("1 1:0.5\n1 2:0.5\n", [], "the training set has 1 class(es); need at least 2"),
-    "unseen test label": (GOOD, "0 1:0.5\n7 2:0.5\n", "label 7 (instance 2) was never seen in training"),
-    "test has more features": (GOOD, "0 1:0.5\n1 9:0.5\n", "test.svm: line 2: feature index 9 beyond the model's 4 features"),
-    "partitions vs widths": (GOOD, ["--partitions", "1,9,1"], "layer 1 has 8 neurons and cannot be split into 9"),
-    "partitions vs ranks": (GOOD, ["--partitions", "1,1,1"], "2 weight blocks but the job has 3 ranks"),
-    "partitions count": (GOOD, ["--partitions", "1,1"], "--partitions needs 3 counts"),
-    "C <= 0": (GOOD, ["-C", "0"], "-C must be a positive number"),
-    "ratio > 1": (GOOD, ["--gn-ratio", "1.5"], "--gn-ratio must be in (0, 1]"),
-    "gn-size > l": (GOOD, ["--gn-size", "41"], "--gn-size 41 exceeds the 40 training instances"),
-    "sync without diagonal": (GOOD, ["--sync-fraction", "0.5"], "--sync-fraction needs --diagonal"),
-    "feature scale": (GOOD, ["--feature-scale", "0"], "--feature-scale must be positive"),
-    "memory": (GOOD, ["--gn-size", "40"], "more than the 0 MiB available"),
+    "malformed value": (
+        "0 1:0.5\n1 1:abc\n",
+        [],
+        "bad.svm: line 2: value of feature 1 'abc' is not a number",
+    ),
+    "malformed token": (
+        "0 1:0.5\n\n1 2:1 7\n",
+        [],
+        "bad.svm: line 3: '7' is not index:value",
+    ),
+    "index zero": (
+        "0 1:0.5\n1 0:1 2:3\n",
+        [],
+        "bad.svm: line 2: feature index 0 (indices start at 1)",
+    ),
+    "out of order": (
+        "0 3:1 2:3\n",
+        [],
+        "bad.svm: line 1: feature index 2 after 3 (indices must increase)",
+    ),
+    "non-finite value": (
+        "0 1:0.5\n# comment\n1 1:nan 2:1\n",
+        [],
+        "bad.svm: line 3: value of feature 1 nan is not finite",
+    ),
+    "bad label": (
+        "zero 1:0.5\n",
+        [],
+        "bad.svm: line 1: label 'zero' is not a number",
+    ),
+    "empty file": (
+        "",
+        [],
+        "bad.svm: the file holds no instances",
+    ),
+    "one class": (
+        "1 1:0.5\n1 2:0.5\n",
+        [],
+        "the training set has 1 class(es); need at least 2",
+    ),
+    "unseen test label": (
+        GOOD,
+        "0 1:0.5\n7 2:0.5\n",
+        "label 7 (instance 2) was never seen in training",
+    ),
+    "test has more features": (
+        GOOD,
+        "0 1:0.5\n1 9:0.5\n",
+        "test.svm: line 2: feature index 9 beyond the model's 4 features",
+    ),
+    "partitions vs widths": (
+        GOOD,
+        ["--partitions", "1,9,1"],
+        "layer 1 has 8 neurons and cannot be split into 9",
+    ),
+    "partitions vs ranks": (
+        GOOD,
+        ["--partitions", "1,1,1"],
+        "2 weight blocks but the job has 3 ranks",
+    ),
+    "partitions count": (
+        GOOD,
+        ["--partitions", "1,1"],
+        "--partitions needs 3 counts",
+    ),
+    "C <= 0": (
+        GOOD,
+        ["-C", "0"],
+        "-C must be a positive number",
+    ),
+    "ratio > 1": (
+        GOOD,
+        ["--gn-ratio", "1.5"],
+        "--gn-ratio must be in (0, 1]",
+    ),
+    "gn-size > l": (
+        GOOD,
+        ["--gn-size", "41"],
+        "--gn-size 41 exceeds the 40 training instances",
+    ),
+    "sync without diagonal": (
+        GOOD,
+        ["--sync-fraction", "0.5"],
+        "--sync-fraction needs --diagonal",
+    ),
+    "feature scale": (
+        GOOD,
+        ["--feature-scale", "0"],
+        "--feature-scale must be positive",
+    ),
+    "memory": (
+        GOOD,
+        ["--gn-size", "40"],
+        "more than the 0 MiB available",
+    ),
 }
 
 

@@ -93,10 +93,10 @@ def test_bytes_per_phase_match_the_formulas(tmp_path, loss, n_ranks, partitions)
     log_path = tmp_path / "run.jsonl"
     run_dnewton(n_ranks, [*COMMON, "--loss", loss, "--partitions", partitions, "--log", log_path])
     train, _ = read_dataset("digits")
-    l = train.n_instances
+    n_train = train.n_instances
     widths = (train.n_features, *HIDDEN, 10)
     layout = Layout(widths, tuple(map(int, partitions.split(","))), n_ranks)
-    subset = math.ceil(0.05 * l)
+    subset = math.ceil(0.05 * n_train)
     for rec in read_log(log_path)[1:]:
         n_out = widths[-1]
         # One allreduce of |S| n_L numbers (+ v.v) and one scalar per CG iteration,
@@ -104,7 +104,7 @@ def test_bytes_per_phase_match_the_formulas(tmp_path, loss, n_ranks, partitions)
         per_cg = (subset * n_out + 1) * 8 + 8
         assert rec["bytes"]["gauss_newton"] == 8 + rec["cg_iters"] * per_cg
         forward, backward = expected_bytes(
-            layout, l, subset, rec["line_search_trials"], loss, n_ranks
+            layout, n_train, subset, rec["line_search_trials"], loss, n_ranks
         )
         assert rec["bytes"]["forward"] == forward
         assert rec["bytes"]["backward"] == backward

@@ -7,6 +7,7 @@ layer-1 blocks (1, a, .), and the labels if it owns an output block.
 """
 
 from dataclasses import dataclass, field
+
 import numpy as np
 
 from . import libsvm

@@ -66,8 +66,8 @@ class GaussNewtonOperator:
 
     def jacobian_transpose(self, Q, out, scale):
         """out += scale * sum_i J_i^T Q_i over this rank's blocks."""
-        for (O, ob), Z, D, U in zip(self.network.split(out), self._Z, self._D, self._U):
-            K.jacobian_transpose_product(Z, D, Q, U, O, ob, scale)
+        for (out_W, out_b), Z, D, U in zip(self.network.split(out), self._Z, self._D, self._U):
+            K.jacobian_transpose_product(Z, D, Q, U, out_W, out_b, scale)
 
     def apply(self, v, out):
         """out = (G_S + damping I) v; returns v^T (G_S + damping I) v summed over ranks.
@@ -101,8 +101,8 @@ class GaussNewtonOperator:
             Q = self.loss.apply_curvature(self.curvature, Jv)
             shift = self.regularization + self.damping
             np.multiply(v, shift, out=out)
-            O, ob = block_views(blk, out)
-            K.jacobian_transpose_product(Z, D, Q, U, O, ob, 1.0 / self.n_subset)
+            out_W, out_b = block_views(blk, out)
+            K.jacobian_transpose_product(Z, D, Q, U, out_W, out_b, 1.0 / self.n_subset)
             return float(np.einsum("ij,ij->", Jv, Q)) / self.n_subset + shift * K.dot(v, v)
 
         return apply
