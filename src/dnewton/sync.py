@@ -38,13 +38,16 @@ class CompletionVote:
         Counts 8 bytes per round, phase ``sync``.
     idle_sleep : float
         Seconds between tests while this rank has nothing to compute.
+    settle : float
+        Age in seconds after which a pending round gets a second test (`_test`).
     """
 
-    def __init__(self, comm, n_blocks, fraction, counter, idle_sleep=1e-4):
+    def __init__(self, comm, n_blocks, fraction, counter, idle_sleep=1e-4, settle=1e-3):
         self.comm = comm
         self.target = max(1, math.ceil(fraction * n_blocks - 1e-9))
         self.counter = counter
         self.idle_sleep = idle_sleep
+        self.settle = settle
         self.rounds = 0
         self._send = np.zeros(1)
         self._recv = np.zeros(1)
@@ -55,7 +58,24 @@ class CompletionVote:
         if self.comm.rank == 0:
             self.counter.add("sync", self._send.nbytes)
         self._request = self.comm.Iallreduce(self._send, self._recv, op=MPI.SUM)
+        self._posted = time.perf_counter()
         self.rounds += 1
+
+    def _test(self):
+        """Test the pending round, giving a round that is already old one more chance.
+
+        A non-blocking collective advances only inside MPI calls, and an allreduce
+        takes several exchanges: a straggler that tests once between long steps
+        would learn of a finished round only steps later. When the round has been
+        pending for a while (the others are likely waiting on it), a second test
+        after a short pause lets their answers arrive.
+        """
+        if self._request.Test():
+            return True
+        if time.perf_counter() - self._posted < self.settle:
+            return False
+        time.sleep(self.idle_sleep)
+        return self._request.Test()
 
     def poll(self, n_done):
         """Test the pending round; True once a completed round reached the target.
@@ -66,7 +86,7 @@ class CompletionVote:
             return n_done >= self.target
         if self._request is None:
             self._post(n_done)
-        if not self._request.Test():
+        if not self._test():
             return False
         self._request = None
         if self._recv[0] >= self.target:
