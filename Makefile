@@ -23,11 +23,11 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml meson.build
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/python -c "import dnewton"
-	$(BIN)/mpiexec -n $(NP) $(BIN)/dnewton train digits --hidden 64,64 --iterations 30
+	$(BIN)/python -c "import dnewton._kernels"
+	$(BIN)/mpiexec -n $(NP) $(BIN)/dnewton train digits --hidden 64,64 --feature-scale 16 --center --iterations 30
 
 test: $(VENV)/.installed
-	$(BIN)/python -c "import dnewton"
+	$(BIN)/python -c "import dnewton._kernels"
 	$(BIN)/python -m pytest -q tests
 
 bench: $(VENV)/.installed
