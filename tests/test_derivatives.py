@@ -84,29 +84,26 @@ def test_gradient_matches_finite_differences(partitions, loss, activation):
     out = problem.network.forward(theta, data.rows(slice(None)), N_INSTANCES).output
     assert f == pytest.approx(objective_by_hand(problem, theta, out), rel=1e-12)
     assert problem.objective.value(theta) == pytest.approx(f, rel=1e-12)
-    eps = 1e-6
-    numeric = np.empty_like(theta)
-    for i in range(theta.size):
-        e = np.zeros_like(theta)
-        e[i] = eps
-        numeric[i] = (problem.objective.value(theta + e) - problem.objective.value(theta - e)) / (
-            2 * eps
-        )
+    numeric = central_differences(problem.objective.value, theta)
     np.testing.assert_allclose(g, numeric, rtol=1e-6, atol=1e-8)
+
+
+def central_differences(func, theta, eps=1e-6):
+    """d func / d theta by central differences, shape func(theta).shape + (theta.size,)."""
+    columns = []
+    for k in range(theta.size):
+        e = np.zeros_like(theta)
+        e[k] = eps
+        columns.append((np.asarray(func(theta + e)) - np.asarray(func(theta - e))) / (2 * eps))
+    return np.stack(columns, axis=-1)
 
 
 def numeric_output_jacobian(problem, theta, subset):
     """d z^L_i / d theta for i in `subset` by central differences, (|S|, n_L, n)."""
     rows = problem.objective.data.rows(subset)
-    eps = 1e-6
-    J = np.empty((len(subset), N_CLASSES, theta.size))
-    for k in range(theta.size):
-        e = np.zeros_like(theta)
-        e[k] = eps
-        plus = problem.network.forward(theta + e, rows, len(subset)).output
-        minus = problem.network.forward(theta - e, rows, len(subset)).output
-        J[:, :, k] = (plus - minus) / (2 * eps)
-    return J
+    return central_differences(
+        lambda th: problem.network.forward(th, rows, len(subset)).output, theta
+    )
 
 
 @pytest.mark.parametrize("partitions", LAYOUTS)
