@@ -40,15 +40,20 @@ class Monitor:
         self.stream = stream or sys.stdout
         self.log = None
 
-    def open_log(self, path):
+    def open_log(self, path, previous=()):
         """Start the JSON-lines log at `path` (replacing it), one object per iteration.
 
-        Raises InputError (on rank 0 only: agree on it) if it cannot be written.
+        `previous` are the records (dicts) of iterations run before a resumption;
+        they are written first. Raises InputError (on rank 0 only: agree on it) if
+        the log cannot be written.
         """
         if not (self.active and path):
             return
         try:
             self.log = open(path, "w", encoding="utf-8")
+            for record in previous:
+                self.log.write(json.dumps(record) + "\n")
+            self.log.flush()
         except OSError as exc:
             raise InputError(f"{path}: cannot write the log ({exc.strerror})") from None
 
