@@ -2,6 +2,8 @@
 
     mpiexec -n K dnewton train TRAIN [--test TEST] [--model FILE] [options]
     [mpiexec -n K] dnewton predict MODEL DATA [--output FILE]
+    dnewton plot RUN.jsonl [--vs OTHER.jsonl] -o FIGURE.png
+    dnewton datasets
 
 Every rank parses the same command line. Errors that one rank meets are agreed
 on by all (`errors.agreed`), and anything unexpected aborts the whole job, so a
@@ -133,7 +135,8 @@ def build_parser():
                      help="continue the run checkpointed in DIR, with the same settings "
                      "(any ranks and --partitions); the --log is rewritten with the "
                      "checkpoint's iterations and continued, as if never interrupted")
-    out.add_argument("--quiet", action="store_true", help="no progress lines")
+    out.add_argument("--quiet", action="store_true",
+                     help="no progress (a live line on a terminal, else a line per iteration)")
     out.add_argument("--show-layout", action="store_true",
                      help="print which blocks each rank owns")
     out.add_argument("--blas-threads", type=int, default=None, metavar="N",
@@ -161,6 +164,21 @@ def build_parser():
                          help="instances per forward batch")
     predict.set_defaults(run=run_predict)
 
+    plot = commands.add_parser(
+        "plot",
+        help="plot run logs (needs matplotlib: pip install 'dnewton[plot]')",
+        description="Draw f, ||g|| and the test accuracy of one or more --log files "
+        "against Newton iterations and against time.",
+    )
+    plot.add_argument("log", metavar="RUN.jsonl", help="log written by train --log")
+    plot.add_argument("--vs", action="append", default=[], metavar="OTHER.jsonl",
+                      help="another log to draw alongside (repeatable)")
+    plot.add_argument("-o", "--output", required=True, metavar="FIGURE",
+                      help="image to write; its suffix sets the format (.png, .pdf, .svg)")
+    plot.set_defaults(run=run_plot)
+
+    datasets = commands.add_parser("datasets", help="list the embedded data sets")
+    datasets.set_defaults(run=run_datasets)
     return parser
 
 
@@ -192,7 +210,7 @@ def run_train(args):
             if args.model and world.rank == 0:
                 check_writable(args.model, "--model")
         checkpoint = Checkpoint.load(world, args.resume) if args.resume else None
-        monitor = Monitor(world.rank, args.quiet)
+        monitor = Monitor(world.rank, args.quiet, iterations=options.iterations)
         config = ModelConfig(
             hidden=args.hidden, activation=args.activation, loss=args.loss,
             partitions=args.partitions, feature_scale=args.feature_scale,
@@ -285,6 +303,28 @@ def _write_labels(path, labels):
             f.writelines(f"{label:g}\n" for label in labels)
     except OSError as exc:
         raise InputError(f"{path}: cannot write the labels ({exc.strerror})") from None
+
+
+def run_plot(args):
+    from mpi4py import MPI
+
+    from .errors import agreed
+    from .plot import plot_logs
+
+    world = MPI.COMM_WORLD
+    with agreed(world):
+        if world.rank == 0:
+            plot_logs([args.log, *args.vs], args.output)
+    return 0
+
+
+def run_datasets(args):
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.rank == 0:
+        for name, (description, _) in DATASETS.items():
+            print(f"{name}: {description}")
+    return 0
 
 
 def _dispatch(argv):
