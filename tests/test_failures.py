@@ -249,3 +249,61 @@ def test_same_command_twice_gives_identical_logs(tmp_path):
 
     assert without_timings(logs[0]) == without_timings(logs[1])
     assert logs[0] != logs[1]  # the timings, which do differ
+
+
+def _rank_pids(marker):
+    """PIDs of the Python ranks whose command line mentions `marker`."""
+    from pathlib import Path
+
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        launcher = any(b"mpiexec" in a or b"proxy" in a for a in argv)
+        if not launcher and any(marker.encode() in a for a in argv) and b"dnewton" in argv:
+            pids.append(int(proc.name))
+    return sorted(pids)
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc"), reason="needs /proc")
+def test_killed_rank_ends_the_job_and_resume_matches_the_uninterrupted_run(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import mpiexec_path, read_log
+
+    run = ["train", "digits", "--hidden", "64,48", "--feature-scale", "16", "--center",
+           "--iterations", "40", "--quiet", "--seed", "4"]
+    whole = tmp_path / "whole.jsonl"
+    run_dnewton(3, [*run, "--log", whole], TIMEOUT)
+
+    killed_log, ckpt = tmp_path / "killed.jsonl", tmp_path / "ckpt"
+    env = dict(os.environ, MPIEXEC_TIMEOUT=str(TIMEOUT), OPENBLAS_NUM_THREADS="1")
+    job = subprocess.Popen(
+        [mpiexec_path(), "-n", "3", sys.executable, "-m", "dnewton", *run,
+         "--checkpoint", str(ckpt), "--checkpoint-every", "3", "--log", str(killed_log)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + TIMEOUT
+    while not (killed_log.exists() and len(killed_log.read_text().splitlines()) > 8):
+        assert job.poll() is None and time.monotonic() < deadline, "the run ended too soon"
+        time.sleep(0.05)
+    os.kill(_rank_pids(str(killed_log))[1], signal.SIGKILL)
+    job.communicate(timeout=30)  # the whole job must end, not hang
+    assert job.returncode != 0
+    assert len(read_log(killed_log)) < 41
+
+    # Resume on another rank count: the same end as the run that was never killed.
+    resumed = tmp_path / "resumed.jsonl"
+    run_dnewton(2, [*run, "--resume", ckpt, "--log", resumed], TIMEOUT)
+    want, got = read_log(whole), read_log(resumed)
+    assert [r["iter"] for r in got] == [r["iter"] for r in want]
+    np.testing.assert_allclose([r["f"] for r in got], [r["f"] for r in want], rtol=1e-9)

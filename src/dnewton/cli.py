@@ -1,6 +1,9 @@
 """The ``dnewton`` command line.
 
-    mpiexec -n K dnewton train TRAIN [--test TEST] [options]
+    mpiexec -n K dnewton train TRAIN [--test TEST] [--model FILE] [options]
+    [mpiexec -n K] dnewton predict MODEL DATA [--output FILE]
+    dnewton plot RUN.jsonl [--vs OTHER.jsonl] -o FIGURE.png
+    dnewton datasets
 
 Every rank parses the same command line. Errors that one rank meets are agreed
 on by all (`errors.agreed`), and anything unexpected aborts the whole job, so a
@@ -9,6 +12,8 @@ failure never leaves ranks waiting in a collective.
 
 import argparse
 import sys
+
+import numpy as np
 
 from . import __version__
 from .activations import ACTIVATIONS
@@ -57,12 +62,13 @@ def build_parser():
     train.add_argument(
         "train",
         metavar="TRAIN",
-        help=f"LIBSVM file (1-based indices), or an embedded set: {', '.join(DATASETS)}",
+        help="LIBSVM file (1-based indices; .gz/.bz2 read compressed), a .npz with "
+        f"arrays X and y, or an embedded set: {', '.join(DATASETS)}",
     )
     train.add_argument(
         "--test",
         metavar="FILE",
-        help="LIBSVM test file; accuracy is reported each iteration "
+        help="test file (LIBSVM or .npz); accuracy is reported each iteration "
         "(default: the embedded set's test part, if TRAIN names one)",
     )
     model = train.add_argument_group("model")
@@ -117,13 +123,62 @@ def build_parser():
     out.add_argument("--log", metavar="FILE",
                      help="write one JSON object per iteration (f, gnorm, cg_iters, alpha, "
                      "lambda, rho, time, test_accuracy, bytes by phase)")
-    out.add_argument("--quiet", action="store_true", help="no progress lines")
+    out.add_argument("--model", metavar="FILE",
+                     help="save the trained network to FILE (.npz, for dnewton predict on "
+                     "any number of ranks)")
+    out.add_argument("--checkpoint", metavar="DIR",
+                     help="keep the optimizer state in DIR/checkpoint.npz (replaced "
+                     "atomically) every --checkpoint-every iterations and at the last")
+    out.add_argument("--checkpoint-every", type=int, default=10, metavar="N",
+                     help="iterations between checkpoints")
+    out.add_argument("--resume", metavar="DIR",
+                     help="continue the run checkpointed in DIR, with the same settings "
+                     "(any ranks and --partitions); the --log is rewritten with the "
+                     "checkpoint's iterations and continued, as if never interrupted")
+    out.add_argument("--quiet", action="store_true",
+                     help="no progress (a live line on a terminal, else a line per iteration)")
     out.add_argument("--show-layout", action="store_true",
                      help="print which blocks each rank owns")
     out.add_argument("--blas-threads", type=int, default=None, metavar="N",
                      help="BLAS threads per rank (default: 1 under mpiexec with several "
                      "ranks, else the BLAS default)")
     train.set_defaults(run=run_train)
+
+    predict = commands.add_parser(
+        "predict",
+        help="predict with a saved model; print the accuracy",
+        description="Label DATA with MODEL (from train --model, or a checkpoint.npz) and "
+        "print the accuracy against DATA's labels. Runs on any number of ranks with any "
+        "layout, whatever the training used.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    predict.add_argument("model", metavar="MODEL", help="model file (.npz)")
+    predict.add_argument("data", metavar="DATA",
+                         help="LIBSVM file, .npz with X and y, or an embedded set (its "
+                         "test part)")
+    predict.add_argument("--output", metavar="FILE",
+                         help="write the predicted label of every instance, one a line")
+    predict.add_argument("--partitions", type=_int_list, default=None, metavar="P0,...,PL",
+                         help="layout for this job (default: split the widest layers)")
+    predict.add_argument("--batch-size", type=int, default=4096, metavar="N",
+                         help="instances per forward batch")
+    predict.set_defaults(run=run_predict)
+
+    plot = commands.add_parser(
+        "plot",
+        help="plot run logs (needs matplotlib: pip install 'dnewton[plot]')",
+        description="Draw f, ||g|| and the test accuracy of one or more --log files "
+        "against Newton iterations and against time.",
+    )
+    plot.add_argument("log", metavar="RUN.jsonl", help="log written by train --log")
+    plot.add_argument("--vs", action="append", default=[], metavar="OTHER.jsonl",
+                      help="another log to draw alongside (repeatable)")
+    plot.add_argument("-o", "--output", required=True, metavar="FIGURE",
+                      help="image to write; its suffix sets the format (.png, .pdf, .svg)")
+    plot.set_defaults(run=run_plot)
+
+    datasets = commands.add_parser("datasets", help="list the embedded data sets")
+    datasets.set_defaults(run=run_datasets)
     return parser
 
 
@@ -131,8 +186,10 @@ def run_train(args):
     from mpi4py import MPI
     from threadpoolctl import threadpool_limits
 
+    from .checkpoint import Checkpoint, Checkpointer, run_settings
     from .data import read_dataset
     from .errors import agreed
+    from .model_io import check_writable, save_model
     from .monitor import Monitor
     from .trainer import ModelConfig, Problem
 
@@ -150,7 +207,10 @@ def run_train(args):
                 cg_max=args.cg_max, xi=args.xi, damping=args.damping, seed=args.seed,
             )
             options.check()
-        monitor = Monitor(world.rank, args.quiet)
+            if args.model and world.rank == 0:
+                check_writable(args.model, "--model")
+        checkpoint = Checkpoint.load(world, args.resume) if args.resume else None
+        monitor = Monitor(world.rank, args.quiet, iterations=options.iterations)
         config = ModelConfig(
             hidden=args.hidden, activation=args.activation, loss=args.loss,
             partitions=args.partitions, feature_scale=args.feature_scale,
@@ -173,14 +233,27 @@ def run_train(args):
                 f"{' (block-diagonal)' if options.diagonal else ''}; its stored Jacobian "
                 f"takes up to {need / 2**20:.1f} MiB per rank (linear in the subset size)"
             )
+            resume = None
+            if checkpoint is not None:
+                with agreed(world):
+                    checkpoint.check(run_settings(problem, options))
+                resume = checkpoint.state(problem.layout, world.rank)
+                monitor.message(f"dnewton: resuming {args.resume} after iteration "
+                                f"{checkpoint.iteration}")
+            saver = None
+            if args.checkpoint:
+                saver = Checkpointer(problem, options, args.checkpoint, args.checkpoint_every)
             # Only now, with every input checked, may an existing log be replaced.
             with agreed(world):
-                monitor.open_log(args.log)
-            result = problem.fit(options, monitor)
+                monitor.open_log(args.log, checkpoint.history if checkpoint else ())
+            result = problem.fit(options, monitor, resume=resume, checkpoint=saver)
             monitor.message(
                 f"dnewton: stopped after {result.iterations} iteration(s): {result.message}; "
                 f"f = {result.f:.6e}"
             )
+            if args.model:
+                save_model(problem, result.theta, args.model)
+                monitor.message(f"dnewton: model saved to {args.model}")
         finally:
             monitor.close()
             problem.close()
@@ -190,6 +263,67 @@ def run_train(args):
         if world.rank == 0:
             print(f"dnewton: error: {result.message}", file=sys.stderr, flush=True)
         return NumericalError.exit_status
+    return 0
+
+
+def run_predict(args):
+    from mpi4py import MPI
+
+    from .data import read_dataset
+    from .errors import agreed
+    from .model_io import load_model
+    from .predict import Predictor
+
+    world = MPI.COMM_WORLD
+    model = load_model(world, args.model)
+    with agreed(world):
+        train_part, test_part = read_dataset(args.data, n_features=model.widths[0])
+    raw = test_part if test_part is not None else train_part
+    predictor = Predictor(world, model, args.partitions, args.batch_size)
+    try:
+        labels = predictor.labels(raw)
+    finally:
+        predictor.close()
+    correct = int(np.sum(labels == raw.y))
+    with agreed(world):
+        if world.rank == 0:
+            if args.output:
+                _write_labels(args.output, labels)
+            print(f"dnewton: {raw.source}: {raw.n_instances} instances, accuracy "
+                  f"{100 * correct / raw.n_instances:.2f}% ({correct}/{raw.n_instances})"
+                  + (f"; labels written to {args.output}" if args.output else ""), flush=True)
+    return 0
+
+
+def _write_labels(path, labels):
+    from .errors import InputError
+
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(f"{label:g}\n" for label in labels)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write the labels ({exc.strerror})") from None
+
+
+def run_plot(args):
+    from mpi4py import MPI
+
+    from .errors import agreed
+    from .plot import plot_logs
+
+    world = MPI.COMM_WORLD
+    with agreed(world):
+        if world.rank == 0:
+            plot_logs([args.log, *args.vs], args.output)
+    return 0
+
+
+def run_datasets(args):
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.rank == 0:
+        for name, (description, _) in DATASETS.items():
+            print(f"{name}: {description}")
     return 0
 
 

@@ -59,10 +59,43 @@ def read_libsvm(path, n_features=None):
     return RawData(X, y, str(path))
 
 
+def read_npz(path, n_features=None):
+    """A dense data set from a NumPy ``.npz`` holding ``X`` (l, n_0) and numeric ``y`` (l,).
+
+    With `n_features` (a test set read for a model) X must have exactly that many columns.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in ("X", "y") if key in archive.files}
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except Exception as exc:  # noqa: BLE001 -- a damaged archive: zip, zlib or format errors
+        raise InputError(f"{path}: not a readable .npz file ({exc})") from None
+    if set(arrays) != {"X", "y"}:
+        raise InputError(f"{path}: a data .npz needs arrays X (instances x features) and y")
+    X, y = arrays["X"], arrays["y"]
+    problem = None
+    if X.ndim != 2 or y.ndim != 1 or len(y) != len(X):
+        problem = f"X is {X.shape} and y {y.shape}; need (l, n) and (l,)"
+    elif len(y) == 0:
+        problem = "the file holds no instances"
+    elif X.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
+        problem = f"X ({X.dtype}) and y ({y.dtype}) must be numeric"
+    elif not (np.isfinite(X).all() and np.isfinite(y).all()):
+        problem = "X or y holds a value that is not finite"
+    elif n_features is not None and X.shape[1] != n_features:
+        problem = f"X has {X.shape[1]} features, the model {n_features}"
+    if problem:
+        raise InputError(f"{path}: {problem}")
+    return RawData(np.ascontiguousarray(X, dtype=np.float64), y.astype(np.float64), str(path))
+
+
 def read_dataset(source, n_features=None):
-    """(train, test or None) from an embedded name or a LIBSVM path."""
+    """(train, test or None) from an embedded name, a ``.npz`` or a LIBSVM path."""
     if str(source) in DATASETS:
         return DATASETS[str(source)][1]()
+    if str(source).endswith(".npz"):
+        return read_npz(source, n_features), None
     return read_libsvm(source, n_features), None
 
 
@@ -129,7 +162,8 @@ def partition(raw, layout, rank, classes, prep, fit=False):
     raw : RawData
     layout : Layout
     rank : int
-    classes : Classes
+    classes : Classes or None
+        None: no labels (data to predict).
     prep : Preprocessing
         With ``fit=True`` its means are computed here from `raw` (the training set).
     """
@@ -148,5 +182,5 @@ def partition(raw, layout, rank, classes, prep, fit=False):
             block -= prep.means[a]
         features[a] = block
     owns_output = any(blk.layer == layout.n_layers for blk in layout.blocks_of(rank))
-    labels = classes.encode(raw.y, raw.source) if owns_output else None
+    labels = classes.encode(raw.y, raw.source) if owns_output and classes is not None else None
     return PartitionedData(raw.n_instances, features, labels)

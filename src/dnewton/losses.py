@@ -32,6 +32,22 @@ class SquaredLoss:
         """What `apply_curvature` needs of the outputs: nothing, B is constant."""
         return None
 
+    @staticmethod
+    def probabilities(z):
+        """The Euclidean projection of every row of z onto the probability simplex.
+
+        Least squares against one-hot labels makes z estimate the class
+        probabilities, but not within [0, 1]. The projection max(z - tau, 0), tau
+        chosen per row so it sums to 1, is the nearest probability vector and keeps
+        the order of the outputs (so the same argmax).
+        """
+        descending = -np.sort(-z, axis=1)
+        excess = np.cumsum(descending, axis=1) - 1.0
+        count = np.arange(1, z.shape[1] + 1)
+        support = np.sum(descending - excess / count > 0, axis=1)  # >= 1 for every row
+        tau = excess[np.arange(len(z)), support - 1] / support
+        return np.maximum(z - tau[:, None], 0.0)
+
     def apply_curvature(self, state, u):
         """B_i u_i for every instance, (n, n_L)."""
         return 2.0 * u
@@ -45,6 +61,7 @@ class SoftmaxLoss:
 
     @staticmethod
     def probabilities(z):
+        """softmax of every row of z."""
         e = np.exp(z - z.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
 

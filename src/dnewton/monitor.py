@@ -1,10 +1,14 @@
 """Progress output: one line per Newton iteration on rank 0, and the JSON-lines log.
 
-Only rank 0 prints or writes. Each log line is flushed as it is written, so a run
-that dies keeps every iteration it finished.
+On a terminal the progress is one live line, rewritten in place (carriage return)
+after every iteration, with the iteration count and the time left; piped or
+redirected, every iteration gets its own plain line. Only rank 0 prints or
+writes. Each log line is flushed as it is written, so a run that dies keeps every
+iteration it finished.
 """
 
 import json
+import shutil
 import sys
 
 from .errors import InputError
@@ -23,6 +27,27 @@ def format_record(rec):
     )
 
 
+def _duration(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def format_live(rec, iterations, seconds_per_iteration):
+    """The live line of one `IterationRecord`: progress, f, ||g||, accuracy, time left.
+
+    `iterations` is the planned total (None if unknown); `seconds_per_iteration`
+    the mean so far (None before the first iteration).
+    """
+    of = "" if iterations is None else f"/{iterations}"
+    acc = "" if rec.test_accuracy is None else f"  acc {100 * rec.test_accuracy:6.2f}%"
+    line = f"iter {rec.iter}{of}  f {rec.f:.6e}  |g| {rec.gnorm:.3e}{acc}"
+    if seconds_per_iteration is not None:
+        line += f"  {seconds_per_iteration:.3g} s/iter"
+        if iterations is not None:
+            line += f"  left {_duration(max(iterations - rec.iter, 0) * seconds_per_iteration)}"
+    return line
+
+
 class Monitor:
     """Callable that reports each iteration; a no-op on ranks other than 0.
 
@@ -32,40 +57,75 @@ class Monitor:
     quiet : bool
         No progress lines (the log is still written).
     stream : file, default sys.stdout
+        A terminal gets the live line, anything else plain lines.
+    iterations : int or None
+        The planned number of iterations, for the live line's progress and time left.
     """
 
-    def __init__(self, rank, quiet=False, stream=None):
+    def __init__(self, rank, quiet=False, stream=None, iterations=None):
         self.active = rank == 0
         self.quiet = quiet
         self.stream = stream or sys.stdout
+        self.iterations = iterations
         self.log = None
+        self.live = self.active and not quiet and self.stream.isatty()
+        self._line_open = False  # a live line is showing, not yet ended by a newline
+        self._first = None  # (iter, time) of the first record seen, for the rate
 
-    def open_log(self, path):
+    def open_log(self, path, previous=()):
         """Start the JSON-lines log at `path` (replacing it), one object per iteration.
 
-        Raises InputError (on rank 0 only: agree on it) if it cannot be written.
+        `previous` are the records (dicts) of iterations run before a resumption;
+        they are written first. Raises InputError (on rank 0 only: agree on it) if
+        the log cannot be written.
         """
         if not (self.active and path):
             return
         try:
             self.log = open(path, "w", encoding="utf-8")
+            for record in previous:
+                self.log.write(json.dumps(record) + "\n")
+            self.log.flush()
         except OSError as exc:
             raise InputError(f"{path}: cannot write the log ({exc.strerror})") from None
 
     def __call__(self, record):
         if not self.active:
             return
-        if not self.quiet:
+        if self.live:
+            self._show_live(record)
+        elif not self.quiet:
             print(format_record(record), file=self.stream, flush=True)
         if self.log is not None:
             self.log.write(json.dumps(record.as_dict()) + "\n")
             self.log.flush()
 
+    def _show_live(self, record):
+        if self._first is None:
+            self._first = (record.iter, record.time)
+        done = record.iter - self._first[0]
+        rate = (record.time - self._first[1]) / done if done else None
+        # Longer than the terminal, the line would wrap and '\r' could not rewrite it.
+        width = shutil.get_terminal_size().columns - 1
+        line = format_live(record, self.iterations, rate)[:width]
+        self.stream.write(f"\r{line}\x1b[K")
+        self.stream.flush()
+        self._line_open = True
+
+    def _end_live_line(self):
+        if self._line_open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._line_open = False
+
     def message(self, text):
         if self.active and not self.quiet:
+            self._end_live_line()
             print(text, file=self.stream, flush=True)
 
     def close(self):
+        if self.active:
+            self._end_live_line()
         if self.log is not None:
             self.log.close()
             self.log = None

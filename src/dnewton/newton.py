@@ -107,6 +107,28 @@ class IterationRecord:
         record["lambda"] = record.pop("lambda_")
         return record
 
+    @classmethod
+    def from_dict(cls, record):
+        """The inverse of `as_dict` (for a history read back from a checkpoint)."""
+        record = dict(record)
+        record["lambda_"] = record.pop("lambda")
+        return cls(**record)
+
+
+@dataclass
+class NewtonState:
+    """Where a run stands after iteration `iteration`: enough to continue it exactly.
+
+    The run's f and ||g|| there are ``history[-1]``; g itself is recomputed from
+    `theta` on resumption, so a state holds no gradient.
+    """
+
+    iteration: int
+    theta: np.ndarray  # this rank's parameters
+    damping: float  # lambda for the next iteration
+    subsets: dict  # ``bit_generator.state`` of the subset generator
+    history: list  # IterationRecord of iterations 0..iteration
+
 
 @dataclass
 class NewtonResult:
@@ -128,18 +150,24 @@ _STOP_MESSAGES = {
 }
 
 
-def newton(objective, theta, options, monitor=None, evaluate=None):
+def newton(objective, theta, options, monitor=None, evaluate=None, resume=None,
+           checkpoint=None):
     """Minimise `objective` from `theta` (this rank's parameter vector).
 
     Parameters
     ----------
     objective : objective.Objective
-    theta : (n,) local parameters; not modified.
+    theta : (n,) local parameters; not modified. Unused (may be None) with `resume`.
     options : NewtonOptions
     monitor : callable(IterationRecord) or None
         Called on every rank after every iteration (and for iteration 0).
     evaluate : callable(theta) -> float or None
         Test accuracy, collective; called after every iteration when given.
+    resume : NewtonState or None
+        Continue from this state: the iterations that follow, and their records,
+        are those the uninterrupted run would have produced.
+    checkpoint : callable(NewtonState) or None
+        Called on every rank after every completed iteration (it may be collective).
 
     Returns
     -------
@@ -149,10 +177,14 @@ def newton(objective, theta, options, monitor=None, evaluate=None):
     with agreed(groups.world):
         options.check()
     counter = groups.counter
-    theta = theta.copy()
     subsets = np.random.default_rng(np.random.SeedSequence(options.seed, spawn_key=(2,)))
-    damping = options.damping
     start = time.perf_counter()
+    if resume is None:
+        theta, damping, history = theta.copy(), options.damping, []
+    else:
+        theta, damping, history = resume.theta.copy(), resume.damping, list(resume.history)
+        subsets.bit_generator.state = resume.subsets
+        start -= history[-1].time  # the run's clock goes on from the checkpoint
 
     def finish_record(record, began):
         if evaluate is not None:
@@ -164,7 +196,6 @@ def newton(objective, theta, options, monitor=None, evaluate=None):
         if monitor is not None:
             monitor(record)
 
-    history = []
     n_subset = objective.subset_size(options.gn_ratio, options.gn_size)
     f, g = objective.value_and_gradient(theta)
     gnorm = _norm(groups, g)
@@ -173,10 +204,16 @@ def newton(objective, theta, options, monitor=None, evaluate=None):
             f"the starting point has f = {f}, ||g|| = {gnorm}: are the features scaled "
             "(--feature-scale, --center)?"
         ))
-    finish_record(IterationRecord(0, f, gnorm), start)
+    if resume is None:
+        finish_record(IterationRecord(0, f, gnorm), start)
+    else:
+        _check_resumed(f, history[-1])
+        # This re-evaluation belongs to no iteration: the uninterrupted run made it
+        # in the iteration the checkpoint ends with, and counted its bytes there.
+        counter.collect(groups.world)
     status, message = "iteration_limit", _STOP_MESSAGES["iteration_limit"]
-    k = 0
-    for k in range(1, options.iterations + 1):
+    k = done = len(history) - 1  # iterations already run (0 unless resuming)
+    for k in range(done + 1, options.iterations + 1):
         began = time.perf_counter()
         subset = np.sort(subsets.choice(objective.n_instances, n_subset, replace=False))
         operator = objective.gauss_newton(theta, subset)
@@ -222,7 +259,22 @@ def newton(objective, theta, options, monitor=None, evaluate=None):
         theta, f, g, gnorm = theta_next, f_next, g_next, gnorm_next
         record.f, record.gnorm, record.rho = f, gnorm, float(rho)
         finish_record(record, began)
+        if checkpoint is not None:
+            checkpoint(NewtonState(k, theta, damping, subsets.bit_generator.state, history))
     return NewtonResult(theta, f, gnorm, k, status, message, history)
+
+
+def _check_resumed(f, last):
+    """Refuse a checkpoint whose f the training data does not reproduce.
+
+    Another layout or batch size changes f only by rounding; another data set
+    or preprocessing changes it for real.
+    """
+    if not math.isclose(f, last.f, rel_tol=1e-8, abs_tol=0.0):
+        raise everywhere(InputError(
+            f"--resume: the checkpoint has f = {last.f:.12e} at iteration {last.iter}, but "
+            f"its parameters give f = {f:.12e} on this training set: is it the same data?"
+        ))
 
 
 def _norm(groups, v):

@@ -48,7 +48,8 @@ class ModelConfig:
 class Problem:
     """This rank's share of a training problem. Collective to build; call `close`."""
 
-    def __init__(self, world, layout, groups, network, objective, test, classes, prep):
+    def __init__(self, world, layout, groups, network, objective, test, classes, prep,
+                 config):
         self.world = world
         self.layout = layout
         self.groups = groups
@@ -57,6 +58,7 @@ class Problem:
         self.test = test
         self.classes = classes
         self.preprocessing = prep
+        self.config = config
 
     @classmethod
     def build(cls, world, train_raw, test_raw, config, C):
@@ -83,7 +85,7 @@ class Problem:
                 test = partition(test_raw, layout, world.rank, classes, prep)
         network = Network(layout, groups, activation_code(config.activation))
         objective = Objective(network, train, make_loss(config.loss), C, config.batch_size)
-        return cls(world, layout, groups, network, objective, test, classes, prep)
+        return cls(world, layout, groups, network, objective, test, classes, prep, config)
 
     def check_memory(self, n_subset):
         """Collective: bytes per rank the Gauss-Newton data of |S| = n_subset needs.
@@ -107,14 +109,17 @@ class Problem:
                 )
         return self.world.allreduce(need, op=MPI.MAX)
 
-    def fit(self, options, monitor=None, theta=None):
-        """Run Newton from `theta` (default: the seeded initialisation)."""
-        if theta is None:
+    def fit(self, options, monitor=None, theta=None, resume=None, checkpoint=None):
+        """Run Newton from `theta` (default: the seeded initialisation) or `resume`.
+
+        `resume` (a `newton.NewtonState`) and `checkpoint` are passed on to `newton`.
+        """
+        if theta is None and resume is None:
             theta = self.network.initial_parameters(options.seed)
         evaluate = None
         if self.test is not None:
             evaluate = lambda th: self.objective.accuracy(th, self.test)  # noqa: E731
-        return newton(self.objective, theta, options, monitor, evaluate)
+        return newton(self.objective, theta, options, monitor, evaluate, resume, checkpoint)
 
     def close(self):
         self.groups.free()

@@ -1,0 +1,277 @@
+"""Model files: a trained network in a portable form that any layout can load.
+
+A model file is a NumPy ``.npz`` archive (no pickles) holding, for m = 1..L, the
+dense ``W{m}`` (n_{m-1}, n_m) and ``b{m}`` (n_m,) gathered from the blocks, and
+what prediction needs besides: ``widths``, ``activation``, ``loss``,
+``feature_scale``, ``center`` with the training ``mean`` of every feature
+(zeros without centring), the class labels ``classes`` in output order, and
+``format`` / ``version``. Nothing in it depends on the layout that trained it;
+`Model.local_parameters` cuts it into the blocks of any layout.
+
+Only rank 0 touches files: it writes what the ranks gather to it, and it reads
+and broadcasts, so a file must be visible to rank 0 only. Writes are atomic (a
+temporary file in the same folder, fsync, rename): a reader finds the previous
+file or the new one, whole.
+"""
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from mpi4py import MPI
+
+from .activations import ACTIVATIONS
+from .data import Preprocessing
+from .errors import InputError, agreed
+from .losses import LOSSES
+from .network import block_views
+
+FORMAT = "dnewton-model"
+VERSION = 1
+
+
+@dataclass
+class Model:
+    """A network in dense, layout-independent form."""
+
+    widths: tuple  # n_0 .. n_L
+    activation: str
+    loss: str
+    feature_scale: float
+    mean: object  # (n_0,) training means subtracted after scaling, or None
+    classes: np.ndarray  # (n_L,) class labels, in the order of the outputs
+    weights: list  # W^m, (n_{m-1}, n_m), m = 1..L
+    biases: list  # b^m, (n_m,)
+
+    def arrays(self):
+        """The model as the named arrays of its file."""
+        arrays = {
+            "format": np.array(FORMAT),
+            "version": np.array(VERSION),
+            "widths": np.array(self.widths, dtype=np.int64),
+            "activation": np.array(self.activation),
+            "loss": np.array(self.loss),
+            "feature_scale": np.array(float(self.feature_scale)),
+            "center": np.array(self.mean is not None),
+            "mean": np.zeros(self.widths[0]) if self.mean is None else self.mean,
+            "classes": np.asarray(self.classes),
+        }
+        for m, (W, b) in enumerate(zip(self.weights, self.biases), start=1):
+            arrays[f"W{m}"], arrays[f"b{m}"] = W, b
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays, source):
+        """Check and unpack the arrays of a model file; InputError names `source`."""
+
+        def bad(problem):
+            return InputError(f"{source}: {problem}")
+
+        if str(arrays.get("format", "")) != FORMAT:
+            raise bad("not a dnewton model file")
+        if int(arrays.get("version", -1)) != VERSION:
+            raise bad(f"model format version {arrays.get('version')}, this dnewton reads "
+                      f"version {VERSION}")
+        try:
+            widths = tuple(int(w) for w in arrays["widths"])
+            L = len(widths) - 1
+            weights = [arrays[f"W{m}"] for m in range(1, L + 1)]
+            biases = [arrays[f"b{m}"] for m in range(1, L + 1)]
+            activation, loss = str(arrays["activation"]), str(arrays["loss"])
+            scale, center = float(arrays["feature_scale"]), bool(arrays["center"])
+            mean, classes = arrays["mean"], arrays["classes"]
+        except KeyError as exc:
+            raise bad(f"the model file lacks {exc}") from None
+        shapes_ok = (
+            L >= 1 and min(widths) >= 1
+            and all(W.shape == widths[m : m + 2] for m, W in enumerate(weights))
+            and all(b.shape == (widths[m + 1],) for m, b in enumerate(biases))
+            and mean.shape == (widths[0],) and classes.shape == (widths[-1],)
+        )
+        if not shapes_ok:
+            raise bad(f"array shapes do not match the widths {widths}")
+        if activation not in ACTIVATIONS or loss not in LOSSES:
+            raise bad(f"unknown activation {activation!r} or loss {loss!r}")
+        if not all(np.isfinite(a).all() for a in (*weights, *biases, mean)):
+            raise bad("the model holds values that are not finite")
+        return cls(widths, activation, loss, scale, mean if center else None, classes,
+                   weights, biases)
+
+    def local_parameters(self, layout, rank):
+        """The parameter vector of `rank`'s blocks in `layout` (as `Network` orders it)."""
+        blocks = layout.blocks_of(rank)
+        theta = np.empty(sum(blk.size for blk in blocks))
+        offset = 0
+        for blk in blocks:
+            W, bias = block_views(blk, theta[offset : offset + blk.size])
+            W[...] = self.weights[blk.layer - 1][blk.rows, blk.cols]
+            if bias is not None:
+                bias[...] = self.biases[blk.layer - 1][blk.cols]
+            offset += blk.size
+        return theta
+
+    def preprocessing(self, layout):
+        """The training preprocessing, its means cut into `layout`'s input groups."""
+        means = {}
+        if self.mean is not None:
+            means = {a: self.mean[layout.group(0, a)] for a in range(layout.partitions[0])}
+        return Preprocessing(self.feature_scale, self.mean is not None, means)
+
+
+def gather_parameters(layout, world, theta, root=0):
+    """Collective: dense (weights, biases) of every layer on `root`, None elsewhere.
+
+    `theta` is the calling rank's parameter vector under `layout`.
+    """
+    counts = [sum(blk.size for blk in layout.blocks_of(r)) for r in range(world.size)]
+    flat = np.empty(sum(counts)) if world.rank == root else None
+    world.Gatherv(np.ascontiguousarray(theta), (flat, counts) if flat is not None else None,
+                  root=root)
+    if flat is None:
+        return None
+    widths = layout.widths
+    weights = [np.zeros((widths[m - 1], widths[m])) for m in range(1, len(widths))]
+    biases = [np.zeros(widths[m]) for m in range(1, len(widths))]
+    offset = 0
+    for r in range(world.size):
+        for blk in layout.blocks_of(r):
+            W, bias = block_views(blk, flat[offset : offset + blk.size])
+            weights[blk.layer - 1][blk.rows, blk.cols] = W
+            if bias is not None:
+                biases[blk.layer - 1][blk.cols] = bias
+            offset += blk.size
+    return weights, biases
+
+
+def gather_mean(layout, world, prep, root=0):
+    """Collective: the (n_0,) training means on `root` (None elsewhere, or uncentred).
+
+    Each input group's means come from its lowest owning rank alone, so the sum
+    that assembles them adds only zeros and is exact.
+    """
+    if not prep.center:
+        return None
+    mean = np.zeros(layout.widths[0])
+    for a, values in prep.means.items():
+        if min(layout.row_owners(1, a)) == world.rank:
+            mean[layout.group(0, a)] = values
+    if world.rank == root:
+        world.Reduce(MPI.IN_PLACE, mean, op=MPI.SUM, root=root)
+        return mean
+    world.Reduce(mean, None, op=MPI.SUM, root=root)
+    return None
+
+
+def gather_model(problem, theta, root=0):
+    """Collective: the `Model` of a trained `trainer.Problem` on `root`, None elsewhere."""
+    layout, world = problem.layout, problem.world
+    dense = gather_parameters(layout, world, theta, root)
+    mean = gather_mean(layout, world, problem.preprocessing, root)
+    if world.rank != root:
+        return None
+    config = problem.config
+    return Model(layout.widths, config.activation, config.loss, config.feature_scale, mean,
+                 problem.classes.labels, *dense)
+
+
+# -- files ------------------------------------------------------------------------
+
+
+def check_writable(path, what):
+    """Raise InputError unless a file can be created at `path` (checked before training)."""
+    folder = Path(path).resolve().parent
+    if Path(path).is_dir():
+        raise InputError(f"{what} {path}: is a directory")
+    if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+        raise InputError(f"{what} {path}: cannot write in {folder}")
+
+
+def write_temporary(path, arrays):
+    """Write `arrays` to ``path + '.tmp'`` and fsync it; returns that temporary path."""
+    temporary = Path(f"{path}.tmp")
+    with open(temporary, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    return temporary
+
+
+def commit(temporary, path):
+    """Rename `temporary` over `path` (atomic) and make the rename itself durable."""
+    os.replace(temporary, path)
+    folder = os.open(Path(path).resolve().parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def save_arrays(path, arrays, what):
+    """Atomically write `arrays` as an ``.npz`` at `path`; InputError on failure."""
+    try:
+        commit(write_temporary(path, arrays), path)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write the {what} ({exc.strerror or exc})") from None
+
+
+def read_arrays(path, what):
+    """Every array of the ``.npz`` at `path`, read in full; InputError on failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such {what}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: not a readable {what} ({exc})") from None
+
+
+def broadcast_arrays(world, arrays, root=0):
+    """Collective: `root`'s dict of arrays on every rank.
+
+    Numeric arrays travel as MPI buffers; scalars and strings in one small pickle.
+    """
+    if world.size == 1:
+        return arrays
+    meta = None
+    if world.rank == root:
+        meta = {
+            key: ("buffer", a.shape, a.dtype.str) if a.ndim and a.dtype.kind in "biuf"
+            else ("value", a)
+            for key, a in arrays.items()
+        }
+    meta = world.bcast(meta, root=root)
+    received = {}
+    for key, (kind, *rest) in meta.items():
+        if kind == "value":
+            received[key] = rest[0]
+            continue
+        shape, dtype = rest
+        buf = np.ascontiguousarray(arrays[key]) if world.rank == root else np.empty(
+            shape, dtype
+        )
+        world.Bcast(buf, root=root)
+        received[key] = buf
+    return received
+
+
+def save_model(problem, theta, path):
+    """Collective: gather the trained network to rank 0, which writes it to `path`."""
+    model = gather_model(problem, theta)
+    with agreed(problem.world):
+        if problem.world.rank == 0:
+            save_arrays(path, model.arrays(), "model")
+
+
+def load_model(world, path):
+    """Collective: the `Model` in file `path` (read by rank 0) on every rank."""
+    arrays = None
+    with agreed(world):
+        if world.rank == 0:
+            arrays = read_arrays(path, "model file")
+    arrays = broadcast_arrays(world, arrays)
+    with agreed(world):
+        model = Model.from_arrays(arrays, path)
+    return model

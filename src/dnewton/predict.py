@@ -1,0 +1,69 @@
+"""Predictions of a `model_io.Model` on any layout and any number of ranks.
+
+The model is cut into the blocks of a layout chosen for the predicting job (not
+the one that trained it), the data partitioned as for training, and the
+forward pass run in batches; the output group's leader then broadcasts the
+outputs so every rank returns them.
+"""
+
+import numpy as np
+
+from .activations import activation_code
+from .communication import Groups
+from .data import partition
+from .errors import InputError, agreed, everywhere
+from .layout import Layout
+from .network import Network
+
+
+class Predictor:
+    """A model laid out over `world`. Collective to build and to use; call `close`.
+
+    Parameters
+    ----------
+    world : mpi4py communicator
+    model : model_io.Model
+    partitions : sequence of int or None
+        P_0..P_L for this job, or None for `Layout.default`.
+    batch_size : int
+        Instances per forward batch (bounds memory).
+    """
+
+    def __init__(self, world, model, partitions=None, batch_size=4096):
+        with agreed(world):
+            if partitions is None:
+                self.layout = Layout.default(model.widths, world.size)
+            else:
+                self.layout = Layout(model.widths, partitions, world.size)
+        self.world = world
+        self.model = model
+        self.batch_size = batch_size
+        self.groups = Groups(world, self.layout)
+        self.network = Network(self.layout, self.groups, activation_code(model.activation))
+        self.theta = model.local_parameters(self.layout, world.rank)
+        self.preprocessing = model.preprocessing(self.layout)
+
+    def outputs(self, raw):
+        """z^L, (l, n_L), of the instances of `raw` (a `data.RawData`), on every rank."""
+        if raw.n_features != self.layout.widths[0]:
+            raise everywhere(InputError(
+                f"{raw.source}: {raw.n_features} features, the model has {self.layout.widths[0]}"
+            ))
+        data = partition(raw, self.layout, self.world.rank, None, self.preprocessing)
+        outputs = np.empty((data.n_instances, self.layout.widths[-1]))
+        leader = self.layout.output_group[0]
+        for start in range(0, data.n_instances, self.batch_size):
+            rows = slice(start, min(start + self.batch_size, data.n_instances))
+            n = rows.stop - rows.start
+            fwd = self.network.forward(self.theta, data.rows(rows), n, "evaluation")
+            batch = fwd.output if fwd.output is not None else np.empty((n, outputs.shape[1]))
+            self.groups.broadcast(batch, leader, "evaluation")
+            outputs[rows] = batch
+        return outputs
+
+    def labels(self, raw):
+        """The predicted class label of every instance of `raw`, on every rank."""
+        return self.model.classes[np.argmax(self.outputs(raw), axis=1)]
+
+    def close(self):
+        self.groups.free()

@@ -1,0 +1,201 @@
+"""Model files: dense weights in and out of any layout, atomic writes, clear refusals,
+and predictions that do not depend on the layout that trained or predicts."""
+
+import numpy as np
+import pytest
+from conftest import read_log, run_dnewton
+from mpi4py import MPI
+from scipy.sparse import csr_matrix
+from test_derivatives import dense_weights, make_problem, random_theta
+
+from dnewton.data import RawData, read_dataset
+from dnewton.errors import InputError
+from dnewton.layout import Layout
+from dnewton.losses import SquaredLoss
+from dnewton.model_io import (
+    Model,
+    gather_model,
+    load_model,
+    read_arrays,
+    save_arrays,
+    write_temporary,
+)
+from dnewton.predict import Predictor
+
+WIDTHS = (7, 5, 4, 3)
+
+
+def random_model(seed=0, center=True):
+    rng = np.random.default_rng(seed)
+    weights = [rng.standard_normal(WIDTHS[m : m + 2]) for m in range(len(WIDTHS) - 1)]
+    biases = [rng.standard_normal(WIDTHS[m + 1]) for m in range(len(WIDTHS) - 1)]
+    mean = rng.standard_normal(WIDTHS[0]) if center else None
+    return Model(WIDTHS, "tanh", "softmax", 2.0, mean, np.array([-1.0, 0.0, 4.0]),
+                 weights, biases)
+
+
+@pytest.mark.parametrize("partitions, n_ranks", [((1, 1, 1, 1), 1), ((2, 3, 2, 1), 3),
+                                                  ((3, 1, 2, 3), 4), ((7, 5, 4, 3), 5)])
+def test_blocks_of_every_rank_reassemble_the_dense_model(partitions, n_ranks):
+    model = random_model()
+    layout = Layout(WIDTHS, partitions, n_ranks)
+    weights = [np.full_like(W, np.nan) for W in model.weights]
+    biases = [np.full_like(b, np.nan) for b in model.biases]
+    for rank in range(n_ranks):
+        theta = model.local_parameters(layout, rank)
+        offset = 0
+        for blk in layout.blocks_of(rank):
+            n_rows, n_cols = blk.shape
+            weights[blk.layer - 1][blk.rows, blk.cols] = theta[
+                offset : offset + n_rows * n_cols].reshape(n_rows, n_cols)
+            offset += n_rows * n_cols
+            if blk.has_bias:
+                biases[blk.layer - 1][blk.cols] = theta[offset : offset + n_cols]
+                offset += n_cols
+        assert offset == len(theta)
+    for got, want in zip(weights + biases, model.weights + model.biases):
+        np.testing.assert_array_equal(got, want)
+    prep = model.preprocessing(layout)
+    np.testing.assert_array_equal(
+        np.concatenate([prep.means[a] for a in range(partitions[0])]), model.mean)
+
+
+@pytest.mark.parametrize("partitions", [None, (2, 3, 2, 1), (3, 1, 2, 3)])
+def test_gather_model_is_the_dense_network(partitions):
+    problem = make_problem(partitions=partitions)
+    try:
+        theta = random_theta(problem)
+        model = gather_model(problem, theta)
+        want_W, want_b = dense_weights(problem, theta)
+        for got, want in zip(model.weights + model.biases, want_W + want_b):
+            np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(model.local_parameters(problem.layout, 0), theta)
+    finally:
+        problem.close()
+
+
+@pytest.mark.parametrize("center", [True, False])
+def test_file_round_trip(tmp_path, center):
+    model = random_model(center=center)
+    path = tmp_path / "model.npz"
+    save_arrays(path, model.arrays(), "model")
+    loaded = load_model(MPI.COMM_WORLD, path)
+    assert (loaded.widths, loaded.activation, loaded.loss, loaded.feature_scale) == (
+        WIDTHS, "tanh", "softmax", 2.0)
+    for got, want in zip(loaded.weights + loaded.biases + [loaded.classes],
+                         model.weights + model.biases + [model.classes]):
+        np.testing.assert_array_equal(got, want)
+    if center:
+        np.testing.assert_array_equal(loaded.mean, model.mean)
+    else:
+        assert loaded.mean is None
+    assert not (tmp_path / "model.npz.tmp").exists()
+
+
+def test_an_unfinished_write_leaves_the_previous_file(tmp_path):
+    path = tmp_path / "model.npz"
+    save_arrays(path, random_model(seed=1).arrays(), "model")
+    # A write killed before its rename: the temporary file is there, truncated.
+    temporary = write_temporary(path, random_model(seed=2).arrays())
+    temporary.write_bytes(temporary.read_bytes()[:100])
+    loaded = load_model(MPI.COMM_WORLD, path)
+    np.testing.assert_array_equal(loaded.weights[0], random_model(seed=1).weights[0])
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda path: path.write_text("not a zip"), "not a readable model file"),
+    (lambda path: path.write_bytes(path.read_bytes()[:300]), "not a readable model file"),
+    (lambda path: np.savez(path, x=np.zeros(2)), "not a dnewton model file"),
+    (lambda path: path.unlink(), "no such model file"),
+])
+def test_damaged_model_files_are_refused(tmp_path, damage, message):
+    path = tmp_path / "model.npz"
+    save_arrays(path, random_model().arrays(), "model")
+    damage(path)
+    with pytest.raises(InputError, match=message):
+        load_model(MPI.COMM_WORLD, path)
+
+
+def test_inconsistent_shapes_are_refused(tmp_path):
+    arrays = random_model().arrays()
+    arrays["W2"] = np.zeros((5, 5))
+    path = tmp_path / "model.npz"
+    save_arrays(path, arrays, "model")
+    with pytest.raises(InputError, match="shapes do not match"):
+        load_model(MPI.COMM_WORLD, path)
+    assert set(read_arrays(path, "model")) >= {"W1", "b1", "widths", "classes"}
+
+
+def test_predictor_matches_a_dense_forward_pass():
+    model = random_model()
+    X = np.random.default_rng(3).standard_normal((9, WIDTHS[0]))
+    raw = RawData(csr_matrix(X), np.zeros(9), "random")  # sparse, as LIBSVM gives
+    predictor = Predictor(MPI.COMM_WORLD, model, (3, 2, 1, 1), batch_size=4)
+    try:
+        got = predictor.outputs(raw)
+    finally:
+        predictor.close()
+    z = X / model.feature_scale - model.mean
+    for m, (W, b) in enumerate(zip(model.weights, model.biases)):
+        z = z @ W + b
+        if m < len(model.weights) - 1:
+            z = np.tanh(z)
+    np.testing.assert_allclose(got, z, rtol=1e-12, atol=1e-12)
+
+
+def test_simplex_projection_is_a_distribution_with_the_outputs_order():
+    z = np.random.default_rng(4).standard_normal((200, 6)) * 3
+    z[0] = [2, 2, -1, 0, 0.5, 3]  # a row already beyond [0, 1]
+    p = SquaredLoss.probabilities(z)
+    assert (p >= 0).all()
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_array_equal(np.argmax(p, axis=1), np.argmax(z, axis=1))
+    inside = np.array([[0.2, 0.3, 0.5]])
+    np.testing.assert_allclose(SquaredLoss.probabilities(inside), inside)
+
+
+TRAIN = ["train", "digits", "--hidden", "16,12", "--iterations", "4", "--feature-scale", "16",
+         "--center", "--quiet", "--seed", "5"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A model trained on 2 ranks with layout 1,2,1,1, its log and its test labels."""
+    folder = tmp_path_factory.mktemp("trained")
+    run_dnewton(2, [*TRAIN, "--partitions", "1,2,1,1", "--model", folder / "model.npz",
+                    "--log", folder / "run.jsonl"])
+    return folder
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n_ranks, partitions", [(1, None), (3, "2,1,2,1"), (3, "1,1,3,2")])
+def test_predict_with_any_layout_gives_the_training_run_labels(trained, tmp_path, n_ranks,
+                                                               partitions):
+    labels = tmp_path / "labels.txt"
+    extra = [] if partitions is None else ["--partitions", partitions]
+    proc = run_dnewton(n_ranks, ["predict", trained / "model.npz", "digits", "--output", labels,
+                                 *extra])
+    predicted = np.loadtxt(labels)
+    _, test = read_dataset("digits")
+    final_accuracy = read_log(trained / "run.jsonl")[-1]["test_accuracy"]
+    assert np.mean(predicted == test.y) == final_accuracy
+    assert f"accuracy {100 * final_accuracy:.2f}%" in proc.stdout
+    assert proc.stdout.count("accuracy") == 1  # rank 0 alone prints
+    reference = trained / "labels-1.txt"
+    if not reference.exists():
+        run_dnewton(1, ["predict", trained / "model.npz", "digits", "--output", reference])
+    np.testing.assert_array_equal(predicted, np.loadtxt(reference))
+
+
+@pytest.mark.mpi
+def test_predict_refuses_a_missing_model_on_every_rank(tmp_path):
+    proc = run_dnewton(3, ["predict", tmp_path / "none.npz", "digits"], 60, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.count("none.npz: no such model file") == 1, proc.stderr
+
+
+@pytest.mark.mpi
+def test_train_refuses_an_unwritable_model_path_before_training(tmp_path):
+    proc = run_dnewton(2, [*TRAIN, "--model", tmp_path / "no" / "model.npz"], 60, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("cannot write in") == 1, proc.stderr
+    assert "iter" not in proc.stdout

@@ -1,0 +1,169 @@
+"""The tool around training: embedded data sets, compressed LIBSVM and .npz input,
+the live progress line, and figures of run logs."""
+
+import bz2
+import gzip
+import io
+import json
+import sys
+
+import numpy as np
+import pytest
+from conftest import read_log, run_dnewton
+
+from dnewton.data import DATASETS, read_dataset
+from dnewton.errors import InputError
+from dnewton.monitor import Monitor
+from dnewton.newton import IterationRecord
+from dnewton.plot import plot_logs
+
+SMALL = ["--hidden", "8", "--iterations", "2", "--quiet"]
+LINES = [f"{i % 3} 1:{i / 40:.3f} 2:{(i * 7 % 11) / 11:.3f} 4:0.5" for i in range(40)]
+TEXT = "\n".join(LINES) + "\n"
+
+
+def test_datasets_lists_the_embedded_sets():
+    proc = run_dnewton(1, ["datasets"])
+    assert [line.split(":")[0] for line in proc.stdout.splitlines()] == list(DATASETS)
+    assert "1,347 train / 450 test" in proc.stdout
+
+
+@pytest.mark.mpi
+def test_compressed_libsvm_files_train_to_the_same_log(tmp_path):
+    plain = tmp_path / "train.svm"
+    plain.write_text(TEXT)
+    (tmp_path / "train.svm.gz").write_bytes(gzip.compress(TEXT.encode()))
+    (tmp_path / "train.svm.bz2").write_bytes(bz2.compress(TEXT.encode()))
+    logs = []
+    for name in ("train.svm", "train.svm.gz", "train.svm.bz2"):
+        log = tmp_path / f"{name}.jsonl"
+        run_dnewton(2, ["train", tmp_path / name, "--test", plain, *SMALL, "--log", log])
+        logs.append([(r["f"], r["test_accuracy"]) for r in read_log(log)])
+    assert logs[0] == logs[1] == logs[2]
+
+
+def write_npz(path, X, y):
+    np.savez(path, X=X, y=y)
+    return path
+
+
+def dense(lines=LINES):
+    X = np.zeros((len(lines), 4))
+    y = np.zeros(len(lines))
+    for i, line in enumerate(lines):
+        label, *pairs = line.split()
+        y[i] = float(label)
+        for pair in pairs:
+            j, value = pair.split(":")
+            X[i, int(j) - 1] = float(value)
+    return X, y
+
+
+@pytest.mark.mpi
+def test_npz_input_trains_like_the_same_libsvm_data(tmp_path):
+    (tmp_path / "train.svm").write_text(TEXT)
+    npz = write_npz(tmp_path / "train.npz", *dense())
+    logs = []
+    for train in (tmp_path / "train.svm", npz):
+        log = tmp_path / f"{train.name}.jsonl"
+        run_dnewton(3, ["train", train, "--test", npz, *SMALL, "--log", log,
+                        "--model", tmp_path / "model.npz"])
+        logs.append([(r["f"], r["test_accuracy"]) for r in read_log(log)])
+    assert logs[0] == logs[1]
+    proc = run_dnewton(2, ["predict", tmp_path / "model.npz", npz])
+    assert f"accuracy {100 * logs[1][-1][1]:.2f}%" in proc.stdout
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"X": np.zeros((3, 2))}, "needs arrays X (instances x features) and y"),
+    ({"X": np.zeros(3), "y": np.zeros(3)}, "need (l, n) and (l,)"),
+    ({"X": np.zeros((3, 2)), "y": np.zeros(2)}, "need (l, n) and (l,)"),
+    ({"X": np.zeros((0, 2)), "y": np.zeros(0)}, "holds no instances"),
+    ({"X": np.zeros((2, 2)), "y": np.array(["a", "b"])}, "must be numeric"),
+    ({"X": np.array([[0, np.inf]]), "y": np.zeros(1)}, "not finite"),
+])
+def test_bad_npz_data_is_refused_with_a_reason(tmp_path, arrays, message):
+    path = tmp_path / "data.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read_dataset(path)
+
+
+def test_npz_test_set_must_have_the_model_features(tmp_path):
+    path = write_npz(tmp_path / "test.npz", np.zeros((2, 3)), np.zeros(2))
+    with pytest.raises(InputError, match="X has 3 features, the model 4"):
+        read_dataset(path, n_features=4)
+    (tmp_path / "junk.npz").write_text("junk")
+    with pytest.raises(InputError, match="not a readable .npz"):
+        read_dataset(tmp_path / "junk.npz")
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def record(k, seconds):
+    return IterationRecord(k, 1.0 / (k + 1), 0.1, cg_iters=3, alpha=1.0, lambda_=1.0,
+                           rho=0.9, time=seconds, iteration_time=0.5, test_accuracy=0.5)
+
+
+def test_progress_is_one_live_line_on_a_terminal_and_plain_lines_in_a_pipe():
+    screen, pipe = Terminal(), io.StringIO()
+    for stream in (screen, pipe):
+        monitor = Monitor(0, stream=stream, iterations=4)
+        monitor.message("dnewton: start")
+        for k in range(5):
+            monitor(record(k, 0.5 * k))
+        monitor.message("dnewton: stopped")
+        monitor.close()
+    # The terminal: each iteration rewrites the same line; it ends before the message.
+    text = screen.getvalue()
+    assert text.startswith("dnewton: start\n\riter 0/4  f 1.000000e+00")
+    assert text.count("\r") == 5 and text.count("\x1b[K") == 5
+    assert "iter 2/4" in text and "0.5 s/iter  left 0:00:01" in text
+    assert text.endswith("acc  50.00%  0.5 s/iter  left 0:00:00\x1b[K\ndnewton: stopped\n")
+    # The pipe: one plain line per iteration, no control characters.
+    lines = pipe.getvalue().splitlines()
+    assert len(lines) == 7 and lines[1].startswith("iter    0  f 1.000000e+00")
+    assert "\r" not in pipe.getvalue() and "\x1b" not in pipe.getvalue()
+
+
+def test_quiet_and_other_ranks_print_nothing():
+    for monitor in (Monitor(0, quiet=True, stream=Terminal()), Monitor(1, stream=Terminal())):
+        monitor(record(0, 0.0))
+        monitor.message("hello")
+        monitor.close()
+        assert monitor.stream.getvalue() == ""
+
+
+def test_plot_draws_a_png_of_two_runs(tmp_path):
+    logs = []
+    for name, scale in (("a.jsonl", 1.0), ("b.jsonl", 2.0)):
+        path = tmp_path / name
+        path.write_text("".join(
+            json.dumps(dict(record(k, 0.3 * k).as_dict(), f=scale / (k + 1))) + "\n"
+            for k in range(6)))
+        logs.append(path)
+    figure = tmp_path / "fig.png"
+    plot_logs(logs, figure)
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_command_and_its_errors(tmp_path):
+    log = tmp_path / "run.jsonl"
+    run_dnewton(1, ["train", "digits", *SMALL, "--log", log])
+    run_dnewton(1, ["plot", log, "--vs", log, "-o", tmp_path / "fig.png"])
+    assert (tmp_path / "fig.png").stat().st_size > 10_000
+    (tmp_path / "bad.jsonl").write_text('{"iter": 0}\n')
+    proc = run_dnewton(1, ["plot", tmp_path / "bad.jsonl", "-o", tmp_path / "x.png"],
+                       check=False)
+    assert proc.returncode == 2 and "line 1 is not a dnewton log record" in proc.stderr
+    proc = run_dnewton(1, ["plot", log, "-o", tmp_path / "x.nosuchformat"], check=False)
+    assert proc.returncode == 2 and "cannot write the figure" in proc.stderr
+
+
+def test_plot_without_matplotlib_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails
+    with pytest.raises(InputError, match=r"pip install 'dnewton\[plot\]'"):
+        plot_logs([tmp_path / "run.jsonl"], tmp_path / "fig.png")
