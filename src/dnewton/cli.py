@@ -237,6 +237,7 @@ def run_train(args):
                 with agreed(world):
                     checkpoint.check(run_settings(problem, options))
                 resume = checkpoint.state(problem.layout, world.rank)
+                checkpoint.check_data(problem, resume)
                 monitor.message(f"dnewton: resuming {args.resume} after iteration "
                                 f"{checkpoint.iteration}")
             saver = None
