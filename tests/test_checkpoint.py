@@ -127,9 +127,12 @@ def test_resume_refuses_other_training_data(tmp_path):
     run_dnewton(2, [*small, "--checkpoint", folder], TIMEOUT)
     lines[5] = lines[5].replace("4:0.5", "4:0.7")
     train.write_text("\n".join(lines) + "\n")
-    proc = run_dnewton(2, [*small, "--iterations", "4", "--resume", folder], TIMEOUT,
-                       check=False)
+    log = tmp_path / "kept.jsonl"
+    log.write_text('{"iter": 0}\n')
+    proc = run_dnewton(2, [*small, "--iterations", "4", "--resume", folder, "--log", log],
+                       TIMEOUT, check=False)
     assert proc.returncode == 2 and proc.stderr.count("is it the same data?") == 1, proc.stderr
+    assert log.read_text() == '{"iter": 0}\n'
 
 
 @pytest.mark.mpi

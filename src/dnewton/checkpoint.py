@@ -12,14 +12,15 @@ previous checkpoint, so a kill at any moment leaves the previous checkpoint or t
 new one, whole; a leftover ``.tmp`` is never read and the next write replaces it.
 
 Resuming: parameters, lambda, the generator and the history are restored, and f
-and g at the iterate recomputed (f must match the record), so the iterations that
-follow are those of the uninterrupted run -- bit for bit on the same layout, up to
-rounding on another. The log is rewritten from the stored records and the new
+and g at the iterate recomputed (f must match the record: `Checkpoint.check_data`),
+so the iterations that follow are those of the uninterrupted run -- bit for bit on
+the same layout, up to rounding on another. The log is rewritten from the stored records and the new
 ones appended, so it equals the uninterrupted run's log (apart from timings) even
 when the killed run had logged iterations past its last checkpoint.
 """
 
 import json
+import math
 import os
 import signal
 from dataclasses import asdict, dataclass
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, agreed
+from .errors import InputError, agreed, everywhere
 from .model_io import (
     Model,
     broadcast_arrays,
@@ -107,6 +108,20 @@ class Checkpoint:
                     f"{settings.get(key)}; resume with the same settings (only --iterations, "
                     "--partitions, --batch-size and the output options may change)"
                 )
+
+    def check_data(self, problem, state):
+        """Collective: refuse training data on which `state` does not give the recorded f.
+
+        Another layout or batch size changes f only by rounding; another data set
+        or preprocessing changes it for real.
+        """
+        f, last = problem.objective.value(state.theta), state.history[-1]
+        if not math.isclose(f, last.f, rel_tol=1e-8, abs_tol=0.0):
+            raise everywhere(InputError(
+                f"--resume: the checkpoint has f = {last.f:.12e} at iteration {last.iter}, "
+                f"but its parameters give f = {f:.12e} on this training set: is it the "
+                "same data?"
+            ))
 
     def state(self, layout, rank):
         """The `newton.NewtonState` to resume from, cut into `layout`'s blocks for `rank`."""

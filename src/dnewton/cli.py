@@ -150,7 +150,6 @@ def build_parser():
         description="Label DATA with MODEL (from train --model, or a checkpoint.npz) and "
         "print the accuracy against DATA's labels. Runs on any number of ranks with any "
         "layout, whatever the training used.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     predict.add_argument("model", metavar="MODEL", help="model file (.npz)")
     predict.add_argument("data", metavar="DATA",
@@ -161,7 +160,7 @@ def build_parser():
     predict.add_argument("--partitions", type=_int_list, default=None, metavar="P0,...,PL",
                          help="layout for this job (default: split the widest layers)")
     predict.add_argument("--batch-size", type=int, default=4096, metavar="N",
-                         help="instances per forward batch")
+                         help="instances per forward batch (default 4096)")
     predict.set_defaults(run=run_predict)
 
     plot = commands.add_parser(
@@ -238,6 +237,7 @@ def run_train(args):
                 with agreed(world):
                     checkpoint.check(run_settings(problem, options))
                 resume = checkpoint.state(problem.layout, world.rank)
+                checkpoint.check_data(problem, resume)
                 monitor.message(f"dnewton: resuming {args.resume} after iteration "
                                 f"{checkpoint.iteration}")
             saver = None

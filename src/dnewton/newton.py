@@ -207,9 +207,9 @@ def newton(objective, theta, options, monitor=None, evaluate=None, resume=None,
     if resume is None:
         finish_record(IterationRecord(0, f, gnorm), start)
     else:
-        _check_resumed(f, history[-1])
-        # This re-evaluation belongs to no iteration: the uninterrupted run made it
-        # in the iteration the checkpoint ends with, and counted its bytes there.
+        # The bytes so far (this re-evaluation, the caller's checks) belong to no
+        # iteration: the uninterrupted run evaluated f and g here in the iteration
+        # the checkpoint ends with, and counted them there.
         counter.collect(groups.world)
     status, message = "iteration_limit", _STOP_MESSAGES["iteration_limit"]
     k = done = len(history) - 1  # iterations already run (0 unless resuming)
@@ -262,19 +262,6 @@ def newton(objective, theta, options, monitor=None, evaluate=None, resume=None,
         if checkpoint is not None:
             checkpoint(NewtonState(k, theta, damping, subsets.bit_generator.state, history))
     return NewtonResult(theta, f, gnorm, k, status, message, history)
-
-
-def _check_resumed(f, last):
-    """Refuse a checkpoint whose f the training data does not reproduce.
-
-    Another layout or batch size changes f only by rounding; another data set
-    or preprocessing changes it for real.
-    """
-    if not math.isclose(f, last.f, rel_tol=1e-8, abs_tol=0.0):
-        raise everywhere(InputError(
-            f"--resume: the checkpoint has f = {last.f:.12e} at iteration {last.iter}, but "
-            f"its parameters give f = {f:.12e} on this training set: is it the same data?"
-        ))
 
 
 def _norm(groups, v):
