@@ -112,6 +112,21 @@ CASES = {
         ["--feature-scale", "0"],
         "--feature-scale must be positive",
     ),
+    "sgd learning rate": (
+        GOOD,
+        ["--solver", "sgd", "--learning-rate", "-1"],
+        "--learning-rate must be a positive number",
+    ),
+    "sgd momentum": (
+        GOOD,
+        ["--solver", "sgd", "--momentum", "1"],
+        "--momentum must be in [0, 1)",
+    ),
+    "newton option with sgd": (
+        GOOD,
+        ["--solver", "sgd", "--diagonal"],
+        "--diagonal applies to --solver newton only, not to sgd",
+    ),
     "memory": (
         GOOD,
         ["--gn-size", "40"],

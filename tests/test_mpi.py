@@ -53,34 +53,42 @@ def test_layouts_give_the_single_rank_result(single_rank, tmp_path, loss, n_rank
     assert log[-1]["bytes"]["gauss_newton"] > 0
 
 
+def _width(layout, m, g):
+    s = layout.group(m, g)
+    return s.stop - s.start
+
+
+def forward_bytes(layout, n):
+    """Bytes of one forward pass over n instances: the F(m, b) sums and the output's."""
+    L, n_out = layout.n_layers, layout.widths[-1]
+    total = sum(
+        n * _width(layout, m, b) * 8
+        for m in range(1, L)
+        for b in range(layout.partitions[m])
+        if len(layout.forward_group(m, b)) > 1
+    )
+    return total + (n * n_out * 8 if len(layout.output_group) > 1 else 0)
+
+
+def backward_bytes(layout, n, vectors):
+    """Bytes of one backward pass of `vectors` vectors per instance: the K(m, a) sums."""
+    L = layout.n_layers
+    return sum(
+        n * vectors * _width(layout, m - 1, a) * 8
+        for m in range(2, L + 1)
+        for a in range(layout.partitions[m - 1])
+        if len(layout.backward_group(m, a)) > 1
+    )
+
+
 def expected_bytes(layout, n_instances, subset, trials, loss, world):
     """Per-iteration bytes by phase from the group sizes of SPEC section 3."""
-    L, n_out = layout.n_layers, layout.widths[-1]
-
-    def width(m, g):
-        s = layout.group(m, g)
-        return s.stop - s.start
-
-    def forward_layers(n):
-        total = sum(
-            n * width(m, b) * 8
-            for m in range(1, L)
-            for b in range(layout.partitions[m])
-            if len(layout.forward_group(m, b)) > 1
-        )
-        return total + (n * n_out * 8 if len(layout.output_group) > 1 else 0)
-
-    def backward_layers(n, vectors):
-        return sum(
-            n * vectors * width(m - 1, a) * 8
-            for m in range(2, L + 1)
-            for a in range(layout.partitions[m - 1])
-            if len(layout.backward_group(m, a)) > 1
-        )
-
+    n_out = layout.widths[-1]
     scalars = 16 if world > 1 else 0  # f's two sums in one allreduce
-    forward = forward_layers(subset) + (trials + 1) * (forward_layers(n_instances) + scalars)
-    backward = backward_layers(n_instances, 1) + backward_layers(subset, n_out)
+    forward = forward_bytes(layout, subset) + (trials + 1) * (
+        forward_bytes(layout, n_instances) + scalars
+    )
+    backward = backward_bytes(layout, n_instances, 1) + backward_bytes(layout, subset, n_out)
     if loss == "softmax" and world > 1:
         backward += subset * n_out * 8  # B's probabilities, broadcast once
     return forward, backward

@@ -21,8 +21,10 @@ from .data import DATASETS
 from .errors import NumericalError
 from .losses import LOSSES
 from .newton import NewtonOptions
+from .sgd import SGDOptions
 
 _DEFAULTS = NewtonOptions()
+_SGD = SGDOptions()
 
 
 def _int_list(text):
@@ -97,6 +99,9 @@ def build_parser():
     data.add_argument("--batch-size", type=int, default=4096, metavar="N",
                       help="instances per forward/backward batch (bounds memory)")
     opt = train.add_argument_group("optimizer")
+    opt.add_argument("--solver", choices=("newton", "sgd"), default="newton",
+                     help="newton: subsampled Gauss-Newton (the options below); sgd: "
+                     "mini-batch SGD with momentum on the same model (the SGD options)")
     opt.add_argument("-C", type=float, default=_DEFAULTS.C, dest="C",
                      help="regularization: f = theta'theta/(2 C l) + mean loss")
     opt.add_argument("--gn-ratio", type=float, default=_DEFAULTS.gn_ratio, metavar="R",
@@ -119,6 +124,22 @@ def build_parser():
                      help="CG stops when ||r|| <= xi ||g||")
     opt.add_argument("--lambda", type=float, default=_DEFAULTS.damping, dest="damping",
                      metavar="LAMBDA", help="initial Levenberg-Marquardt damping")
+    stochastic = train.add_argument_group(
+        "SGD (with --solver sgd)",
+        "v = mu v + g_B; theta -= eta_e v, with g_B the gradient of f estimated on a "
+        "mini-batch B and eta_e = eta / (1 + decay (e - 1)) in epoch e. The log gets one "
+        "record per epoch (alpha = eta_e).",
+    )
+    stochastic.add_argument("--learning-rate", type=float, default=_SGD.learning_rate,
+                            metavar="ETA", help="initial learning rate eta")
+    stochastic.add_argument("--momentum", type=float, default=_SGD.momentum, metavar="MU",
+                            help="momentum mu (0: plain SGD)")
+    stochastic.add_argument("--mini-batch", type=int, default=_SGD.batch_size, metavar="N",
+                            help="instances per mini-batch")
+    stochastic.add_argument("--epochs", type=int, default=_SGD.epochs, metavar="N",
+                            help="passes over the training set")
+    stochastic.add_argument("--lr-decay", type=float, default=_SGD.decay, metavar="D",
+                            help="learning-rate decay per epoch (0: constant)")
     out = train.add_argument_group("output")
     out.add_argument("--log", metavar="FILE",
                      help="write one JSON object per iteration (f, gnorm, cg_iters, alpha, "
@@ -206,10 +227,14 @@ def run_train(args):
                 cg_max=args.cg_max, xi=args.xi, damping=args.damping, seed=args.seed,
             )
             options.check()
+            if args.solver == "sgd":
+                options = _sgd_options(args)
             if args.model and world.rank == 0:
                 check_writable(args.model, "--model")
         checkpoint = Checkpoint.load(world, args.resume) if args.resume else None
-        monitor = Monitor(world.rank, args.quiet, iterations=options.iterations)
+        sgd = args.solver == "sgd"
+        monitor = Monitor(world.rank, args.quiet,
+                          iterations=options.epochs if sgd else options.iterations)
         config = ModelConfig(
             hidden=args.hidden, activation=args.activation, loss=args.loss,
             partitions=args.partitions, feature_scale=args.feature_scale,
@@ -225,13 +250,19 @@ def run_train(args):
             )
             if args.show_layout:
                 monitor.message(problem.layout.describe())
-            n_subset = problem.objective.subset_size(options.gn_ratio, options.gn_size)
-            need = problem.check_memory(n_subset)
-            monitor.message(
-                f"dnewton: Gauss-Newton subset {n_subset} instances per iteration"
-                f"{' (block-diagonal)' if options.diagonal else ''}; its stored Jacobian "
-                f"takes up to {need / 2**20:.1f} MiB per rank (linear in the subset size)"
-            )
+            if sgd:
+                monitor.message(
+                    f"dnewton: SGD, mini-batches of {options.batch_size}, learning rate "
+                    f"{options.learning_rate:g}, momentum {options.momentum:g}"
+                )
+            else:
+                n_subset = problem.objective.subset_size(options.gn_ratio, options.gn_size)
+                need = problem.check_memory(n_subset)
+                monitor.message(
+                    f"dnewton: Gauss-Newton subset {n_subset} instances per iteration"
+                    f"{' (block-diagonal)' if options.diagonal else ''}; its stored Jacobian "
+                    f"takes up to {need / 2**20:.1f} MiB per rank (linear in the subset size)"
+                )
             resume = None
             if checkpoint is not None:
                 with agreed(world):
@@ -246,9 +277,13 @@ def run_train(args):
             # Only now, with every input checked, may an existing log be replaced.
             with agreed(world):
                 monitor.open_log(args.log, checkpoint.history if checkpoint else ())
-            result = problem.fit(options, monitor, resume=resume, checkpoint=saver)
+            if sgd:
+                result = problem.fit_sgd(options, monitor)
+            else:
+                result = problem.fit(options, monitor, resume=resume, checkpoint=saver)
             monitor.message(
-                f"dnewton: stopped after {result.iterations} iteration(s): {result.message}; "
+                f"dnewton: stopped after {result.iterations} {'epoch' if sgd else 'iteration'}"
+                f"(s): {result.message}; "
                 f"f = {result.f:.6e}"
             )
             if args.model:
@@ -264,6 +299,26 @@ def run_train(args):
             print(f"dnewton: error: {result.message}", file=sys.stderr, flush=True)
         return NumericalError.exit_status
     return 0
+
+
+def _sgd_options(args):
+    """`SGDOptions` from the command line; Newton-only options are refused by name."""
+    from .errors import InputError
+
+    newton_only = [
+        ("--diagonal", args.diagonal), ("--sync-fraction", args.sync_fraction != 1.0),
+        ("--gn-size", args.gn_size is not None), ("--checkpoint", args.checkpoint),
+        ("--resume", args.resume),
+    ]
+    for flag, given in newton_only:
+        if given:
+            raise InputError(f"{flag} applies to --solver newton only, not to sgd")
+    options = SGDOptions(
+        C=args.C, learning_rate=args.learning_rate, momentum=args.momentum,
+        batch_size=args.mini_batch, epochs=args.epochs, decay=args.lr_decay, seed=args.seed,
+    )
+    options.check()
+    return options
 
 
 def run_predict(args):

@@ -1,4 +1,4 @@
-"""Progress output: one line per Newton iteration on rank 0, and the JSON-lines log.
+"""Progress output: one line per Newton iteration (or SGD epoch) on rank 0, and the log.
 
 On a terminal the progress is one live line, rewritten in place (carriage return)
 after every iteration, with the iteration count and the time left; piped or
@@ -19,6 +19,11 @@ def format_record(rec):
     acc = "" if rec.test_accuracy is None else f"  acc {100 * rec.test_accuracy:6.2f}%"
     if rec.iter == 0:
         return f"iter {rec.iter:4d}  f {rec.f:.6e}  |g| {rec.gnorm:.3e}{acc}"
+    if rec.lambda_ is None:  # an SGD epoch: alpha is its learning rate
+        return (
+            f"epoch {rec.iter:4d}  f {rec.f:.6e}  |g| {rec.gnorm:.3e}  "
+            f"lr {rec.alpha:.3g}  {rec.iteration_time:6.3f}s{acc}"
+        )
     rho = "   -   " if rec.rho is None else f"{rec.rho:7.3f}"
     return (
         f"iter {rec.iter:4d}  f {rec.f:.6e}  |g| {rec.gnorm:.3e}  "

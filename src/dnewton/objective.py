@@ -73,6 +73,21 @@ class Objective:
             self.network.backward(theta, fwd, dout, grad)
         return self._total(theta, loss_sum), grad
 
+    def batch_gradient(self, theta, rows):
+        """Stochastic gradient of f on the instances `rows` (sorted index array).
+
+        ``theta / (C l) + (1/|B|) sum_{i in B} grad loss_i``: an unbiased estimate
+        of the gradient of f when B is drawn uniformly. Returns this rank's part,
+        shape (n_params,). Collective over the layout's groups, like `value`.
+        """
+        grad = theta * self.regularization
+        fwd = self.network.forward(theta, self.data.rows(rows), len(rows))
+        dout = None
+        if fwd.output is not None:
+            dout = self.loss.gradient(fwd.output, self.data.labels[rows]) / len(rows)
+        self.network.backward(theta, fwd, dout, grad)
+        return grad
+
     def subset_size(self, ratio, size=None):
         """|S|: `size` if given (at most l), else ceil(ratio l), at least 1."""
         if size is not None:

@@ -20,11 +20,12 @@ from .losses import make_loss
 from .network import Network
 from .newton import newton
 from .objective import Objective
+from .sgd import sgd
 
 
 @dataclass
 class ModelConfig:
-    """The network and its data handling (the optimizer's are `NewtonOptions`)."""
+    """The network and its data handling (the optimizer's: `NewtonOptions`, `SGDOptions`)."""
 
     hidden: tuple = (300, 300)  # () is a linear model: one weight layer
     activation: str = "relu"
@@ -116,10 +117,20 @@ class Problem:
         """
         if theta is None and resume is None:
             theta = self.network.initial_parameters(options.seed)
-        evaluate = None
-        if self.test is not None:
-            evaluate = lambda th: self.objective.accuracy(th, self.test)  # noqa: E731
-        return newton(self.objective, theta, options, monitor, evaluate, resume, checkpoint)
+        return newton(self.objective, theta, options, monitor, self._test_accuracy(), resume,
+                      checkpoint)
+
+    def fit_sgd(self, options, monitor=None, theta=None):
+        """Run mini-batch SGD (`sgd.SGDOptions`) from `theta` or the seeded initialisation."""
+        if theta is None:
+            theta = self.network.initial_parameters(options.seed)
+        return sgd(self.objective, theta, options, monitor, self._test_accuracy())
+
+    def _test_accuracy(self):
+        """The test-accuracy callback of the optimizers, or None without a test set."""
+        if self.test is None:
+            return None
+        return lambda theta: self.objective.accuracy(theta, self.test)
 
     def close(self):
         self.groups.free()
