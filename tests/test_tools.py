@@ -129,6 +129,22 @@ def test_progress_is_one_live_line_on_a_terminal_and_plain_lines_in_a_pipe():
     assert "\r" not in pipe.getvalue() and "\x1b" not in pipe.getvalue()
 
 
+def test_sgd_epochs_are_shown_as_epochs_with_their_learning_rate():
+    screen, pipe = Terminal(), io.StringIO()
+    for stream in (screen, pipe):
+        monitor = Monitor(0, stream=stream, iterations=3)
+        for k in range(3):
+            monitor(IterationRecord(k, 2.0 - k, 0.1, alpha=None if k == 0 else 0.05,
+                                    time=0.25 * k, iteration_time=0.25, test_accuracy=0.5))
+        monitor.close()
+    assert "\repoch 1/3  f 1.000000e+00" in screen.getvalue()
+    assert "\repoch 2/3  f 0.000000e+00" in screen.getvalue()
+    assert "0.25 s/epoch" in screen.getvalue()
+    lines = pipe.getvalue().splitlines()
+    assert lines[0].startswith("iter    0  f 2.000000e+00")
+    assert lines[1] == "epoch    1  f 1.000000e+00  |g| 1.000e-01  lr 0.05   0.250s  acc  50.00%"
+
+
 def test_quiet_and_other_ranks_print_nothing():
     for monitor in (Monitor(0, quiet=True, stream=Terminal()), Monitor(1, stream=Terminal())):
         monitor(record(0, 0.0))

@@ -45,9 +45,10 @@ def format_live(rec, iterations, seconds_per_iteration):
     """
     of = "" if iterations is None else f"/{iterations}"
     acc = "" if rec.test_accuracy is None else f"  acc {100 * rec.test_accuracy:6.2f}%"
-    line = f"iter {rec.iter}{of}  f {rec.f:.6e}  |g| {rec.gnorm:.3e}{acc}"
+    unit = "epoch" if rec.iter > 0 and rec.lambda_ is None else "iter"  # SGD: epochs
+    line = f"{unit} {rec.iter}{of}  f {rec.f:.6e}  |g| {rec.gnorm:.3e}{acc}"
     if seconds_per_iteration is not None:
-        line += f"  {seconds_per_iteration:.3g} s/iter"
+        line += f"  {seconds_per_iteration:.3g} s/{unit}"
         if iterations is not None:
             line += f"  left {_duration(max(iterations - rec.iter, 0) * seconds_per_iteration)}"
     return line

@@ -134,7 +134,7 @@ def sgd(objective, theta, options, monitor=None, evaluate=None):
             message = (f"epoch {epoch}: f = {record.f}, ||g|| = {record.gnorm} (the "
                        "learning rate is too large?); kept the model of epoch "
                        f"{last_good[1].iter}")
-            theta, record = last_good[0], last_good[1]
+            theta = last_good[0]
             break
         history.append(record)
         if monitor is not None:
