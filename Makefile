@@ -24,7 +24,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml meson.build
 
 demo: $(VENV)/.installed
 	$(BIN)/python -c "import dnewton._kernels"
-	$(BIN)/mpiexec -n $(NP) $(BIN)/dnewton train digits --hidden 64,64 --feature-scale 16 --center --iterations 30
+	$(BIN)/mpiexec -n $(NP) $(BIN)/dnewton train digits --hidden 64,64 --feature-scale 16 --center -C 0.1 --iterations 30
 
 test: $(VENV)/.installed
 	$(BIN)/python -c "import dnewton._kernels"
