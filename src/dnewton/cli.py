@@ -220,15 +220,16 @@ def run_train(args):
             train_raw, test_raw = read_dataset(args.train)
             if args.test is not None:
                 test_raw, _ = read_dataset(args.test, n_features=train_raw.n_features)
-            options = NewtonOptions(
-                C=args.C, gn_ratio=args.gn_ratio, gn_size=args.gn_size,
-                diagonal=args.diagonal, sync_fraction=args.sync_fraction,
-                iterations=args.iterations,
-                cg_max=args.cg_max, xi=args.xi, damping=args.damping, seed=args.seed,
-            )
-            options.check()
             if args.solver == "sgd":
                 options = _sgd_options(args)
+            else:
+                options = NewtonOptions(
+                    C=args.C, gn_ratio=args.gn_ratio, gn_size=args.gn_size,
+                    diagonal=args.diagonal, sync_fraction=args.sync_fraction,
+                    iterations=args.iterations,
+                    cg_max=args.cg_max, xi=args.xi, damping=args.damping, seed=args.seed,
+                )
+                options.check()
             if args.model and world.rank == 0:
                 check_writable(args.model, "--model")
         checkpoint = Checkpoint.load(world, args.resume) if args.resume else None
