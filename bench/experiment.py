@@ -193,7 +193,7 @@ def plot(results, found, path):
                        plt.cm.viridis(np.linspace(0.0, 0.9, max(len(sgd), 1)))))
     newton_styles = {"newton": ("black", "-"), "newton-diagonal": ("tab:red", "--"),
                      "newton-gn20": ("tab:orange", "-.")}
-    for ax, (name, (dataset, outcomes)) in zip(axes[0], results.items()):
+    for ax, (dataset, outcomes) in zip(axes[0], results.values()):
         for method in found:
             colour, style = newton_styles.get(method.key, (colours.get(method.key), ":"))
             width = 2.0 if method.solver == "newton" else 1.2
@@ -321,7 +321,7 @@ def main(argv=None):
         "the per-step scoring of the test set; bytes exclude it too.",
         "",
     ]
-    for name, (dataset, outcomes) in results.items():
+    for dataset, outcomes in results.values():
         lines += [f"## {dataset.name}", "",
                   f"`{shlex.join([shown(dataset.train), *dataset.options])}`", "",
                   table(outcomes, found), ""]
