@@ -18,7 +18,7 @@ from the logs (the per-iteration test scoring is not counted), so they are
 comparable between methods run in the same invocation. Do not run anything else
 on the machine meanwhile, and use no more ranks than cores.
 
-    python bench/experiment.py                      # the full report (~20 min on 2 cores)
+    python bench/experiment.py                      # the full report (~15 min on 2 cores)
     python bench/experiment.py --datasets digits --seeds 1 --rates 0.01,0.1 \\
         --iterations 5 --epochs 5 --out /tmp/smoke  # a smoke run
 """
