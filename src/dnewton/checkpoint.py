@@ -31,10 +31,9 @@ import numpy as np
 from .errors import InputError, agreed, everywhere
 from .model_io import (
     Model,
-    broadcast_arrays,
     commit,
     gather_model,
-    read_arrays,
+    read_arrays_everywhere,
     write_temporary,
 )
 from .newton import IterationRecord, NewtonState
@@ -82,11 +81,7 @@ class Checkpoint:
     def load(cls, world, directory):
         """Collective: the checkpoint in `directory`, read by rank 0, on every rank."""
         path = Path(directory) / NAME
-        arrays = None
-        with agreed(world):
-            if world.rank == 0:
-                arrays = read_arrays(path, "checkpoint")
-        arrays = broadcast_arrays(world, arrays)
+        arrays = read_arrays_everywhere(world, path, "checkpoint")
         with agreed(world):
             missing = [key for key in _STATE_KEYS if key not in arrays]
             if missing:

@@ -265,13 +265,21 @@ def save_model(problem, theta, path):
             save_arrays(path, model.arrays(), "model")
 
 
-def load_model(world, path):
-    """Collective: the `Model` in file `path` (read by rank 0) on every rank."""
+def read_arrays_everywhere(world, path, what):
+    """Collective: the arrays of the ``.npz`` at `path`, read by rank 0, on every rank.
+
+    A file rank 0 cannot read raises the same InputError on every rank.
+    """
     arrays = None
     with agreed(world):
         if world.rank == 0:
-            arrays = read_arrays(path, "model file")
-    arrays = broadcast_arrays(world, arrays)
+            arrays = read_arrays(path, what)
+    return broadcast_arrays(world, arrays)
+
+
+def load_model(world, path):
+    """Collective: the `Model` in file `path` (read by rank 0) on every rank."""
+    arrays = read_arrays_everywhere(world, path, "model file")
     with agreed(world):
         model = Model.from_arrays(arrays, path)
     return model
