@@ -14,7 +14,6 @@ on another rank count.
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -22,6 +21,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from dnewton.plot import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -40,8 +41,7 @@ def run(ranks, extra, log, env_extra=None, iterations=100, partitions="2,2,2,1")
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                MPIEXEC_TIMEOUT="3000", **(env_extra or {}))
     subprocess.run(cmd, check=True, env=env)
-    with open(log, encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
+    return read_log(log)
 
 
 def summarize(name, log, target):

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dnewton.plot import read_log
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 NUMERICAL_ERROR = 3  # dnewton's exit status when f turns non-finite (SGD diverging)
@@ -120,11 +122,6 @@ def run(dataset, method, seed, args, log):
                          f"{proc.stderr}")
     status.write_text(json.dumps({"returncode": proc.returncode, "wall": wall}))
     return proc.returncode, wall
-
-
-def read_log(path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
 
 
 @dataclass
