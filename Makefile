@@ -26,9 +26,15 @@ demo: $(VENV)/.installed
 	$(BIN)/python -c "import dnewton._kernels"
 	$(BIN)/mpiexec -n $(NP) $(BIN)/dnewton train digits --hidden 64,64 --feature-scale 16 --center -C 0.1 --iterations 30
 
+# The suite on one process (it starts mpiexec itself where a test needs a whole
+# run), then its in-process tests again on 3 ranks, as mpi4py's own suite runs:
+# every collective path of the library under several ranks, and the first
+# failure on any rank aborts the job.
 test: $(VENV)/.installed
 	$(BIN)/python -c "import dnewton._kernels"
 	$(BIN)/python -m pytest -q tests
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/mpiexec -n 3 \
+	    $(BIN)/python -m pytest -q -p no:cacheprovider -m "not mpi" tests
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_kernels.py

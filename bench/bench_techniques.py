@@ -1,5 +1,6 @@
 """Full versus block-diagonal Gauss-Newton, and the synchronization fraction q with
-one deliberately slowed rank, on the shared MNIST subset (SPEC section 4).
+one deliberately slowed rank, on the shared MNIST subset (docs/design.md, "The
+paper's techniques").
 
     python bench/bench_techniques.py [--ranks 4] [--iterations 100] [--slow 0.02]
 
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnewton.plot import read_log
+from dnewton.app.plot import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -95,8 +96,8 @@ def main(argv=None):
     target = 1.01 * logs["full"][-1]["f"]
     lines = [
         f"MNIST subset, 784-300-300-10 ReLU, squared loss, {args.ranks} ranks, partitions "
-        f"{args.partitions}, xi = {args.xi}, {args.iterations} iterations; slowed rank sleeps {args.slow} s "
-        "per block CG iteration.",
+        f"{args.partitions}, xi = {args.xi}, {args.iterations} iterations; slowed rank sleeps "
+        f"{args.slow} s per block CG iteration.",
         "",
         "| configuration | s / iteration, median (min-max) | forward MiB/it | backward "
         "MiB/it | Gauss-Newton MiB/it | sync MiB/it | iterations to f <= 1.01 f_full | "

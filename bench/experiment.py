@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnewton.plot import read_log
+from dnewton.app.plot import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

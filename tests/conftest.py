@@ -1,50 +1,51 @@
-"""Shared test helpers: running dnewton under mpiexec in a subprocess.
+"""Fixtures and hooks; shared helpers live in helpers.py.
 
-Multi-rank tests run ``mpiexec`` from a serial pytest with a timeout, so a hang
-fails one test instead of blocking the suite; ``MPIEXEC_TIMEOUT`` is a second
-guard inside MPICH. BLAS is pinned to one thread per rank.
+The in-process tests run on one process and, unchanged, under
+``mpiexec -n 3 python -m pytest -m "not mpi" ...`` (as mpi4py's own suite does):
+there, each rank runs the whole session, every test reaches every collective,
+and the first failure on any rank aborts the job (a failed rank would otherwise
+leave the others waiting in a collective). Tests marked ``mpi`` start mpiexec
+themselves and run only in the one-process session.
 """
 
-import json
-import os
-import shutil
-import subprocess
 import sys
-from pathlib import Path
+import tempfile
 
 import pytest
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def mpiexec_path():
-    beside = Path(sys.executable).parent / "mpiexec"
-    return str(beside) if beside.exists() else shutil.which("mpiexec")
+from helpers import SHARED_DATA, WORLD
 
 
-def run_dnewton(n_ranks, args, timeout=120, check=True):
-    """Run ``mpiexec -n n_ranks python -m dnewton ARGS``; returns CompletedProcess."""
-    mpiexec = mpiexec_path()
-    if mpiexec is None:
-        pytest.skip("no mpiexec found (pip install mpich, or load your MPI)")
-    env = dict(os.environ)
-    env.update(
-        MPIEXEC_TIMEOUT=str(timeout), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-        MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1",
-    )
-    cmd = [mpiexec, "-n", str(n_ranks), sys.executable, "-m", "dnewton", *map(str, args)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout}"
-            f"\n--- stderr\n{proc.stderr}"
-        )
-    return proc
+@pytest.hookimpl(trylast=True)  # after the terminal reporter exists
+def pytest_configure(config):
+    if WORLD.size > 1:
+        # Each rank its own temporary folder; one cache and one example database
+        # would be written by every rank at once.
+        config.option.basetemp = tempfile.mkdtemp(prefix=f"dnewton-tests-rank{WORLD.rank}-")
+        from hypothesis import settings
+
+        settings.register_profile("mpi", database=None)
+        settings.load_profile("mpi")
+        if WORLD.rank > 0:  # one report, from rank 0
+            reporter = config.pluginmanager.getplugin("terminalreporter")
+            if reporter is not None:
+                config.pluginmanager.unregister(reporter)
 
 
-def read_log(path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
+def pytest_collection_modifyitems(config, items):
+    if WORLD.size > 1:
+        skip = pytest.mark.skip(reason="starts mpiexec itself: one-process suite only")
+        for item in items:
+            if "mpi" in item.keywords:
+                item.add_marker(skip)
+
+
+def pytest_runtest_logreport(report):
+    """Under mpiexec, end the whole job at the first failure on any rank."""
+    if WORLD.size > 1 and report.failed:
+        sys.stderr.write(f"\n[rank {WORLD.rank}] {report.nodeid} failed ({report.when}):\n"
+                         f"{report.longreprtext}\n")
+        sys.stderr.flush()
+        WORLD.Abort(1)
 
 
 @pytest.fixture

@@ -1,27 +1,23 @@
 """Checkpoints: a run killed at any moment resumes to the log and the iterates of the
 run that was never interrupted, on the same layout or another.
 
-The kills use the test-only hooks of `dnewton.checkpoint`: rank 0 SIGKILLs itself
-right after writing checkpoint k, or between writing its temporary file and the
-rename; mpiexec then ends the other ranks.
+The kills use the fault injection of `dnewton.fault_injection`: rank 0 SIGKILLs
+itself right after writing checkpoint k, or between writing its temporary file
+and the rename; mpiexec then ends the other ranks.
 """
 
 import numpy as np
 import pytest
-from conftest import read_log, run_dnewton
+from helpers import read_log, run_dnewton, without_timings
 from mpi4py import MPI
 
-from dnewton.checkpoint import KILL_AFTER_VARIABLE, KILL_IN_WRITE_VARIABLE, NAME, Checkpoint
+from dnewton.fault_injection import KILL_AFTER, KILL_IN_WRITE
+from dnewton.io.checkpoint import NAME, Checkpoint
 
 TIMEOUT = 120
 ITERATIONS = 6
 RUN = ["train", "digits", "--hidden", "16,12", "--iterations", str(ITERATIONS),
        "--feature-scale", "16", "--center", "--quiet", "--seed", "7"]
-
-
-def without_timings(records):
-    return [{k: v for k, v in r.items() if k not in ("time", "iteration_time")}
-            for r in records]
 
 
 @pytest.fixture(scope="module")
@@ -34,23 +30,20 @@ def uninterrupted(tmp_path_factory):
     return read_log(log)
 
 
-def killed_run(tmp_path, monkeypatch, variable, k, every, n_ranks=2, partitions="1,2,1,1"):
-    """Run until the hook kills rank 0 at checkpoint k; returns (checkpoint dir, log)."""
+def killed_run(tmp_path, variable, k, every, n_ranks=2, partitions="1,2,1,1"):
+    """Run until the injected fault kills rank 0 at checkpoint k; returns (folder, log)."""
     folder, log = tmp_path / "ck", tmp_path / "run.jsonl"
-    monkeypatch.setenv(variable, str(k))
     proc = run_dnewton(n_ranks, [*RUN, "--partitions", partitions, "--checkpoint", folder,
                                  "--checkpoint-every", str(every), "--log", log],
-                       TIMEOUT, check=False)
-    monkeypatch.delenv(variable)
-    assert proc.returncode != 0, "the hook did not kill the run"
+                       TIMEOUT, check=False, env={variable: str(k)})
+    assert proc.returncode != 0, "the fault did not kill the run"
     return folder, log
 
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("k", [1, 3])
-def test_resume_after_a_kill_reproduces_the_uninterrupted_log(uninterrupted, tmp_path,
-                                                              monkeypatch, k):
-    folder, log = killed_run(tmp_path, monkeypatch, KILL_AFTER_VARIABLE, k, every=1)
+def test_resume_after_a_kill_reproduces_the_uninterrupted_log(uninterrupted, tmp_path, k):
+    folder, log = killed_run(tmp_path, KILL_AFTER, k, every=1)
     assert [r["iter"] for r in read_log(log)] == list(range(k + 1))
     run_dnewton(2, [*RUN, "--partitions", "1,2,1,1", "--checkpoint", folder,
                     "--checkpoint-every", "1", "--resume", folder, "--log", log], TIMEOUT)
@@ -61,11 +54,10 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_log(uninterrupted, tmp
 
 
 @pytest.mark.mpi
-def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(uninterrupted, tmp_path,
-                                                                 monkeypatch):
+def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(uninterrupted, tmp_path):
     # Checkpoints at 2 and 4; the run dies after writing 4's temporary file, having
     # logged iterations 0..4. The resumption goes back to 2 and rewrites the log.
-    folder, log = killed_run(tmp_path, monkeypatch, KILL_IN_WRITE_VARIABLE, 4, every=2)
+    folder, log = killed_run(tmp_path, KILL_IN_WRITE, 4, every=2)
     assert (folder / f"{NAME}.tmp").exists()
     assert [r["iter"] for r in read_log(log)] == [0, 1, 2, 3, 4]
     checkpoint = Checkpoint.load(MPI.COMM_WORLD, folder)

@@ -1,8 +1,20 @@
-"""The command line: its help, and a run that trains and logs what SPEC section 5 asks."""
+"""The command line: its help, and a run that trains and logs what a run reports."""
+
+from dataclasses import fields
 
 import numpy as np
 import pytest
-from conftest import read_log, run_dnewton
+from helpers import read_log, run_dnewton
+
+from dnewton.app.cli import build_parser, flags
+from dnewton.app.problem import ModelConfig
+from dnewton.app.training import Outputs
+from dnewton.errors import ParameterError
+from dnewton.solvers.newton import NewtonOptions
+from dnewton.solvers.sgd import SGDOptions
+
+# Library parameters with no flag: the line search's and the damping's constants.
+INTERNAL = {"eta", "max_halvings", "boost", "drop"}
 
 SMALL = ["--hidden", "8", "--iterations", "2", "--quiet"]
 
@@ -22,8 +34,38 @@ def tiny_libsvm(tmp_path):
     return write(tmp_path / "tiny.svm", "\n".join(lines) + "\n")
 
 
+def train_parser():
+    return build_parser()._subparsers._group_actions[0].choices["train"]
+
+
+@pytest.mark.parametrize("settings", [ModelConfig, NewtonOptions, SGDOptions, Outputs])
+def test_every_parameter_has_a_flag_with_the_library_default(settings):
+    # The command line is a view of the library: each parameter has its flag,
+    # the flag's default is the library's, and the help shows it.
+    actions = {action.dest: action for action in train_parser()._actions}
+    names = flags(build_parser())
+    help_text = " ".join(train_parser().format_help().split())
+    for field in fields(settings):
+        if field.name in INTERNAL:
+            continue
+        assert field.name in names, f"{field.name} has no flag"
+        default = actions[field.name].default
+        assert default == field.default, (field.name, default, field.default)
+        if default not in (None, False):
+            assert f"(default: {default})" in help_text or f"default: {default}" in help_text
+
+
+def test_messages_name_the_flags_on_the_command_line():
+    names = flags(build_parser())
+    error = ParameterError("{damping} must be >= 0; see {gn_ratio} and {C}")
+    assert str(error) == "damping must be >= 0; see gn_ratio and C"
+    assert error.render(names.get) == "--lambda must be >= 0; see --gn-ratio and -C"
+
+
+@pytest.mark.mpi
 def test_help_answers():
     proc = run_dnewton(1, ["train", "--help"])
+    assert proc.stdout.startswith("usage: dnewton train")
     for option in ("--partitions", "--gn-ratio", "--feature-scale", "--log", "--lambda"):
         assert option in proc.stdout
 

@@ -1,120 +1,91 @@
-"""Derivatives on one process: the forward pass against a dense network, the
-gradient against finite differences, and the Gauss-Newton product against an
-explicitly formed J^T B J, for every loss and activation and several block layouts.
+"""Derivatives: the forward pass against a dense network, the gradient against
+finite differences, and the Gauss-Newton product against an explicitly formed
+J^T B J, for every loss and activation and several block layouts.
 
-All blocks sit on this one rank here, so the block bookkeeping is exercised
-without MPI; tests/test_mpi.py runs the same code over several ranks.
+These run in one process (all blocks on one rank) and under mpiexec (the blocks
+spread over the ranks); every comparison is in global coordinates, so the same
+expected values hold for every layout and rank count.
 """
 
 import numpy as np
 import pytest
-from mpi4py import MPI
+from helpers import (
+    LAYOUTS,
+    N_CLASSES,
+    N_INSTANCES,
+    central_differences,
+    dense,
+    global_vector,
+    in_global,
+    local_vector,
+    make_problem,
+    outputs,
+    random_theta,
+    synthetic,
+)
 
-from dnewton.activations import ACTIVATIONS
-from dnewton.data import RawData
-from dnewton.losses import LOSSES
-from dnewton.trainer import ModelConfig, Problem
-
-N_FEATURES, N_CLASSES, N_INSTANCES = 7, 3, 11
-LAYOUTS = [None, (1, 1, 1, 1), (2, 3, 2, 1), (3, 1, 2, 3)]
-
-
-def make_problem(loss="squared", activation="tanh", partitions=None, C=0.7, batch_size=4):
-    rng = np.random.default_rng(42)
-    X = rng.standard_normal((N_INSTANCES, N_FEATURES))
-    y = np.arange(N_INSTANCES) % N_CLASSES
-    config = ModelConfig(
-        hidden=(5, 4), activation=activation, loss=loss, partitions=partitions,
-        batch_size=batch_size,
-    )
-    return Problem.build(MPI.COMM_WORLD, RawData(X, y, "synthetic"), None, config, C)
-
-
-def random_theta(problem, seed=1):
-    return np.random.default_rng(seed).standard_normal(problem.network.n_params) * 0.5
-
-
-def dense_weights(problem, theta):
-    """Full W^m and b^m assembled from the block views."""
-    widths = problem.layout.widths
-    Ws = [np.zeros((widths[m - 1], widths[m])) for m in range(1, len(widths))]
-    bs = [np.zeros(widths[m]) for m in range(1, len(widths))]
-    for blk, (W, bias) in zip(problem.network.blocks, problem.network.split(theta)):
-        Ws[blk.layer - 1][blk.rows, blk.cols] = W
-        if bias is not None:
-            bs[blk.layer - 1][blk.cols] = bias
-    return Ws, bs
-
+from dnewton.app.training import solve
+from dnewton.model.activations import HIDDEN_ACTIVATIONS
+from dnewton.model.losses import LOSSES
+from dnewton.solvers.newton import NewtonOptions
 
 ACT = {"relu": lambda s: np.maximum(s, 0), "sigmoid": lambda s: 1 / (1 + np.exp(-s)),
        "tanh": np.tanh}
 
 
+@pytest.fixture
+def problem(request):
+    """The problem the test's parameters ask for, closed after the test."""
+    params = request.node.callspec.params
+    problem = make_problem(params.get("loss", "squared"), params.get("activation", "tanh"),
+                           params.get("partitions"))
+    yield problem
+    problem.close()
+
+
 @pytest.mark.parametrize("partitions", LAYOUTS)
-@pytest.mark.parametrize("activation", list(ACTIVATIONS))
-def test_forward_matches_dense_network(partitions, activation):
-    problem = make_problem(activation=activation, partitions=partitions)
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
+def test_forward_matches_dense_network(problem, partitions, activation):
     theta = random_theta(problem)
-    Ws, bs = dense_weights(problem, theta)
-    data = problem.objective.data
-    z = np.hstack([data.features[a] for a in sorted(data.features)])
-    for m, (W, b) in enumerate(zip(Ws, bs), start=1):
+    weights, biases = dense(problem, theta)
+    z = synthetic().X
+    for m, (W, b) in enumerate(zip(weights, biases), start=1):
         z = z @ W + b
-        if m < len(Ws):
+        if m < len(weights):
             z = ACT[activation](z)
-    out = problem.network.forward(theta, data.rows(slice(None)), N_INSTANCES).output
-    np.testing.assert_allclose(out, z, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(outputs(problem, theta, slice(None)), z, rtol=1e-12, atol=1e-12)
 
 
 def objective_by_hand(problem, theta, out):
     loss = LOSSES[problem.objective.loss.name]()
-    y = problem.objective.data.labels
-    reg = problem.objective.regularization
-    return theta @ theta * reg / 2 + loss.value(out, y) / N_INSTANCES
+    y = synthetic().y.astype(int)
+    vec = global_vector(problem, theta)
+    return vec @ vec * problem.objective.regularization / 2 + loss.value(out, y) / N_INSTANCES
 
 
 @pytest.mark.parametrize("partitions", LAYOUTS)
 @pytest.mark.parametrize("loss", list(LOSSES))
-@pytest.mark.parametrize("activation", list(ACTIVATIONS))
-def test_gradient_matches_finite_differences(partitions, loss, activation):
-    problem = make_problem(loss, activation, partitions)
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
+def test_gradient_matches_finite_differences(problem, partitions, loss, activation):
     theta = random_theta(problem)
     f, g = problem.objective.value_and_gradient(theta)
-    data = problem.objective.data
-    out = problem.network.forward(theta, data.rows(slice(None)), N_INSTANCES).output
+    out = outputs(problem, theta, slice(None))
     assert f == pytest.approx(objective_by_hand(problem, theta, out), rel=1e-12)
     assert problem.objective.value(theta) == pytest.approx(f, rel=1e-12)
-    numeric = central_differences(problem.objective.value, theta)
-    np.testing.assert_allclose(g, numeric, rtol=1e-6, atol=1e-8)
-
-
-def central_differences(func, theta, eps=1e-6):
-    """d func / d theta by central differences, shape func(theta).shape + (theta.size,)."""
-    columns = []
-    for k in range(theta.size):
-        e = np.zeros_like(theta)
-        e[k] = eps
-        columns.append((np.asarray(func(theta + e)) - np.asarray(func(theta - e))) / (2 * eps))
-    return np.stack(columns, axis=-1)
-
-
-def numeric_output_jacobian(problem, theta, subset):
-    """d z^L_i / d theta for i in `subset` by central differences, (|S|, n_L, n)."""
-    rows = problem.objective.data.rows(subset)
-    return central_differences(
-        lambda th: problem.network.forward(th, rows, len(subset)).output, theta
-    )
+    numeric = central_differences(in_global(problem, problem.objective.value),
+                                  global_vector(problem, theta))
+    np.testing.assert_allclose(global_vector(problem, g), numeric, rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("partitions", LAYOUTS)
 @pytest.mark.parametrize("loss", list(LOSSES))
-@pytest.mark.parametrize("activation", list(ACTIVATIONS))
-def test_gauss_newton_product_matches_explicit_matrix(partitions, loss, activation):
-    problem = make_problem(loss, activation, partitions)
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
+def test_gauss_newton_product_matches_explicit_matrix(problem, partitions, loss, activation):
     theta = random_theta(problem)
     subset = np.array([0, 3, 4, 9])
-    J = numeric_output_jacobian(problem, theta, subset)
-    out = problem.network.forward(theta, problem.objective.data.rows(subset), 4).output
+    J = central_differences(in_global(problem, lambda th: outputs(problem, th, subset)),
+                            global_vector(problem, theta))
+    out = outputs(problem, theta, subset)
     if loss == "squared":
         B = np.broadcast_to(2 * np.eye(N_CLASSES), (4, N_CLASSES, N_CLASSES))
     else:
@@ -122,28 +93,27 @@ def test_gauss_newton_product_matches_explicit_matrix(partitions, loss, activati
         p /= p.sum(axis=1, keepdims=True)
         B = np.stack([np.diag(pi) - np.outer(pi, pi) for pi in p])
     damping = 0.3
+    n = J.shape[-1]
     G = np.einsum("iak,iab,ibl->kl", J, B, J) / len(subset)
-    G += np.eye(theta.size) * problem.objective.regularization
+    G += np.eye(n) * problem.objective.regularization
 
-    operator = problem.objective.gauss_newton(theta, subset)
-    operator.damping = damping
-    v = np.random.default_rng(7).standard_normal(theta.size)
-    Gv = np.empty_like(v)
-    vGv = operator.apply(v, Gv)
+    operator = problem.objective.gauss_newton(theta, subset, damping)
+    v = np.random.default_rng(7).standard_normal(n)
+    Gv = np.empty(problem.network.n_params)
+    vGv = operator.apply(local_vector(problem, v), Gv)
     expected = G @ v + damping * v
-    np.testing.assert_allclose(Gv, expected, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(global_vector(problem, Gv), expected, rtol=1e-6, atol=1e-8)
     assert vGv == pytest.approx(v @ expected, rel=1e-6)
 
 
 @pytest.mark.parametrize("loss", list(LOSSES))
 def test_layouts_agree_after_newton_iterations(loss):
-    """All blocks on one rank, several ways of cutting them: the same trajectory."""
-    from dnewton.newton import NewtonOptions
-
+    """Several ways of cutting the blocks: the same trajectory."""
     finals = []
     for partitions in LAYOUTS:
         problem = make_problem(loss, "relu", partitions)
-        result = problem.fit(NewtonOptions(iterations=4, gn_ratio=0.5, C=0.7, seed=3))
+        result = solve(problem, NewtonOptions(iterations=4, gn_ratio=0.5, seed=3))
+        problem.close()
         finals.append([rec.f for rec in result.history])
     for other in finals[1:]:
         np.testing.assert_allclose(other, finals[0], rtol=1e-10)

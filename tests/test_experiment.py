@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import mpiexec_path
+from helpers import mpiexec_path
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,12 +3,13 @@ within a timeout, without damaging an earlier output file."""
 
 import numpy as np
 import pytest
-from conftest import run_dnewton
+from helpers import run_dnewton
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dnewton import libsvm
 from dnewton.errors import InputError
+from dnewton.fault_injection import MEMORY_LIMIT
+from dnewton.io import libsvm
 
 TIMEOUT = 60
 SMALL = ["--hidden", "8", "--iterations", "2", "--quiet"]
@@ -137,15 +138,15 @@ CASES = {
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_ends_all_ranks_with_one_message(tmp_path, monkeypatch, case):
+def test_bad_input_ends_all_ranks_with_one_message(tmp_path, case):
     train_text, extra, message = CASES[case]
     train = write(tmp_path / "bad.svm", train_text)
     if isinstance(extra, str):
         extra = ["--test", write(tmp_path / "test.svm", extra)]
-    if case == "memory":
-        monkeypatch.setenv("DNEWTON_MEMORY_LIMIT", "1000")
+    env = {MEMORY_LIMIT: "1000"} if case == "memory" else None
     log = write(tmp_path / "previous.jsonl", '{"iter": 0}\n')
-    proc = run_dnewton(3, ["train", train, *SMALL, *extra, "--log", log], TIMEOUT, check=False)
+    proc = run_dnewton(3, ["train", train, *SMALL, *extra, "--log", log], TIMEOUT, check=False,
+                       env=env)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("dnewton: error") == 1, proc.stderr
     assert message in proc.stderr, proc.stderr
@@ -235,7 +236,7 @@ def test_uncaught_exception_on_one_rank_aborts_the_job(tmp_path):
     import subprocess
     import sys
 
-    from conftest import mpiexec_path
+    from helpers import mpiexec_path
 
     script = write(tmp_path / "crash.py", CRASH)
     proc = subprocess.run([mpiexec_path(), "-n", "3", sys.executable, str(script)],
@@ -293,7 +294,7 @@ def test_killed_rank_ends_the_job_and_resume_matches_the_uninterrupted_run(tmp_p
     import sys
     import time
 
-    from conftest import mpiexec_path, read_log
+    from helpers import mpiexec_path, read_log
 
     run = ["train", "digits", "--hidden", "64,48", "--feature-scale", "16", "--center",
            "--iterations", "40", "--quiet", "--seed", "4"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dnewton.errors import InputError
-from dnewton.layout import Layout
+from dnewton.parallel.layout import Layout
 
 WIDTHS = (784, 300, 300, 10)
 
@@ -82,3 +82,47 @@ def test_default_layout_single_rank_is_unsplit():
 def test_bad_partitions_are_refused_with_a_reason(partitions, n_ranks, message):
     with pytest.raises(InputError, match=message):
         Layout(WIDTHS, partitions, n_ranks)
+
+
+@pytest.mark.parametrize("partitions, n_ranks", [((1, 1, 1, 1), 1), ((2, 3, 2, 1), 3)])
+def test_parameter_layout_orders_blocks_weights_then_bias(partitions, n_ranks):
+    layout = Layout(WIDTHS[:2] + (7, 5), partitions, n_ranks)
+    rng = np.random.default_rng(0)
+    widths = layout.widths
+    weights = [rng.standard_normal((widths[m - 1], widths[m])) for m in range(1, 4)]
+    biases = [rng.standard_normal(widths[m]) for m in range(1, 4)]
+    rebuilt_W = [np.full_like(W, np.nan) for W in weights]
+    rebuilt_b = [np.full_like(b, np.nan) for b in biases]
+    for rank in range(n_ranks):
+        params = layout.parameters(rank)
+        vec = params.scatter(weights, biases)
+        assert vec.shape == (params.size,) == (sum(blk.size for blk in params.blocks),)
+        for i, blk in enumerate(params.blocks):
+            part = vec[params.block_slice(i)]
+            W, bias = params.views(vec)[i]
+            n_weights = blk.shape[0] * blk.shape[1]
+            np.testing.assert_array_equal(part[:n_weights].reshape(blk.shape), W)
+            np.testing.assert_array_equal(W, weights[blk.layer - 1][blk.rows, blk.cols])
+            assert (bias is None) == (not blk.has_bias) == (len(part) == n_weights)
+        params.gather(vec, rebuilt_W, rebuilt_b)
+    for got, want in zip(rebuilt_W + rebuilt_b, weights + biases):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_an_unknown_phase_fails_alike_on_one_rank_and_many():
+    # A group of one rank does no communication, but still checks what it is told.
+    from helpers import make_problem
+
+    from dnewton.parallel.groups import ByteCounter, Group
+
+    alone = Group((0,), None, ByteCounter())
+    with pytest.raises(ValueError, match="nonsense"):
+        alone.allreduce(np.zeros(2), "nonsense")
+    problem = make_problem()
+    try:
+        for call in (lambda: problem.groups.all.allreduce(np.zeros(2), "nonsense"),
+                     lambda: problem.groups.broadcast(np.zeros(2), 0, "nonsense")):
+            with pytest.raises(ValueError, match="nonsense"):
+                call()
+    finally:
+        problem.close()

@@ -1,7 +1,7 @@
 """Convergence on real data: the reference's setting on the shared MNIST subset."""
 
 import pytest
-from conftest import read_log, run_dnewton
+from helpers import read_log, run_dnewton
 
 
 @pytest.mark.mpi

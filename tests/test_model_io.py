@@ -3,24 +3,16 @@ and predictions that do not depend on the layout that trained or predicts."""
 
 import numpy as np
 import pytest
-from conftest import read_log, run_dnewton
+from helpers import local_vector, make_problem, n_global, read_log, run_dnewton, unflatten
 from mpi4py import MPI
 from scipy.sparse import csr_matrix
-from test_derivatives import dense_weights, make_problem, random_theta
 
-from dnewton.data import RawData, read_dataset
+from dnewton.app.prediction import Predictor
 from dnewton.errors import InputError
-from dnewton.layout import Layout
-from dnewton.losses import SquaredLoss
-from dnewton.model_io import (
-    Model,
-    gather_model,
-    load_model,
-    read_arrays,
-    save_arrays,
-    write_temporary,
-)
-from dnewton.predict import Predictor
+from dnewton.io.data import RawData, read_dataset
+from dnewton.io.model_file import Model, load_model, read_arrays, save_arrays, write_temporary
+from dnewton.model.losses import SquaredLoss
+from dnewton.parallel.layout import Layout
 
 WIDTHS = (7, 5, 4, 3)
 
@@ -64,12 +56,14 @@ def test_blocks_of_every_rank_reassemble_the_dense_model(partitions, n_ranks):
 def test_gather_model_is_the_dense_network(partitions):
     problem = make_problem(partitions=partitions)
     try:
-        theta = random_theta(problem)
-        model = gather_model(problem, theta)
-        want_W, want_b = dense_weights(problem, theta)
+        vec = np.random.default_rng(1).standard_normal(n_global(problem))
+        theta = local_vector(problem, vec)
+        model = problem.world.bcast(problem.gather_model(theta))
+        want_W, want_b = unflatten(problem, vec)
         for got, want in zip(model.weights + model.biases, want_W + want_b):
             np.testing.assert_array_equal(got, want)
-        np.testing.assert_array_equal(model.local_parameters(problem.layout, 0), theta)
+        np.testing.assert_array_equal(
+            model.local_parameters(problem.layout, problem.world.rank), theta)
     finally:
         problem.close()
 

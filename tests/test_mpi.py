@@ -1,14 +1,14 @@
 """The distributed run: the same result for every layout, and the bytes each phase
-moves equal to the formulas of SPEC section 3."""
+moves equal to the formulas of docs/design.md ("Communication")."""
 
 import math
 
 import numpy as np
 import pytest
-from conftest import read_log, run_dnewton
+from helpers import backward_bytes, forward_bytes, read_log, run_dnewton
 
-from dnewton.data import read_dataset
-from dnewton.layout import Layout
+from dnewton.io.data import read_dataset
+from dnewton.parallel.layout import Layout
 
 HIDDEN = (16, 12)
 COMMON = ["train", "digits", "--hidden", "16,12", "--iterations", "5", "--feature-scale", "16",
@@ -53,36 +53,8 @@ def test_layouts_give_the_single_rank_result(single_rank, tmp_path, loss, n_rank
     assert log[-1]["bytes"]["gauss_newton"] > 0
 
 
-def _width(layout, m, g):
-    s = layout.group(m, g)
-    return s.stop - s.start
-
-
-def forward_bytes(layout, n):
-    """Bytes of one forward pass over n instances: the F(m, b) sums and the output's."""
-    L, n_out = layout.n_layers, layout.widths[-1]
-    total = sum(
-        n * _width(layout, m, b) * 8
-        for m in range(1, L)
-        for b in range(layout.partitions[m])
-        if len(layout.forward_group(m, b)) > 1
-    )
-    return total + (n * n_out * 8 if len(layout.output_group) > 1 else 0)
-
-
-def backward_bytes(layout, n, vectors):
-    """Bytes of one backward pass of `vectors` vectors per instance: the K(m, a) sums."""
-    L = layout.n_layers
-    return sum(
-        n * vectors * _width(layout, m - 1, a) * 8
-        for m in range(2, L + 1)
-        for a in range(layout.partitions[m - 1])
-        if len(layout.backward_group(m, a)) > 1
-    )
-
-
 def expected_bytes(layout, n_instances, subset, trials, loss, world):
-    """Per-iteration bytes by phase from the group sizes of SPEC section 3."""
+    """Per-iteration bytes by phase from the group sizes (docs/design.md)."""
     n_out = layout.widths[-1]
     scalars = 16 if world > 1 else 0  # f's two sums in one allreduce
     forward = forward_bytes(layout, subset) + (trials + 1) * (

@@ -1,20 +1,28 @@
 """The SGD baseline: its stochastic gradient against finite differences, its step
 against the distributed gradient, and its trajectory and bytes on several layouts."""
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
-from conftest import mpiexec_path, read_log, run_dnewton
-from test_derivatives import LAYOUTS, central_differences, make_problem, random_theta
-from test_mpi import backward_bytes, forward_bytes
+from helpers import (
+    LAYOUTS,
+    backward_bytes,
+    central_differences,
+    forward_bytes,
+    global_vector,
+    in_global,
+    local_vector,
+    make_problem,
+    outputs,
+    random_theta,
+    read_log,
+    run_dnewton,
+)
 
-from dnewton.data import read_dataset
-from dnewton.layout import Layout
-from dnewton.losses import LOSSES
-from dnewton.sgd import SGDOptions, minibatches
+from dnewton.app.training import solve
+from dnewton.io.data import read_dataset
+from dnewton.model.losses import LOSSES
+from dnewton.parallel.layout import Layout
+from dnewton.solvers.sgd import SGDOptions, minibatches
 
 
 @pytest.mark.parametrize("partitions", LAYOUTS)
@@ -24,26 +32,30 @@ def test_batch_gradient_matches_finite_differences(partitions, loss):
     objective = problem.objective
     theta = random_theta(problem)
     rows = np.array([1, 4, 5, 9])
-    labels = objective.data.labels[rows]
+    labels = (np.arange(11) % 3)[rows]
 
     def batch_objective(th):  # theta'theta / (2 C l) + mean loss over the batch
-        out = problem.network.forward(th, objective.data.rows(rows), len(rows)).output
-        return th @ th * objective.regularization / 2 + objective.loss.value(out, labels) / 4
+        vec = global_vector(problem, th)
+        out = outputs(problem, th, rows)
+        return vec @ vec * objective.regularization / 2 + objective.loss.value(out, labels) / 4
 
-    numeric = central_differences(batch_objective, theta)
-    np.testing.assert_allclose(objective.batch_gradient(theta, rows), numeric,
-                               rtol=1e-6, atol=1e-8)
+    numeric = central_differences(in_global(problem, batch_objective),
+                                  global_vector(problem, theta))
+    np.testing.assert_allclose(global_vector(problem, objective.batch_gradient(theta, rows)),
+                               numeric, rtol=1e-6, atol=1e-8)
+    problem.close()
 
 
 @pytest.mark.parametrize("partitions", LAYOUTS)
 def test_full_batch_steps_are_gradient_steps_with_momentum(partitions):
+    # On every rank, whatever the layout: theta - eta v with the distributed gradient.
     problem = make_problem("softmax", "relu", partitions)
     objective = problem.objective
     theta0 = random_theta(problem)
     rate, mu = 0.3, 0.5
-    options = SGDOptions(C=0.7, learning_rate=rate, momentum=mu,
-                         batch_size=objective.n_instances, epochs=2)
-    result = problem.fit_sgd(options, theta=theta0)
+    options = SGDOptions(learning_rate=rate, momentum=mu, mini_batch=objective.n_instances,
+                         epochs=2)
+    result = solve(problem, options, theta=theta0)
     _, g0 = objective.value_and_gradient(theta0)
     theta1 = theta0 - rate * g0
     _, g1 = objective.value_and_gradient(theta1)
@@ -51,6 +63,10 @@ def test_full_batch_steps_are_gradient_steps_with_momentum(partitions):
     np.testing.assert_allclose(result.theta, theta2, rtol=1e-12, atol=1e-14)
     assert [rec.iter for rec in result.history] == [0, 1, 2]
     assert result.history[-1].f == pytest.approx(objective.value(theta2), rel=1e-12)
+    g = global_vector(problem, objective.value_and_gradient(theta0)[1])
+    assert result.history[0].gnorm == pytest.approx(np.linalg.norm(g), rel=1e-12)
+    np.testing.assert_array_equal(local_vector(problem, global_vector(problem, theta2)), theta2)
+    problem.close()
 
 
 def test_minibatches_cover_every_instance_once_per_epoch():
@@ -58,48 +74,6 @@ def test_minibatches_cover_every_instance_once_per_epoch():
     batches = list(minibatches(23, 5, rng))
     assert [len(b) for b in batches] == [5, 5, 5, 5, 3]
     assert np.array_equal(np.sort(np.concatenate(batches)), np.arange(23))
-    assert all(np.all(np.diff(b) > 0) for b in batches)
-
-
-STEP_SCRIPT = """
-import numpy as np
-from mpi4py import MPI
-from dnewton.data import read_dataset
-from dnewton.sgd import SGDOptions
-from dnewton.trainer import ModelConfig, Problem
-
-train, _ = read_dataset("digits")
-config = ModelConfig(hidden=(16, 12), partitions=PARTITIONS, feature_scale=16, center=True)
-problem = Problem.build(MPI.COMM_WORLD, train, None, config, 0.01)
-theta = problem.network.initial_parameters(5)
-_, g = problem.objective.value_and_gradient(theta)
-options = SGDOptions(learning_rate=0.02, momentum=0.0, batch_size=train.n_instances, epochs=1)
-result = problem.fit_sgd(options, theta=theta)
-np.testing.assert_allclose(result.theta, theta - 0.02 * g, rtol=1e-12, atol=1e-15)
-(gg,) = problem.groups.allsum([g @ g])
-assert abs(result.history[0].gnorm - np.sqrt(gg)) <= 1e-12 * np.sqrt(gg)
-problem.close()
-if MPI.COMM_WORLD.rank == 0:
-    print("step ok")
-"""
-
-
-@pytest.mark.mpi
-@pytest.mark.parametrize("n_ranks, partitions", [(3, (2, 1, 1, 1)), (4, (2, 2, 2, 1))])
-def test_sgd_step_equals_the_distributed_gradient_step(tmp_path, n_ranks, partitions):
-    script = tmp_path / "step.py"
-    script.write_text(STEP_SCRIPT.replace("PARTITIONS", repr(partitions)))
-    mpiexec = mpiexec_path()
-    if mpiexec is None:
-        pytest.skip("no mpiexec found")
-    env = dict(os.environ, MPIEXEC_TIMEOUT="120", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    # -m mpi4py: a failed assertion on one rank aborts them all.
-    proc = subprocess.run(
-        [mpiexec, "-n", str(n_ranks), sys.executable, "-m", "mpi4py", str(script)],
-        capture_output=True, text=True, timeout=150, env=env,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "step ok" in proc.stdout
 
 
 SGD = ["train", "digits", "--solver", "sgd", "--hidden", "16,12", "--epochs", "3",
@@ -139,6 +113,7 @@ def test_sgd_trajectory_and_bytes_do_not_depend_on_the_layout(
         assert rec["lambda"] is None and rec["cg_iters"] is None
 
 
+@pytest.mark.mpi
 def test_sgd_learns_the_digits(tmp_path):
     path = tmp_path / "run.jsonl"
     run_dnewton(1, ["train", "digits", "--solver", "sgd", "--hidden", "64", "--epochs", "10",
@@ -151,6 +126,7 @@ def test_sgd_learns_the_digits(tmp_path):
     np.testing.assert_allclose(rates, [0.05 / (1 + 0.1 * e) for e in range(10)])
 
 
+@pytest.mark.mpi
 def test_diverging_sgd_keeps_the_last_finite_model(tmp_path):
     path, model = tmp_path / "run.jsonl", tmp_path / "model.npz"
     proc = run_dnewton(1, ["train", "digits", "--solver", "sgd", "--hidden", "16",

@@ -9,13 +9,13 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import read_log, run_dnewton
+from helpers import read_log, run_dnewton
 
-from dnewton.data import DATASETS, read_dataset
+from dnewton.app.monitor import Monitor
+from dnewton.app.plot import plot_logs
 from dnewton.errors import InputError
-from dnewton.monitor import Monitor
-from dnewton.newton import IterationRecord
-from dnewton.plot import plot_logs
+from dnewton.io.data import DATASETS, read_dataset
+from dnewton.solvers.records import IterationRecord
 
 SMALL = ["--hidden", "8", "--iterations", "2", "--quiet"]
 LINES = [f"{i % 3} 1:{i / 40:.3f} 2:{(i * 7 % 11) / 11:.3f} 4:0.5" for i in range(40)]
@@ -153,17 +153,33 @@ def test_quiet_and_other_ranks_print_nothing():
         assert monitor.stream.getvalue() == ""
 
 
-def test_plot_draws_a_png_of_two_runs(tmp_path):
-    logs = []
+def test_plot_draws_every_quantity_of_every_run(tmp_path):
+    logs, f_values = [], []
     for name, scale in (("a.jsonl", 1.0), ("b.jsonl", 2.0)):
         path = tmp_path / name
+        f_values.append([scale / (k + 1) for k in range(6)])
         path.write_text("".join(
             json.dumps(dict(record(k, 0.3 * k).as_dict(), f=scale / (k + 1))) + "\n"
             for k in range(6)))
         logs.append(path)
-    figure = tmp_path / "fig.png"
-    plot_logs(logs, figure)
-    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    output = tmp_path / "fig.png"
+    figure = plot_logs(logs, output)
+    axes = figure.axes
+    assert len(axes) == 6  # f, ||g||, accuracy; against iterations and against time
+    for ax, xlabel in zip(axes, ["Newton iteration"] * 3 + ["time (s)"] * 3):
+        assert ax.get_xlabel() == xlabel
+        assert [line.get_label() for line in ax.get_lines()] == ["a.jsonl", "b.jsonl"]
+    f_by_iteration, f_by_time = axes[0], axes[3]
+    for line, want in zip(f_by_iteration.get_lines(), f_values):
+        np.testing.assert_array_equal(line.get_xdata(), range(6))
+        np.testing.assert_allclose(line.get_ydata(), want)
+    np.testing.assert_allclose(f_by_time.get_lines()[0].get_xdata(), [0.3 * k for k in range(6)])
+    assert f_by_iteration.get_yscale() == "log" and axes[2].get_yscale() == "linear"
+    from matplotlib.image import imread
+
+    image = imread(output)
+    assert image.shape[:2] == (700, 1300)  # 13 x 7 inches at 100 dpi
+    assert (image[..., :3] < 0.5).any()  # something was drawn
 
 
 def test_plot_command_and_its_errors(tmp_path):

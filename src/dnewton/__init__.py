@@ -1,21 +1,26 @@
 """dnewton: distributed Newton methods for deep fully connected networks.
 
-The model is split into blocks of its weight matrices over MPI ranks (see
-`dnewton.layout`); training is subsampled Gauss-Newton with conjugate gradient,
-Levenberg-Marquardt damping and a backtracking line search (`dnewton.newton`).
-Run it as ``mpiexec -n K dnewton train ...``, or from Python through
-`NewtonClassifier` (scikit-learn's estimator interface).
+The model is split into blocks of its weight matrices over MPI ranks
+(`dnewton.parallel.layout`); training is subsampled Gauss-Newton with conjugate
+gradient, Levenberg-Marquardt damping and a backtracking line search
+(`dnewton.solvers.newton`). Run it as ``mpiexec -n K dnewton train ...``, or from
+Python through `train` (`dnewton.app.training`) or `NewtonClassifier`
+(scikit-learn's estimator interface). docs/design.md explains the design.
 """
 
 __version__ = "0.1.0"
-__all__ = ["NewtonClassifier"]
+__all__ = ["NewtonClassifier", "train"]
 
 
 def __getattr__(name):
     # Imported on first use: the command line should not pay for scikit-learn's
     # estimator machinery, nor start MPI, before it knows what it runs.
     if name == "NewtonClassifier":
-        from .estimator import NewtonClassifier
+        from .app.estimator import NewtonClassifier
 
         return NewtonClassifier
+    if name == "train":
+        from .app.training import train
+
+        return train
     raise AttributeError(f"module 'dnewton' has no attribute {name!r}")

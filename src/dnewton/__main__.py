@@ -1,5 +1,5 @@
 """``python -m dnewton`` is the ``dnewton`` command."""
 
-from .cli import main
+from .app.cli import main
 
 main()

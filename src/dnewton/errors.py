@@ -11,6 +11,7 @@ follows -- goes to `abort_on_exception`, which ends the whole job with
 ``MPI_Abort`` instead of leaving the other ranks blocked.
 """
 
+import re
 import sys
 import traceback
 from contextlib import contextmanager
@@ -19,14 +20,62 @@ import numpy as np
 
 
 class DNewtonError(Exception):
-    """An error dnewton reports to the user (no traceback)."""
+    """An error dnewton reports to the user (no traceback).
+
+    A message may name parameters as ``{name}`` placeholders (build it with
+    `naming`): ``str(error)`` shows the library's names, and a front end renders
+    its own with `render` (the command line shows ``--lambda`` for ``damping``).
+    """
 
     exit_status = 2
     agreed = False  # set once every rank knows of it
+    template = None  # the message with ``{parameter}`` placeholders, if it names any
+
+    @classmethod
+    def naming(cls, template):
+        """An error whose message `template` names parameters as ``{name}``."""
+        error = cls(_render(template, str))
+        error.template = template
+        return error
+
+    def render(self, name=str):
+        """The message with every ``{parameter}`` shown as ``name(parameter)``."""
+        return str(self) if self.template is None else _render(self.template, name)
+
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def _render(template, name):
+    return _PLACEHOLDER.sub(lambda match: name(match.group(1)), template)
 
 
 class InputError(DNewtonError, ValueError):
     """Bad input: a file, an option, a layout that does not fit."""
+
+
+class ParameterError(InputError):
+    """A parameter value the library refuses; `template` names it (``"{damping} must
+    be >= 0"``, shown by the command line as ``--lambda must be >= 0``)."""
+
+    def __init__(self, template):
+        super().__init__(_render(template, str))
+        self.template = template
+
+
+def check_parameters(owner, rules):
+    """Raise ParameterError for the first rule that `owner`'s values break.
+
+    `rules` is a declarative table of ``(parameter, test, requirement)``: ``test``
+    gets the parameter's value (or `owner` itself when ``parameter`` is None, for
+    rules that tie several together) and ``requirement`` completes the sentence
+    that starts with the parameter's name (a ``{name}`` placeholder of its own).
+    """
+    for parameter, test, requirement in rules:
+        value = owner if parameter is None else getattr(owner, parameter)
+        if not test(value):
+            prefix = "" if parameter is None else f"{{{parameter}}} "
+            raise ParameterError(prefix + requirement)
 
 
 class NumericalError(DNewtonError, ArithmeticError):
@@ -62,14 +111,11 @@ def agree(comm, error):
     root = int(first[0])
     if root == comm.size:
         return
-    # A rare path: pickling the message is fine here.
-    kind, message = comm.bcast(
-        (type(error).__name__, str(error)) if comm.rank == root else None, root=root
-    )
+    # A rare path: pickling the error is fine here. Every rank raises the root's
+    # error, so all of them report (and exit with) the same thing.
+    shared = comm.bcast(error if comm.rank == root else None, root=root)
     if error is None or comm.rank != root:
-        error = {"InputError": InputError, "NumericalError": NumericalError}.get(
-            kind, DNewtonError
-        )(message)
+        error = shared
     error.agreed = True
     raise error
 
@@ -91,12 +137,20 @@ def _world():
     return sys.modules["mpi4py.MPI"].COMM_WORLD
 
 
+def describe(error):
+    """The message of `error` as the current front end names things (see `run_main`)."""
+    return error.render(_parameter_name)
+
+
+_parameter_name = str
+
+
 def abort_on_exception(exc_type, exc, tb):
     """`sys.excepthook` that ends every rank of the job, not just this one."""
     world = _world()
     rank = f" on rank {world.rank}" if world is not None and world.size > 1 else ""
     if isinstance(exc, DNewtonError):
-        print(f"dnewton: error{rank}: {exc}", file=sys.stderr, flush=True)
+        print(f"dnewton: error{rank}: {describe(exc)}", file=sys.stderr, flush=True)
         status = exc.exit_status
     else:
         print(f"dnewton: internal error{rank}:", file=sys.stderr)
@@ -108,12 +162,16 @@ def abort_on_exception(exc_type, exc, tb):
     sys.exit(status)
 
 
-def run_main(main, argv=None):
+def run_main(main, argv=None, parameter_name=str):
     """Call ``main(argv)`` with the package's failure rules; return the exit status.
 
     An agreed `DNewtonError` is printed once (by rank 0) and every rank returns its
     exit status; anything else aborts the job through `abort_on_exception`.
+    `parameter_name(parameter)` is how this front end names a parameter in a
+    message (the command line: by its flag).
     """
+    global _parameter_name
+    _parameter_name = parameter_name
     sys.excepthook = abort_on_exception
     try:
         return main(argv) or 0
@@ -122,7 +180,7 @@ def run_main(main, argv=None):
             abort_on_exception(type(exc), exc, exc.__traceback__)
         world = _world()
         if world is None or world.rank == 0:
-            print(f"dnewton: error: {exc}", file=sys.stderr, flush=True)
+            print(f"dnewton: error: {describe(exc)}", file=sys.stderr, flush=True)
         return exc.exit_status
     except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 -- must end every rank
         abort_on_exception(type(exc), exc, exc.__traceback__)

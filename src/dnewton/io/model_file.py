@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
-from .activations import ACTIVATIONS
+from ..errors import InputError, ParameterError, agreed
+from ..model.activations import HIDDEN_ACTIVATIONS
+from ..model.losses import LOSSES
 from .data import Preprocessing
-from .errors import InputError, agreed
-from .losses import LOSSES
-from .network import block_views
 
 FORMAT = "dnewton-model"
 VERSION = 1
@@ -92,7 +91,7 @@ class Model:
         )
         if not shapes_ok:
             raise bad(f"array shapes do not match the widths {widths}")
-        if activation not in ACTIVATIONS or loss not in LOSSES:
+        if activation not in HIDDEN_ACTIVATIONS or loss not in LOSSES:
             raise bad(f"unknown activation {activation!r} or loss {loss!r}")
         if not all(np.isfinite(a).all() for a in (*weights, *biases, mean)):
             raise bad("the model holds values that are not finite")
@@ -100,17 +99,8 @@ class Model:
                    weights, biases)
 
     def local_parameters(self, layout, rank):
-        """The parameter vector of `rank`'s blocks in `layout` (as `Network` orders it)."""
-        blocks = layout.blocks_of(rank)
-        theta = np.empty(sum(blk.size for blk in blocks))
-        offset = 0
-        for blk in blocks:
-            W, bias = block_views(blk, theta[offset : offset + blk.size])
-            W[...] = self.weights[blk.layer - 1][blk.rows, blk.cols]
-            if bias is not None:
-                bias[...] = self.biases[blk.layer - 1][blk.cols]
-            offset += blk.size
-        return theta
+        """The parameter vector of `rank`'s blocks in `layout`."""
+        return layout.parameters(rank).scatter(self.weights, self.biases)
 
     def preprocessing(self, layout):
         """The training preprocessing, its means cut into `layout`'s input groups."""
@@ -125,7 +115,7 @@ def gather_parameters(layout, world, theta, root=0):
 
     `theta` is the calling rank's parameter vector under `layout`.
     """
-    counts = [sum(blk.size for blk in layout.blocks_of(r)) for r in range(world.size)]
+    counts = [layout.parameters(r).size for r in range(world.size)]
     flat = np.empty(sum(counts)) if world.rank == root else None
     world.Gatherv(np.ascontiguousarray(theta), (flat, counts) if flat is not None else None,
                   root=root)
@@ -134,14 +124,9 @@ def gather_parameters(layout, world, theta, root=0):
     widths = layout.widths
     weights = [np.zeros((widths[m - 1], widths[m])) for m in range(1, len(widths))]
     biases = [np.zeros(widths[m]) for m in range(1, len(widths))]
-    offset = 0
+    offsets = np.concatenate([[0], np.cumsum(counts)])
     for r in range(world.size):
-        for blk in layout.blocks_of(r):
-            W, bias = block_views(blk, flat[offset : offset + blk.size])
-            weights[blk.layer - 1][blk.rows, blk.cols] = W
-            if bias is not None:
-                biases[blk.layer - 1][blk.cols] = bias
-            offset += blk.size
+        layout.parameters(r).gather(flat[offsets[r] : offsets[r + 1]], weights, biases)
     return weights, biases
 
 
@@ -164,28 +149,32 @@ def gather_mean(layout, world, prep, root=0):
     return None
 
 
-def gather_model(problem, theta, root=0):
-    """Collective: the `Model` of a trained `trainer.Problem` on `root`, None elsewhere."""
-    layout, world = problem.layout, problem.world
+def gather_model(world, layout, theta, prep, activation, loss, classes, root=0):
+    """Collective: the `Model` of parameters `theta` (each rank's own) on `root`.
+
+    `prep` is the training `data.Preprocessing`, `classes` the class labels in
+    output order. Returns None on the other ranks.
+    """
     dense = gather_parameters(layout, world, theta, root)
-    mean = gather_mean(layout, world, problem.preprocessing, root)
+    mean = gather_mean(layout, world, prep, root)
     if world.rank != root:
         return None
-    config = problem.config
-    return Model(layout.widths, config.activation, config.loss, config.feature_scale, mean,
-                 problem.classes.labels, *dense)
+    return Model(layout.widths, activation, loss, prep.scale, mean, classes, *dense)
 
 
 # -- files ------------------------------------------------------------------------
 
 
-def check_writable(path, what):
-    """Raise InputError unless a file can be created at `path` (checked before training)."""
+def check_writable(path, parameter):
+    """Raise ParameterError (naming `parameter`) unless a file can be created at `path`.
+
+    Checked before training, so a run never ends unable to save what it trained.
+    """
     folder = Path(path).resolve().parent
     if Path(path).is_dir():
-        raise InputError(f"{what} {path}: is a directory")
+        raise ParameterError(f"{{{parameter}}} {path}: is a directory")
     if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
-        raise InputError(f"{what} {path}: cannot write in {folder}")
+        raise ParameterError(f"{{{parameter}}} {path}: cannot write in {folder}")
 
 
 def write_temporary(path, arrays):
@@ -257,11 +246,10 @@ def broadcast_arrays(world, arrays, root=0):
     return received
 
 
-def save_model(problem, theta, path):
-    """Collective: gather the trained network to rank 0, which writes it to `path`."""
-    model = gather_model(problem, theta)
-    with agreed(problem.world):
-        if problem.world.rank == 0:
+def save_model(world, model, path):
+    """Collective: rank 0 writes `model` (gathered to it; None elsewhere) to `path`."""
+    with agreed(world):
+        if world.rank == 0:
             save_arrays(path, model.arrays(), "model")
 
 

@@ -5,9 +5,12 @@
     dnewton plot RUN.jsonl [--vs OTHER.jsonl] -o FIGURE.png
     dnewton datasets
 
-Every rank parses the same command line. Errors that one rank meets are agreed
-on by all (`errors.agreed`), and anything unexpected aborts the whole job, so a
-failure never leaves ranks waiting in a collective.
+This module parses and prints; the training itself is `app.training.train`,
+which the Python API calls too. Every rank parses the same command line. Errors
+that one rank meets are agreed on by all (`errors.agreed`), and anything
+unexpected aborts the whole job, so a failure never leaves ranks waiting in a
+collective. Library messages name parameters (``damping``); printed here, they
+name the flags (``--lambda``).
 """
 
 import argparse
@@ -15,16 +18,19 @@ import sys
 
 import numpy as np
 
-from . import __version__
-from .activations import ACTIVATIONS
-from .data import DATASETS
-from .errors import NumericalError
-from .losses import LOSSES
-from .newton import NewtonOptions
-from .sgd import SGDOptions
+from .. import __version__
+from ..constants import BATCH_SIZE
+from ..errors import NumericalError
+from ..io.data import DATASETS
+from ..model.activations import HIDDEN_ACTIVATIONS
+from ..model.losses import LOSSES
+from ..solvers.newton import NewtonOptions
+from ..solvers.sgd import SGDOptions
+from .problem import ModelConfig
 
 _DEFAULTS = NewtonOptions()
 _SGD = SGDOptions()
+_MODEL = ModelConfig()
 
 
 def _int_list(text):
@@ -35,6 +41,15 @@ def _int_list(text):
             f"expected comma-separated whole numbers, got {text!r}"
         ) from None
     return values
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default where it has one (not for None or off)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser():
@@ -59,7 +74,7 @@ def build_parser():
             "lambda, the ratio rho of actual to predicted reduction, the iteration's "
             "wall time and the test accuracy."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     train.add_argument(
         "train",
@@ -78,7 +93,8 @@ def build_parser():
         "--hidden", type=_int_list, default=(300, 300), metavar="N1,N2,...",
         help="widths of the hidden layers",
     )
-    model.add_argument("--activation", choices=list(ACTIVATIONS), default="relu")
+    model.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default=_MODEL.activation,
+                       help="activation of the hidden layers (the output layer is linear)")
     model.add_argument(
         "--loss", choices=list(LOSSES), default="squared",
         help="squared: ||z - onehot(y)||^2 (the reference's); softmax: cross-entropy",
@@ -96,13 +112,13 @@ def build_parser():
                       help="divide every feature by S (255 for raw pixels)")
     data.add_argument("--center", action="store_true",
                       help="subtract the training mean of each feature (from the test set too)")
-    data.add_argument("--batch-size", type=int, default=4096, metavar="N",
+    data.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="N",
                       help="instances per forward/backward batch (bounds memory)")
     opt = train.add_argument_group("optimizer")
     opt.add_argument("--solver", choices=("newton", "sgd"), default="newton",
                      help="newton: subsampled Gauss-Newton (the options below); sgd: "
                      "mini-batch SGD with momentum on the same model (the SGD options)")
-    opt.add_argument("-C", type=float, default=_DEFAULTS.C, dest="C",
+    opt.add_argument("-C", type=float, default=_MODEL.C, dest="C",
                      help="regularization: f = theta'theta/(2 C l) + mean loss")
     opt.add_argument("--gn-ratio", type=float, default=_DEFAULTS.gn_ratio, metavar="R",
                      help="fraction of instances in each Gauss-Newton subset")
@@ -134,11 +150,11 @@ def build_parser():
                             metavar="ETA", help="initial learning rate eta")
     stochastic.add_argument("--momentum", type=float, default=_SGD.momentum, metavar="MU",
                             help="momentum mu (0: plain SGD)")
-    stochastic.add_argument("--mini-batch", type=int, default=_SGD.batch_size, metavar="N",
+    stochastic.add_argument("--mini-batch", type=int, default=_SGD.mini_batch, metavar="N",
                             help="instances per mini-batch")
     stochastic.add_argument("--epochs", type=int, default=_SGD.epochs, metavar="N",
                             help="passes over the training set")
-    stochastic.add_argument("--lr-decay", type=float, default=_SGD.decay, metavar="D",
+    stochastic.add_argument("--lr-decay", type=float, default=_SGD.lr_decay, metavar="D",
                             help="learning-rate decay per epoch (0: constant)")
     out = train.add_argument_group("output")
     out.add_argument("--log", metavar="FILE",
@@ -180,8 +196,8 @@ def build_parser():
                          help="write the predicted label of every instance, one a line")
     predict.add_argument("--partitions", type=_int_list, default=None, metavar="P0,...,PL",
                          help="layout for this job (default: split the widest layers)")
-    predict.add_argument("--batch-size", type=int, default=4096, metavar="N",
-                         help="instances per forward batch (default 4096)")
+    predict.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="N",
+                         help=f"instances per forward batch (default {BATCH_SIZE})")
     predict.set_defaults(run=run_predict)
 
     plot = commands.add_parser(
@@ -204,131 +220,72 @@ def build_parser():
 
 def run_train(args):
     from mpi4py import MPI
-    from threadpoolctl import threadpool_limits
 
-    from .checkpoint import Checkpoint, Checkpointer, run_settings
-    from .data import read_dataset
-    from .errors import agreed
-    from .model_io import check_writable, save_model
+    from ..errors import agreed
+    from ..io.data import read_dataset
+    from ..solvers.records import RunStatus
     from .monitor import Monitor
-    from .trainer import ModelConfig, Problem
+    from .training import Outputs, train
 
     world = MPI.COMM_WORLD
-    threads = args.blas_threads or (1 if world.size > 1 else None)
-    with threadpool_limits(limits=threads):
-        with agreed(world):
-            train_raw, test_raw = read_dataset(args.train)
-            if args.test is not None:
-                test_raw, _ = read_dataset(args.test, n_features=train_raw.n_features)
-            if args.solver == "sgd":
-                options = _sgd_options(args)
-            else:
-                options = NewtonOptions(
-                    C=args.C, gn_ratio=args.gn_ratio, gn_size=args.gn_size,
-                    diagonal=args.diagonal, sync_fraction=args.sync_fraction,
-                    iterations=args.iterations,
-                    cg_max=args.cg_max, xi=args.xi, damping=args.damping, seed=args.seed,
-                )
-                options.check()
-            if args.model and world.rank == 0:
-                check_writable(args.model, "--model")
-        checkpoint = Checkpoint.load(world, args.resume) if args.resume else None
-        sgd = args.solver == "sgd"
-        monitor = Monitor(world.rank, args.quiet,
-                          iterations=options.epochs if sgd else options.iterations)
-        config = ModelConfig(
-            hidden=args.hidden, activation=args.activation, loss=args.loss,
-            partitions=args.partitions, feature_scale=args.feature_scale,
-            center=args.center, batch_size=args.batch_size,
-        )
-        problem = Problem.build(world, train_raw, test_raw, config, options.C)
-        try:
-            widths = "-".join(map(str, problem.layout.widths))
-            monitor.message(
-                f"dnewton: {train_raw.source}: {train_raw.n_instances} instances, "
-                f"network {widths} ({args.activation}, {args.loss} loss), "
-                f"{len(problem.layout.blocks)} blocks on {world.size} rank(s)"
-            )
-            if args.show_layout:
-                monitor.message(problem.layout.describe())
-            if sgd:
-                monitor.message(
-                    f"dnewton: SGD, mini-batches of {options.batch_size}, learning rate "
-                    f"{options.learning_rate:g}, momentum {options.momentum:g}"
-                )
-            else:
-                n_subset = problem.objective.subset_size(options.gn_ratio, options.gn_size)
-                need = problem.check_memory(n_subset)
-                monitor.message(
-                    f"dnewton: Gauss-Newton subset {n_subset} instances per iteration"
-                    f"{' (block-diagonal)' if options.diagonal else ''}; its stored Jacobian "
-                    f"takes up to {need / 2**20:.1f} MiB per rank (linear in the subset size)"
-                )
-            resume = None
-            if checkpoint is not None:
-                with agreed(world):
-                    checkpoint.check(run_settings(problem, options))
-                resume = checkpoint.state(problem.layout, world.rank)
-                checkpoint.check_data(problem, resume)
-                monitor.message(f"dnewton: resuming {args.resume} after iteration "
-                                f"{checkpoint.iteration}")
-            saver = None
-            if args.checkpoint:
-                saver = Checkpointer(problem, options, args.checkpoint, args.checkpoint_every)
-            # Only now, with every input checked, may an existing log be replaced.
-            with agreed(world):
-                monitor.open_log(args.log, checkpoint.history if checkpoint else ())
-            if sgd:
-                result = problem.fit_sgd(options, monitor)
-            else:
-                result = problem.fit(options, monitor, resume=resume, checkpoint=saver)
-            monitor.message(
-                f"dnewton: stopped after {result.iterations} {'epoch' if sgd else 'iteration'}"
-                f"(s): {result.message}; "
-                f"f = {result.f:.6e}"
-            )
-            if args.model:
-                save_model(problem, result.theta, args.model)
-                monitor.message(f"dnewton: model saved to {args.model}")
-        finally:
-            monitor.close()
-            problem.close()
+    with agreed(world):
+        train_raw, test_raw = read_dataset(args.train)
+        if args.test is not None:
+            test_raw, _ = read_dataset(args.test, n_features=train_raw.n_features)
+        options = _sgd_options(args) if args.solver == "sgd" else _newton_options(args)
+    config = ModelConfig(
+        hidden=args.hidden, activation=args.activation, loss=args.loss, C=args.C,
+        partitions=args.partitions, feature_scale=args.feature_scale, center=args.center,
+        batch_size=args.batch_size,
+    )
+    outputs = Outputs(log=args.log, model=args.model, checkpoint=args.checkpoint,
+                      checkpoint_every=args.checkpoint_every, resume=args.resume,
+                      show_layout=args.show_layout)
+    monitor = Monitor(world.rank, args.quiet, iterations=options.iterations)
+    result = train(train_raw, test_raw, config, options, outputs, comm=world, monitor=monitor,
+                   blas_threads=args.blas_threads)
     # A line search that cannot decrease f ends training normally (the message says
     # so); non-finite values are an error, reported after the last good state is kept.
-    if result.status == "numerical_error":
+    if result.status == RunStatus.NUMERICAL_ERROR:
         if world.rank == 0:
             print(f"dnewton: error: {result.message}", file=sys.stderr, flush=True)
         return NumericalError.exit_status
     return 0
 
 
+def _newton_options(args):
+    return NewtonOptions(
+        gn_ratio=args.gn_ratio, gn_size=args.gn_size, diagonal=args.diagonal,
+        sync_fraction=args.sync_fraction, iterations=args.iterations, cg_max=args.cg_max,
+        xi=args.xi, damping=args.damping, seed=args.seed,
+    )
+
+
 def _sgd_options(args):
     """`SGDOptions` from the command line; Newton-only options are refused by name."""
-    from .errors import InputError
+    from ..errors import ParameterError
 
     newton_only = [
-        ("--diagonal", args.diagonal), ("--sync-fraction", args.sync_fraction != 1.0),
-        ("--gn-size", args.gn_size is not None), ("--checkpoint", args.checkpoint),
-        ("--resume", args.resume),
+        ("diagonal", args.diagonal), ("sync_fraction", args.sync_fraction != 1.0),
+        ("gn_size", args.gn_size is not None), ("checkpoint", args.checkpoint),
+        ("resume", args.resume),
     ]
-    for flag, given in newton_only:
+    for parameter, given in newton_only:
         if given:
-            raise InputError(f"{flag} applies to --solver newton only, not to sgd")
-    options = SGDOptions(
-        C=args.C, learning_rate=args.learning_rate, momentum=args.momentum,
-        batch_size=args.mini_batch, epochs=args.epochs, decay=args.lr_decay, seed=args.seed,
+            raise ParameterError(f"{{{parameter}}} applies to {{solver}} newton only, not to sgd")
+    return SGDOptions(
+        learning_rate=args.learning_rate, momentum=args.momentum, mini_batch=args.mini_batch,
+        epochs=args.epochs, lr_decay=args.lr_decay, seed=args.seed,
     )
-    options.check()
-    return options
 
 
 def run_predict(args):
     from mpi4py import MPI
 
-    from .data import read_dataset
-    from .errors import agreed
-    from .model_io import load_model
-    from .predict import Predictor
+    from ..errors import agreed
+    from ..io.data import read_dataset
+    from ..io.model_file import load_model
+    from .prediction import Predictor
 
     world = MPI.COMM_WORLD
     model = load_model(world, args.model)
@@ -352,7 +309,7 @@ def run_predict(args):
 
 
 def _write_labels(path, labels):
-    from .errors import InputError
+    from ..errors import InputError
 
     try:
         with open(path, "w", encoding="utf-8") as f:
@@ -364,7 +321,7 @@ def _write_labels(path, labels):
 def run_plot(args):
     from mpi4py import MPI
 
-    from .errors import agreed
+    from ..errors import agreed
     from .plot import plot_logs
 
     world = MPI.COMM_WORLD
@@ -383,13 +340,27 @@ def run_datasets(args):
     return 0
 
 
-def _dispatch(argv):
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+def flags(parser):
+    """parameter -> the flag that sets it, for every option of every command."""
+    names = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                names.update(flags(command))
+        elif action.option_strings:
+            names.setdefault(action.dest, max(action.option_strings, key=len))
+    return names
 
 
 def main(argv=None):
     """Entry point of the ``dnewton`` script and of ``python -m dnewton``."""
-    from .errors import run_main
+    from ..errors import run_main
 
-    sys.exit(run_main(_dispatch, argv))
+    parser = build_parser()
+    names = flags(parser)
+
+    def dispatch(argv):
+        args = parser.parse_args(argv)
+        return args.run(args)
+
+    sys.exit(run_main(dispatch, argv, lambda parameter: names.get(parameter, parameter)))

@@ -1,5 +1,5 @@
 """Data: reading LIBSVM files and embedded sets, preprocessing, and the
-feature-wise partition of SPEC section 3.
+feature-wise partition (docs/design.md, "The partition").
 
 Every rank reads the file (a cluster's shared file system serves that well) and
 keeps only what its blocks need: the feature columns of the input groups a of its
@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import InputError
 from . import libsvm
-from .errors import InputError
 
 
 @dataclass

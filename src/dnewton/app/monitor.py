@@ -11,7 +11,7 @@ import json
 import shutil
 import sys
 
-from .errors import InputError
+from ..errors import InputError
 
 
 def format_record(rec):

@@ -7,7 +7,7 @@ outputs, ``y`` is (n,) class indices in 0..n_L-1.
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import ParameterError
 
 
 class SquaredLoss:
@@ -86,7 +86,7 @@ LOSSES = {cls.name: cls for cls in (SquaredLoss, SoftmaxLoss)}
 
 
 def make_loss(name):
-    try:
-        return LOSSES[name]()
-    except KeyError:
-        raise InputError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}") from None
+    """The loss called `name` ("squared" or "softmax")."""
+    if name not in LOSSES:
+        raise ParameterError(f"{{loss}} {name!r} is unknown; choose one of {', '.join(LOSSES)}")
+    return LOSSES[name]()

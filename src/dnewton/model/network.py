@@ -1,36 +1,30 @@
 """The calling rank's share of a partitioned network: its parameters and the
-distributed forward, backward and Jacobian passes of SPEC section 3.
+distributed forward pass and backward sweep (docs/design.md, "Passes").
 
 Parameters of all blocks a rank owns live in one flat float64 vector (the vector
-CG works on); `Network.split` gives (W, bias) views into any such vector.
-Passes work on a batch of n instances and keep, per (layer, group), the arrays
-this rank needs:
+CG works on), ordered by `parallel.layout.ParameterLayout`. Passes work on a
+batch of n instances and keep, per (layer, group), the arrays this rank needs:
 
 * ``z[(m, g)]`` activations z_g^m, (n, |g|) -- m = 0 are the input features;
 * ``s[(m, g)]`` pre-activations s_g^m, (n, |g|), for m < L;
 * ``output`` z^L, (n, n_L), on the ranks of the output group.
 
 Every rank walks layers and groups in the same order and joins only the groups it
-belongs to (`communication.Groups`).
+belongs to (`parallel.groups.Groups`).
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import _kernels as K
-
-
-def block_views(blk, flat):
-    """(W, bias-or-None) views of one block's parameters `flat` (length ``blk.size``)."""
-    n_rows, n_cols = blk.shape
-    W = flat[: n_rows * n_cols].reshape(n_rows, n_cols)
-    return W, (flat[n_rows * n_cols :] if blk.has_bias else None)
+from .. import _kernels as K
+from ..constants import Stream, random_stream
+from ..parallel.phases import Phase
 
 
 @dataclass
 class Pass:
-    """What a forward pass leaves behind for the backward and Jacobian passes."""
+    """What a forward pass leaves behind for the backward sweep."""
 
     z: dict
     s: dict
@@ -39,23 +33,23 @@ class Pass:
 
 
 class Network:
-    """Parameters and passes of the blocks `layout` gives to `rank`.
+    """Parameters and passes of the blocks `layout` gives to this rank.
 
     Parameters
     ----------
-    layout : Layout
-    groups : communication.Groups
-    activation : int
-        Kernel code of the hidden activation (`activations.activation_code`).
+    layout : parallel.layout.Layout
+    groups : parallel.groups.Groups
+    activation : model.activations.Activation
+        The hidden activation.
     """
 
     def __init__(self, layout, groups, activation):
         self.layout = layout
         self.groups = groups
-        self.activation = activation
-        self.blocks = layout.blocks_of(groups.world.rank)
-        self.offsets = np.concatenate([[0], np.cumsum([blk.size for blk in self.blocks])])
-        self.n_params = int(self.offsets[-1])
+        self.activation = int(activation)
+        self.parameters = layout.parameters(groups.world.rank)
+        self.blocks = self.parameters.blocks
+        self.n_params = self.parameters.size
         self.n_outputs = layout.widths[-1]
         self.n_layers = layout.n_layers
         self._by_col = {}
@@ -64,16 +58,6 @@ class Network:
             self._by_col.setdefault((blk.layer, blk.col), []).append(i)
             self._by_row.setdefault((blk.layer, blk.row), []).append(i)
 
-    # -- parameters -------------------------------------------------------------
-
-    def split(self, vec):
-        """(W, bias-or-None) views into a local parameter vector, one per block."""
-        return [block_views(blk, vec[self.block_slice(i)]) for i, blk in enumerate(self.blocks)]
-
-    def block_slice(self, i):
-        """Where block i (of this rank's) sits in a local parameter vector."""
-        return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
-
     def initial_parameters(self, seed):
         """W entries ~ N(0, 2 / n_{m-1}), biases 0 (the reference's initialisation).
 
@@ -81,11 +65,12 @@ class Network:
         layout gets the same network while each rank draws only its own rows.
         """
         theta = np.zeros(self.n_params)
-        for blk, (W, _) in zip(self.blocks, self.split(theta)):
+        for blk, (W, _) in zip(self.blocks, self.parameters.views(theta)):
             fan_in, fan_out = self.layout.widths[blk.layer - 1], self.layout.widths[blk.layer]
             for j in range(blk.rows.start, blk.rows.stop):
-                stream = np.random.SeedSequence(seed, spawn_key=(1, blk.layer, j))
-                row = np.random.default_rng(stream).standard_normal(fan_out)
+                row = random_stream(seed, Stream.INITIAL_WEIGHTS, blk.layer, j).standard_normal(
+                    fan_out
+                )
                 W[j - blk.rows.start] = row[blk.cols] * np.sqrt(2.0 / fan_in)
         return theta
 
@@ -94,9 +79,9 @@ class Network:
 
     # -- passes -------------------------------------------------------------------
 
-    def forward(self, theta, inputs, n, phase="forward"):
+    def forward(self, theta, inputs, n, phase=Phase.FORWARD):
         """Forward pass of n instances; `inputs[a]` is the (n, |a|) block of input group a."""
-        params = self.split(theta)
+        params = self.parameters.views(theta)
         z = {(0, a): X for a, X in inputs.items()}
         s = {}
         L, layout = self.n_layers, self.layout
@@ -132,77 +117,82 @@ class Network:
             group.allreduce(output, phase)
         return Pass(z, s, output, n)
 
-    def backward(self, theta, fwd, dout, grad, phase="backward"):
-        """Accumulate into `grad` the gradient of sum_i dout_i . z^L_i.
+    def backward_sweep(self, theta, fwd, top, k, visit=None, phase=Phase.BACKWARD):
+        """Carry k vectors per instance from the outputs down through every layer.
 
-        `dout` is (n, n_L) on output ranks (None elsewhere); `grad` a local
-        parameter vector.
+        `top` maps (L, b), for every output column group b this rank owns a block
+        of, to a (n, k, |b|) array (k vectors per instance): the derivatives with
+        respect to s_b^L (dout for the gradient, k = 1; the identity rows for the
+        Jacobian, k = n_L). Layer by
+        layer, each block (m, a, b) adds dS_b^m W_ab^T to d/dz_a^{m-1}, the sum runs
+        over the group K(m, a), and the owners of column group a of layer m-1 scale
+        it by sigma'(s_a^{m-1}). ``visit(i, dS)`` is called for every block i of
+        this rank with the (n, k, |b|) derivatives of its columns (the gradient
+        accumulates there).
+
+        Returns the dict (m, b) -> dS_b^m, (n, k, |b|), of every column group b this
+        rank owns a block of: with the identity on top, the stored Jacobian D.
         """
-        params = self.split(theta)
-        grads = self.split(grad)
+        params = self.parameters.views(theta)
         L, layout = self.n_layers, self.layout
-        dS = {}
-        if dout is not None:
-            for b in range(layout.partitions[L]):
-                if self.owns_column(L, b):
-                    dS[(L, b)] = np.ascontiguousarray(dout[:, layout.group(L, b)])
+        dS = dict(top)
         for m in range(L, 0, -1):
+            if visit is not None:
+                for i, blk in enumerate(self.blocks):
+                    if blk.layer == m:
+                        visit(i, dS[(m, blk.col)])
             if m == 1:
-                for i in (i for i, blk in enumerate(self.blocks) if blk.layer == 1):
-                    blk = self.blocks[i]
-                    gW, gb = grads[i]
-                    K.block_backward(
-                        fwd.z[(0, blk.row)], params[i][0], dS[(1, blk.col)], gW, gb, None, 1.0
-                    )
                 break
             for a in range(layout.partitions[m - 1]):
                 group = self.groups.backward(m, a)
                 if group is None:
                     continue
                 rows = layout.group(m - 1, a)
-                buf = np.zeros((fwd.n, rows.stop - rows.start))
+                buf = np.zeros((fwd.n, k, rows.stop - rows.start))
                 for i in self._by_row.get((m, a), ()):
-                    blk = self.blocks[i]
-                    gW, gb = grads[i]
-                    K.block_backward(
-                        fwd.z[(m - 1, a)], params[i][0], dS[(m, blk.col)], gW, gb, buf, 1.0
-                    )
+                    K.jacobian_backward(dS[(m, self.blocks[i].col)], params[i][0], buf)
                 group.allreduce(buf, phase)
                 if self.owns_column(m - 1, a):
-                    K.activation_backward(
+                    K.activation_backward_jacobian(
                         self.activation, fwd.s[(m - 1, a)], fwd.z[(m - 1, a)], buf
                     )
                     dS[(m - 1, a)] = buf
+        return dS
 
-    def jacobian(self, theta, fwd, phase="backward"):
+    def backward(self, theta, fwd, dout, grad, phase=Phase.BACKWARD):
+        """Accumulate into `grad` the gradient of sum_i dout_i . z^L_i.
+
+        `dout` is (n, n_L) on output ranks (None elsewhere); `grad` a local
+        parameter vector.
+        """
+        layout = self.layout
+        top = {}
+        if dout is not None:
+            for b in range(layout.partitions[self.n_layers]):
+                if self.owns_column(self.n_layers, b):
+                    cols = layout.group(self.n_layers, b)
+                    top[(self.n_layers, b)] = np.ascontiguousarray(dout[:, cols])[:, None, :]
+        params, grads = self.parameters.views(theta), self.parameters.views(grad)
+
+        def accumulate(i, dS):
+            (W, _), (gW, gb), blk = params[i], grads[i], self.blocks[i]
+            K.block_backward(fwd.z[(blk.layer - 1, blk.row)], W, dS[:, 0, :], gW, gb, None, 1.0)
+
+        self.backward_sweep(theta, fwd, top, 1, accumulate, phase)
+
+    def jacobian(self, theta, fwd, phase=Phase.BACKWARD):
         """D_b^m = d z^L / d s_b^m for every column group b this rank owns a block of.
 
-        Returns a dict (m, b) -> (n, n_L, |b|) array: the backward pass run with n_L
-        vectors per instance.
+        Returns a dict (m, b) -> (n, n_L, |b|) array: the backward sweep run with
+        n_L vectors per instance, the identity on top.
         """
-        params = self.split(theta)
         L, layout = self.n_layers, self.layout
-        D = {}
+        top = {}
         for b in range(layout.partitions[L]):
             if self.owns_column(L, b):
                 cols = layout.group(L, b)
                 width = cols.stop - cols.start
                 Db = np.zeros((fwd.n, self.n_outputs, width))
                 Db[:, cols.start + np.arange(width), np.arange(width)] = 1.0
-                D[(L, b)] = Db
-        for m in range(L, 1, -1):
-            for a in range(layout.partitions[m - 1]):
-                group = self.groups.backward(m, a)
-                if group is None:
-                    continue
-                rows = layout.group(m - 1, a)
-                buf = np.zeros((fwd.n, self.n_outputs, rows.stop - rows.start))
-                for i in self._by_row.get((m, a), ()):
-                    K.jacobian_backward(D[(m, self.blocks[i].col)], params[i][0], buf)
-                group.allreduce(buf, phase)
-                if self.owns_column(m - 1, a):
-                    K.activation_backward_jacobian(
-                        self.activation, fwd.s[(m - 1, a)], fwd.z[(m - 1, a)], buf
-                    )
-                    D[(m - 1, a)] = buf
-        return D
+                top[(L, b)] = Db
+        return self.backward_sweep(theta, fwd, top, self.n_outputs, None, phase)

@@ -9,7 +9,7 @@ import json
 import math
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 # (record key, axis label, logarithmic axis)
 QUANTITIES = [
@@ -47,6 +47,7 @@ def plot_logs(paths, output):
 
     Top row against Newton iterations, bottom row against seconds; one column
     per quantity of `QUANTITIES`. The image format follows `output`'s suffix.
+    Returns the matplotlib `Figure`.
     """
     try:
         from matplotlib.figure import Figure
@@ -77,3 +78,4 @@ def plot_logs(paths, output):
         figure.savefig(output, dpi=100)
     except (OSError, ValueError) as exc:
         raise InputError(f"{output}: cannot write the figure ({exc})") from None
+    return figure

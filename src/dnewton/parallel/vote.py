@@ -1,4 +1,4 @@
-"""Synchronization of the block-diagonal CG (SPEC section 4, technique 3).
+"""Synchronization of the block-diagonal CG (docs/design.md, "The paper's techniques").
 
 With the block-diagonal Gauss-Newton matrix every block runs its own CG and the
 blocks finish at different times. A Newton iteration stops waiting once a fraction
@@ -23,6 +23,9 @@ import time
 import numpy as np
 from mpi4py import MPI
 
+from ..constants import FRACTION_SLACK
+from .phases import Phase
+
 
 class CompletionVote:
     """Non-blocking count of finished blocks over all ranks.
@@ -34,7 +37,7 @@ class CompletionVote:
         Blocks in the whole layout.
     fraction : float
         q in (0, 1].
-    counter : communication.ByteCounter
+    counter : groups.ByteCounter
         Counts 8 bytes per round, phase ``sync``.
     idle_sleep : float
         Seconds between tests while this rank has nothing to compute.
@@ -44,7 +47,7 @@ class CompletionVote:
 
     def __init__(self, comm, n_blocks, fraction, counter, idle_sleep=1e-4, settle=1e-3):
         self.comm = comm
-        self.target = max(1, math.ceil(fraction * n_blocks - 1e-9))
+        self.target = max(1, math.ceil(fraction * n_blocks - FRACTION_SLACK))
         self.counter = counter
         self.idle_sleep = idle_sleep
         self.settle = settle
@@ -56,7 +59,7 @@ class CompletionVote:
     def _post(self, n_done):
         self._send[0] = n_done
         if self.comm.rank == 0:
-            self.counter.add("sync", self._send.nbytes)
+            self.counter.add(Phase.SYNC, self._send.nbytes)
         self._request = self.comm.Iallreduce(self._send, self._recv, op=MPI.SUM)
         self._posted = time.perf_counter()
         self.rounds += 1

@@ -7,7 +7,9 @@ group a of layer m-1 and the columns in group b of layer m. The bias of column
 group b lives in block (m, 0, b).
 
 A `Layout` is pure bookkeeping: it knows nothing of MPI, so it can be built and
-checked on any process (and in tests) for any rank count.
+checked on any process (and in tests) for any rank count. `ParameterLayout` is
+the one definition of how a rank's blocks sit in its flat parameter vector.
+See docs/design.md, "The partition".
 """
 
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError, ParameterError
 
 
 @dataclass(frozen=True)
@@ -80,27 +82,28 @@ class Layout:
                         Block(len(self.blocks), m, a, b, self.group(m - 1, a), self.group(m, b))
                     )
         self.owner = self._assign()
+        self._parameters = {}
 
     def _check(self):
         if len(self.widths) < 2:
             raise InputError("a network needs at least an input and an output layer")
         if len(self.partitions) != len(self.widths):
-            raise InputError(
-                f"--partitions needs {len(self.widths)} counts (one per layer, "
+            raise ParameterError(
+                f"{{partitions}} needs {len(self.widths)} counts (one per layer, "
                 f"inputs to outputs), got {len(self.partitions)}"
             )
         for m, (w, p) in enumerate(zip(self.widths, self.partitions)):
             if not 1 <= p <= w:
-                raise InputError(
-                    f"--partitions: layer {m} has {w} neurons and cannot be split "
+                raise ParameterError(
+                    f"{{partitions}}: layer {m} has {w} neurons and cannot be split "
                     f"into {p} groups (need 1 <= P_{m} <= {w})"
                 )
         if self.n_ranks < 1:
             raise InputError("need at least one rank")
         n_blocks = self.count_blocks(self.partitions)
         if n_blocks < self.n_ranks:
-            raise InputError(
-                f"--partitions {','.join(map(str, self.partitions))} gives {n_blocks} "
+            raise ParameterError(
+                f"{{partitions}} {','.join(map(str, self.partitions))} gives {n_blocks} "
                 f"weight blocks but the job has {self.n_ranks} ranks; every rank needs "
                 f"at least one block: use more partitions or fewer ranks"
             )
@@ -160,6 +163,12 @@ class Layout:
         """Blocks owned by `rank`, in layout order."""
         return [blk for blk in self.blocks if self.owner[blk.index] == rank]
 
+    def parameters(self, rank):
+        """The `ParameterLayout` of `rank`'s blocks (the order of its parameter vector)."""
+        if rank not in self._parameters:
+            self._parameters[rank] = ParameterLayout(self.blocks_of(rank))
+        return self._parameters[rank]
+
     def _owners(self, predicate):
         return {int(self.owner[blk.index]) for blk in self.blocks if predicate(blk)}
 
@@ -201,3 +210,51 @@ class Layout:
             names = " ".join(f"({b.layer},{b.row},{b.col})" for b in self.blocks_of(rank))
             lines.append(f"  rank {rank}: {names}")
         return "\n".join(lines)
+
+
+class ParameterLayout:
+    """Where each of one rank's blocks sits in that rank's flat parameter vector.
+
+    The vector holds the blocks in layout order; a block's part is its weights
+    W_ab (|a| x |b|, row-major) followed by its bias (|b|) if it holds one. This
+    is the only place that knows that order: the network, CG, model files and
+    checkpoints all go through it.
+    """
+
+    def __init__(self, blocks):
+        self.blocks = list(blocks)
+        self.offsets = np.concatenate([[0], np.cumsum([blk.size for blk in self.blocks])])
+        self.offsets = self.offsets.astype(np.int64)
+        self.size = int(self.offsets[-1])
+
+    def block_slice(self, i):
+        """Where block i (of this rank's) sits in the parameter vector."""
+        return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
+
+    @staticmethod
+    def block_views(blk, flat):
+        """(W, bias-or-None) views of one block's parameters `flat` (length ``blk.size``)."""
+        n_rows, n_cols = blk.shape
+        W = flat[: n_rows * n_cols].reshape(n_rows, n_cols)
+        return W, (flat[n_rows * n_cols :] if blk.has_bias else None)
+
+    def views(self, vec):
+        """(W, bias-or-None) views into a parameter vector, one pair per block."""
+        return [self.block_views(blk, vec[self.block_slice(i)])
+                for i, blk in enumerate(self.blocks)]
+
+    def scatter(self, weights, biases, dtype=np.float64):
+        """This rank's parameter vector cut from dense W^m, b^m (lists over m = 1..L)."""
+        vec = np.empty(self.size, dtype=dtype)
+        for blk, (W, bias) in zip(self.blocks, self.views(vec)):
+            W[...] = weights[blk.layer - 1][blk.rows, blk.cols]
+            if bias is not None:
+                bias[...] = biases[blk.layer - 1][blk.cols]
+        return vec
+
+    def gather(self, vec, weights, biases):
+        """Write a parameter vector's blocks into dense W^m, b^m (lists over m = 1..L)."""
+        for blk, (W, bias) in zip(self.blocks, self.views(vec)):
+            weights[blk.layer - 1][blk.rows, blk.cols] = W
+            if bias is not None:
+                biases[blk.layer - 1][blk.cols] = bias

@@ -1,15 +1,15 @@
-"""The objective of SPEC section 1 over this rank's data, evaluated in batches.
+"""The objective over this rank's data, evaluated in batches (docs/design.md, "Model").
 
 ``f(theta) = theta^T theta / (2 C l) + (1/l) sum_i loss_i``. Sums over instances
 run in batches of `batch_size` to bound memory; every rank steps through the same
 batches, so each batch's collectives line up.
 """
 
-import math
-
 import numpy as np
 
-from .errors import InputError, everywhere
+from ..constants import BATCH_SIZE
+from ..parallel.phases import Phase
+from ..parallel.space import GroupSpace
 from .gauss_newton import GaussNewtonOperator
 
 
@@ -18,17 +18,17 @@ class Objective:
 
     Parameters
     ----------
-    network : Network
-    data : data.PartitionedData
+    network : model.network.Network
+    data : io.data.PartitionedData
         Training data partitioned for this rank.
-    loss : losses object
+    loss : model.losses object
     C : float
         Regularization constant (multiplies the data term, as in LIBLINEAR).
     batch_size : int
         Instances per forward/backward batch.
     """
 
-    def __init__(self, network, data, loss, C, batch_size=4096):
+    def __init__(self, network, data, loss, C, batch_size=BATCH_SIZE):
         self.network = network
         self.groups = network.groups
         self.data = data
@@ -40,13 +40,15 @@ class Objective:
         output = self.groups.output
         # Every output rank computes the loss; one of them contributes it to sums.
         self._counts_loss = output is not None and output.leader == self.groups.world.rank
+        self._sums = GroupSpace(self.groups.all, Phase.FORWARD)
+        self._scores = GroupSpace(self.groups.all, Phase.EVALUATION)
 
     def _batches(self, n):
         for start in range(0, n, self.batch_size):
             yield slice(start, min(start + self.batch_size, n))
 
     def _total(self, theta, loss_sum):
-        tt, loss_sum = self.groups.allsum([np.dot(theta, theta), loss_sum], "forward")
+        tt, loss_sum = self._sums.sum([np.dot(theta, theta), loss_sum])
         return tt * self.regularization / 2.0 + loss_sum / self.n_instances
 
     def value(self, theta):
@@ -88,18 +90,8 @@ class Objective:
         self.network.backward(theta, fwd, dout, grad)
         return grad
 
-    def subset_size(self, ratio, size=None):
-        """|S|: `size` if given (at most l), else ceil(ratio l), at least 1."""
-        if size is not None:
-            if size > self.n_instances:
-                raise everywhere(InputError(
-                    f"--gn-size {size} exceeds the {self.n_instances} training instances"
-                ))
-            return int(size)
-        return max(1, math.ceil(ratio * self.n_instances))
-
-    def gauss_newton(self, theta, subset):
-        """The Gauss-Newton operator on the instances `subset` (sorted index array).
+    def gauss_newton(self, theta, subset, damping):
+        """The operator v -> (G_S + damping I) v on the instances `subset` (sorted).
 
         Runs the forward pass on S, the Jacobian pass (n_L vectors per instance),
         and, for losses whose B depends on the outputs, broadcasts B's data from
@@ -112,9 +104,9 @@ class Objective:
             if curvature is None:
                 curvature = np.empty((len(subset), self.network.n_outputs))
             leader = self.network.layout.output_group[0]
-            self.groups.broadcast(curvature, leader, "backward")
+            self.groups.broadcast(curvature, leader, Phase.BACKWARD)
         return GaussNewtonOperator(
-            self.network, fwd, jacobian, curvature, self.loss, self.regularization
+            self.network, fwd, jacobian, curvature, self.loss, self.regularization, damping
         )
 
     def accuracy(self, theta, data):
@@ -122,9 +114,9 @@ class Objective:
         correct = 0.0
         for rows in self._batches(data.n_instances):
             fwd = self.network.forward(
-                theta, data.rows(rows), rows.stop - rows.start, "evaluation"
+                theta, data.rows(rows), rows.stop - rows.start, Phase.EVALUATION
             )
             if self._counts_loss:
                 correct += np.sum(np.argmax(fwd.output, axis=1) == data.labels[rows])
-        (correct,) = self.groups.allsum([correct], "evaluation")
+        (correct,) = self._scores.sum([correct])
         return correct / data.n_instances

@@ -1,6 +1,6 @@
 """The communication groups of a layout, and the count of bytes each phase moves.
 
-`Groups` builds, once, the sub-communicators of SPEC section 3:
+`Groups` builds, once, the sub-communicators of docs/design.md ("Communication"):
 
 * ``forward(m, b)`` -- F(m, b): owners of blocks (m, ., b) with owners of (m+1, b, .);
   s_b^m is summed there by one in-place allreduce.
@@ -14,32 +14,36 @@ collectives on overlapping communicators free of deadlock.
 
 Byte accounting: a collective whose payload is N float64 over a group of k > 1
 ranks counts 8 N bytes, once per collective (counted by the group's first rank and
-summed over ranks by `ByteCounter.collect`). This is the logical volume of SPEC
-section 3; a ring allreduce moves about 2 (k-1)/k of it per rank on the wire.
+summed over ranks by `ByteCounter.collect`). This is the logical volume of the
+design's byte formulas; a ring allreduce moves about 2 (k-1)/k of it per rank on
+the wire.
 """
 
 import numpy as np
 from mpi4py import MPI
 
-PHASES = ("forward", "backward", "gauss_newton", "sync", "other", "evaluation")
+from .phases import Phase
 
 
 class ByteCounter:
     """Bytes moved by this rank's group-leading collectives, by phase."""
 
     def __init__(self):
-        self.counts = dict.fromkeys(PHASES, 0)
+        self.counts = dict.fromkeys(Phase, 0)
 
     def add(self, phase, nbytes):
         self.counts[phase] += nbytes
 
     def collect(self, world):
-        """Collective: totals over all ranks since the last call, by phase; resets."""
-        local = np.array([self.counts[p] for p in PHASES], dtype=np.float64)
+        """Collective: totals over all ranks since the last call, by phase; resets.
+
+        Returns a dict keyed by the phases' names, in `Phase` order.
+        """
+        local = np.array([self.counts[p] for p in Phase], dtype=np.float64)
         if world.size > 1:
             world.Allreduce(MPI.IN_PLACE, local)
-        self.counts = dict.fromkeys(PHASES, 0)
-        return {p: int(v) for p, v in zip(PHASES, local)}
+        self.counts = dict.fromkeys(Phase, 0)
+        return {p.value: int(v) for p, v in zip(Phase, local)}
 
 
 class Group:
@@ -60,7 +64,12 @@ class Group:
         return self.members[0]
 
     def allreduce(self, buf, phase):
-        """Sum `buf` (a C-contiguous float64 array) over the group, in place."""
+        """Sum `buf` (a C-contiguous float64 array) over the group, in place.
+
+        `phase` (a `Phase`) is checked on every rank, alone or not, so a wrong
+        one fails the same way on one rank as on many.
+        """
+        phase = Phase(phase)
         if self.comm is None:
             return
         if self.comm.rank == 0:
@@ -124,14 +133,9 @@ class Groups:
         """F(L): owners of the output layer's blocks, or None if this rank is not one."""
         return self.forward(self.layout.n_layers, 0)
 
-    def allsum(self, values, phase="other"):
-        """Sum a few scalars over all ranks in one collective; returns a new array."""
-        buf = np.array(values, dtype=np.float64)
-        self.all.allreduce(buf, phase)
-        return buf
-
     def broadcast(self, buf, root, phase):
         """Broadcast `buf` in place from world rank `root` to every rank."""
+        phase = Phase(phase)
         if self.world.size == 1:
             return
         if self.world.rank == root:

@@ -1,4 +1,4 @@
-"""Predictions of a `model_io.Model` on any layout and any number of ranks.
+"""Predictions of a `io.model_file.Model` on any layout and any number of ranks.
 
 The model is cut into the blocks of a layout chosen for the predicting job (not
 the one that trained it), the data partitioned as for training, and the
@@ -8,38 +8,41 @@ outputs so every rank returns them.
 
 import numpy as np
 
-from .activations import activation_code
-from .communication import Groups
-from .data import partition
-from .errors import InputError, agreed, everywhere
-from .layout import Layout
-from .network import Network
+from ..constants import BATCH_SIZE
+from ..errors import InputError, agreed, everywhere
+from ..io.data import partition
+from ..model.activations import Activation
+from ..model.network import Network
+from ..parallel.groups import Groups
+from ..parallel.layout import Layout
+from ..parallel.phases import Phase
 
 
 class Predictor:
-    """A model laid out over `world`. Collective to build and to use; call `close`.
+    """A model laid out over the ranks of `comm`. Collective to build and to use;
+    call `close`. It works on a duplicate of `comm`.
 
     Parameters
     ----------
-    world : mpi4py communicator
-    model : model_io.Model
+    comm : mpi4py communicator
+    model : io.model_file.Model
     partitions : sequence of int or None
         P_0..P_L for this job, or None for `Layout.default`.
     batch_size : int
         Instances per forward batch (bounds memory).
     """
 
-    def __init__(self, world, model, partitions=None, batch_size=4096):
-        with agreed(world):
+    def __init__(self, comm, model, partitions=None, batch_size=BATCH_SIZE):
+        with agreed(comm):
             if partitions is None:
-                self.layout = Layout.default(model.widths, world.size)
+                self.layout = Layout.default(model.widths, comm.size)
             else:
-                self.layout = Layout(model.widths, partitions, world.size)
-        self.world = world
+                self.layout = Layout(model.widths, partitions, comm.size)
+        self.world = world = comm.Dup()
         self.model = model
         self.batch_size = batch_size
         self.groups = Groups(world, self.layout)
-        self.network = Network(self.layout, self.groups, activation_code(model.activation))
+        self.network = Network(self.layout, self.groups, Activation.hidden(model.activation))
         self.theta = model.local_parameters(self.layout, world.rank)
         self.preprocessing = model.preprocessing(self.layout)
 
@@ -55,9 +58,9 @@ class Predictor:
         for start in range(0, data.n_instances, self.batch_size):
             rows = slice(start, min(start + self.batch_size, data.n_instances))
             n = rows.stop - rows.start
-            fwd = self.network.forward(self.theta, data.rows(rows), n, "evaluation")
+            fwd = self.network.forward(self.theta, data.rows(rows), n, Phase.EVALUATION)
             batch = fwd.output if fwd.output is not None else np.empty((n, outputs.shape[1]))
-            self.groups.broadcast(batch, leader, "evaluation")
+            self.groups.broadcast(batch, leader, Phase.EVALUATION)
             outputs[rows] = batch
         return outputs
 
@@ -67,3 +70,4 @@ class Predictor:
 
     def close(self):
         self.groups.free()
+        self.world.Free()

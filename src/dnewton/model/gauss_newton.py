@@ -1,4 +1,4 @@
-"""The subsampled Gauss-Newton operator of SPEC sections 2-3.
+"""The subsampled Gauss-Newton operator (docs/design.md, "The Gauss-Newton product").
 
 ``G_S v = v / (C l) + (1/|S|) sum_{i in S} J_i^T B_i J_i v``, applied blockwise:
 each block p computes J_{i,p} v_p for every i in S (`jacobian_vector_product`),
@@ -6,16 +6,17 @@ ONE allreduce of |S| n_L numbers over all ranks sums the blocks into J_i v, ever
 rank forms q_i = B_i J_i v, and each block accumulates its part of J^T q
 (`jacobian_transpose_product`). The CG solver sees only `apply`.
 
-The block-diagonal approximation (SPEC section 4) keeps only the diagonal blocks
-``G_pp v_p = v_p / (C l) + (1/|S|) sum_i J_{i,p}^T B_i J_{i,p} v_p``: the same two
-kernels on one block's own J_{i,p} v_p, with no communication at all
-(`block_apply`).
+The block-diagonal approximation (docs/design.md, "The paper's techniques")
+keeps only the diagonal blocks
+``G_pp v_p = v_p / (C l) + (1/|S|) sum_i J_{i,p}^T B_i J_{i,p} v_p``: the same
+two kernels on one block's own J_{i,p} v_p, with no communication at all
+(`block_operators`).
 """
 
 import numpy as np
 
-from . import _kernels as K
-from .network import block_views
+from .. import _kernels as K
+from ..parallel.phases import Phase
 
 
 class GaussNewtonOperator:
@@ -23,21 +24,21 @@ class GaussNewtonOperator:
 
     Parameters
     ----------
-    network : Network
-    fwd : network.Pass
+    network : model.network.Network
+    fwd : model.network.Pass
         Forward pass over the subset S (keeps z_a^{m-1} of every block).
     jacobian : dict
         (m, b) -> D_b^m, (|S|, n_L, |b|), from `Network.jacobian`.
     curvature : object
         The loss's B_i data for S (`loss.curvature`), the same on every rank.
-    loss : losses object
+    loss : model.losses object
     regularization : float
         1 / (C l).
     damping : float
         Levenberg-Marquardt lambda.
     """
 
-    def __init__(self, network, fwd, jacobian, curvature, loss, regularization, damping=0.0):
+    def __init__(self, network, fwd, jacobian, curvature, loss, regularization, damping):
         self.network = network
         self.loss = loss
         self.curvature = curvature
@@ -60,13 +61,14 @@ class GaussNewtonOperator:
         """Local sum over this rank's blocks of J_{i,p} v_p, (|S|, n_L), not reduced."""
         Jv = self._buf[:-1].reshape(self.n_subset, self.n_outputs)
         Jv[:] = 0.0
-        for (V, vb), Z, D, U in zip(self.network.split(v), self._Z, self._D, self._U):
+        for (V, vb), Z, D, U in zip(self.network.parameters.views(v), self._Z, self._D, self._U):
             K.jacobian_vector_product(Z, V, vb, D, U, Jv)
         return Jv
 
     def jacobian_transpose(self, Q, out, scale):
         """out += scale * sum_i J_i^T Q_i over this rank's blocks."""
-        for (out_W, out_b), Z, D, U in zip(self.network.split(out), self._Z, self._D, self._U):
+        views = self.network.parameters.views(out)
+        for (out_W, out_b), Z, D, U in zip(views, self._Z, self._D, self._U):
             K.jacobian_transpose_product(Z, D, Q, U, out_W, out_b, scale)
 
     def apply(self, v, out):
@@ -78,19 +80,28 @@ class GaussNewtonOperator:
         """
         Jv = self.jacobian_vector(v)
         self._buf[-1] = K.dot(v, v)
-        self.network.groups.all.allreduce(self._buf, "gauss_newton")
+        self.network.groups.all.allreduce(self._buf, Phase.GAUSS_NEWTON)
         Q = self.loss.apply_curvature(self.curvature, Jv)
         shift = self.regularization + self.damping
         np.multiply(v, shift, out=out)
         self.jacobian_transpose(Q, out, 1.0 / self.n_subset)
         return float(np.einsum("ij,ij->", Jv, Q)) / self.n_subset + shift * self._buf[-1]
 
-    def block_apply(self, i):
-        """The operator of block i's diagonal block, as ``apply(v_i, out_i) -> v_i'A v_i``.
+    def block_operators(self):
+        """The diagonal blocks G_pp + damping I, one per block of this rank.
 
-        `v_i` and `out_i` hold block i's parameters only (W then bias). Local: no MPI.
+        A list of ``(index, where, apply)``: `index` is the block's place in the
+        whole layout, `where` its slice of this rank's parameter vector and
+        ``apply(v_p, out_p) -> v_p'A v_p`` its operator on that part alone. Local:
+        no communication.
         """
+        layout = self.network.parameters
+        return [(blk.index, layout.block_slice(i), self._block_apply(i))
+                for i, blk in enumerate(layout.blocks)]
+
+    def _block_apply(self, i):
         blk = self.network.blocks[i]
+        block_views = self.network.parameters.block_views
         Z, D, U = self._Z[i], self._D[i], self._U[i]
 
         def apply(v, out):

@@ -17,20 +17,23 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .data import RawData
-from .errors import InputError, everywhere
-from .losses import make_loss
-from .model_io import Model, broadcast_arrays, gather_model
+from ..constants import BATCH_SIZE
+from ..errors import InputError, everywhere
+from ..io.data import RawData
+from ..io.model_file import Model
+from ..model.losses import make_loss
+from ..solvers.newton import NewtonOptions
+from ..solvers.records import RunStatus
 from .monitor import Monitor
-from .newton import NewtonOptions
-from .predict import Predictor
-from .trainer import ModelConfig, Problem
+from .prediction import Predictor
+from .problem import ModelConfig
+from .training import train
 
 
 class NewtonClassifier(ClassifierMixin, BaseEstimator):
     """A fully connected network trained by subsampled Gauss-Newton (Newton-CG).
 
-    Parameters mirror ``dnewton train``'s options (SPEC sections 1-2):
+    Parameters mirror ``dnewton train``'s options (docs/design.md):
 
     Parameters
     ----------
@@ -82,7 +85,7 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, hidden=(300, 300), activation="relu", loss="squared", C=0.01,
                  max_iter=100, gn_ratio=0.05, gn_size=None, diagonal=False,
                  sync_fraction=1.0, cg_max=250, xi=0.1, damping=1.0, feature_scale=1.0,
-                 center=False, partitions=None, batch_size=4096, random_state=0,
+                 center=False, partitions=None, batch_size=BATCH_SIZE, random_state=0,
                  verbose=False):
         self.hidden = hidden
         self.activation = activation
@@ -111,7 +114,6 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         """Train on X (l, n) dense or sparse and labels y (l,); collective under MPI."""
         from mpi4py import MPI
-        from threadpoolctl import threadpool_limits
 
         X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64)
         check_classification_targets(y)
@@ -119,32 +121,25 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
         world = MPI.COMM_WORLD
         _check_same_data(world, X, index)
         options = NewtonOptions(
-            C=self.C, gn_ratio=self.gn_ratio, gn_size=self.gn_size, diagonal=self.diagonal,
+            gn_ratio=self.gn_ratio, gn_size=self.gn_size, diagonal=self.diagonal,
             sync_fraction=self.sync_fraction, iterations=self.max_iter, cg_max=self.cg_max,
             xi=self.xi, damping=self.damping, seed=self.random_state,
         )
-        options.check()
         config = ModelConfig(
-            hidden=_widths(self.hidden), activation=self.activation, loss=self.loss,
+            hidden=_widths(self.hidden), activation=self.activation, loss=self.loss, C=self.C,
             partitions=self.partitions, feature_scale=self.feature_scale,
             center=self.center, batch_size=self.batch_size,
         )
-        raw = RawData(X, index.astype(np.float64), "X")
-        monitor = Monitor(world.rank, quiet=not self.verbose, iterations=self.max_iter)
-        with threadpool_limits(limits=1 if world.size > 1 else None):
-            problem = Problem.build(world, raw, None, config, self.C)
-            try:
-                result = problem.fit(options, monitor)
-                model = gather_model(problem, result.theta)
-            finally:
-                monitor.close()
-                problem.close()
-        arrays = broadcast_arrays(world, model.arrays() if model is not None else None)
-        model = Model.from_arrays(arrays, "the fitted model")
+        result = train(RawData(X, index.astype(np.float64), "X"), None, config, options,
+                       comm=world, return_model=True,
+                       monitor=Monitor(world.rank, quiet=not self.verbose,
+                                       iterations=self.max_iter))
+        model = result.model
         self.coefs_, self.intercepts_, self.mean_ = model.weights, model.biases, model.mean
-        self.objective_, self.n_iter_, self.status_ = result.f, result.iterations, result.status
+        self.objective_, self.n_iter_ = result.f, result.iterations
+        self.status_ = result.status.value
         self.history_ = [record.as_dict() for record in result.history]
-        if result.status == "numerical_error":
+        if result.status == RunStatus.NUMERICAL_ERROR:
             warnings.warn(f"{result.message}; the last good iterate is kept",
                           ConvergenceWarning, stacklevel=2)
         return self

@@ -1,0 +1,155 @@
+"""A training problem assembled on every rank from raw data and settings.
+
+`Problem.build` is where the pieces meet: the layout, its communication groups,
+this rank's share of the data and of the network, and the objective. It works on
+a duplicate of the caller's communicator, so its collectives never mix with the
+caller's own.
+"""
+
+import math
+import os
+from dataclasses import dataclass
+
+from mpi4py import MPI
+
+from ..constants import BATCH_SIZE
+from ..errors import InputError, ParameterError, agreed, check_parameters
+from ..io.data import Classes, Preprocessing, partition
+from ..io.model_file import gather_model
+from ..model.activations import Activation
+from ..model.gauss_newton import stored_bytes
+from ..model.losses import make_loss
+from ..model.network import Network
+from ..model.objective import Objective
+from ..parallel.groups import Groups
+from ..parallel.layout import Layout
+
+
+@dataclass
+class ModelConfig:
+    """The network, its objective and how it is laid out over the ranks."""
+
+    hidden: tuple = (300, 300)  # () is a linear model: one weight layer
+    activation: str = "relu"
+    loss: str = "squared"
+    C: float = 0.01  # f = theta'theta / (2 C l) + mean loss
+    partitions: object = None  # P_0..P_L, or None for `Layout.default`
+    feature_scale: float = 1.0
+    center: bool = False
+    batch_size: int = BATCH_SIZE
+
+    RULES = (
+        ("hidden", lambda v: all(int(h) >= 1 for h in v),
+         "needs positive layer widths, e.g. 300,300"),
+        ("C", lambda v: v > 0 and math.isfinite(v), "must be a positive number"),
+        ("feature_scale", lambda v: v > 0, "must be positive"),
+        ("batch_size", lambda v: v >= 1, "must be >= 1"),
+    )
+
+    def check(self):
+        """Raise ParameterError naming the first nonsensical value."""
+        check_parameters(self, self.RULES)
+        Activation.hidden(self.activation)
+        make_loss(self.loss)
+
+
+class Problem:
+    """This rank's share of a training problem. Collective to build; call `close`."""
+
+    def __init__(self, world, layout, groups, network, objective, test, classes, prep,
+                 config):
+        self.world = world
+        self.layout = layout
+        self.groups = groups
+        self.network = network
+        self.objective = objective
+        self.test = test
+        self.classes = classes
+        self.preprocessing = prep
+        self.config = config
+
+    @classmethod
+    def build(cls, comm, train_raw, test_raw, config):
+        """Collective over `comm`; every rank passes the same raw data and settings."""
+        world, groups = comm.Dup(), None
+        try:
+            with agreed(world):
+                config.check()
+                classes = Classes.from_training(train_raw.y)
+                widths = [train_raw.n_features, *map(int, config.hidden), len(classes)]
+                if config.partitions is None:
+                    layout = Layout.default(widths, world.size)
+                else:
+                    layout = Layout(widths, config.partitions, world.size)
+                if test_raw is not None and test_raw.n_features > train_raw.n_features:
+                    raise InputError(
+                        f"{test_raw.source}: {test_raw.n_features} features, more than the "
+                        f"{train_raw.n_features} of the training set"
+                    )
+            groups = Groups(world, layout)
+            prep = Preprocessing(config.feature_scale, config.center)
+            with agreed(world):
+                train = partition(train_raw, layout, world.rank, classes, prep, fit=True)
+                test = None
+                if test_raw is not None:
+                    test = partition(test_raw, layout, world.rank, classes, prep)
+        except BaseException:
+            if groups is not None:
+                groups.free()
+            world.Free()
+            raise
+        network = Network(layout, groups, Activation.hidden(config.activation))
+        objective = Objective(network, train, make_loss(config.loss), config.C,
+                              config.batch_size)
+        return cls(world, layout, groups, network, objective, test, classes, prep, config)
+
+    def check_memory(self, n_subset, available):
+        """Collective: bytes per rank the Gauss-Newton data of |S| = n_subset needs.
+
+        Refuses (on every rank) when the ranks sharing a node would need more than
+        `available` bytes (None: unknown, no check). Returns the largest per-rank
+        figure.
+        """
+        need = stored_bytes(self.network, n_subset)
+        node = self.world.Split_type(MPI.COMM_TYPE_SHARED)
+        node_need = node.allreduce(need)
+        node.Free()
+        with agreed(self.world):
+            if available is not None and node_need > available:
+                raise ParameterError(
+                    f"the Gauss-Newton subset of {n_subset} instances needs about "
+                    f"{node_need / 2**20:.0f} MiB on this node ({need / 2**20:.1f} MiB on "
+                    f"this rank), more than the {available / 2**20:.0f} MiB available; use "
+                    "a smaller {gn_size}/{gn_ratio}, more ranks or more nodes"
+                )
+        return self.world.allreduce(need, op=MPI.MAX)
+
+    def gather_model(self, theta):
+        """Collective: the dense `io.model_file.Model` of `theta` on rank 0, None elsewhere."""
+        return gather_model(self.world, self.layout, theta, self.preprocessing,
+                            self.config.activation, self.config.loss, self.classes.labels)
+
+    def test_accuracy(self):
+        """The test-accuracy callback (collective), or None without a test set."""
+        if self.test is None:
+            return None
+        return lambda theta: self.objective.accuracy(theta, self.test)
+
+    def close(self):
+        self.groups.free()
+        self.world.Free()
+
+
+def available_memory():
+    """Bytes of memory available to this node's ranks, or None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None

@@ -1,0 +1,290 @@
+"""The one training run behind every front end.
+
+`train` takes raw data and settings and does everything a run needs, in this
+order: BLAS threads, checks, the layout and this rank's data, the memory check,
+resumption, the outputs, the solver loop, the model file. The command line and
+`NewtonClassifier` both call it; they differ only in how they gather settings
+and how they print.
+
+`SolverRun` is the loop itself: it advances a solver (`solvers.newton` or
+`solvers.sgd`) one iteration at a time and owns what the solvers do not: the
+clock, the bytes by phase, the monitoring (test accuracy, SGD's f), the progress
+output and the checkpoints.
+"""
+
+import json
+import time
+from dataclasses import asdict, dataclass
+
+from mpi4py import MPI
+
+from ..errors import ParameterError, agreed
+from ..fault_injection import Faults
+from ..io.checkpoint import Checkpoint, Checkpointer
+from ..io.model_file import Model, broadcast_arrays, check_writable, save_model
+from ..parallel.phases import Phase
+from ..parallel.space import GroupSpace
+from ..parallel.vote import CompletionVote
+from ..solvers.direction import BlockDiagonalCG, FullCG
+from ..solvers.newton import NewtonOptions, NewtonSolver
+from ..solvers.records import RunResult, RunStatus
+from ..solvers.sgd import SGDOptions, SGDSolver
+from .monitor import Monitor
+from .problem import ModelConfig, Problem, available_memory
+
+
+@dataclass
+class Outputs:
+    """What a run writes, and where it may resume from (all optional)."""
+
+    log: object = None  # JSON lines, one record per iteration (rank 0)
+    model: object = None  # the trained network, a model file
+    checkpoint: object = None  # a folder for checkpoints
+    checkpoint_every: int = 10  # iterations between checkpoints
+    resume: object = None  # a checkpoint folder to continue from
+    show_layout: bool = False  # print which blocks each rank owns
+
+
+@dataclass
+class TrainingResult(RunResult):
+    """How the run ended, and (with ``return_model``) the dense model on every rank."""
+
+    model: object = None
+
+
+def train(train_data, test_data=None, config=None, options=None, outputs=None, *,
+          comm=None, monitor=None, blas_threads=None, faults=None, return_model=False):
+    """Train a network; collective over `comm` (default: every rank of the job).
+
+    Parameters
+    ----------
+    train_data, test_data : io.data.RawData (test_data may be None)
+        The same on every rank; each rank keeps only its share.
+    config : ModelConfig
+    options : solvers.newton.NewtonOptions or solvers.sgd.SGDOptions
+    outputs : Outputs
+    comm : mpi4py communicator; the run works on a duplicate of it.
+    monitor : app.monitor.Monitor (default: silent)
+    blas_threads : int or None
+        BLAS threads per rank; None: 1 with several ranks, else the BLAS default.
+    faults : fault_injection.Faults (default: from the environment, for tests)
+    return_model : bool
+        Gather the trained network into ``result.model`` on every rank.
+
+    Returns
+    -------
+    TrainingResult
+        A run that ends with ``status == RunStatus.NUMERICAL_ERROR`` keeps the
+        last good iterate (and saves it when asked); it is not an exception.
+    """
+    from threadpoolctl import threadpool_limits
+
+    comm = MPI.COMM_WORLD if comm is None else comm
+    config = ModelConfig() if config is None else config
+    options = NewtonOptions() if options is None else options
+    outputs = Outputs() if outputs is None else outputs
+    monitor = Monitor(comm.rank, quiet=True) if monitor is None else monitor
+    faults = Faults.from_environment() if faults is None else faults
+    newton = isinstance(options, NewtonOptions)
+    with threadpool_limits(limits=blas_threads or (1 if comm.size > 1 else None)):
+        with agreed(comm):
+            options.check()
+            config.check()
+            if not newton and (outputs.checkpoint or outputs.resume):
+                flag = "checkpoint" if outputs.checkpoint else "resume"
+                raise ParameterError(f"{{{flag}}} applies to {{solver}} newton only, not to sgd")
+            if outputs.model and comm.rank == 0:
+                check_writable(outputs.model, "model")
+        checkpoint = Checkpoint.load(comm, outputs.resume) if outputs.resume else None
+        problem = Problem.build(comm, train_data, test_data, config)
+        try:
+            _describe(problem, options, train_data, monitor, outputs, faults)
+            checkpointer = None
+            if outputs.checkpoint:
+                before_commit, after_write = faults.checkpoint_hooks()
+                checkpointer = Checkpointer(
+                    problem.world, problem.gather_model, outputs.checkpoint,
+                    outputs.checkpoint_every, options.iterations, run_settings(problem, options),
+                    before_commit, after_write,
+                )
+            run = SolverRun(problem, make_solver(problem, options, faults), monitor,
+                            checkpointer)
+            if checkpoint is not None:
+                with agreed(problem.world):
+                    checkpoint.check(run_settings(problem, options))
+                run.resume(checkpoint.state(problem.layout, problem.world.rank),
+                           checkpoint.records())
+                checkpoint.check_f(run.solver.f)
+                monitor.message(f"dnewton: resuming {outputs.resume} after iteration "
+                                f"{checkpoint.iteration}")
+            # Only now, with every input checked, may an existing log be replaced.
+            with agreed(problem.world):
+                monitor.open_log(outputs.log, checkpoint.history if checkpoint else ())
+            if checkpoint is None:
+                run.start(problem.network.initial_parameters(options.seed))
+            result = run.finish()
+            unit = "iteration" if newton else "epoch"
+            monitor.message(f"dnewton: stopped after {result.iterations} {unit}(s): "
+                            f"{result.message}; f = {result.f:.6e}")
+            model = None
+            if outputs.model or return_model:
+                model = problem.gather_model(result.theta)
+            if outputs.model:
+                save_model(problem.world, model, outputs.model)
+                monitor.message(f"dnewton: model saved to {outputs.model}")
+            if return_model:
+                arrays = broadcast_arrays(problem.world, model.arrays() if model else None)
+                model = Model.from_arrays(arrays, "the trained model")
+        finally:
+            monitor.close()
+            problem.close()
+    return TrainingResult(**{field: getattr(result, field) for field in
+                             RunResult.__dataclass_fields__}, model=model)
+
+
+def _describe(problem, options, train_data, monitor, outputs, faults):
+    """The start-up lines; for Newton, the memory check of the Gauss-Newton data."""
+    config, layout = problem.config, problem.layout
+    monitor.message(
+        f"dnewton: {train_data.source}: {train_data.n_instances} instances, network "
+        f"{'-'.join(map(str, layout.widths))} ({config.activation}, {config.loss} loss), "
+        f"{len(layout.blocks)} blocks on {problem.world.size} rank(s)"
+    )
+    if outputs.show_layout:
+        monitor.message(layout.describe())
+    if isinstance(options, SGDOptions):
+        monitor.message(
+            f"dnewton: SGD, mini-batches of {options.mini_batch}, learning rate "
+            f"{options.learning_rate:g}, momentum {options.momentum:g}"
+        )
+        return
+    with agreed(problem.world):
+        n_subset = options.subset_size(problem.objective.n_instances)
+    available = faults.memory_limit if faults.memory_limit is not None else available_memory()
+    need = problem.check_memory(n_subset, available)
+    monitor.message(
+        f"dnewton: Gauss-Newton subset {n_subset} instances per iteration"
+        f"{' (block-diagonal)' if options.diagonal else ''}; its stored Jacobian "
+        f"takes up to {need / 2**20:.1f} MiB per rank (linear in the subset size)"
+    )
+
+
+def run_settings(problem, options):
+    """What a resumed run must share with the checkpointed one, as stored (JSON types).
+
+    Everything that changes the iterates beyond rounding: the optimizer's options
+    except the iteration count, the network, C, the preprocessing and the
+    training set's size and classes. The layout and the batch size may change.
+    """
+    config = problem.config
+    settings = {"C": config.C}
+    settings.update((key, value) for key, value in asdict(options).items()
+                    if key != "iterations")
+    settings.update(
+        widths=list(problem.layout.widths), activation=config.activation, loss=config.loss,
+        feature_scale=config.feature_scale, center=config.center,
+        n_instances=problem.objective.n_instances, classes=problem.classes.labels.tolist(),
+    )
+    return json.loads(json.dumps(settings))  # as a checkpoint stores it: tuples as lists
+
+
+def make_solver(problem, options, faults=None):
+    """The solver `options` asks for, wired to `problem`'s objective and groups."""
+    groups, objective = problem.groups, problem.objective
+    space = GroupSpace(groups.all, Phase.OTHER)
+    if isinstance(options, SGDOptions):
+        return SGDSolver(objective, space, options)
+    if options.diagonal:
+        n_blocks = len(problem.layout.blocks)
+        wrap = None if faults is None else faults.block_decorator(problem.world.rank)
+        direction = BlockDiagonalCG(
+            space, n_blocks,
+            lambda: CompletionVote(problem.world, n_blocks, options.sync_fraction,
+                                   groups.counter),
+            options.xi, options.cg_max, wrap,
+        )
+    else:
+        direction = FullCG(GroupSpace(groups.all, Phase.GAUSS_NEWTON), options.xi,
+                           options.cg_max)
+    return NewtonSolver(objective, space, direction, options)
+
+
+class SolverRun:
+    """Drives a solver to its end: the clock, the bytes, monitoring and outputs.
+
+    Collective over the problem's ranks. Each iteration's record gets its
+    training seconds (monitoring excluded), its bytes by phase (monitoring's all
+    counted as ``evaluation``) and its test accuracy; then the monitor sees it and
+    the checkpointer may save the solver's state.
+
+    Parameters
+    ----------
+    problem : app.problem.Problem
+    solver : solvers.newton.NewtonSolver or solvers.sgd.SGDSolver
+    monitor : callable (IterationRecord), optional
+    checkpoint : callable (state, history), optional
+    """
+
+    def __init__(self, problem, solver, monitor=None, checkpoint=None):
+        self.problem = problem
+        self.solver = solver
+        self.monitor = monitor
+        self.checkpoint = checkpoint
+        self.evaluate = problem.test_accuracy()
+        self.counter = problem.groups.counter
+        self.history = []
+        self.clock = 0.0
+
+    def start(self, theta):
+        """Start the solver at `theta` and report iteration 0."""
+        self._advance(lambda: self.solver.start(theta))
+
+    def resume(self, state, history):
+        """Continue from a solver state whose run logged `history` (records)."""
+        self.solver.resume(state)
+        self.history = list(history)
+        self.clock = self.history[-1].time  # the run's clock goes on from the checkpoint
+        # These bytes belong to no iteration: the uninterrupted run evaluated f and g
+        # here in the iteration the checkpoint ends with, and counted them there.
+        self.counter.collect(self.problem.world)
+
+    def finish(self):
+        """Run the remaining iterations; returns the `RunResult`."""
+        solver = self.solver
+        while not solver.done:
+            self._advance(solver.step)
+        return RunResult(solver.theta, solver.f, solver.gnorm, solver.iteration,
+                         solver.status, solver.message, self.history)
+
+    def _advance(self, action):
+        world = self.problem.world
+        began = time.perf_counter()
+        record = action()
+        seconds = time.perf_counter() - began
+        trained = self.counter.collect(world)
+        # Monitoring: neither its time nor its bytes count as training.
+        if record is not None:
+            record = self.solver.measure(record)
+        if record is not None and self.evaluate is not None:
+            record.test_accuracy = float(self.evaluate(self.solver.theta))
+        monitoring = self.counter.collect(world)
+        if record is None:
+            return
+        trained[Phase.EVALUATION.value] += sum(monitoring.values())
+        self.clock += seconds
+        record.bytes, record.time, record.iteration_time = trained, self.clock, seconds
+        self.history.append(record)
+        if self.monitor is not None:
+            self.monitor(record)
+        if (self.checkpoint is not None and record.iter > 0
+                and self.solver.status != RunStatus.LINE_SEARCH_FAILED):
+            self.checkpoint(self.solver.state(), self.history)
+
+
+def solve(problem, options, theta=None, monitor=None, faults=None):
+    """Run `options`' solver on a built `Problem` from `theta` (default: the seeded
+    initialisation); returns the `RunResult`. For tests and scripts that assemble
+    the problem themselves."""
+    run = SolverRun(problem, make_solver(problem, options, faults), monitor)
+    run.start(problem.network.initial_parameters(options.seed) if theta is None else theta)
+    return run.finish()

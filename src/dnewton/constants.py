@@ -1,0 +1,44 @@
+"""Numbers the whole package shares, named once.
+
+The random streams: every random choice of a run comes from one of a few
+independent streams derived from the user's seed, each keyed by a `Stream`
+member (and, for the initial weights, by layer and row). Every rank derives the
+same stream for the same key, so nothing random is ever sent between ranks, and
+a new stream must take a new key, never reuse one.
+"""
+
+from enum import Enum, IntEnum
+
+import numpy as np
+
+# Instances per forward/backward batch: bounds the memory of a pass over the
+# data (activations are batch x width) without making the GEMMs thin.
+BATCH_SIZE = 4096
+
+# A resumed run recomputes f at the checkpoint's parameters; another layout or
+# batch size changes it by rounding only, other data changes it for real.
+RESUME_F_RTOL = 1e-8
+
+# ceil(q * blocks) with q * blocks within this of a whole number taken as that
+# number, so q = 0.7 of 10 blocks is 7 blocks, not 8 through rounding.
+FRACTION_SLACK = 1e-9
+
+
+class Name(str, Enum):
+    """A string enum that prints as its value (the standard StrEnum needs Python 3.11)."""
+
+    def __str__(self):
+        return self.value
+
+
+class Stream(IntEnum):
+    """Keys of the independent random streams drawn from the user's seed."""
+
+    INITIAL_WEIGHTS = 1  # one stream per (layer, row) of W, so any layout draws alike
+    GAUSS_NEWTON_SUBSETS = 2  # the subset S of every Newton iteration
+    SGD_MINIBATCHES = 3  # the mini-batch order of every SGD epoch
+
+
+def random_stream(seed, stream, *keys):
+    """The generator of `stream` (a `Stream`) for `seed`, refined by integer `keys`."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(stream), *keys)))

@@ -1,0 +1,177 @@
+"""Checkpoints: the whole optimizer state, written atomically, to resume a run exactly.
+
+``DIR/checkpoint.npz`` is a model file (`model_file`, so ``dnewton predict`` reads
+it) with the state of `solvers.newton.NewtonState` added: ``iteration`` k,
+``damping`` (lambda for iteration k+1), ``subsets`` (the subset generator's
+``bit_generator.state``), ``history`` (the log records of iterations 0..k) and
+``settings`` (what a resumed run may not change), the last three as JSON text.
+The weights are dense, so a run may resume on another number of ranks with
+another layout.
+
+Writing: rank 0 writes ``checkpoint.npz.tmp``, fsyncs it and renames it over the
+previous checkpoint, so a kill at any moment leaves the previous checkpoint or the
+new one, whole; a leftover ``.tmp`` is never read and the next write replaces it.
+
+Resuming: parameters, lambda, the generator and the history are restored, and f
+and g at the iterate recomputed (f must match the record: `Checkpoint.check_f`),
+so the iterations that follow are those of the uninterrupted run -- bit for bit on
+the same layout, up to rounding on another. The log is rewritten from the stored
+records and the new ones appended, so it equals the uninterrupted run's log (apart
+from timings) even when the killed run had logged iterations past its last
+checkpoint.
+"""
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..constants import RESUME_F_RTOL
+from ..errors import InputError, ParameterError, agreed, everywhere
+from ..solvers.newton import NewtonState
+from ..solvers.records import IterationRecord
+from .model_file import Model, commit, read_arrays_everywhere, write_temporary
+
+NAME = "checkpoint.npz"
+
+_STATE_KEYS = ("iteration", "damping", "subsets", "history", "settings")
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint as read back (the same on every rank)."""
+
+    model: Model
+    iteration: int
+    damping: float
+    subsets: dict
+    history: list  # log records (dicts) of iterations 0..iteration
+    settings: dict
+
+    @classmethod
+    def load(cls, world, directory):
+        """Collective: the checkpoint in `directory`, read by rank 0, on every rank."""
+        path = Path(directory) / NAME
+        arrays = read_arrays_everywhere(world, path, "checkpoint")
+        with agreed(world):
+            missing = [key for key in _STATE_KEYS if key not in arrays]
+            if missing:
+                raise InputError(f"{path}: a model file, not a checkpoint (no {missing[0]})")
+            model = Model.from_arrays(arrays, path)
+            try:
+                state = {key: json.loads(str(arrays[key])) for key in
+                         ("subsets", "history", "settings")}
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}: damaged optimizer state ({exc})") from None
+        return cls(model, int(arrays["iteration"]), float(arrays["damping"]), **state)
+
+    def check(self, settings):
+        """Raise InputError naming the first setting this run changes."""
+        for key, value in self.settings.items():
+            if settings.get(key) != value:
+                raise ParameterError(
+                    f"{{resume}}: the checkpoint was made with {key} = {value}, this run has "
+                    f"{settings.get(key)}; resume with the same settings (only "
+                    "{iterations}, {partitions}, {batch_size} and the outputs may change)"
+                )
+
+    def check_f(self, f):
+        """Refuse (on every rank: `f` is reduced) a resumption whose recomputed f differs.
+
+        Another layout or batch size changes f only by rounding; another data set
+        or preprocessing changes it for real.
+        """
+        last = self.history[-1]
+        if not math.isclose(f, last["f"], rel_tol=RESUME_F_RTOL, abs_tol=0.0):
+            raise everywhere(ParameterError(
+                f"{{resume}}: the checkpoint has f = {last['f']:.12e} at iteration "
+                f"{last['iter']}, but its parameters give f = {f:.12e} on this training "
+                "set: is it the same data?"
+            ))
+
+    def state(self, layout, rank):
+        """The `NewtonState` to resume from, cut into `layout`'s blocks for `rank`."""
+        return NewtonState(self.iteration, self.model.local_parameters(layout, rank),
+                           self.damping, self.subsets)
+
+    def records(self):
+        """The log records of iterations 0..iteration, as `IterationRecord`."""
+        return [IterationRecord.from_dict(record) for record in self.history]
+
+
+class Checkpointer:
+    """The training run's checkpoint writer: every `every` iterations and at the last.
+
+    Collective to build (rank 0 creates `directory`) and to call.
+
+    Parameters
+    ----------
+    world : mpi4py communicator
+    gather : callable (theta) -> Model or None
+        Collective: the dense model on rank 0 (None elsewhere).
+    directory : str or Path
+    every : int
+    last : int
+        The planned last iteration (always checkpointed).
+    settings : dict
+        What a resumed run may not change (JSON types).
+    before_commit, after_write : callable (iteration) or None
+        Called on rank 0 between writing the temporary file and renaming it, and
+        after the rename (tests play crashes there; see `dnewton.fault_injection`).
+    """
+
+    def __init__(self, world, gather, directory, every, last, settings, before_commit=None,
+                 after_write=None):
+        self.world = world
+        self.gather = gather
+        self.path = Path(directory) / NAME
+        self.every = every
+        self.last = last
+        self.settings = settings
+        self.before_commit = before_commit
+        self.after_write = after_write
+        with agreed(world):
+            if every < 1:
+                raise ParameterError("{checkpoint_every} must be >= 1")
+            if world.rank == 0:
+                try:
+                    Path(directory).mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise ParameterError(
+                        f"{{checkpoint}} {directory}: cannot create it ({exc.strerror})"
+                    ) from None
+                if not os.access(directory, os.W_OK | os.X_OK):
+                    raise ParameterError(f"{{checkpoint}} {directory}: cannot write in it")
+
+    def __call__(self, state, history):
+        """Checkpoint `state` (a `NewtonState`) with the log records `history` if due."""
+        if state.iteration % self.every and state.iteration != self.last:
+            return
+        model = self.gather(state.theta)
+        with agreed(self.world):
+            if self.world.rank == 0:
+                self._write(model, state, history)
+
+    def _write(self, model, state, history):
+        arrays = model.arrays()
+        arrays.update(
+            iteration=np.array(state.iteration),
+            damping=np.array(state.damping),
+            subsets=np.array(json.dumps(state.subsets)),
+            history=np.array(json.dumps([record.as_dict() for record in history])),
+            settings=np.array(json.dumps(self.settings)),
+        )
+        try:
+            temporary = write_temporary(self.path, arrays)
+            if self.before_commit is not None:
+                self.before_commit(state.iteration)
+            commit(temporary, self.path)
+        except OSError as exc:
+            raise InputError(
+                f"{self.path}: cannot write the checkpoint ({exc.strerror or exc})"
+            ) from None
+        if self.after_write is not None:
+            self.after_write(state.iteration)

@@ -1,0 +1,3 @@
+"""Optimizers that see no MPI: conjugate gradient, the Newton direction, the
+line search, the Newton loop and SGD. They reduce only through an inner-product
+space (`dnewton.parallel.space`) handed to them."""

@@ -1,0 +1,225 @@
+"""Subsampled Gauss-Newton with Levenberg-Marquardt damping and a line search
+(docs/design.md, "One Newton iteration").
+
+`NewtonSolver` runs one iteration per `step`; the caller owns the loop, the
+clock, the bytes, the progress output and the checkpoints. The solver sees the
+problem only through callables: the objective (f, its gradient, the
+Gauss-Newton operator), an inner-product space for its scalars, and a direction
+solver (`direction.FullCG` or `direction.BlockDiagonalCG`). Every decision is
+taken from values the space has summed, so on many ranks all of them decide
+alike, and the same code runs with a NumPy-only space in one process.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..constants import Stream, random_stream
+from ..errors import NumericalError, ParameterError, check_parameters, everywhere
+from .line_search import LineSearchReason, line_search
+from .records import IterationRecord, RunStatus
+
+# Levenberg-Marquardt: the ratio rho of actual to predicted reduction says how far
+# the quadratic model can be trusted.
+RHO_POOR = 0.25  # below: the model over-promised; damp more (lambda *= boost)
+RHO_GOOD = 0.75  # at or above: the model is trustworthy; damp less (lambda *= drop)
+
+
+@dataclass
+class NewtonOptions:
+    """Hyperparameters; the defaults are the reference's (docs/design.md)."""
+
+    gn_ratio: float = 0.05  # |S| = ceil(gn_ratio * l)
+    gn_size: object = None  # |S| as a number of instances, instead of gn_ratio
+    diagonal: bool = False  # block-diagonal Gauss-Newton
+    sync_fraction: float = 1.0  # with diagonal: stop CG once this fraction of blocks is done
+    iterations: int = 100
+    cg_max: int = 250
+    xi: float = 0.1  # CG stops when ||r|| <= xi ||g||
+    damping: float = 1.0  # lambda_0
+    eta: float = 1e-4  # sufficient-decrease constant
+    max_halvings: int = 20  # line search gives up after alpha = 2^-max_halvings
+    boost: float = 1.5  # lambda *= boost when rho < RHO_POOR
+    drop: float = 2.0 / 3.0  # lambda *= drop when rho >= RHO_GOOD
+    seed: int = 0
+
+    RULES = (
+        ("gn_ratio", lambda v: 0 < v <= 1, "must be in (0, 1]"),
+        ("gn_size", lambda v: v is None or v >= 1, "must be >= 1"),
+        ("sync_fraction", lambda v: 0 < v <= 1, "must be in (0, 1]"),
+        (None, lambda o: o.sync_fraction == 1 or o.diagonal, "{sync_fraction} needs {diagonal}"),
+        ("iterations", lambda v: v >= 0, "must be >= 0"),
+        ("cg_max", lambda v: v >= 1, "must be >= 1"),
+        ("xi", lambda v: 0 < v < 1, "must be in (0, 1)"),
+        ("damping", lambda v: v >= 0 and math.isfinite(v), "must be >= 0"),
+        ("eta", lambda v: 0 < v < 1, "must be in (0, 1)"),
+        ("max_halvings", lambda v: v >= 0, "must be >= 0"),
+        ("boost", lambda v: v >= 1, "must be >= 1"),
+        ("drop", lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    )
+
+    def check(self):
+        """Raise ParameterError naming the first nonsensical value."""
+        check_parameters(self, self.RULES)
+
+    def subset_size(self, n_instances):
+        """|S|: `gn_size` if given (at most l), else ceil(gn_ratio l), at least 1."""
+        if self.gn_size is not None:
+            if self.gn_size > n_instances:
+                raise ParameterError(
+                    f"{{gn_size}} {self.gn_size} exceeds the {n_instances} training instances"
+                )
+            return int(self.gn_size)
+        return max(1, math.ceil(self.gn_ratio * n_instances))
+
+
+@dataclass
+class NewtonState:
+    """Where a run stands after iteration `iteration`: enough to continue it exactly.
+
+    f and g are recomputed from `theta` on resumption, so a state holds neither.
+    """
+
+    iteration: int
+    theta: np.ndarray  # this rank's parameters
+    damping: float  # lambda for the next iteration
+    subsets: dict  # ``bit_generator.state`` of the subset generator
+
+
+_STOP_MESSAGES = {
+    RunStatus.ITERATION_LIMIT: "reached the iteration limit",
+    LineSearchReason.NOT_DESCENT: "the CG direction is not a descent direction (g'd >= 0)",
+    LineSearchReason.TOO_MANY_HALVINGS:
+        "the line search found no sufficient decrease after {n} halvings",
+}
+
+
+class NewtonSolver:
+    """Minimise an objective by subsampled Gauss-Newton, one iteration per `step`.
+
+    Parameters
+    ----------
+    objective : model.objective.Objective (or anything with ``n_instances``,
+        ``value(theta)``, ``value_and_gradient(theta)`` and
+        ``gauss_newton(theta, subset, damping)``)
+    space : parallel.space space
+        Where the parameter vector lives; sums g'd, d'd, d'Ad and ||g||.
+    direction : callable (operator, g, gnorm) -> direction.Direction
+    options : NewtonOptions
+
+    After `start` (or `resume`), call `step` until `done`; `status` and
+    `message` then say why the run stopped.
+    """
+
+    def __init__(self, objective, space, direction, options):
+        try:
+            options.check()
+            self.n_subset = options.subset_size(objective.n_instances)
+        except ParameterError as exc:  # the same options on every rank: raised everywhere
+            raise everywhere(exc) from None
+        self.objective = objective
+        self.space = space
+        self.direction = direction
+        self.options = options
+        self.subsets = random_stream(options.seed, Stream.GAUSS_NEWTON_SUBSETS)
+        self.status = None
+        self.message = None
+
+    # -- the run --------------------------------------------------------------------
+
+    def start(self, theta):
+        """Evaluate the starting point; returns the record of iteration 0."""
+        self.iteration, self.damping = 0, self.options.damping
+        self._evaluate_start(theta.copy())
+        return IterationRecord(0, self.f, self.gnorm)
+
+    def resume(self, state):
+        """Continue from a `NewtonState`: what follows is what the uninterrupted run did."""
+        self.iteration, self.damping = state.iteration, state.damping
+        self.subsets.bit_generator.state = state.subsets
+        self._evaluate_start(state.theta.copy())
+
+    @property
+    def done(self):
+        return self.status is not None
+
+    def step(self):
+        """One Newton iteration; returns its record, or None if it failed before a step."""
+        k, options = self.iteration + 1, self.options
+        self.iteration = k
+        operator = self.objective.gauss_newton(self.theta, self._draw_subset(), self.damping)
+        step = self.direction(operator, self.g, self.gnorm)
+        if step.cg_reason.failed:
+            return self._stop(RunStatus.NUMERICAL_ERROR, f"iteration {k}: {step.failure}")
+        d = step.d
+        gd, dd, dAd = self.space.dots([(self.g, d), (d, d), (d, step.Ad)])
+        search = line_search(self.objective.value, self.theta, d, self.f, gd, options.eta,
+                             options.max_halvings)
+        record = IterationRecord(
+            k, self.f, self.gnorm, step.cg_iters, step.cg_reason, step.cg_iters_per_block,
+            step.sync_stopped_blocks, search.alpha, search.trials, search.reason, self.damping,
+        )
+        if search.alpha == 0.0:
+            message = _STOP_MESSAGES[search.reason].format(n=options.max_halvings)
+            self._stop(RunStatus.LINE_SEARCH_FAILED, message)
+            return record
+        rho = self._reduction_ratio(search, gd, dd, dAd)
+        self.damping = self._next_damping(rho)
+        theta = self.theta + search.alpha * d
+        f, g = self.objective.value_and_gradient(theta)
+        gnorm = self.space.norm(g)
+        if not (np.isfinite(f) and np.isfinite(gnorm)):
+            # Keep the last good iterate: the caller can still save it.
+            return self._stop(RunStatus.NUMERICAL_ERROR,
+                              f"iteration {k}: f = {f}, ||g|| = {gnorm} after the step")
+        self.theta, self.f, self.g, self.gnorm = theta, f, g, gnorm
+        record.f, record.gnorm, record.rho = f, gnorm, float(rho)
+        if k >= options.iterations:
+            self._stop(RunStatus.ITERATION_LIMIT, _STOP_MESSAGES[RunStatus.ITERATION_LIMIT])
+        return record
+
+    def measure(self, record):
+        """Nothing to measure: Newton's f and ||g|| are part of the method."""
+        return record
+
+    def state(self):
+        """The `NewtonState` after the last completed iteration."""
+        return NewtonState(self.iteration, self.theta, self.damping,
+                           self.subsets.bit_generator.state)
+
+    # -- the named steps ------------------------------------------------------------
+
+    def _evaluate_start(self, theta):
+        self.theta = theta
+        self.f, self.g = self.objective.value_and_gradient(theta)
+        self.gnorm = self.space.norm(self.g)
+        if not (np.isfinite(self.f) and np.isfinite(self.gnorm)):
+            raise everywhere(NumericalError.naming(
+                f"the starting point has f = {self.f}, ||g|| = {self.gnorm}: are the "
+                "features scaled ({feature_scale}, {center})?"
+            ))
+        if self.iteration >= self.options.iterations:
+            self._stop(RunStatus.ITERATION_LIMIT, _STOP_MESSAGES[RunStatus.ITERATION_LIMIT])
+
+    def _draw_subset(self):
+        """This iteration's Gauss-Newton subset S, the same on every rank."""
+        return np.sort(self.subsets.choice(self.objective.n_instances, self.n_subset,
+                                           replace=False))
+
+    def _reduction_ratio(self, search, gd, dd, dAd):
+        """rho = actual / predicted reduction, predicted with G_S (no damping term)."""
+        dGd = dAd - self.damping * dd
+        predicted = search.alpha * gd + 0.5 * search.alpha**2 * dGd
+        return (search.f - self.f) / predicted
+
+    def _next_damping(self, rho):
+        """Levenberg-Marquardt: trust the model more or less after this step."""
+        if rho < RHO_POOR:
+            return self.damping * self.options.boost
+        if rho >= RHO_GOOD:
+            return self.damping * self.options.drop
+        return self.damping
+
+    def _stop(self, status, message):
+        self.status, self.message = status, message

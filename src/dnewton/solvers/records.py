@@ -1,0 +1,71 @@
+"""What the solvers report: one record per iteration, and how a run ended.
+
+The records are the run log (docs/design.md, "What a run reports"): every
+solver fills the fields it knows; the caller adds the clock, the bytes and the
+test accuracy. Iteration 0 is the starting point.
+"""
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from ..constants import Name
+
+
+class RunStatus(Name):
+    """Why a run stopped."""
+
+    ITERATION_LIMIT = "iteration_limit"  # the planned iterations (or epochs) are done
+    LINE_SEARCH_FAILED = "line_search_failed"  # no step decreases f: converged as far as it can
+    NUMERICAL_ERROR = "numerical_error"  # a non-finite value; the last good iterate is kept
+
+
+@dataclass
+class IterationRecord:
+    """One line of the run log; iteration 0 is the starting point."""
+
+    iter: int
+    f: float  # objective at the iterate reached
+    gnorm: float  # ||g|| there
+    cg_iters: object = None
+    cg_reason: object = None
+    cg_iters_per_block: object = None  # [min, median, max] over all blocks
+    sync_stopped_blocks: object = None  # blocks whose CG the synchronization cut off
+    alpha: object = None
+    line_search_trials: object = None
+    line_search_reason: object = None
+    lambda_: object = None  # damping used in this iteration's CG
+    rho: object = None  # actual / predicted reduction
+    time: float = 0.0  # training seconds since the start (monitoring excluded)
+    iteration_time: float = 0.0  # training seconds of this iteration
+    test_accuracy: object = None
+    bytes: dict = field(default_factory=dict)
+
+    def as_dict(self):
+        record = asdict(self)
+        record["lambda"] = record.pop("lambda_")
+        for key in ("cg_reason", "line_search_reason"):  # plain strings in the log
+            if isinstance(record[key], Enum):
+                record[key] = record[key].value
+        return record
+
+    @classmethod
+    def from_dict(cls, record):
+        """The inverse of `as_dict` (for a history read back from a checkpoint)."""
+        record = dict(record)
+        record["lambda_"] = record.pop("lambda")
+        return cls(**record)
+
+
+@dataclass
+class RunResult:
+    """Final parameters (this rank's part) and how the run ended."""
+
+    theta: np.ndarray
+    f: float
+    gnorm: float
+    iterations: int  # iterations (epochs) run, the last one included even if it failed
+    status: RunStatus
+    message: str
+    history: list  # IterationRecord of every reported iteration, 0 first

@@ -1,0 +1,196 @@
+"""Helpers shared by the tests; fixtures and pytest hooks live in conftest.py.
+
+Two kinds of test use them:
+
+* in-process tests, which run on one process and, unchanged, under
+  ``mpiexec -n 3 python -m pytest`` (see conftest.py): every rank builds the same
+  problem and reaches every collective, and comparisons go through *global*
+  parameter vectors (the dense W^1, b^1, W^2, ... flattened), which do not
+  depend on the layout;
+* tests of whole runs, which start ``mpiexec`` in a subprocess with a timeout
+  (`run_dnewton`), so that a hang fails one test instead of blocking the suite.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from dnewton.app.problem import ModelConfig, Problem
+from dnewton.io.data import RawData
+from dnewton.io.model_file import gather_parameters
+
+WORLD = MPI.COMM_WORLD
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# -- whole runs under mpiexec ----------------------------------------------------------
+
+
+def mpiexec_path():
+    beside = Path(sys.executable).parent / "mpiexec"
+    return str(beside) if beside.exists() else shutil.which("mpiexec")
+
+
+def run_environment(timeout, **extra):
+    """The environment of a run started by a test: one BLAS thread, a hang guard."""
+    env = dict(os.environ)
+    env.update(
+        MPIEXEC_TIMEOUT=str(timeout), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+        MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra,
+    )
+    return env
+
+
+def run_dnewton(n_ranks, args, timeout=120, check=True, env=None):
+    """Run ``mpiexec -n n_ranks python -m dnewton ARGS``; returns CompletedProcess.
+
+    `env` adds variables (the fault injections of `dnewton.fault_injection`).
+    """
+    if WORLD.size > 1:
+        pytest.skip("starts mpiexec itself: runs in the one-process suite only")
+    mpiexec = mpiexec_path()
+    if mpiexec is None:
+        pytest.skip("no mpiexec found (pip install mpich, or load your MPI)")
+    cmd = [mpiexec, "-n", str(n_ranks), sys.executable, "-m", "dnewton", *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30,
+                          env=run_environment(timeout, **(env or {})))
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout}"
+            f"\n--- stderr\n{proc.stderr}"
+        )
+    return proc
+
+
+def read_log(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def without_timings(records):
+    return [{k: v for k, v in r.items() if k not in ("time", "iteration_time")}
+            for r in records]
+
+
+def width(layout, m, g):
+    group = layout.group(m, g)
+    return group.stop - group.start
+
+
+def forward_bytes(layout, n):
+    """Bytes of one forward pass over n instances: the F(m, b) sums and the output's."""
+    L, n_out = layout.n_layers, layout.widths[-1]
+    total = sum(
+        n * width(layout, m, b) * 8
+        for m in range(1, L)
+        for b in range(layout.partitions[m])
+        if len(layout.forward_group(m, b)) > 1
+    )
+    return total + (n * n_out * 8 if len(layout.output_group) > 1 else 0)
+
+
+def backward_bytes(layout, n, vectors):
+    """Bytes of one backward pass of `vectors` vectors per instance: the K(m, a) sums."""
+    return sum(
+        n * vectors * width(layout, m - 1, a) * 8
+        for m in range(2, layout.n_layers + 1)
+        for a in range(layout.partitions[m - 1])
+        if len(layout.backward_group(m, a)) > 1
+    )
+
+
+# -- in-process problems, on any number of ranks -----------------------------------------
+
+N_FEATURES, N_CLASSES, N_INSTANCES = 7, 3, 11
+# Default, one group per layer, and two uneven splits (at least 3 blocks each, so
+# they fit the 3-rank suite).
+LAYOUTS = [None, (1, 1, 1, 1), (2, 3, 2, 1), (3, 1, 2, 3)]
+
+
+def synthetic(n_instances=N_INSTANCES, n_features=N_FEATURES, n_classes=N_CLASSES, seed=42):
+    """A small dense data set, the same on every rank."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_instances, n_features))
+    y = np.arange(n_instances) % n_classes
+    return RawData(X, y.astype(np.float64), "synthetic")
+
+
+def make_problem(loss="squared", activation="tanh", partitions=None, C=0.7, batch_size=4,
+                 hidden=(5, 4), data=None):
+    """A 7-5-4-3 network on `synthetic` data, laid out over every rank of the job."""
+    config = ModelConfig(hidden=hidden, activation=activation, loss=loss, C=C,
+                         partitions=partitions, batch_size=batch_size)
+    return Problem.build(WORLD, data if data is not None else synthetic(), None, config)
+
+
+def dense(problem, theta):
+    """(weights, biases): the dense W^m, b^m of local parameters `theta`, on every rank."""
+    gathered = gather_parameters(problem.layout, problem.world, theta)
+    return problem.world.bcast(gathered, root=0)
+
+
+def flatten(weights, biases):
+    """The global parameter vector: W^1 (row-major), b^1, W^2, b^2, ..."""
+    return np.concatenate([part.ravel() for W, b in zip(weights, biases) for part in (W, b)])
+
+
+def unflatten(problem, vec):
+    """(weights, biases) from a global parameter vector."""
+    widths, weights, biases, offset = problem.layout.widths, [], [], 0
+    for m in range(1, len(widths)):
+        n = widths[m - 1] * widths[m]
+        weights.append(vec[offset : offset + n].reshape(widths[m - 1], widths[m]))
+        biases.append(vec[offset + n : offset + n + widths[m]])
+        offset += n + widths[m]
+    return weights, biases
+
+
+def global_vector(problem, theta):
+    """The global vector of local parameters `theta`, on every rank."""
+    return flatten(*dense(problem, theta))
+
+
+def local_vector(problem, vec):
+    """This rank's part of the global parameter vector `vec`."""
+    return problem.layout.parameters(problem.world.rank).scatter(*unflatten(problem, vec))
+
+
+def n_global(problem):
+    widths = problem.layout.widths
+    return sum(widths[m - 1] * widths[m] + widths[m] for m in range(1, len(widths)))
+
+
+def random_theta(problem, seed=1, scale=0.5):
+    """This rank's part of one random global vector: the same network on any layout."""
+    vec = np.random.default_rng(seed).standard_normal(n_global(problem)) * scale
+    return local_vector(problem, vec)
+
+
+def outputs(problem, theta, rows):
+    """z^L of the training instances `rows`, (n, n_L), on every rank (collective)."""
+    n = len(range(problem.objective.n_instances)[rows]) if isinstance(rows, slice) else len(rows)
+    fwd = problem.network.forward(theta, problem.objective.data.rows(rows), n)
+    out = fwd.output if fwd.output is not None else np.empty((n, problem.layout.widths[-1]))
+    problem.groups.broadcast(out, problem.layout.output_group[0], "evaluation")
+    return out
+
+
+def central_differences(func, x, eps=1e-6):
+    """d func / d x by central differences, shape func(x).shape + (x.size,)."""
+    columns = []
+    for k in range(x.size):
+        e = np.zeros_like(x)
+        e[k] = eps
+        columns.append((np.asarray(func(x + e)) - np.asarray(func(x - e))) / (2 * eps))
+    return np.stack(columns, axis=-1)
+
+
+def in_global(problem, func):
+    """`func` of local parameters, as a function of the global vector (collective)."""
+    return lambda vec: func(local_vector(problem, vec))
