@@ -90,6 +90,16 @@ def everywhere(error):
     return error
 
 
+@contextmanager
+def alike_everywhere():
+    """Run a check whose inputs are the same on every rank: a `DNewtonError` it raises
+    is raised on all of them alike, so it is marked agreed without communication."""
+    try:
+        yield
+    except DNewtonError as exc:
+        raise everywhere(exc) from None
+
+
 def agree(comm, error):
     """Collective: raise on every rank the first error any rank passes.
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 from mpi4py import MPI
 
-from ..errors import ParameterError, agreed
+from ..errors import ParameterError, agreed, alike_everywhere
 from ..fault_injection import Faults
 from ..io.checkpoint import Checkpoint, Checkpointer
 from ..io.model_file import Model, broadcast_arrays, check_writable, save_model
@@ -158,7 +158,7 @@ def _describe(problem, options, train_data, monitor, outputs, faults):
             f"{options.learning_rate:g}, momentum {options.momentum:g}"
         )
         return
-    with agreed(problem.world):
+    with alike_everywhere():  # the same options and data size on every rank
         n_subset = options.subset_size(problem.objective.n_instances)
     available = faults.memory_limit if faults.memory_limit is not None else available_memory()
     need = problem.check_memory(n_subset, available)

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..constants import Stream, random_stream
-from ..errors import NumericalError, ParameterError, check_parameters, everywhere
+from ..errors import (
+    NumericalError,
+    ParameterError,
+    alike_everywhere,
+    check_parameters,
+    everywhere,
+)
 from .line_search import LineSearchReason, line_search
 from .records import IterationRecord, RunStatus
 
@@ -113,11 +119,9 @@ class NewtonSolver:
     """
 
     def __init__(self, objective, space, direction, options):
-        try:
+        with alike_everywhere():  # the same options and data size on every rank
             options.check()
             self.n_subset = options.subset_size(objective.n_instances)
-        except ParameterError as exc:  # the same options on every rank: raised everywhere
-            raise everywhere(exc) from None
         self.objective = objective
         self.space = space
         self.direction = direction

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..constants import Stream, random_stream
-from ..errors import NumericalError, ParameterError, check_parameters, everywhere
+from ..errors import NumericalError, alike_everywhere, check_parameters, everywhere
 from .records import IterationRecord, RunStatus
 
 
@@ -78,10 +78,8 @@ class SGDSolver:
     """
 
     def __init__(self, objective, space, options):
-        try:
+        with alike_everywhere():  # the same options on every rank
             options.check()
-        except ParameterError as exc:  # the same options on every rank: raised everywhere
-            raise everywhere(exc) from None
         self.objective = objective
         self.space = space
         self.options = options
