@@ -73,9 +73,12 @@ def read_log(path):
         return [json.loads(line) for line in f]
 
 
+TIMINGS = ("time", "iteration_time", "seconds")
+
+
 def without_timings(records):
-    return [{k: v for k, v in r.items() if k not in ("time", "iteration_time")}
-            for r in records]
+    """Log records without the fields that measure time."""
+    return [{k: v for k, v in r.items() if k not in TIMINGS} for r in records]
 
 
 def width(layout, m, g):

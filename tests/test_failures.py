@@ -255,15 +255,12 @@ def test_same_command_twice_gives_identical_logs(tmp_path):
                         "--partitions", "2,1,2,1", "--log", log], TIMEOUT)
         logs.append(log.read_text())
 
-    def without_timings(text):
-        import json
+    import json
 
-        records = [json.loads(line) for line in text.splitlines()]
-        for rec in records:
-            del rec["time"], rec["iteration_time"]
-        return records
+    from helpers import without_timings
 
-    assert without_timings(logs[0]) == without_timings(logs[1])
+    records = [[json.loads(line) for line in log.splitlines()] for log in logs]
+    assert without_timings(records[0]) == without_timings(records[1])
     assert logs[0] != logs[1]  # the timings, which do differ
 
 

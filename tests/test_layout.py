@@ -63,7 +63,34 @@ def test_groups_are_owners_of_the_right_blocks():
 def test_default_layout_fits_rank_count(n_ranks):
     layout = Layout.default(WIDTHS, n_ranks)
     assert len(layout.blocks) >= n_ranks
-    assert layout.partitions[-1] == 1 or n_ranks > 100
+    assert sorted(set(layout.owner.tolist())) == list(range(n_ranks))
+
+
+@pytest.mark.parametrize("n_ranks", [2, 3, 4])
+def test_default_layout_keeps_every_rank_busy_in_the_big_layers(n_ranks):
+    # Never whole layers per rank, taking turns: in each layer that holds a tenth
+    # of the work or more, every rank has a share, and no share is above 4/3 of
+    # the mean.
+    layout = Layout.default(WIDTHS, n_ranks)
+    total = sum(a * b for a, b in zip(WIDTHS[:-1], WIDTHS[1:]))
+    for m in range(1, len(WIDTHS)):
+        if WIDTHS[m - 1] * WIDTHS[m] < total / 10:
+            continue
+        work = np.zeros(n_ranks)
+        for blk in layout.blocks:
+            if blk.layer == m:
+                work[layout.owner[blk.index]] += blk.shape[0] * blk.shape[1]
+        assert work.min() > 0 and work.max() <= 4 / 3 * work.mean(), (m, work)
+
+
+def test_aligned_assignment_puts_consecutive_groups_together():
+    # 1,2,1,1: column group b of layer 1 and row group b of layer 2 on rank b,
+    # so s^1 needs no reduction at all.
+    layout = Layout(WIDTHS, (1, 2, 1, 1), 2, "aligned")
+    owner = {(b.layer, b.row, b.col): int(layout.owner[b.index]) for b in layout.blocks}
+    assert owner[(1, 0, 0)] == owner[(2, 0, 0)] == 0
+    assert owner[(1, 0, 1)] == owner[(2, 1, 0)] == 1
+    assert layout.forward_group(1, 0) == (0,) and layout.forward_group(1, 1) == (1,)
 
 
 def test_default_layout_single_rank_is_unsplit():
@@ -113,9 +140,10 @@ def test_an_unknown_phase_fails_alike_on_one_rank_and_many():
     # A group of one rank does no communication, but still checks what it is told.
     from helpers import make_problem
 
-    from dnewton.parallel.groups import ByteCounter, Group
+    from dnewton.parallel.groups import Group
+    from dnewton.parallel.ledger import Ledger
 
-    alone = Group((0,), None, ByteCounter())
+    alone = Group((0,), None, Ledger())
     with pytest.raises(ValueError, match="nonsense"):
         alone.allreduce(np.zeros(2), "nonsense")
     problem = make_problem()

@@ -54,12 +54,14 @@ def test_layouts_give_the_single_rank_result(single_rank, tmp_path, loss, n_rank
 
 
 def expected_bytes(layout, n_instances, subset, trials, loss, world):
-    """Per-iteration bytes by phase from the group sizes (docs/design.md)."""
+    """Per-iteration bytes by phase from the group sizes (docs/design.md).
+
+    The accepted trial's forward pass serves the gradient and the next subset's
+    rows, so an iteration runs one forward pass per line-search trial, no more.
+    """
     n_out = layout.widths[-1]
     scalars = 16 if world > 1 else 0  # f's two sums in one allreduce
-    forward = forward_bytes(layout, subset) + (trials + 1) * (
-        forward_bytes(layout, n_instances) + scalars
-    )
+    forward = trials * (forward_bytes(layout, n_instances) + scalars)
     backward = backward_bytes(layout, n_instances, 1) + backward_bytes(layout, subset, n_out)
     if loss == "softmax" and world > 1:
         backward += subset * n_out * 8  # B's probabilities, broadcast once
@@ -75,7 +77,7 @@ def test_bytes_per_phase_match_the_formulas(tmp_path, loss, n_ranks, partitions)
     train, _ = read_dataset("digits")
     n_train = train.n_instances
     widths = (train.n_features, *HIDDEN, 10)
-    layout = Layout(widths, tuple(map(int, partitions.split(","))), n_ranks)
+    layout = Layout.build(widths, tuple(map(int, partitions.split(","))), n_ranks)
     subset = math.ceil(0.05 * n_train)
     for rec in read_log(log_path)[1:]:
         n_out = widths[-1]
@@ -89,3 +91,49 @@ def test_bytes_per_phase_match_the_formulas(tmp_path, loss, n_ranks, partitions)
         assert rec["bytes"]["forward"] == forward
         assert rec["bytes"]["backward"] == backward
         assert rec["bytes"]["other"] == 3 * 8 + 8  # g'd, d'd, d'Ad; then ||g||
+
+
+def expected_flops(widths, n_instances, subset, trials, cg_iters, block_columns):
+    """Per-iteration FLOPs by phase (docs/design.md, "What a run reports").
+
+    mac: multiply-adds per instance of the whole network; above: those of layers
+    2..L, whose backward products reach a layer below; block_columns: the sum of
+    |b| over all blocks (each block does its own small products with D).
+    """
+    pairs = list(zip(widths[:-1], widths[1:]))
+    mac = sum(a * b for a, b in pairs)
+    above = sum(a * b for a, b in pairs[1:])
+    n_out = widths[-1]
+    return {
+        "forward": trials * 2 * n_instances * mac,
+        "backward": 2 * n_instances * (mac + above) + 2 * subset * n_out * above,
+        "gauss_newton": cg_iters * 4 * subset * (mac + n_out * block_columns),
+    }
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n_ranks, partitions", [(1, "1,1,1,1"), (3, "3,1,1,2"),
+                                                 (4, "2,2,2,1")])
+def test_flops_per_phase_match_the_formulas(tmp_path, n_ranks, partitions):
+    log_path = tmp_path / "run.jsonl"
+    run_dnewton(n_ranks, [*COMMON, "--partitions", partitions, "--log", log_path])
+    train, _ = read_dataset("digits")
+    widths = (train.n_features, *HIDDEN, 10)
+    layout = Layout.build(widths, tuple(map(int, partitions.split(","))), n_ranks)
+    block_columns = sum(blk.shape[1] for blk in layout.blocks)
+    subset = math.ceil(0.05 * train.n_instances)
+    log = read_log(log_path)
+    start = expected_flops(widths, train.n_instances, 0, 1, 0, block_columns)
+    assert log[0]["flops"]["forward"] == start["forward"]
+    for rec in log[1:]:
+        want = expected_flops(widths, train.n_instances, subset, rec["line_search_trials"],
+                              rec["cg_iters"], block_columns)
+        for phase, flops in want.items():
+            assert rec["flops"][phase] == flops, phase
+        assert rec["flops"]["other"] == 0
+        assert set(rec["seconds"]) == set(rec["bytes"])
+        assert all(part >= 0 for phase in rec["seconds"].values() for part in phase.values())
+        if n_ranks == 1:  # the phases (training ones) account for the whole iteration
+            spent = sum(sum(parts.values()) for phase, parts in rec["seconds"].items()
+                        if phase != "evaluation")
+            assert spent == pytest.approx(rec["iteration_time"], rel=1e-9)

@@ -84,6 +84,14 @@ def test_line_search_halves_until_sufficient_decrease():
                                                           0.25, 3, 0.0)
 
 
+class Point:
+    def __init__(self, theta, f):
+        self.theta, self.f = theta, f
+
+    def __float__(self):
+        return self.f
+
+
 class Quadratic:
     """f(x) = x'Ax/2 - b'x, with its exact Hessian as the "Gauss-Newton" operator."""
 
@@ -94,13 +102,13 @@ class Quadratic:
         self.b = np.arange(1.0, n + 1)
         self.subsets = []
 
-    def value(self, x):
-        return float(x @ self.A @ x / 2 - self.b @ x)
+    def evaluate(self, x):
+        return Point(x, float(x @ self.A @ x / 2 - self.b @ x))
 
-    def value_and_gradient(self, x):
-        return self.value(x), self.A @ x - self.b
+    def gradient(self, point):
+        return self.A @ point.theta - self.b
 
-    def gauss_newton(self, x, subset, damping):
+    def gauss_newton(self, point, subset, damping):
         self.subsets.append(subset)
         A = self.A
 
@@ -208,8 +216,16 @@ def test_failed_direction_ends_the_run_with_a_numerical_error(problem):
 
 @pytest.mark.parametrize("problem", [("squared", "sigmoid")], indirect=True)
 def test_stalled_line_search_ends_the_run(problem, monkeypatch):
-    value = problem.objective.value
-    monkeypatch.setattr(problem.objective, "value", lambda th: value(th) + 1.0)
+    # Every point after the start looks worse than it is: no step can be accepted.
+    evaluate, calls = problem.objective.evaluate, []
+
+    def worse(theta):
+        point = evaluate(theta)
+        point.f += 1e3 if calls else 0.0
+        calls.append(theta)
+        return point
+
+    monkeypatch.setattr(problem.objective, "evaluate", worse)
     result = solve(problem, NewtonOptions(iterations=50, gn_ratio=0.5))
     assert result.status == RunStatus.LINE_SEARCH_FAILED
     assert "20 halvings" in result.message
@@ -233,17 +249,17 @@ def test_nonsensical_options_are_refused_by_parameter_name(field, value, message
 @pytest.mark.parametrize("problem", [("squared", "tanh")], indirect=True)
 def test_non_finite_gradient_stops_and_keeps_the_last_good_iterate(problem, monkeypatch):
     objective = problem.objective
-    real = objective.value_and_gradient
+    real = objective.gradient
     calls = []
 
-    def poisoned(theta):
-        calls.append(theta.copy())
-        f, g = real(theta)
+    def poisoned(point):
+        calls.append(point.theta.copy())
+        g = real(point)
         if len(calls) == 3:  # the gradient after iteration 2's step
             g = g * np.nan
-        return f, g
+        return g
 
-    monkeypatch.setattr(objective, "value_and_gradient", poisoned)
+    monkeypatch.setattr(objective, "gradient", poisoned)
     result = solve(problem, NewtonOptions(iterations=10, gn_ratio=0.5))
     assert result.status == RunStatus.NUMERICAL_ERROR and "iteration 2" in result.message
     assert len(result.history) == 2  # iterations 0 and 1: both good

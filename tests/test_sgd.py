@@ -101,8 +101,8 @@ def test_sgd_trajectory_and_bytes_do_not_depend_on_the_layout(
                                [rec["f"] for rec in sgd_single_rank], rtol=1e-9)
     assert log[-1]["f"] < 0.5 * log[0]["f"]
     train, _ = read_dataset("digits")
-    layout = Layout((train.n_features, 16, 12, 10), tuple(map(int, partitions.split(","))),
-                    n_ranks)
+    layout = Layout.build((train.n_features, 16, 12, 10),
+                          tuple(map(int, partitions.split(","))), n_ranks)
     # Each mini-batch runs one forward and one backward pass; the bytes are linear
     # in the batch size, so an epoch moves those of one pass over all l instances.
     for rec in log[1:]:

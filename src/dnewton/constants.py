@@ -15,6 +15,11 @@ import numpy as np
 # data (activations are batch x width) without making the GEMMs thin.
 BATCH_SIZE = 4096
 
+# The forward passes of the last points evaluated are kept for reuse (the
+# gradient, the Gauss-Newton rows) while, with the Gauss-Newton data, they take
+# at most this share of the memory a node has available.
+KEEP_MEMORY_SHARE = 0.5
+
 # A resumed run recomputes f at the checkpoint's parameters; another layout or
 # batch size changes it by rounding only, other data changes it for real.
 RESUME_F_RTOL = 1e-8

@@ -176,6 +176,9 @@ def build_parser():
                      help="no progress (a live line on a terminal, else a line per iteration)")
     out.add_argument("--show-layout", action="store_true",
                      help="print which blocks each rank owns")
+    out.add_argument("--log-view", action="store_true",
+                     help="print at the end where the time went: per phase the seconds "
+                     "computing and waiting, their share, GFLOP, GFLOP/s and MiB moved")
     out.add_argument("--blas-threads", type=int, default=None, metavar="N",
                      help="BLAS threads per rank (default: 1 under mpiexec with several "
                      "ranks, else the BLAS default)")
@@ -240,7 +243,7 @@ def run_train(args):
     )
     outputs = Outputs(log=args.log, model=args.model, checkpoint=args.checkpoint,
                       checkpoint_every=args.checkpoint_every, resume=args.resume,
-                      show_layout=args.show_layout)
+                      show_layout=args.show_layout, log_view=args.log_view)
     monitor = Monitor(world.rank, args.quiet, iterations=options.iterations)
     result = train(train_raw, test_raw, config, options, outputs, comm=world, monitor=monitor,
                    blas_threads=args.blas_threads)

@@ -125,7 +125,14 @@ class Monitor:
             self._line_open = False
 
     def message(self, text):
+        """A line of progress (not with `quiet`)."""
         if self.active and not self.quiet:
+            self._end_live_line()
+            print(text, file=self.stream, flush=True)
+
+    def report(self, text):
+        """Something the user asked for by name (``--log-view``): printed even when quiet."""
+        if self.active:
             self._end_live_line()
             print(text, file=self.stream, flush=True)
 

@@ -37,7 +37,7 @@ class Predictor:
             if partitions is None:
                 self.layout = Layout.default(model.widths, comm.size)
             else:
-                self.layout = Layout(model.widths, partitions, comm.size)
+                self.layout = Layout.build(model.widths, partitions, comm.size)
         self.world = world = comm.Dup()
         self.model = model
         self.batch_size = batch_size

@@ -10,9 +10,10 @@ import math
 import os
 from dataclasses import dataclass
 
+import numpy as np
 from mpi4py import MPI
 
-from ..constants import BATCH_SIZE
+from ..constants import BATCH_SIZE, KEEP_MEMORY_SHARE
 from ..errors import InputError, ParameterError, agreed, check_parameters
 from ..io.data import Classes, Preprocessing, partition
 from ..io.model_file import gather_model
@@ -80,7 +81,7 @@ class Problem:
                 if config.partitions is None:
                     layout = Layout.default(widths, world.size)
                 else:
-                    layout = Layout(widths, config.partitions, world.size)
+                    layout = Layout.build(widths, config.partitions, world.size)
                 if test_raw is not None and test_raw.n_features > train_raw.n_features:
                     raise InputError(
                         f"{test_raw.source}: {test_raw.n_features} features, more than the "
@@ -104,25 +105,33 @@ class Problem:
         return cls(world, layout, groups, network, objective, test, classes, prep, config)
 
     def check_memory(self, n_subset, available):
-        """Collective: bytes per rank the Gauss-Newton data of |S| = n_subset needs.
+        """Collective: plan the memory of the Gauss-Newton data and the kept passes.
 
         Refuses (on every rank) when the ranks sharing a node would need more than
-        `available` bytes (None: unknown, no check). Returns the largest per-rank
-        figure.
+        `available` bytes (None: unknown, no check) for the Gauss-Newton data of
+        |S| = n_subset; keeps forward passes for reuse only while both take at most
+        `KEEP_MEMORY_SHARE` of it (`objective.keep`). Returns the largest per-rank
+        bytes of the Gauss-Newton data and of the kept passes (0 when not kept).
         """
-        need = stored_bytes(self.network, n_subset)
+        need = np.array([stored_bytes(self.network, n_subset), self.objective.kept_bytes()],
+                        dtype=np.float64)
         node = self.world.Split_type(MPI.COMM_TYPE_SHARED)
-        node_need = node.allreduce(need)
+        node_need = np.empty_like(need)
+        node.Allreduce(need, node_need)
         node.Free()
         with agreed(self.world):
-            if available is not None and node_need > available:
+            if available is not None and node_need[0] > available:
                 raise ParameterError(
                     f"the Gauss-Newton subset of {n_subset} instances needs about "
-                    f"{node_need / 2**20:.0f} MiB on this node ({need / 2**20:.1f} MiB on "
-                    f"this rank), more than the {available / 2**20:.0f} MiB available; use "
-                    "a smaller {gn_size}/{gn_ratio}, more ranks or more nodes"
+                    f"{node_need[0] / 2**20:.0f} MiB on this node ({need[0] / 2**20:.1f} MiB "
+                    f"on this rank), more than the {available / 2**20:.0f} MiB available; "
+                    "use a smaller {gn_size}/{gn_ratio}, more ranks or more nodes"
                 )
-        return self.world.allreduce(need, op=MPI.MAX)
+        # The same decision on every rank: it is taken from the node sums' maximum.
+        self.world.Allreduce(MPI.IN_PLACE, node_need, op=MPI.MAX)
+        self.objective.keep = available is None or node_need.sum() <= KEEP_MEMORY_SHARE * available
+        self.world.Allreduce(MPI.IN_PLACE, need, op=MPI.MAX)
+        return int(need[0]), int(need[1]) if self.objective.keep else 0
 
     def gather_model(self, theta):
         """Collective: the dense `io.model_file.Model` of `theta` on rank 0, None elsewhere."""

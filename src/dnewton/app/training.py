@@ -29,6 +29,7 @@ from ..solvers.direction import BlockDiagonalCG, FullCG
 from ..solvers.newton import NewtonOptions, NewtonSolver
 from ..solvers.records import RunResult, RunStatus
 from ..solvers.sgd import SGDOptions, SGDSolver
+from .log_view import log_view
 from .monitor import Monitor
 from .problem import ModelConfig, Problem, available_memory
 
@@ -43,6 +44,7 @@ class Outputs:
     checkpoint_every: int = 10  # iterations between checkpoints
     resume: object = None  # a checkpoint folder to continue from
     show_layout: bool = False  # print which blocks each rank owns
+    log_view: bool = False  # print where the time went, by phase, at the end
 
 
 @dataclass
@@ -126,6 +128,8 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
             unit = "iteration" if newton else "epoch"
             monitor.message(f"dnewton: stopped after {result.iterations} {unit}(s): "
                             f"{result.message}; f = {result.f:.6e}")
+            if outputs.log_view:
+                monitor.report(log_view(result.history))
             model = None
             if outputs.model or return_model:
                 model = problem.gather_model(result.theta)
@@ -161,12 +165,18 @@ def _describe(problem, options, train_data, monitor, outputs, faults):
     with alike_everywhere():  # the same options and data size on every rank
         n_subset = options.subset_size(problem.objective.n_instances)
     available = faults.memory_limit if faults.memory_limit is not None else available_memory()
-    need = problem.check_memory(n_subset, available)
+    jacobian, kept = problem.check_memory(n_subset, available)
     monitor.message(
         f"dnewton: Gauss-Newton subset {n_subset} instances per iteration"
         f"{' (block-diagonal)' if options.diagonal else ''}; its stored Jacobian "
-        f"takes up to {need / 2**20:.1f} MiB per rank (linear in the subset size)"
+        f"takes up to {jacobian / 2**20:.1f} MiB per rank (linear in the subset size)"
     )
+    if kept:
+        monitor.message(f"dnewton: forward passes kept for reuse: up to {kept / 2**20:.1f} MiB "
+                        "per rank")
+    else:
+        monitor.message("dnewton: forward passes not kept (not enough memory): each gradient "
+                        "and Gauss-Newton subset runs its own")
 
 
 def run_settings(problem, options):
@@ -200,13 +210,23 @@ def make_solver(problem, options, faults=None):
         direction = BlockDiagonalCG(
             space, n_blocks,
             lambda: CompletionVote(problem.world, n_blocks, options.sync_fraction,
-                                   groups.counter),
+                                   groups.ledger),
             options.xi, options.cg_max, wrap,
         )
     else:
         direction = FullCG(GroupSpace(groups.all, Phase.GAUSS_NEWTON), options.xi,
                            options.cg_max)
-    return NewtonSolver(objective, space, direction, options)
+    return NewtonSolver(objective, space, _in_phase(groups.ledger, Phase.GAUSS_NEWTON,
+                                                    direction), options)
+
+
+def _in_phase(ledger, phase, direction):
+    """`direction`, its whole solve (CG's vector updates too) counted as `phase`."""
+    def solve(operator, g, gnorm):
+        with ledger.phase(phase):
+            return direction(operator, g, gnorm)
+
+    return solve
 
 
 class SolverRun:
@@ -231,7 +251,7 @@ class SolverRun:
         self.monitor = monitor
         self.checkpoint = checkpoint
         self.evaluate = problem.test_accuracy()
-        self.counter = problem.groups.counter
+        self.ledger = problem.groups.ledger
         self.history = []
         self.clock = 0.0
 
@@ -244,9 +264,9 @@ class SolverRun:
         self.solver.resume(state)
         self.history = list(history)
         self.clock = self.history[-1].time  # the run's clock goes on from the checkpoint
-        # These bytes belong to no iteration: the uninterrupted run evaluated f and g
+        # These costs belong to no iteration: the uninterrupted run evaluated f and g
         # here in the iteration the checkpoint ends with, and counted them there.
-        self.counter.collect(self.problem.world)
+        self.ledger.collect(self.problem.world)
 
     def finish(self):
         """Run the remaining iterations; returns the `RunResult`."""
@@ -261,18 +281,27 @@ class SolverRun:
         began = time.perf_counter()
         record = action()
         seconds = time.perf_counter() - began
-        trained = self.counter.collect(world)
-        # Monitoring: neither its time nor its bytes count as training.
+        trained = self.ledger.collect(world, elapsed=seconds)
+        # Monitoring: neither its time nor its costs count as training; they are
+        # all the evaluation phase's.
         if record is not None:
             record = self.solver.measure(record)
         if record is not None and self.evaluate is not None:
             record.test_accuracy = float(self.evaluate(self.solver.theta))
-        monitoring = self.counter.collect(world)
+        monitoring = self.ledger.collect(world)
         if record is None:
             return
-        trained[Phase.EVALUATION.value] += sum(monitoring.values())
+        evaluation = Phase.EVALUATION.value
+        for kind in ("bytes", "flops"):
+            trained[kind][evaluation] += sum(monitoring[kind].values())
+        trained["seconds"][evaluation] = {
+            part: sum(spent[part] for spent in monitoring["seconds"].values())
+            for part in ("compute", "wait")
+        }
         self.clock += seconds
-        record.bytes, record.time, record.iteration_time = trained, self.clock, seconds
+        record.bytes, record.flops, record.seconds = (trained["bytes"], trained["flops"],
+                                                      trained["seconds"])
+        record.time, record.iteration_time = self.clock, seconds
         self.history.append(record)
         if self.monitor is not None:
             self.monitor(record)

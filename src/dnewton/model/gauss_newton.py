@@ -56,6 +56,11 @@ class GaussNewtonOperator:
         # J v for every instance of S, plus one slot that carries the local v.v.
         self._buf = np.empty(self.n_subset * self.n_outputs + 1)
         self._block_Jv = np.empty((self.n_subset, self.n_outputs))
+        # FLOPs of one product (J v and J^T q) by each block: two GEMMs of |S| x |a|
+        # x |b| and two sets of |S| small n_L x |b| products.
+        self._flops = [4.0 * fwd.n * blk.shape[1] * (blk.shape[0] + self.n_outputs)
+                       for blk in network.blocks]
+        self.ledger = network.ledger
 
     def jacobian_vector(self, v):
         """Local sum over this rank's blocks of J_{i,p} v_p, (|S|, n_L), not reduced."""
@@ -78,6 +83,7 @@ class GaussNewtonOperator:
         number is v.v, which with J v gives the quadratic form without another
         reduction.
         """
+        self.ledger.computed(Phase.GAUSS_NEWTON, sum(self._flops))
         Jv = self.jacobian_vector(v)
         self._buf[-1] = K.dot(v, v)
         self.network.groups.all.allreduce(self._buf, Phase.GAUSS_NEWTON)
@@ -105,6 +111,7 @@ class GaussNewtonOperator:
         Z, D, U = self._Z[i], self._D[i], self._U[i]
 
         def apply(v, out):
+            self.ledger.computed(Phase.GAUSS_NEWTON, self._flops[i])
             Jv = self._block_Jv
             Jv[:] = 0.0
             V, vb = block_views(blk, v)

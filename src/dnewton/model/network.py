@@ -24,12 +24,21 @@ from ..parallel.phases import Phase
 
 @dataclass
 class Pass:
-    """What a forward pass leaves behind for the backward sweep."""
+    """What a forward pass leaves behind for the backward sweep (arrays of n rows)."""
 
     z: dict
     s: dict
     output: object  # (n, n_L) on output ranks, else None
     n: int
+
+    def rows(self, index):
+        """The pass of the instances `index`: views for a slice, copies for an index array."""
+        def cut(arrays):
+            return {key: np.ascontiguousarray(a[index]) for key, a in arrays.items()}
+
+        n = len(range(self.n)[index]) if isinstance(index, slice) else len(index)
+        output = None if self.output is None else np.ascontiguousarray(self.output[index])
+        return Pass(cut(self.z), cut(self.s), output, n)
 
 
 class Network:
@@ -47,6 +56,7 @@ class Network:
         self.layout = layout
         self.groups = groups
         self.activation = int(activation)
+        self.ledger = groups.ledger
         self.parameters = layout.parameters(groups.world.rank)
         self.blocks = self.parameters.blocks
         self.n_params = self.parameters.size
@@ -57,6 +67,12 @@ class Network:
         for i, blk in enumerate(self.blocks):
             self._by_col.setdefault((blk.layer, blk.col), []).append(i)
             self._by_row.setdefault((blk.layer, blk.row), []).append(i)
+        # Multiply-adds per instance of this rank's blocks: all of them, and those
+        # above layer 1 (whose backward products reach a layer below).
+        self._macs = sum(blk.shape[0] * blk.shape[1] for blk in self.blocks)
+        self._macs_above_1 = sum(blk.shape[0] * blk.shape[1] for blk in self.blocks
+                                 if blk.layer > 1)
+        self._gradient_workspace = {}
 
     def initial_parameters(self, seed):
         """W entries ~ N(0, 2 / n_{m-1}), biases 0 (the reference's initialisation).
@@ -79,45 +95,70 @@ class Network:
 
     # -- passes -------------------------------------------------------------------
 
-    def forward(self, theta, inputs, n, phase=Phase.FORWARD):
-        """Forward pass of n instances; `inputs[a]` is the (n, |a|) block of input group a."""
+    def empty_pass(self, n):
+        """Uninitialised arrays for a forward pass of n instances on this rank."""
+        s, z = {}, {}
+        layout = self.layout
+        for m in range(1, self.n_layers):
+            for b in range(layout.partitions[m]):
+                if self.groups.forward(m, b) is not None:
+                    width = layout.group(m, b).stop - layout.group(m, b).start
+                    s[(m, b)], z[(m, b)] = np.empty((n, width)), np.empty((n, width))
+        output = np.empty((n, self.n_outputs)) if self.groups.output is not None else None
+        return Pass(z, s, output, n)
+
+    def pass_numbers(self):
+        """Numbers per instance an `empty_pass` holds (its memory is 8 n times this)."""
+        fwd = self.empty_pass(0)
+        return (sum(a.shape[1] for a in (*fwd.s.values(), *fwd.z.values()))
+                + (0 if fwd.output is None else fwd.output.shape[1]))
+
+    def forward(self, theta, inputs, n, phase=Phase.FORWARD, into=None):
+        """Forward pass of n instances; `inputs[a]` is the (n, |a|) block of input group a.
+
+        The pass is written into `into` (an `empty_pass(n)` or rows of one) when
+        given, else into new arrays; returns it, with ``z[(0, a)]`` the inputs.
+        """
         params = self.parameters.views(theta)
-        z = {(0, a): X for a, X in inputs.items()}
-        s = {}
+        self.ledger.computed(phase, 2.0 * n * self._macs)
+        fwd = self.empty_pass(n) if into is None else into
+        z, s = fwd.z, fwd.s
+        z.update({(0, a): X for a, X in inputs.items()})
         L, layout = self.n_layers, self.layout
         for m in range(1, L):
             for b in range(layout.partitions[m]):
                 group = self.groups.forward(m, b)
                 if group is None:
                     continue
-                cols = layout.group(m, b)
-                buf = np.zeros((n, cols.stop - cols.start))
-                for i in self._by_col.get((m, b), ()):
-                    W, bias = params[i]
-                    K.block_forward(z[(m - 1, self.blocks[i].row)], W, bias, buf, True)
-                group.allreduce(buf, phase)
-                s[(m, b)] = buf
-                z[(m, b)] = np.empty_like(buf)
-                K.activation_forward(self.activation, buf, z[(m, b)])
-        output = None
+                self._sum_products(params, z, m, b, s[(m, b)])
+                group.allreduce(s[(m, b)], phase)
+                K.activation_forward(self.activation, s[(m, b)], z[(m, b)])
         group = self.groups.output
         if group is not None:
-            output = np.zeros((n, self.n_outputs))
-            for b in range(layout.partitions[L]):
-                cols = layout.group(L, b)
-                if layout.partitions[L] == 1:
-                    part = output
-                else:
-                    part = np.zeros((n, cols.stop - cols.start))
-                for i in self._by_col.get((L, b), ()):
-                    W, bias = params[i]
-                    K.block_forward(z[(L - 1, self.blocks[i].row)], W, bias, part, True)
-                if part is not output:
+            output = fwd.output
+            if layout.partitions[L] == 1:
+                self._sum_products(params, z, L, 0, output)
+            else:
+                output[...] = 0.0
+                for b in range(layout.partitions[L]):
+                    cols = layout.group(L, b)
+                    part = np.empty((n, cols.stop - cols.start))
+                    self._sum_products(params, z, L, b, part)
                     output[:, cols] += part
             group.allreduce(output, phase)
-        return Pass(z, s, output, n)
+        return fwd
 
-    def backward_sweep(self, theta, fwd, top, k, visit=None, phase=Phase.BACKWARD):
+    def _sum_products(self, params, z, m, b, out):
+        """out = sum of Z_a W_ab (+ bias) over this rank's blocks (m, ., b); 0 if none."""
+        blocks = self._by_col.get((m, b), ())
+        if not blocks:
+            out[...] = 0.0
+        for k, i in enumerate(blocks):
+            W, bias = params[i]
+            K.block_forward(z[(m - 1, self.blocks[i].row)], W, bias, out, k > 0)
+
+    def backward_sweep(self, theta, fwd, top, k, visit=None, phase=Phase.BACKWARD,
+                       workspace=None):
         """Carry k vectors per instance from the outputs down through every layer.
 
         `top` maps (L, b), for every output column group b this rank owns a block
@@ -132,9 +173,12 @@ class Network:
 
         Returns the dict (m, b) -> dS_b^m, (n, k, |b|), of every column group b this
         rank owns a block of: with the identity on top, the stored Jacobian D.
+        With a `workspace` (a dict), the sums are kept in its arrays, reused from
+        one call to the next (the gradient's; the Jacobian keeps its own).
         """
         params = self.parameters.views(theta)
         L, layout = self.n_layers, self.layout
+        self.ledger.computed(phase, 2.0 * fwd.n * k * self._macs_above_1)
         dS = dict(top)
         for m in range(L, 0, -1):
             if visit is not None:
@@ -148,7 +192,14 @@ class Network:
                 if group is None:
                     continue
                 rows = layout.group(m - 1, a)
-                buf = np.zeros((fwd.n, k, rows.stop - rows.start))
+                shape = (fwd.n, k, rows.stop - rows.start)
+                if workspace is None:
+                    buf = np.zeros(shape)
+                else:
+                    buf = workspace.get((m, a))
+                    if buf is None or buf.shape != shape:
+                        buf = workspace[(m, a)] = np.empty(shape)
+                    buf[...] = 0.0
                 for i in self._by_row.get((m, a), ()):
                     K.jacobian_backward(dS[(m, self.blocks[i].col)], params[i][0], buf)
                 group.allreduce(buf, phase)
@@ -163,7 +214,7 @@ class Network:
         """Accumulate into `grad` the gradient of sum_i dout_i . z^L_i.
 
         `dout` is (n, n_L) on output ranks (None elsewhere); `grad` a local
-        parameter vector.
+        parameter vector. The sweep's sums reuse this network's arrays.
         """
         layout = self.layout
         top = {}
@@ -173,12 +224,13 @@ class Network:
                     cols = layout.group(self.n_layers, b)
                     top[(self.n_layers, b)] = np.ascontiguousarray(dout[:, cols])[:, None, :]
         params, grads = self.parameters.views(theta), self.parameters.views(grad)
+        self.ledger.computed(phase, 2.0 * fwd.n * self._macs)  # Z^T dS of every block
 
         def accumulate(i, dS):
             (W, _), (gW, gb), blk = params[i], grads[i], self.blocks[i]
             K.block_backward(fwd.z[(blk.layer - 1, blk.row)], W, dS[:, 0, :], gW, gb, None, 1.0)
 
-        self.backward_sweep(theta, fwd, top, 1, accumulate, phase)
+        self.backward_sweep(theta, fwd, top, 1, accumulate, phase, self._gradient_workspace)
 
     def jacobian(self, theta, fwd, phase=Phase.BACKWARD):
         """D_b^m = d z^L / d s_b^m for every column group b this rank owns a block of.

@@ -5,6 +5,8 @@ run in batches of `batch_size` to bound memory; every rank steps through the sam
 batches, so each batch's collectives line up.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..constants import BATCH_SIZE
@@ -13,8 +15,35 @@ from ..parallel.space import GroupSpace
 from .gauss_newton import GaussNewtonOperator
 
 
+@dataclass
+class Evaluation:
+    """f at `theta`, with the forward pass the gradient and the Gauss-Newton
+    operator can reuse (`passes`, all l instances, or None when not kept)."""
+
+    theta: np.ndarray
+    f: float
+    passes: object = None
+    generation: int = 0  # which filling of its store the passes are
+
+    def __float__(self):
+        return float(self.f)
+
+
+class _Store:
+    """The arrays of a forward pass over all l instances, filled again and again."""
+
+    def __init__(self, network, n):
+        self.passes = network.empty_pass(n)
+        self.generation = 0
+
+
 class Objective:
     """f, its gradient and its Gauss-Newton operator on one partitioned data set.
+
+    `evaluate` keeps the forward pass over all instances (when `keep`) in one of
+    two stores, so that the gradient at an accepted point and the Gauss-Newton
+    subset's rows need no pass of their own: the store of the point whose
+    gradient was taken last is left alone, the other takes every new point.
 
     Parameters
     ----------
@@ -26,54 +55,105 @@ class Objective:
         Regularization constant (multiplies the data term, as in LIBLINEAR).
     batch_size : int
         Instances per forward/backward batch.
+    keep : bool
+        Keep forward passes for reuse (memory: `kept_bytes`).
     """
 
-    def __init__(self, network, data, loss, C, batch_size=BATCH_SIZE):
+    def __init__(self, network, data, loss, C, batch_size=BATCH_SIZE, keep=True):
         self.network = network
         self.groups = network.groups
+        self.ledger = network.ledger
         self.data = data
         self.loss = loss
         self.C = C
         self.n_instances = data.n_instances
         self.regularization = 1.0 / (C * data.n_instances)
         self.batch_size = batch_size
+        self.keep = keep
         output = self.groups.output
         # Every output rank computes the loss; one of them contributes it to sums.
         self._counts_loss = output is not None and output.leader == self.groups.world.rank
         self._sums = GroupSpace(self.groups.all, Phase.FORWARD)
         self._scores = GroupSpace(self.groups.all, Phase.EVALUATION)
+        self._stores = []
+        self._current = None  # the store of the point whose gradient was taken last
+
+    def kept_bytes(self):
+        """Bytes of this rank's two stores of kept forward passes."""
+        return 2 * 8 * self.n_instances * self.network.pass_numbers()
 
     def _batches(self, n):
         for start in range(0, n, self.batch_size):
             yield slice(start, min(start + self.batch_size, n))
 
     def _total(self, theta, loss_sum):
-        tt, loss_sum = self._sums.sum([np.dot(theta, theta), loss_sum])
+        with self.ledger.phase(Phase.FORWARD):
+            tt, loss_sum = self._sums.sum([np.dot(theta, theta), loss_sum])
         return tt * self.regularization / 2.0 + loss_sum / self.n_instances
+
+    def _free_store(self):
+        if not self.keep:
+            return None
+        if not self._stores:
+            self._stores = [_Store(self.network, self.n_instances) for _ in range(2)]
+        store = self._stores[1] if self._current is self._stores[0] else self._stores[0]
+        store.generation += 1
+        return store
+
+    def _kept(self, evaluation):
+        """The store holding `evaluation`'s passes, or None if they are gone."""
+        for store in self._stores:
+            if evaluation.passes is store.passes and evaluation.generation == store.generation:
+                return store
+        return None
+
+    def evaluate(self, theta):
+        """f(theta) (the same on every rank), keeping the forward pass when allowed."""
+        store = self._free_store()
+        loss_sum = 0.0
+        for rows in self._batches(self.n_instances):
+            with self.ledger.phase(Phase.FORWARD):
+                into = None if store is None else store.passes.rows(rows)
+                fwd = self.network.forward(theta, self.data.rows(rows), rows.stop - rows.start,
+                                           into=into)
+                if self._counts_loss:
+                    loss_sum += self.loss.value(fwd.output, self.data.labels[rows])
+        return Evaluation(theta, self._total(theta, loss_sum),
+                          None if store is None else store.passes,
+                          0 if store is None else store.generation)
 
     def value(self, theta):
         """f(theta), the same on every rank."""
-        loss_sum = 0.0
+        return self.evaluate(theta).f
+
+    def gradient(self, evaluation):
+        """The local part of the gradient at an `evaluate`d point.
+
+        Reuses the point's forward pass if it is still kept, else runs it again.
+        """
+        theta, store = evaluation.theta, self._kept(evaluation)
+        grad = theta * self.regularization
         for rows in self._batches(self.n_instances):
-            fwd = self.network.forward(theta, self.data.rows(rows), rows.stop - rows.start)
-            if self._counts_loss:
-                loss_sum += self.loss.value(fwd.output, self.data.labels[rows])
-        return self._total(theta, loss_sum)
+            with self.ledger.phase(Phase.FORWARD):
+                if store is not None:
+                    fwd = store.passes.rows(rows)
+                    fwd.z.update({(0, a): X for a, X in self.data.rows(rows).items()})
+                else:
+                    fwd = self.network.forward(theta, self.data.rows(rows),
+                                               rows.stop - rows.start)
+                dout = None
+                if fwd.output is not None:
+                    y = self.data.labels[rows]
+                    dout = self.loss.gradient(fwd.output, y) / self.n_instances
+            with self.ledger.phase(Phase.BACKWARD):
+                self.network.backward(theta, fwd, dout, grad)
+        self._current = store
+        return grad
 
     def value_and_gradient(self, theta):
         """(f(theta), local part of the gradient)."""
-        grad = theta * self.regularization
-        loss_sum = 0.0
-        for rows in self._batches(self.n_instances):
-            fwd = self.network.forward(theta, self.data.rows(rows), rows.stop - rows.start)
-            dout = None
-            if fwd.output is not None:
-                y = self.data.labels[rows]
-                dout = self.loss.gradient(fwd.output, y) / self.n_instances
-                if self._counts_loss:
-                    loss_sum += self.loss.value(fwd.output, y)
-            self.network.backward(theta, fwd, dout, grad)
-        return self._total(theta, loss_sum), grad
+        evaluation = self.evaluate(theta)
+        return evaluation.f, self.gradient(evaluation)
 
     def batch_gradient(self, theta, rows):
         """Stochastic gradient of f on the instances `rows` (sorted index array).
@@ -83,28 +163,41 @@ class Objective:
         shape (n_params,). Collective over the layout's groups, like `value`.
         """
         grad = theta * self.regularization
-        fwd = self.network.forward(theta, self.data.rows(rows), len(rows))
-        dout = None
-        if fwd.output is not None:
-            dout = self.loss.gradient(fwd.output, self.data.labels[rows]) / len(rows)
-        self.network.backward(theta, fwd, dout, grad)
+        with self.ledger.phase(Phase.FORWARD):
+            fwd = self.network.forward(theta, self.data.rows(rows), len(rows))
+            dout = None
+            if fwd.output is not None:
+                dout = self.loss.gradient(fwd.output, self.data.labels[rows]) / len(rows)
+        with self.ledger.phase(Phase.BACKWARD):
+            self.network.backward(theta, fwd, dout, grad)
         return grad
 
-    def gauss_newton(self, theta, subset, damping):
-        """The operator v -> (G_S + damping I) v on the instances `subset` (sorted).
+    def gauss_newton(self, point, subset, damping):
+        """The operator v -> (G_S + damping I) v at `point` (an `evaluate`d point,
+        or parameters), on the instances `subset` (sorted).
 
-        Runs the forward pass on S, the Jacobian pass (n_L vectors per instance),
-        and, for losses whose B depends on the outputs, broadcasts B's data from
-        the output group's leader so every rank can form q_i = B_i J_i v.
+        Takes the forward pass on S from the point's kept pass (or runs it), runs
+        the Jacobian pass (n_L vectors per instance), and, for losses whose B
+        depends on the outputs, broadcasts B's data from the output group's leader
+        so every rank can form q_i = B_i J_i v.
         """
-        fwd = self.network.forward(theta, self.data.rows(subset), len(subset))
-        jacobian = self.network.jacobian(theta, fwd)
-        curvature = self.loss.curvature(fwd.output) if fwd.output is not None else None
-        if not self.loss.constant_curvature:
-            if curvature is None:
-                curvature = np.empty((len(subset), self.network.n_outputs))
-            leader = self.network.layout.output_group[0]
-            self.groups.broadcast(curvature, leader, Phase.BACKWARD)
+        if not isinstance(point, Evaluation):
+            point = Evaluation(point, np.nan)
+        theta, store = point.theta, self._kept(point)
+        with self.ledger.phase(Phase.FORWARD):
+            if store is not None:
+                fwd = store.passes.rows(subset)
+                fwd.z.update({(0, a): X for a, X in self.data.rows(subset).items()})
+            else:
+                fwd = self.network.forward(theta, self.data.rows(subset), len(subset))
+        with self.ledger.phase(Phase.BACKWARD):
+            jacobian = self.network.jacobian(theta, fwd)
+            curvature = self.loss.curvature(fwd.output) if fwd.output is not None else None
+            if not self.loss.constant_curvature:
+                if curvature is None:
+                    curvature = np.empty((len(subset), self.network.n_outputs))
+                leader = self.network.layout.output_group[0]
+                self.groups.broadcast(curvature, leader, Phase.BACKWARD)
         return GaussNewtonOperator(
             self.network, fwd, jacobian, curvature, self.loss, self.regularization, damping
         )
@@ -112,11 +205,12 @@ class Objective:
     def accuracy(self, theta, data):
         """Fraction of `data` (partitioned like the training set) classified right."""
         correct = 0.0
-        for rows in self._batches(data.n_instances):
-            fwd = self.network.forward(
-                theta, data.rows(rows), rows.stop - rows.start, Phase.EVALUATION
-            )
-            if self._counts_loss:
-                correct += np.sum(np.argmax(fwd.output, axis=1) == data.labels[rows])
-        (correct,) = self._scores.sum([correct])
+        with self.ledger.phase(Phase.EVALUATION):
+            for rows in self._batches(data.n_instances):
+                fwd = self.network.forward(
+                    theta, data.rows(rows), rows.stop - rows.start, Phase.EVALUATION
+                )
+                if self._counts_loss:
+                    correct += np.sum(np.argmax(fwd.output, axis=1) == data.labels[rows])
+            (correct,) = self._scores.sum([correct])
         return correct / data.n_instances

@@ -12,47 +12,26 @@ Groups with the same members share one communicator, a group of one rank needs n
 Every rank visits the groups in the same global order, which is what keeps the
 collectives on overlapping communicators free of deadlock.
 
-Byte accounting: a collective whose payload is N float64 over a group of k > 1
-ranks counts 8 N bytes, once per collective (counted by the group's first rank and
-summed over ranks by `ByteCounter.collect`). This is the logical volume of the
-design's byte formulas; a ring allreduce moves about 2 (k-1)/k of it per rank on
-the wire.
+Accounting (`ledger.Ledger`): a collective whose payload is N float64 over a
+group of k > 1 ranks counts 8 N bytes, once per collective (by the group's first
+rank), and its seconds as waiting in its phase. The bytes are the logical volume
+of the design's byte formulas; a ring allreduce moves about 2 (k-1)/k of it per
+rank on the wire.
 """
 
-import numpy as np
 from mpi4py import MPI
 
+from .ledger import Ledger, waiting
 from .phases import Phase
-
-
-class ByteCounter:
-    """Bytes moved by this rank's group-leading collectives, by phase."""
-
-    def __init__(self):
-        self.counts = dict.fromkeys(Phase, 0)
-
-    def add(self, phase, nbytes):
-        self.counts[phase] += nbytes
-
-    def collect(self, world):
-        """Collective: totals over all ranks since the last call, by phase; resets.
-
-        Returns a dict keyed by the phases' names, in `Phase` order.
-        """
-        local = np.array([self.counts[p] for p in Phase], dtype=np.float64)
-        if world.size > 1:
-            world.Allreduce(MPI.IN_PLACE, local)
-        self.counts = dict.fromkeys(Phase, 0)
-        return {p.value: int(v) for p, v in zip(Phase, local)}
 
 
 class Group:
     """A set of ranks that reduce together, with byte accounting."""
 
-    def __init__(self, members, comm, counter):
+    def __init__(self, members, comm, ledger):
         self.members = members  # world ranks, sorted
         self.comm = comm  # None when the group is this rank alone
-        self.counter = counter
+        self.ledger = ledger
 
     @property
     def size(self):
@@ -73,8 +52,9 @@ class Group:
         if self.comm is None:
             return
         if self.comm.rank == 0:
-            self.counter.add(phase, buf.nbytes)
-        self.comm.Allreduce(MPI.IN_PLACE, buf)
+            self.ledger.moved(phase, buf.nbytes)
+        with waiting(self.ledger, phase):
+            self.comm.Allreduce(MPI.IN_PLACE, buf)
 
 
 class Groups:
@@ -87,7 +67,7 @@ class Groups:
     def __init__(self, world, layout):
         self.world = world
         self.layout = layout
-        self.counter = ByteCounter()
+        self.ledger = Ledger()
         L = layout.n_layers
         wanted = {}
         for m in range(1, L + 1):
@@ -112,7 +92,7 @@ class Groups:
             if comm != MPI.COMM_NULL:
                 self._comms[members] = comm
         self._groups = {
-            key: Group(members, self._comms.get(members), self.counter)
+            key: Group(members, self._comms.get(members), self.ledger)
             for key, members in wanted.items()
             if world.rank in members
         }
@@ -139,8 +119,9 @@ class Groups:
         if self.world.size == 1:
             return
         if self.world.rank == root:
-            self.counter.add(phase, buf.nbytes)
-        self.world.Bcast(buf, root=root)
+            self.ledger.moved(phase, buf.nbytes)
+        with waiting(self.ledger, phase):
+            self.world.Bcast(buf, root=root)
 
     def free(self):
         """Release the sub-communicators (MPICH allows only a few thousand live ones)."""

@@ -12,6 +12,8 @@ the one definition of how a rank's blocks sit in its flat parameter vector.
 See docs/design.md, "The partition".
 """
 
+import itertools
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -46,6 +48,12 @@ class Block:
         return n_rows * n_cols + (n_cols if self.has_bias else 0)
 
 
+# Beyond this many partition vectors, `Layout.default` tries only 1 and R per layer.
+_MAX_CANDIDATES = 4096
+# Estimates closer than this (relative) are taken as equal by `Layout.default`.
+_COST_RESOLUTION = 0.03
+
+
 def _split(width, parts):
     """Boundaries of `parts` contiguous groups of `width` neurons, sizes differing by <= 1."""
     sizes = np.full(parts, width // parts)
@@ -66,9 +74,15 @@ class Layout:
         Number of MPI ranks. There must be at least as many blocks as ranks.
         With exactly as many, each rank owns one block (the paper's layout);
         with fewer ranks, blocks are spread so the per-rank work is balanced.
+    assignment : {"balanced", "aligned"}
+        How blocks go to ranks: "balanced", longest first to the least-loaded
+        rank; "aligned", block (m, a, b) to rank (a P_m + b) mod R, which puts
+        column group b of layer m and row group b of layer m+1 on the same rank
+        when the layers are split alternately (no communication between them).
+        `Layout.build` picks the cheaper of the two.
     """
 
-    def __init__(self, widths, partitions, n_ranks):
+    def __init__(self, widths, partitions, n_ranks, assignment="balanced"):
         self.widths = tuple(int(w) for w in widths)
         self.partitions = tuple(int(p) for p in partitions)
         self.n_ranks = int(n_ranks)
@@ -81,7 +95,8 @@ class Layout:
                     self.blocks.append(
                         Block(len(self.blocks), m, a, b, self.group(m - 1, a), self.group(m, b))
                     )
-        self.owner = self._assign()
+        self.assignment = assignment
+        self.owner = self._assign() if assignment == "balanced" else self._assign_aligned()
         self._parameters = {}
 
     def _check(self):
@@ -113,26 +128,48 @@ class Layout:
         return sum(p * q for p, q in zip(partitions[:-1], partitions[1:]))
 
     @classmethod
-    def default(cls, widths, n_ranks):
-        """The layout used when the user gives none.
+    def build(cls, widths, partitions, n_ranks):
+        """The layout of `partitions` with the cheaper assignment (`cost` estimate)."""
+        from .cost import seconds_per_instance
 
-        Starts from one group per layer and splits the layer with the widest groups
-        (outputs last, since splitting them buys little) until there are at least as
-        many blocks as ranks.
+        balanced = cls(widths, partitions, n_ranks)
+        aligned = cls(widths, partitions, n_ranks, "aligned")
+        if len(set(aligned.owner.tolist())) < n_ranks:  # a rank without a block
+            return balanced
+        return min((balanced, aligned), key=seconds_per_instance)
+
+    @classmethod
+    def default(cls, widths, n_ranks):
+        """The layout used when the user gives none: the cheapest by `cost`'s estimate.
+
+        Candidates split every layer into a number of groups that divides the
+        rank count (so that groups and ranks can line up), with both assignments.
+        Among those within `_COST_RESOLUTION` of the cheapest, the one with the
+        fewest blocks wins (fewer, larger products and fewer collectives, which the
+        estimate does not see). With one rank, nothing is split.
         """
+        from .cost import seconds_per_instance
+
         widths = [int(w) for w in widths]
-        parts = [1] * len(widths)
-        while cls.count_blocks(parts) < n_ranks:
-            candidates = [m for m in range(len(widths)) if parts[m] < widths[m]]
-            if not candidates:
-                raise InputError(
-                    f"a network of widths {widths} has at most "
-                    f"{cls.count_blocks(widths)} blocks, fewer than {n_ranks} ranks"
-                )
-            hidden_or_input = [m for m in candidates if m < len(widths) - 1] or candidates
-            m = max(hidden_or_input, key=lambda m: (widths[m] / parts[m], -m))
-            parts[m] += 1
-        return cls(widths, parts, n_ranks)
+        if n_ranks == 1:
+            return cls(widths, [1] * len(widths), 1)
+        counts = [d for d in range(1, n_ranks + 1) if n_ranks % d == 0]
+        choices = [[p for p in counts if p <= w] for w in widths]
+        if math.prod(len(c) for c in choices) > _MAX_CANDIDATES:
+            choices = [[p for p in (1, n_ranks) if p <= w] for w in widths]
+        scored = [(seconds_per_instance(layout), layout)
+                   for layout in (cls.build(widths, parts, n_ranks)
+                                  for parts in itertools.product(*choices)
+                                  if cls.count_blocks(parts) >= n_ranks)]
+        if not scored:
+            raise InputError(
+                f"a network of widths {widths} has at most "
+                f"{cls.count_blocks(widths)} blocks, fewer than {n_ranks} ranks"
+            )
+        cheapest = min(cost for cost, _ in scored)
+        near = [(len(layout.blocks), cost, i, layout) for i, (cost, layout) in enumerate(scored)
+                if cost <= cheapest * (1 + _COST_RESOLUTION)]
+        return min(near)[3]
 
     @property
     def n_layers(self):
@@ -147,6 +184,11 @@ class Layout:
         # Per-instance flops of the forward/backward GEMMs plus the Jacobian products.
         n_rows, n_cols = block.shape
         return n_rows * n_cols + self.widths[-1] * n_cols
+
+    def _assign_aligned(self):
+        """Block (m, a, b) to rank (a P_m + b) mod R: groups of one index on one rank."""
+        return np.array([(blk.row * self.partitions[blk.layer] + blk.col) % self.n_ranks
+                         for blk in self.blocks], dtype=np.int64)
 
     def _assign(self):
         """Longest-processing-time-first: deterministic and within 4/3 of optimal."""

@@ -24,6 +24,7 @@ import numpy as np
 from mpi4py import MPI
 
 from ..constants import FRACTION_SLACK
+from .ledger import waiting
 from .phases import Phase
 
 
@@ -37,18 +38,18 @@ class CompletionVote:
         Blocks in the whole layout.
     fraction : float
         q in (0, 1].
-    counter : groups.ByteCounter
-        Counts 8 bytes per round, phase ``sync``.
+    ledger : ledger.Ledger
+        Counts 8 bytes per round, and the idle seconds, in phase ``sync``.
     idle_sleep : float
         Seconds between tests while this rank has nothing to compute.
     settle : float
         Age in seconds after which a pending round gets a second test (`_test`).
     """
 
-    def __init__(self, comm, n_blocks, fraction, counter, idle_sleep=1e-4, settle=1e-3):
+    def __init__(self, comm, n_blocks, fraction, ledger, idle_sleep=1e-4, settle=1e-3):
         self.comm = comm
         self.target = max(1, math.ceil(fraction * n_blocks - FRACTION_SLACK))
-        self.counter = counter
+        self.ledger = ledger
         self.idle_sleep = idle_sleep
         self.settle = settle
         self.rounds = 0
@@ -59,7 +60,7 @@ class CompletionVote:
     def _post(self, n_done):
         self._send[0] = n_done
         if self.comm.rank == 0:
-            self.counter.add(Phase.SYNC, self._send.nbytes)
+            self.ledger.moved(Phase.SYNC, self._send.nbytes)
         self._request = self.comm.Iallreduce(self._send, self._recv, op=MPI.SUM)
         self._posted = time.perf_counter()
         self.rounds += 1
@@ -99,6 +100,7 @@ class CompletionVote:
 
     def wait(self, n_done):
         """Poll until the vote passes, sleeping between tests (nothing left to compute)."""
-        while not self.poll(n_done):
-            time.sleep(self.idle_sleep)
+        with waiting(self.ledger, Phase.SYNC):
+            while not self.poll(n_done):
+                time.sleep(self.idle_sleep)
         return True

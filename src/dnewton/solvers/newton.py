@@ -106,9 +106,11 @@ class NewtonSolver:
 
     Parameters
     ----------
-    objective : model.objective.Objective (or anything with ``n_instances``,
-        ``value(theta)``, ``value_and_gradient(theta)`` and
-        ``gauss_newton(theta, subset, damping)``)
+    objective : model.objective.Objective, or anything with ``n_instances``,
+        ``evaluate(theta) -> point`` (``float(point)`` is f; ``point.theta``),
+        ``gradient(point) -> g`` and ``gauss_newton(point, subset, damping)``.
+        The point of an accepted step serves its gradient and the next
+        Gauss-Newton operator, so the objective can reuse its forward pass.
     space : parallel.space space
         Where the parameter vector lives; sums g'd, d'd, d'Ad and ||g||.
     direction : callable (operator, g, gnorm) -> direction.Direction
@@ -152,13 +154,13 @@ class NewtonSolver:
         """One Newton iteration; returns its record, or None if it failed before a step."""
         k, options = self.iteration + 1, self.options
         self.iteration = k
-        operator = self.objective.gauss_newton(self.theta, self._draw_subset(), self.damping)
+        operator = self.objective.gauss_newton(self.point, self._draw_subset(), self.damping)
         step = self.direction(operator, self.g, self.gnorm)
         if step.cg_reason.failed:
             return self._stop(RunStatus.NUMERICAL_ERROR, f"iteration {k}: {step.failure}")
         d = step.d
         gd, dd, dAd = self.space.dots([(self.g, d), (d, d), (d, step.Ad)])
-        search = line_search(self.objective.value, self.theta, d, self.f, gd, options.eta,
+        search = line_search(self.objective.evaluate, self.theta, d, self.f, gd, options.eta,
                              options.max_halvings)
         record = IterationRecord(
             k, self.f, self.gnorm, step.cg_iters, step.cg_reason, step.cg_iters_per_block,
@@ -170,14 +172,14 @@ class NewtonSolver:
             return record
         rho = self._reduction_ratio(search, gd, dd, dAd)
         self.damping = self._next_damping(rho)
-        theta = self.theta + search.alpha * d
-        f, g = self.objective.value_and_gradient(theta)
+        point = search.point
+        f, g = float(point), self.objective.gradient(point)
         gnorm = self.space.norm(g)
         if not (np.isfinite(f) and np.isfinite(gnorm)):
             # Keep the last good iterate: the caller can still save it.
             return self._stop(RunStatus.NUMERICAL_ERROR,
                               f"iteration {k}: f = {f}, ||g|| = {gnorm} after the step")
-        self.theta, self.f, self.g, self.gnorm = theta, f, g, gnorm
+        self.point, self.theta, self.f, self.g, self.gnorm = point, point.theta, f, g, gnorm
         record.f, record.gnorm, record.rho = f, gnorm, float(rho)
         if k >= options.iterations:
             self._stop(RunStatus.ITERATION_LIMIT, _STOP_MESSAGES[RunStatus.ITERATION_LIMIT])
@@ -195,8 +197,8 @@ class NewtonSolver:
     # -- the named steps ------------------------------------------------------------
 
     def _evaluate_start(self, theta):
-        self.theta = theta
-        self.f, self.g = self.objective.value_and_gradient(theta)
+        self.point, self.theta = self.objective.evaluate(theta), theta
+        self.f, self.g = float(self.point), self.objective.gradient(self.point)
         self.gnorm = self.space.norm(self.g)
         if not (np.isfinite(self.f) and np.isfinite(self.gnorm)):
             raise everywhere(NumericalError.naming(

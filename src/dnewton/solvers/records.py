@@ -40,7 +40,9 @@ class IterationRecord:
     time: float = 0.0  # training seconds since the start (monitoring excluded)
     iteration_time: float = 0.0  # training seconds of this iteration
     test_accuracy: object = None
-    bytes: dict = field(default_factory=dict)
+    bytes: dict = field(default_factory=dict)  # by phase, summed over ranks
+    flops: dict = field(default_factory=dict)  # by phase, summed over ranks
+    seconds: dict = field(default_factory=dict)  # by phase: compute and wait, most of any rank
 
     def as_dict(self):
         record = asdict(self)
