@@ -16,6 +16,7 @@ from ..model.network import Network
 from ..parallel.groups import Groups
 from ..parallel.layout import Layout
 from ..parallel.phases import Phase
+from .threads import compute_threads, default_threads
 
 
 class Predictor:
@@ -52,6 +53,10 @@ class Predictor:
             raise everywhere(InputError(
                 f"{raw.source}: {raw.n_features} features, the model has {self.layout.widths[0]}"
             ))
+        with compute_threads(default_threads(self.world.size)):
+            return self._outputs(raw)
+
+    def _outputs(self, raw):
         data = partition(raw, self.layout, self.world.rank, None, self.preprocessing)
         outputs = np.empty((data.n_instances, self.layout.widths[-1]))
         leader = self.layout.output_group[0]

@@ -32,6 +32,7 @@ from ..solvers.sgd import SGDOptions, SGDSolver
 from .log_view import log_view
 from .monitor import Monitor
 from .problem import ModelConfig, Problem, available_memory
+from .threads import compute_threads, default_threads
 
 
 @dataclass
@@ -68,7 +69,8 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
     comm : mpi4py communicator; the run works on a duplicate of it.
     monitor : app.monitor.Monitor (default: silent)
     blas_threads : int or None
-        BLAS threads per rank; None: 1 with several ranks, else the BLAS default.
+        Compute threads per rank (the kernels' BLAS and OpenMP loops; see
+        `app.threads`); None: 1 with several ranks, else the libraries' default.
     faults : fault_injection.Faults (default: from the environment, for tests)
     return_model : bool
         Gather the trained network into ``result.model`` on every rank.
@@ -79,8 +81,6 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
         A run that ends with ``status == RunStatus.NUMERICAL_ERROR`` keeps the
         last good iterate (and saves it when asked); it is not an exception.
     """
-    from threadpoolctl import threadpool_limits
-
     comm = MPI.COMM_WORLD if comm is None else comm
     config = ModelConfig() if config is None else config
     options = NewtonOptions() if options is None else options
@@ -88,7 +88,7 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
     monitor = Monitor(comm.rank, quiet=True) if monitor is None else monitor
     faults = Faults.from_environment() if faults is None else faults
     newton = isinstance(options, NewtonOptions)
-    with threadpool_limits(limits=blas_threads or (1 if comm.size > 1 else None)):
+    with compute_threads(blas_threads or default_threads(comm.size)):
         with agreed(comm):
             options.check()
             config.check()
