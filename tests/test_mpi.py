@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from helpers import backward_bytes, forward_bytes, read_log, run_dnewton
+from helpers import backward_bytes, forward_bytes, read_log, run_dnewton, without_timings
 
 from dnewton.io.data import read_dataset
 from dnewton.parallel.layout import Layout
@@ -137,3 +137,20 @@ def test_flops_per_phase_match_the_formulas(tmp_path, n_ranks, partitions):
             spent = sum(sum(parts.values()) for phase, parts in rec["seconds"].items()
                         if phase != "evaluation")
             assert spent == pytest.approx(rec["iteration_time"], rel=1e-9)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("loss", ["squared", "softmax"])
+@pytest.mark.parametrize("n_ranks, partitions", [(3, "1,1,1,1"), (2, "1,2,1,1"),
+                                                 (4, "2,2,2,1"), (3, "3,1,1,2")])
+def test_pipelined_passes_give_the_unpipelined_run(tmp_path, loss, n_ranks, partitions):
+    # The paper's layout (one block per rank) among them. Batches in flight change
+    # when each sum happens, not what is summed: the same log, bytes included.
+    logs = []
+    for depth in ("1", "3"):
+        path = tmp_path / f"d{depth}.jsonl"
+        run_dnewton(n_ranks, [*COMMON, "--loss", loss, "--partitions", partitions,
+                              "--batch-size", "200", "--pipeline", depth, "--log", path])
+        logs.append(without_timings(read_log(path)))
+    assert logs[0] == logs[1]
+    assert len(logs[0]) == 6 and logs[0][-1]["f"] < logs[0][0]["f"]

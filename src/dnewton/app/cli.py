@@ -114,6 +114,10 @@ def build_parser():
                       help="subtract the training mean of each feature (from the test set too)")
     data.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="N",
                       help="instances per forward/backward batch (bounds memory)")
+    data.add_argument("--pipeline", type=int, default=_MODEL.pipeline, metavar="D",
+                      help="pipeline the passes over all instances: keep D batches in "
+                      "flight, each batch's sums travelling (non-blocking) while the next "
+                      "batch computes; 1 = one batch after another")
     opt = train.add_argument_group("optimizer")
     opt.add_argument("--solver", choices=("newton", "sgd"), default="newton",
                      help="newton: subsampled Gauss-Newton (the options below); sgd: "
@@ -239,7 +243,7 @@ def run_train(args):
     config = ModelConfig(
         hidden=args.hidden, activation=args.activation, loss=args.loss, C=args.C,
         partitions=args.partitions, feature_scale=args.feature_scale, center=args.center,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, pipeline=args.pipeline,
     )
     outputs = Outputs(log=args.log, model=args.model, checkpoint=args.checkpoint,
                       checkpoint_every=args.checkpoint_every, resume=args.resume,

@@ -38,6 +38,7 @@ class ModelConfig:
     feature_scale: float = 1.0
     center: bool = False
     batch_size: int = BATCH_SIZE
+    pipeline: int = 1  # batches in flight in a pass over all instances (1: no pipeline)
 
     RULES = (
         ("hidden", lambda v: all(int(h) >= 1 for h in v),
@@ -45,6 +46,7 @@ class ModelConfig:
         ("C", lambda v: v > 0 and math.isfinite(v), "must be a positive number"),
         ("feature_scale", lambda v: v > 0, "must be positive"),
         ("batch_size", lambda v: v >= 1, "must be >= 1"),
+        ("pipeline", lambda v: v >= 1, "must be >= 1"),
     )
 
     def check(self):
@@ -101,7 +103,7 @@ class Problem:
             raise
         network = Network(layout, groups, Activation.hidden(config.activation))
         objective = Objective(network, train, make_loss(config.loss), config.C,
-                              config.batch_size)
+                              config.batch_size, pipeline=config.pipeline)
         return cls(world, layout, groups, network, objective, test, classes, prep, config)
 
     def check_memory(self, n_subset, available):

@@ -20,6 +20,7 @@ import numpy as np
 from .. import _kernels as K
 from ..constants import Stream, random_stream
 from ..parallel.phases import Phase
+from ..parallel.pipeline import Reduction, run
 
 
 @dataclass
@@ -119,6 +120,10 @@ class Network:
         The pass is written into `into` (an `empty_pass(n)` or rows of one) when
         given, else into new arrays; returns it, with ``z[(0, a)]`` the inputs.
         """
+        return run(self.forward_steps(theta, inputs, n, phase, into))
+
+    def forward_steps(self, theta, inputs, n, phase=Phase.FORWARD, into=None):
+        """`forward` as a generator that yields each sum it needs (`pipeline`)."""
         params = self.parameters.views(theta)
         self.ledger.computed(phase, 2.0 * n * self._macs)
         fwd = self.empty_pass(n) if into is None else into
@@ -131,7 +136,7 @@ class Network:
                 if group is None:
                     continue
                 self._sum_products(params, z, m, b, s[(m, b)])
-                group.allreduce(s[(m, b)], phase)
+                yield Reduction(group, s[(m, b)], phase)
                 K.activation_forward(self.activation, s[(m, b)], z[(m, b)])
         group = self.groups.output
         if group is not None:
@@ -145,7 +150,7 @@ class Network:
                     part = np.empty((n, cols.stop - cols.start))
                     self._sum_products(params, z, L, b, part)
                     output[:, cols] += part
-            group.allreduce(output, phase)
+            yield Reduction(group, output, phase)
         return fwd
 
     def _sum_products(self, params, z, m, b, out):
@@ -160,6 +165,15 @@ class Network:
     def backward_sweep(self, theta, fwd, top, k, visit=None, phase=Phase.BACKWARD,
                        workspace=None):
         """Carry k vectors per instance from the outputs down through every layer.
+
+        See `backward_sweep_steps`, which this runs with blocking sums.
+        """
+        return run(self.backward_sweep_steps(theta, fwd, top, k, visit, phase, workspace))
+
+    def backward_sweep_steps(self, theta, fwd, top, k, visit=None, phase=Phase.BACKWARD,
+                             workspace=None):
+        """Carry k vectors per instance from the outputs down through every layer,
+        as a generator that yields each sum it needs (`pipeline`).
 
         `top` maps (L, b), for every output column group b this rank owns a block
         of, to a (n, k, |b|) array (k vectors per instance): the derivatives with
@@ -202,7 +216,7 @@ class Network:
                     buf[...] = 0.0
                 for i in self._by_row.get((m, a), ()):
                     K.jacobian_backward(dS[(m, self.blocks[i].col)], params[i][0], buf)
-                group.allreduce(buf, phase)
+                yield Reduction(group, buf, phase)
                 if self.owns_column(m - 1, a):
                     K.activation_backward_jacobian(
                         self.activation, fwd.s[(m - 1, a)], fwd.z[(m - 1, a)], buf
@@ -216,6 +230,11 @@ class Network:
         `dout` is (n, n_L) on output ranks (None elsewhere); `grad` a local
         parameter vector. The sweep's sums reuse this network's arrays.
         """
+        run(self.backward_steps(theta, fwd, dout, grad, self._gradient_workspace, phase))
+
+    def backward_steps(self, theta, fwd, dout, grad, workspace, phase=Phase.BACKWARD):
+        """`backward` as a generator that yields each sum it needs (`pipeline`);
+        its sums are kept in `workspace` (a dict, one per batch in flight)."""
         layout = self.layout
         top = {}
         if dout is not None:
@@ -230,7 +249,7 @@ class Network:
             (W, _), (gW, gb), blk = params[i], grads[i], self.blocks[i]
             K.block_backward(fwd.z[(blk.layer - 1, blk.row)], W, dS[:, 0, :], gW, gb, None, 1.0)
 
-        self.backward_sweep(theta, fwd, top, 1, accumulate, phase, self._gradient_workspace)
+        yield from self.backward_sweep_steps(theta, fwd, top, 1, accumulate, phase, workspace)
 
     def jacobian(self, theta, fwd, phase=Phase.BACKWARD):
         """D_b^m = d z^L / d s_b^m for every column group b this rank owns a block of.

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..constants import BATCH_SIZE
 from ..parallel.phases import Phase
+from ..parallel.pipeline import run, run_pipelined
 from ..parallel.space import GroupSpace
 from .gauss_newton import GaussNewtonOperator
 
@@ -57,9 +58,12 @@ class Objective:
         Instances per forward/backward batch.
     keep : bool
         Keep forward passes for reuse (memory: `kept_bytes`).
+    pipeline : int
+        Batches in flight in the passes over all instances (1: one after
+        another; see `parallel.pipeline`).
     """
 
-    def __init__(self, network, data, loss, C, batch_size=BATCH_SIZE, keep=True):
+    def __init__(self, network, data, loss, C, batch_size=BATCH_SIZE, keep=True, pipeline=1):
         self.network = network
         self.groups = network.groups
         self.ledger = network.ledger
@@ -70,6 +74,8 @@ class Objective:
         self.regularization = 1.0 / (C * data.n_instances)
         self.batch_size = batch_size
         self.keep = keep
+        self.pipeline = pipeline
+        self._workspaces = []  # the backward sweeps' sums, one per batch in flight
         output = self.groups.output
         # Every output rank computes the loss; one of them contributes it to sums.
         self._counts_loss = output is not None and output.leader == self.groups.world.rank
@@ -107,17 +113,30 @@ class Objective:
                 return store
         return None
 
+    def _passes(self, batch_steps):
+        """Run one pass per batch (generators, in batch order): pipelined with
+        `pipeline` > 1, else one after another. Returns their results in order."""
+        if self.pipeline > 1 and self.n_instances > self.batch_size:
+            return run_pipelined(batch_steps, self.pipeline)
+        return [run(steps) for steps in batch_steps]
+
     def evaluate(self, theta):
         """f(theta) (the same on every rank), keeping the forward pass when allowed."""
         store = self._free_store()
+
+        def batch(rows):
+            into = None if store is None else store.passes.rows(rows)
+            fwd = yield from self.network.forward_steps(
+                theta, self.data.rows(rows), rows.stop - rows.start, into=into)
+            if not self._counts_loss:
+                return 0.0
+            return self.loss.value(fwd.output, self.data.labels[rows])
+
+        with self.ledger.phase(Phase.FORWARD):
+            losses = self._passes(batch(rows) for rows in self._batches(self.n_instances))
         loss_sum = 0.0
-        for rows in self._batches(self.n_instances):
-            with self.ledger.phase(Phase.FORWARD):
-                into = None if store is None else store.passes.rows(rows)
-                fwd = self.network.forward(theta, self.data.rows(rows), rows.stop - rows.start,
-                                           into=into)
-                if self._counts_loss:
-                    loss_sum += self.loss.value(fwd.output, self.data.labels[rows])
+        for loss in losses:  # in batch order, as one pass after another would
+            loss_sum += loss
         return Evaluation(theta, self._total(theta, loss_sum),
                           None if store is None else store.passes,
                           0 if store is None else store.generation)
@@ -133,20 +152,27 @@ class Objective:
         """
         theta, store = evaluation.theta, self._kept(evaluation)
         grad = theta * self.regularization
-        for rows in self._batches(self.n_instances):
-            with self.ledger.phase(Phase.FORWARD):
-                if store is not None:
-                    fwd = store.passes.rows(rows)
-                    fwd.z.update({(0, a): X for a, X in self.data.rows(rows).items()})
-                else:
-                    fwd = self.network.forward(theta, self.data.rows(rows),
-                                               rows.stop - rows.start)
-                dout = None
-                if fwd.output is not None:
-                    y = self.data.labels[rows]
-                    dout = self.loss.gradient(fwd.output, y) / self.n_instances
-            with self.ledger.phase(Phase.BACKWARD):
-                self.network.backward(theta, fwd, dout, grad)
+
+        def batch(rows):
+            inputs = self.data.rows(rows)
+            if store is not None:
+                fwd = store.passes.rows(rows)
+                fwd.z.update({(0, a): X for a, X in inputs.items()})
+            else:  # its time counts as the backward phase's; its FLOPs as forward
+                fwd = yield from self.network.forward_steps(theta, inputs,
+                                                            rows.stop - rows.start)
+            dout = None
+            if fwd.output is not None:
+                y = self.data.labels[rows]
+                dout = self.loss.gradient(fwd.output, y) / self.n_instances
+            workspace = self._workspaces.pop() if self._workspaces else {}
+            try:
+                yield from self.network.backward_steps(theta, fwd, dout, grad, workspace)
+            finally:
+                self._workspaces.append(workspace)
+
+        with self.ledger.phase(Phase.BACKWARD):
+            self._passes(batch(rows) for rows in self._batches(self.n_instances))
         self._current = store
         return grad
 

@@ -56,6 +56,22 @@ class Group:
         with waiting(self.ledger, phase):
             self.comm.Allreduce(MPI.IN_PLACE, buf)
 
+    def start_allreduce(self, buf, phase):
+        """Start summing `buf` over the group, non-blocking; returns the request
+        (None for a group of one rank). Finish it with `finish_allreduce`."""
+        phase = Phase(phase)
+        if self.comm is None:
+            return None
+        if self.comm.rank == 0:
+            self.ledger.moved(phase, buf.nbytes)
+        return self.comm.Iallreduce(MPI.IN_PLACE, buf)
+
+    def finish_allreduce(self, request, phase):
+        """Wait for a `start_allreduce` request; the seconds count as waiting."""
+        if request is not None:
+            with waiting(self.ledger, phase):
+                request.Wait()
+
 
 class Groups:
     """All communication groups of `layout` that the calling rank belongs to.

@@ -71,14 +71,20 @@ class CGState:
     max_iterations : int
     space : parallel.space.LocalSpace or GroupSpace
         Where the vectors live; sums the local r.r.
+    work : (5, n) array, optional
+        Storage for x, A x, r, p, A p, reused from one run to the next (fresh
+        memory costs page faults on every touch); the result's x and A x live
+        there until the next run.
     """
 
-    def __init__(self, b, tol, max_iterations, space):
-        self.x = np.zeros_like(b)
-        self.Ax = np.zeros_like(b)
-        self.r = b.copy()
-        self.p = b.copy()
-        self.q = np.empty_like(b)
+    def __init__(self, b, tol, max_iterations, space, work=None):
+        if work is None:
+            work = np.empty((5, b.size), dtype=b.dtype)
+        self.x, self.Ax, self.r, self.p, self.q = work
+        self.x[...] = 0.0
+        self.Ax[...] = 0.0
+        self.r[...] = b
+        self.p[...] = b
         self.tol = tol
         self.max_iterations = max_iterations
         self.space = space
@@ -116,12 +122,13 @@ class CGState:
                         float(self.curvature))
 
 
-def conjugate_gradient(apply, b, tol, max_iterations, space):
+def conjugate_gradient(apply, b, tol, max_iterations, space, work=None):
     """Solve A x = b from x = 0 until ||b - A x|| <= tol or `max_iterations`.
 
     Every decision uses values summed over `space`, so all ranks iterate alike.
+    `work` is as `CGState`'s.
     """
-    state = CGState(b, tol, max_iterations, space)
+    state = CGState(b, tol, max_iterations, space, work)
     while not state.done:
         state.step(apply)
     return state.result()

@@ -45,10 +45,13 @@ class FullCG:
         self.space = space
         self.xi = xi
         self.max_iterations = max_iterations
+        self._work = None  # CG's vectors, kept from one direction to the next
 
     def __call__(self, operator, g, gnorm):
+        if self._work is None or self._work.shape[1] != g.size:
+            self._work = np.empty((5, g.size), dtype=g.dtype)
         cg = conjugate_gradient(operator.apply, -g, self.xi * gnorm, self.max_iterations,
-                                self.space)
+                                self.space, self._work)
         failure = cg.failure() if cg.reason.failed else None
         return Direction(cg.x, cg.Ax, cg.iterations, cg.reason, [cg.iterations] * 3, 0, failure)
 
