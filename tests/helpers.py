@@ -73,7 +73,7 @@ def read_log(path):
         return [json.loads(line) for line in f]
 
 
-TIMINGS = ("time", "iteration_time", "seconds")
+TIMINGS = ("time", "iteration_time", "seconds", "checkpoint_seconds")
 
 
 def without_timings(records):

@@ -187,7 +187,8 @@ lines = st.lists(
         st.builds(
             lambda label, pairs: " ".join([label, *(f"{i}:{v}" for i, v in pairs)]).encode(),
             st.sampled_from(["0", "1", "-1", "2.5", "x", "nan"]),
-            st.lists(st.tuples(st.integers(-2, 9), st.sampled_from(["1", "0.5", "-3e2", "inf", "", "a"])),
+            st.lists(st.tuples(st.integers(-2, 9),
+                               st.sampled_from(["1", "0.5", "-3e2", "inf", "", "a"])),
                      max_size=4),
         ),
     ),
@@ -195,7 +196,8 @@ lines = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lines)
 def test_reader_loads_or_raises_input_error(tmp_path, content):
     path = tmp_path / "fuzz.svm"

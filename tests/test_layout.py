@@ -13,7 +13,8 @@ WIDTHS = (784, 300, 300, 10)
 
 @pytest.mark.parametrize(
     "partitions, n_ranks",
-    [((1, 1, 1, 1), 1), ((1, 1, 1, 1), 3), ((2, 1, 1, 1), 4), ((2, 3, 2, 1), 2), ((3, 2, 2, 2), 5)],
+    [((1, 1, 1, 1), 1), ((1, 1, 1, 1), 3), ((2, 1, 1, 1), 4), ((2, 3, 2, 1), 2),
+     ((3, 2, 2, 2), 5)],
 )
 def test_blocks_cover_every_weight_once(partitions, n_ranks):
     layout = Layout(WIDTHS, partitions, n_ranks)

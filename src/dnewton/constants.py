@@ -20,6 +20,15 @@ BATCH_SIZE = 4096
 # at most this share of the memory a node has available.
 KEEP_MEMORY_SHARE = 0.5
 
+# With --checkpoint and no --checkpoint-every, a checkpoint every this many
+# seconds of training (and at the end): often enough that a killed job loses
+# little, seldom enough that writing costs little.
+CHECKPOINT_INTERVAL = 300.0
+
+# Parameter-shaped vectors a solver holds at once (theta, the gradient, CG's
+# five, a trial point, the direction, spares): the memory check's multiplier.
+PARAMETER_COPIES = 12
+
 # A resumed run recomputes f at the checkpoint's parameters; another layout or
 # batch size changes it by rounding only, other data changes it for real.
 RESUME_F_RTOL = 1e-8

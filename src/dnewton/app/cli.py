@@ -14,19 +14,22 @@ name the flags (``--lambda``).
 """
 
 import argparse
+import os
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 
 from .. import __version__
-from ..constants import BATCH_SIZE
-from ..errors import NumericalError
+from ..constants import BATCH_SIZE, CHECKPOINT_INTERVAL
+from ..errors import NumericalError, ParameterError
 from ..io.data import DATASETS
 from ..model.activations import HIDDEN_ACTIVATIONS
 from ..model.losses import LOSSES
 from ..solvers.newton import NewtonOptions
 from ..solvers.sgd import SGDOptions
 from .problem import ModelConfig
+from .stopping import EXIT_RESUMABLE, parse_duration
 
 _DEFAULTS = NewtonOptions()
 _SGD = SGDOptions()
@@ -52,6 +55,13 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _duration(text):
+    try:
+        return parse_duration(text)
+    except ParameterError as exc:
+        raise argparse.ArgumentTypeError(exc.render(lambda p: "--time-limit")) from None
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="dnewton",
@@ -75,6 +85,9 @@ def build_parser():
             "wall time and the test accuracy."
         ),
         formatter_class=_HelpFormatter,
+        epilog=f"Exit status: 0 finished; 2 bad input; 3 numerical failure (the last good "
+        f"model is still saved); {EXIT_RESUMABLE} stopped early by SIGTERM, SIGUSR1, SIGINT "
+        "or --time-limit, with a checkpoint to --resume from; 1 internal error.",
     )
     train.add_argument(
         "train",
@@ -168,10 +181,17 @@ def build_parser():
                      help="save the trained network to FILE (.npz, for dnewton predict on "
                      "any number of ranks)")
     out.add_argument("--checkpoint", metavar="DIR",
-                     help="keep the optimizer state in DIR/checkpoint.npz (replaced "
-                     "atomically) every --checkpoint-every iterations and at the last")
-    out.add_argument("--checkpoint-every", type=int, default=10, metavar="N",
-                     help="iterations between checkpoints")
+                     help="keep the solver's state in DIR/checkpoint.npz (replaced "
+                     "atomically) every --checkpoint-every iterations, or every "
+                     f"{CHECKPOINT_INTERVAL:g} s of training without it, and at the last; "
+                     "also when a signal or --time-limit stops the run")
+    out.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                     help="iterations (epochs) between checkpoints (default: by time)")
+    out.add_argument("--time-limit", type=_duration, default=None, metavar="T",
+                     help="stop, with a checkpoint, when the next iteration would end "
+                     "after T (seconds, or [D-]H:MM:SS as Slurm writes it) from the start; "
+                     f"the run then exits with status {EXIT_RESUMABLE}, as after SIGTERM, "
+                     "SIGUSR1 or SIGINT")
     out.add_argument("--resume", metavar="DIR",
                      help="continue the run checkpointed in DIR, with the same settings "
                      "(any ranks and --partitions); the --log is rewritten with the "
@@ -247,6 +267,7 @@ def run_train(args):
     )
     outputs = Outputs(log=args.log, model=args.model, checkpoint=args.checkpoint,
                       checkpoint_every=args.checkpoint_every, resume=args.resume,
+                      time_limit=args.time_limit,
                       show_layout=args.show_layout, log_view=args.log_view)
     monitor = Monitor(world.rank, args.quiet, iterations=options.iterations)
     result = train(train_raw, test_raw, config, options, outputs, comm=world, monitor=monitor,
@@ -257,6 +278,8 @@ def run_train(args):
         if world.rank == 0:
             print(f"dnewton: error: {result.message}", file=sys.stderr, flush=True)
         return NumericalError.exit_status
+    if result.status in (RunStatus.INTERRUPTED, RunStatus.TIME_LIMIT):
+        return EXIT_RESUMABLE
     return 0
 
 
@@ -274,8 +297,7 @@ def _sgd_options(args):
 
     newton_only = [
         ("diagonal", args.diagonal), ("sync_fraction", args.sync_fraction != 1.0),
-        ("gn_size", args.gn_size is not None), ("checkpoint", args.checkpoint),
-        ("resume", args.resume),
+        ("gn_size", args.gn_size is not None),
     ]
     for parameter, given in newton_only:
         if given:
@@ -359,6 +381,15 @@ def flags(parser):
     return names
 
 
+def _launcher_rank():
+    """This process's rank as the MPI launcher tells it (MPICH, Open MPI, PMIx,
+    Slurm), read before MPI starts; 0 when not launched as a rank."""
+    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
 def main(argv=None):
     """Entry point of the ``dnewton`` script and of ``python -m dnewton``."""
     from ..errors import run_main
@@ -367,7 +398,11 @@ def main(argv=None):
     names = flags(parser)
 
     def dispatch(argv):
-        args = parser.parse_args(argv)
+        if _launcher_rank() > 0:  # help and usage errors once, from rank 0
+            with open(os.devnull, "w") as quiet, redirect_stdout(quiet), redirect_stderr(quiet):
+                args = parser.parse_args(argv)
+        else:
+            args = parser.parse_args(argv)
         return args.run(args)
 
     sys.exit(run_main(dispatch, argv, lambda parameter: names.get(parameter, parameter)))

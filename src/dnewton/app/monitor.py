@@ -74,6 +74,8 @@ class Monitor:
         self.stream = stream or sys.stdout
         self.iterations = iterations
         self.log = None
+        self.log_path = None
+        self.error = None  # why the log could not be written, once it could not
         self.live = self.active and not quiet and self.stream.isatty()
         self._line_open = False  # a live line is showing, not yet ended by a newline
         self._first = None  # (iter, time) of the first record seen, for the rate
@@ -87,6 +89,7 @@ class Monitor:
         """
         if not (self.active and path):
             return
+        self.log_path = path
         try:
             self.log = open(path, "w", encoding="utf-8")
             for record in previous:
@@ -103,8 +106,21 @@ class Monitor:
         elif not self.quiet:
             print(format_record(record), file=self.stream, flush=True)
         if self.log is not None:
-            self.log.write(json.dumps(record.as_dict()) + "\n")
-            self.log.flush()
+            try:
+                self.log.write(json.dumps(record.as_dict()) + "\n")
+                self.log.flush()
+            except OSError as exc:
+                self._log_failed(exc)
+
+    def _log_failed(self, exc):
+        """Note that the log cannot be written (a full disk, /dev/full); the training
+        loop sees `error` and stops every rank (the log is rank 0's alone)."""
+        self.error = f"{self.log_path}: cannot write the log ({exc.strerror or exc})"
+        try:
+            self.log.close()
+        except OSError:
+            pass
+        self.log = None
 
     def _show_live(self, record):
         if self._first is None:
@@ -140,5 +156,8 @@ class Monitor:
         if self.active:
             self._end_live_line()
         if self.log is not None:
-            self.log.close()
+            try:
+                self.log.close()
+            except OSError as exc:
+                self._log_failed(exc)
             self.log = None

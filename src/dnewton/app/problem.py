@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from mpi4py import MPI
 
-from ..constants import BATCH_SIZE, KEEP_MEMORY_SHARE
-from ..errors import InputError, ParameterError, agreed, check_parameters
+from ..constants import BATCH_SIZE, KEEP_MEMORY_SHARE, PARAMETER_COPIES
+from ..errors import InputError, ParameterError, agreed, check_parameters, everywhere
 from ..io.data import Classes, Preprocessing, partition
 from ..io.model_file import gather_model
 from ..model.activations import Activation
@@ -105,6 +105,24 @@ class Problem:
         objective = Objective(network, train, make_loss(config.loss), config.C,
                               config.batch_size, pipeline=config.pipeline)
         return cls(world, layout, groups, network, objective, test, classes, prep, config)
+
+    def check_parameter_memory(self, available):
+        """Collective: refuse (on every rank) a network whose parameter vectors would
+        not fit in `available` bytes per node (None: unknown, no check), before any
+        is allocated. A solver keeps about `PARAMETER_COPIES` of them at once."""
+        need = np.array([8.0 * PARAMETER_COPIES * self.network.n_params])
+        node = self.world.Split_type(MPI.COMM_TYPE_SHARED)
+        node.Allreduce(MPI.IN_PLACE, need)
+        node.Free()
+        self.world.Allreduce(MPI.IN_PLACE, need, op=MPI.MAX)
+        if available is not None and need[0] > available:
+            total = sum(self.layout.parameters(r).size for r in range(self.world.size))
+            raise everywhere(ParameterError(
+                f"the network's {total:,} parameters need about {need[0] / 2**30:.1f} GiB on "
+                f"a node ({PARAMETER_COPIES} working copies of each rank's share), more than "
+                f"the {available / 2**30:.1f} GiB available; use narrower {{hidden}} layers, "
+                "more ranks or more nodes"
+            ))
 
     def check_memory(self, n_subset, available):
         """Collective: plan the memory of the Gauss-Newton data and the kept passes.

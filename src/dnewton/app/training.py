@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass
 
 from mpi4py import MPI
 
-from ..errors import ParameterError, agreed, alike_everywhere
+from ..constants import CHECKPOINT_INTERVAL
+from ..errors import InputError, agreed, alike_everywhere
 from ..fault_injection import Faults
 from ..io.checkpoint import Checkpoint, Checkpointer
 from ..io.model_file import Model, broadcast_arrays, check_writable, save_model
@@ -32,18 +33,20 @@ from ..solvers.sgd import SGDOptions, SGDSolver
 from .log_view import log_view
 from .monitor import Monitor
 from .problem import ModelConfig, Problem, available_memory
+from .stopping import StopRequests
 from .threads import compute_threads, default_threads
 
 
 @dataclass
 class Outputs:
-    """What a run writes, and where it may resume from (all optional)."""
+    """What a run writes, where it may resume from, when it must stop (all optional)."""
 
     log: object = None  # JSON lines, one record per iteration (rank 0)
     model: object = None  # the trained network, a model file
     checkpoint: object = None  # a folder for checkpoints
-    checkpoint_every: int = 10  # iterations between checkpoints
+    checkpoint_every: object = None  # iterations between checkpoints; None: by time
     resume: object = None  # a checkpoint folder to continue from
+    time_limit: object = None  # seconds the run may take; it stops resumable before
     show_layout: bool = False  # print which blocks each rank owns
     log_view: bool = False  # print where the time went, by phase, at the end
 
@@ -80,7 +83,11 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
     TrainingResult
         A run that ends with ``status == RunStatus.NUMERICAL_ERROR`` keeps the
         last good iterate (and saves it when asked); it is not an exception.
+        SIGTERM, SIGUSR1 or SIGINT during the run, or the time limit, end it
+        after the current iteration with a checkpoint and ``RunStatus.INTERRUPTED``
+        or ``TIME_LIMIT`` (`app.stopping`).
     """
+    started = time.perf_counter()
     comm = MPI.COMM_WORLD if comm is None else comm
     config = ModelConfig() if config is None else config
     options = NewtonOptions() if options is None else options
@@ -88,13 +95,11 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
     monitor = Monitor(comm.rank, quiet=True) if monitor is None else monitor
     faults = Faults.from_environment() if faults is None else faults
     newton = isinstance(options, NewtonOptions)
-    with compute_threads(blas_threads or default_threads(comm.size)):
+    stops = StopRequests(outputs.time_limit, started)
+    with compute_threads(blas_threads or default_threads(comm.size)), stops.installed():
         with agreed(comm):
             options.check()
             config.check()
-            if not newton and (outputs.checkpoint or outputs.resume):
-                flag = "checkpoint" if outputs.checkpoint else "resume"
-                raise ParameterError(f"{{{flag}}} applies to {{solver}} newton only, not to sgd")
             if outputs.model and comm.rank == 0:
                 check_writable(outputs.model, "model")
         checkpoint = Checkpoint.load(comm, outputs.resume) if outputs.resume else None
@@ -105,12 +110,12 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
             if outputs.checkpoint:
                 before_commit, after_write = faults.checkpoint_hooks()
                 checkpointer = Checkpointer(
-                    problem.world, problem.gather_model, outputs.checkpoint,
+                    problem.world, problem.layout, problem.gather_model, outputs.checkpoint,
                     outputs.checkpoint_every, options.iterations, run_settings(problem, options),
-                    before_commit, after_write,
+                    CHECKPOINT_INTERVAL, before_commit, after_write,
                 )
             run = SolverRun(problem, make_solver(problem, options, faults), monitor,
-                            checkpointer)
+                            checkpointer, stops)
             if checkpoint is not None:
                 with agreed(problem.world):
                     checkpoint.check(run_settings(problem, options))
@@ -126,9 +131,18 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
                 run.start(problem.network.initial_parameters(options.seed))
             result = run.finish()
             unit = "iteration" if newton else "epoch"
-            monitor.message(f"dnewton: stopped after {result.iterations} {unit}(s): "
-                            f"{result.message}; f = {result.f:.6e}")
-            if outputs.log_view:
+            # A log that cannot be written stopped the run: the model is still saved
+            # below, and the error said at the end instead of the usual last lines.
+            if monitor.error is None:
+                monitor.message(f"dnewton: stopped after {result.iterations} {unit}(s): "
+                                f"{result.message}; f = {result.f:.6e}")
+            if result.status in (RunStatus.INTERRUPTED, RunStatus.TIME_LIMIT):
+                where = (f"checkpoint in {outputs.checkpoint}: continue with --resume "
+                         f"{outputs.checkpoint}" if checkpointer is not None
+                         else "no --checkpoint was given, so there is nothing to resume from")
+                monitor.report(f"dnewton: {result.message} after {unit} {result.iterations}; "
+                               f"{where}")
+            if outputs.log_view and monitor.error is None:
                 monitor.report(log_view(result.history))
             model = None
             if outputs.model or return_model:
@@ -139,6 +153,10 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
             if return_model:
                 arrays = broadcast_arrays(problem.world, model.arrays() if model else None)
                 model = Model.from_arrays(arrays, "the trained model")
+            monitor.close()
+            with agreed(problem.world):  # the log is rank 0's: a write it could not do
+                if monitor.error is not None:
+                    raise InputError(monitor.error)
         finally:
             monitor.close()
             problem.close()
@@ -147,8 +165,10 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
 
 
 def _describe(problem, options, train_data, monitor, outputs, faults):
-    """The start-up lines; for Newton, the memory check of the Gauss-Newton data."""
+    """The start-up lines and the memory checks (for Newton, of the Gauss-Newton data too)."""
     config, layout = problem.config, problem.layout
+    available = faults.memory_limit if faults.memory_limit is not None else available_memory()
+    problem.check_parameter_memory(available)
     monitor.message(
         f"dnewton: {train_data.source}: {train_data.n_instances} instances, network "
         f"{'-'.join(map(str, layout.widths))} ({config.activation}, {config.loss} loss), "
@@ -164,7 +184,6 @@ def _describe(problem, options, train_data, monitor, outputs, faults):
         return
     with alike_everywhere():  # the same options and data size on every rank
         n_subset = options.subset_size(problem.objective.n_instances)
-    available = faults.memory_limit if faults.memory_limit is not None else available_memory()
     jacobian, kept = problem.check_memory(n_subset, available)
     monitor.message(
         f"dnewton: Gauss-Newton subset {n_subset} instances per iteration"
@@ -187,9 +206,10 @@ def run_settings(problem, options):
     training set's size and classes. The layout and the batch size may change.
     """
     config = problem.config
-    settings = {"C": config.C}
+    settings = {"solver": "newton" if isinstance(options, NewtonOptions) else "sgd",
+                "C": config.C}
     settings.update((key, value) for key, value in asdict(options).items()
-                    if key != "iterations")
+                    if key not in ("iterations", "epochs"))
     settings.update(
         widths=list(problem.layout.widths), activation=config.activation, loss=config.loss,
         feature_scale=config.feature_scale, center=config.center,
@@ -230,30 +250,36 @@ def _in_phase(ledger, phase, direction):
 
 
 class SolverRun:
-    """Drives a solver to its end: the clock, the bytes, monitoring and outputs.
+    """Drives a solver to its end: the clock, the costs, monitoring and outputs.
 
     Collective over the problem's ranks. Each iteration's record gets its
-    training seconds (monitoring excluded), its bytes by phase (monitoring's all
-    counted as ``evaluation``) and its test accuracy; then the monitor sees it and
-    the checkpointer may save the solver's state.
+    training seconds (monitoring excluded), its costs by phase (monitoring's all
+    counted as ``evaluation``) and its test accuracy; then the checkpointer may
+    save the solver's state and the monitor sees the record. The reduction that
+    collects the costs also carries each rank's stop requests and checkpoint
+    timing, so the ranks agree on both at no extra cost (`app.stopping`).
 
     Parameters
     ----------
     problem : app.problem.Problem
     solver : solvers.newton.NewtonSolver or solvers.sgd.SGDSolver
     monitor : callable (IterationRecord), optional
-    checkpoint : callable (state, history), optional
+    checkpoint : io.checkpoint.Checkpointer, optional
+    stops : app.stopping.StopRequests, optional
     """
 
-    def __init__(self, problem, solver, monitor=None, checkpoint=None):
+    def __init__(self, problem, solver, monitor=None, checkpoint=None, stops=None):
         self.problem = problem
         self.solver = solver
         self.monitor = monitor
         self.checkpoint = checkpoint
+        self.stops = stops
         self.evaluate = problem.test_accuracy()
         self.ledger = problem.groups.ledger
         self.history = []
         self.clock = 0.0
+        self.stopped = None  # the agreed stop reason (see StopRequests.local_reason)
+        self._checkpoint_seconds = 0.0
 
     def start(self, theta):
         """Start the solver at `theta` and report iteration 0."""
@@ -261,7 +287,7 @@ class SolverRun:
 
     def resume(self, state, history):
         """Continue from a solver state whose run logged `history` (records)."""
-        self.solver.resume(state)
+        self.solver.resume(state, history[-1])
         self.history = list(history)
         self.clock = self.history[-1].time  # the run's clock goes on from the checkpoint
         # These costs belong to no iteration: the uninterrupted run evaluated f and g
@@ -269,19 +295,38 @@ class SolverRun:
         self.ledger.collect(self.problem.world)
 
     def finish(self):
-        """Run the remaining iterations; returns the `RunResult`."""
+        """Run the remaining iterations (or until a stop is agreed); returns the
+        `RunResult`."""
         solver = self.solver
-        while not solver.done:
+        while not solver.done and self.stopped is None:
             self._advance(solver.step)
-        return RunResult(solver.theta, solver.f, solver.gnorm, solver.iteration,
-                         solver.status, solver.message, self.history)
+        status, message = solver.status, solver.message
+        if self.stopped in (1, 2):
+            status = RunStatus.INTERRUPTED if self.stopped == 1 else RunStatus.TIME_LIMIT
+            message = self.stops.describe(self.stopped)
+        return RunResult(solver.theta, solver.f, solver.gnorm, solver.iteration, status,
+                         message, self.history)
+
+    def _local_flags(self, iteration, seconds):
+        """This rank's [a signal came, the time budget is out, a checkpoint is due, the
+        log cannot be written]."""
+        reason = 0
+        if self.stops is not None:
+            durations = [r.iteration_time for r in self.history[1:]] + [seconds]
+            reason = self.stops.local_reason(durations, self._checkpoint_seconds)
+        due = self.checkpoint is not None and iteration > 0 and self.checkpoint.due(iteration)
+        broken = getattr(self.monitor, "error", None) is not None
+        return [float(reason == 1), float(reason == 2), float(due), float(broken)]
 
     def _advance(self, action):
         world = self.problem.world
         began = time.perf_counter()
         record = action()
         seconds = time.perf_counter() - began
-        trained = self.ledger.collect(world, elapsed=seconds)
+        iteration = self.solver.iteration
+        trained = self.ledger.collect(world, elapsed=seconds,
+                                      agree=self._local_flags(iteration, seconds))
+        signalled, out_of_time, due, broken = (flag > 0 for flag in trained["agreed"])
         # Monitoring: neither its time nor its costs count as training; they are
         # all the evaluation phase's.
         if record is not None:
@@ -289,6 +334,8 @@ class SolverRun:
         if record is not None and self.evaluate is not None:
             record.test_accuracy = float(self.evaluate(self.solver.theta))
         monitoring = self.ledger.collect(world)
+        if signalled or out_of_time or broken:
+            self.stopped = 3 if broken else 1 if signalled else 2
         if record is None:
             return
         evaluation = Phase.EVALUATION.value
@@ -303,11 +350,12 @@ class SolverRun:
                                                       trained["seconds"])
         record.time, record.iteration_time = self.clock, seconds
         self.history.append(record)
+        resumable = record.iter > 0 and self.solver.status != RunStatus.LINE_SEARCH_FAILED
+        if self.checkpoint is not None and resumable and (due or self.stopped):
+            self._checkpoint_seconds = self.checkpoint(self.solver.state(), self.history)
+            record.checkpoint_seconds = self._checkpoint_seconds
         if self.monitor is not None:
             self.monitor(record)
-        if (self.checkpoint is not None and record.iter > 0
-                and self.solver.status != RunStatus.LINE_SEARCH_FAILED):
-            self.checkpoint(self.solver.state(), self.history)
 
 
 def solve(problem, options, theta=None, monitor=None, faults=None):

@@ -1,29 +1,30 @@
-"""Checkpoints: the whole optimizer state, written atomically, to resume a run exactly.
+"""Checkpoints: the whole solver state, written atomically, to resume a run exactly.
 
 ``DIR/checkpoint.npz`` is a model file (`model_file`, so ``dnewton predict`` reads
-it) with the state of `solvers.newton.NewtonState` added: ``iteration`` k,
-``damping`` (lambda for iteration k+1), ``subsets`` (the subset generator's
-``bit_generator.state``), ``history`` (the log records of iterations 0..k) and
-``settings`` (what a resumed run may not change), the last three as JSON text.
-The weights are dense, so a run may resume on another number of ranks with
-another layout.
+it) with the state of `solvers.records.SolverState` added: ``iteration`` k,
+``generator`` (the solver's random stream), ``scalars`` (Newton's damping), one
+dense ``vector_NAME`` per parameter-shaped vector (SGD's velocity), ``history``
+(the log records of iterations 0..k) and ``settings`` (what a resumed run may not
+change, the solver among them); generator, scalars, history and settings are JSON
+text. Parameters and vectors are dense, so a run may resume on another number of
+ranks with another layout.
 
 Writing: rank 0 writes ``checkpoint.npz.tmp``, fsyncs it and renames it over the
 previous checkpoint, so a kill at any moment leaves the previous checkpoint or the
 new one, whole; a leftover ``.tmp`` is never read and the next write replaces it.
 
-Resuming: parameters, lambda, the generator and the history are restored, and f
-and g at the iterate recomputed (f must match the record: `Checkpoint.check_f`),
-so the iterations that follow are those of the uninterrupted run -- bit for bit on
-the same layout, up to rounding on another. The log is rewritten from the stored
-records and the new ones appended, so it equals the uninterrupted run's log (apart
-from timings) even when the killed run had logged iterations past its last
-checkpoint.
+Resuming: the state is restored and f recomputed at the iterate (it must match
+the record: `Checkpoint.check_f`), so the iterations that follow are those of the
+uninterrupted run -- bit for bit on the same layout, up to rounding on another.
+The log is rewritten from the stored records and the new ones appended, so it
+equals the uninterrupted run's log (apart from timings) even when the killed run
+had logged iterations past its last checkpoint.
 """
 
 import json
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,13 +32,22 @@ import numpy as np
 
 from ..constants import RESUME_F_RTOL
 from ..errors import InputError, ParameterError, agreed, everywhere
-from ..solvers.newton import NewtonState
-from ..solvers.records import IterationRecord
-from .model_file import Model, commit, read_arrays_everywhere, write_temporary
+from ..solvers.records import IterationRecord, SolverState
+from .model_file import (
+    Model,
+    check_writable,
+    commit,
+    gather_vector,
+    read_arrays_everywhere,
+    scatter_vector,
+    write_temporary,
+)
 
 NAME = "checkpoint.npz"
 
-_STATE_KEYS = ("iteration", "damping", "subsets", "history", "settings")
+_STATE_KEYS = ("iteration", "generator", "scalars", "history", "settings")
+_JSON_KEYS = ("generator", "scalars", "history", "settings")
+_VECTOR = "vector_"
 
 
 @dataclass
@@ -46,10 +56,11 @@ class Checkpoint:
 
     model: Model
     iteration: int
-    damping: float
-    subsets: dict
+    generator: dict
+    scalars: dict
     history: list  # log records (dicts) of iterations 0..iteration
     settings: dict
+    vectors: dict  # name -> dense flat vector
 
     @classmethod
     def load(cls, world, directory):
@@ -62,11 +73,11 @@ class Checkpoint:
                 raise InputError(f"{path}: a model file, not a checkpoint (no {missing[0]})")
             model = Model.from_arrays(arrays, path)
             try:
-                state = {key: json.loads(str(arrays[key])) for key in
-                         ("subsets", "history", "settings")}
+                state = {key: json.loads(str(arrays[key])) for key in _JSON_KEYS}
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}: damaged optimizer state ({exc})") from None
-        return cls(model, int(arrays["iteration"]), float(arrays["damping"]), **state)
+        vectors = {key[len(_VECTOR):]: arrays[key] for key in arrays if key.startswith(_VECTOR)}
+        return cls(model, int(arrays["iteration"]), vectors=vectors, **state)
 
     def check(self, settings):
         """Raise InputError naming the first setting this run changes."""
@@ -93,9 +104,11 @@ class Checkpoint:
             ))
 
     def state(self, layout, rank):
-        """The `NewtonState` to resume from, cut into `layout`'s blocks for `rank`."""
-        return NewtonState(self.iteration, self.model.local_parameters(layout, rank),
-                           self.damping, self.subsets)
+        """The `SolverState` to resume from, cut into `layout`'s blocks for `rank`."""
+        vectors = {name: scatter_vector(layout, rank, flat)
+                   for name, flat in self.vectors.items()}
+        return SolverState(self.iteration, self.model.local_parameters(layout, rank),
+                           self.generator, self.scalars, vectors)
 
     def records(self):
         """The log records of iterations 0..iteration, as `IterationRecord`."""
@@ -103,19 +116,22 @@ class Checkpoint:
 
 
 class Checkpointer:
-    """The training run's checkpoint writer: every `every` iterations and at the last.
-
-    Collective to build (rank 0 creates `directory`) and to call.
+    """The training run's checkpoint writer. Collective to build (rank 0 creates
+    `directory`) and to call; the caller decides when (`due`).
 
     Parameters
     ----------
     world : mpi4py communicator
+    layout : parallel.layout.Layout
     gather : callable (theta) -> Model or None
         Collective: the dense model on rank 0 (None elsewhere).
     directory : str or Path
-    every : int
+    every : int or None
+        Iterations between checkpoints; None: by time, every `interval` seconds.
     last : int
         The planned last iteration (always checkpointed).
+    interval : float
+        Seconds of training between checkpoints when `every` is None.
     settings : dict
         What a resumed run may not change (JSON types).
     before_commit, after_write : callable (iteration) or None
@@ -123,18 +139,21 @@ class Checkpointer:
         after the rename (tests play crashes there; see `dnewton.fault_injection`).
     """
 
-    def __init__(self, world, gather, directory, every, last, settings, before_commit=None,
-                 after_write=None):
+    def __init__(self, world, layout, gather, directory, every, last, settings, interval=300.0,
+                 before_commit=None, after_write=None):
         self.world = world
+        self.layout = layout
         self.gather = gather
         self.path = Path(directory) / NAME
         self.every = every
         self.last = last
+        self.interval = interval
         self.settings = settings
         self.before_commit = before_commit
         self.after_write = after_write
+        self.written = time.perf_counter()  # when the last checkpoint was written
         with agreed(world):
-            if every < 1:
+            if every is not None and every < 1:
                 raise ParameterError("{checkpoint_every} must be >= 1")
             if world.rank == 0:
                 try:
@@ -145,22 +164,38 @@ class Checkpointer:
                     ) from None
                 if not os.access(directory, os.W_OK | os.X_OK):
                     raise ParameterError(f"{{checkpoint}} {directory}: cannot write in it")
+                check_writable(self.path, "checkpoint")
+
+    def due(self, iteration):
+        """This rank's view of whether iteration `iteration`'s state is to be written:
+        every `every` iterations, or `interval` seconds after the last write, and at
+        the last iteration. (By time, ranks may see it differently: agree first.)"""
+        if iteration == self.last:
+            return True
+        if self.every is not None:
+            return iteration % self.every == 0
+        return time.perf_counter() - self.written >= self.interval
 
     def __call__(self, state, history):
-        """Checkpoint `state` (a `NewtonState`) with the log records `history` if due."""
-        if state.iteration % self.every and state.iteration != self.last:
-            return
+        """Collective: write `state` (a `SolverState`) with the log records `history`;
+        returns the seconds it took."""
+        began = time.perf_counter()
         model = self.gather(state.theta)
+        vectors = {name: gather_vector(self.layout, self.world, vec)
+                   for name, vec in sorted(state.vectors.items())}
         with agreed(self.world):
             if self.world.rank == 0:
-                self._write(model, state, history)
+                self._write(model, vectors, state, history)
+        self.written = time.perf_counter()
+        return self.written - began
 
-    def _write(self, model, state, history):
+    def _write(self, model, vectors, state, history):
         arrays = model.arrays()
+        arrays.update({_VECTOR + name: flat for name, flat in vectors.items()})
         arrays.update(
             iteration=np.array(state.iteration),
-            damping=np.array(state.damping),
-            subsets=np.array(json.dumps(state.subsets)),
+            generator=np.array(json.dumps(state.generator)),
+            scalars=np.array(json.dumps(state.scalars)),
             history=np.array(json.dumps([record.as_dict() for record in history])),
             settings=np.array(json.dumps(self.settings)),
         )

@@ -15,6 +15,8 @@ file or the new one, whole.
 """
 
 import os
+import stat
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +132,26 @@ def gather_parameters(layout, world, theta, root=0):
     return weights, biases
 
 
+def gather_vector(layout, world, vec, root=0):
+    """Collective: a parameter-shaped vector (each rank's part) as one dense flat
+    array on `root` (W^1 row-major, b^1, W^2, b^2, ...), None elsewhere."""
+    dense = gather_parameters(layout, world, vec, root)
+    if dense is None:
+        return None
+    return np.concatenate([part.ravel() for pair in zip(*dense) for part in pair])
+
+
+def scatter_vector(layout, rank, flat):
+    """`rank`'s part, in `layout`, of a dense flat vector from `gather_vector`."""
+    widths, weights, biases, offset = layout.widths, [], [], 0
+    for m in range(1, len(widths)):
+        n = widths[m - 1] * widths[m]
+        weights.append(flat[offset : offset + n].reshape(widths[m - 1], widths[m]))
+        biases.append(flat[offset + n : offset + n + widths[m]])
+        offset += n + widths[m]
+    return layout.parameters(rank).scatter(weights, biases)
+
+
 def gather_mean(layout, world, prep, root=0):
     """Collective: the (n_0,) training means on `root` (None elsewhere, or uncentred).
 
@@ -165,21 +187,46 @@ def gather_model(world, layout, theta, prep, activation, loss, classes, root=0):
 # -- files ------------------------------------------------------------------------
 
 
-def check_writable(path, parameter):
-    """Raise ParameterError (naming `parameter`) unless a file can be created at `path`.
+_KINDS = {stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
+          stat.S_ISFIFO: "a named pipe", stat.S_ISSOCK: "a socket", stat.S_ISDIR: "a directory"}
 
-    Checked before training, so a run never ends unable to save what it trained.
+
+def target(path):
+    """Where a file written atomically at `path` goes: a symbolic link is written
+    through (its target is replaced, the link kept), anything else in place."""
+    return Path(os.path.realpath(path))
+
+
+def check_writable(path, parameter):
+    """Raise ParameterError (naming `parameter`) unless a file can be written
+    atomically at `path`: checked before training, so that a run never ends unable
+    to save what it trained, and never replaces what is not a regular file.
+
+    A symbolic link is written through. An existing target that is not a regular
+    file (a device such as /dev/full, a pipe, a directory) is refused: an atomic
+    write renames a new file over the path and would replace it. The folder is
+    probed by creating (and removing) a file in it.
     """
-    folder = Path(path).resolve().parent
-    if Path(path).is_dir():
-        raise ParameterError(f"{{{parameter}}} {path}: is a directory")
-    if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
-        raise ParameterError(f"{{{parameter}}} {path}: cannot write in {folder}")
+    real = target(path)
+    if real.exists() and not real.is_file():
+        mode = real.stat().st_mode
+        kind = next((name for test, name in _KINDS.items() if test(mode)), "not a regular file")
+        raise ParameterError(
+            f"{{{parameter}}} {path}: is {kind}; dnewton writes its files atomically (a new "
+            "file renamed over the path), so it writes only to a regular file or a new path"
+        )
+    try:
+        with tempfile.NamedTemporaryFile(dir=real.parent, prefix=f".{real.name}.", delete=True):
+            pass
+    except OSError as exc:
+        raise ParameterError(
+            f"{{{parameter}}} {path}: cannot write in {real.parent} ({exc.strerror or exc})"
+        ) from None
 
 
 def write_temporary(path, arrays):
-    """Write `arrays` to ``path + '.tmp'`` and fsync it; returns that temporary path."""
-    temporary = Path(f"{path}.tmp")
+    """Write `arrays` next to `path`'s `target` (``.tmp``) and fsync it; returns it."""
+    temporary = Path(f"{target(path)}.tmp")
     with open(temporary, "wb") as f:
         np.savez(f, **arrays)
         f.flush()
@@ -188,9 +235,10 @@ def write_temporary(path, arrays):
 
 
 def commit(temporary, path):
-    """Rename `temporary` over `path` (atomic) and make the rename itself durable."""
-    os.replace(temporary, path)
-    folder = os.open(Path(path).resolve().parent, os.O_RDONLY)
+    """Rename `temporary` over `path`'s `target` (atomic) and make the rename durable."""
+    real = target(path)
+    os.replace(temporary, real)
+    folder = os.open(real.parent, os.O_RDONLY)
     try:
         os.fsync(folder)
     finally:

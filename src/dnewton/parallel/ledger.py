@@ -70,7 +70,7 @@ class Ledger:
         """`flops` floating-point operations of a kernel in `phase`."""
         self.flops[Phase(phase)] += flops
 
-    def collect(self, world, elapsed=None):
+    def collect(self, world, elapsed=None, agree=()):
         """Collective: this period's costs over all ranks, by phase; starts a new period.
 
         `elapsed` (seconds of the period on this rank), when given, puts the time
@@ -84,7 +84,7 @@ class Ledger:
             self.compute[Phase.OTHER] += max(elapsed - claimed, 0.0)
         totals = np.array([*(self.bytes[p] for p in _PHASES), *(self.flops[p] for p in _PHASES),
                            *(self.compute[p] for p in _PHASES),
-                           *(self.wait[p] for p in _PHASES)], dtype=np.float64)
+                           *(self.wait[p] for p in _PHASES), *agree], dtype=np.float64)
         if world.size > 1:
             world.Allreduce(MPI.IN_PLACE, totals, op=MPI.SUM)
         self._reset()
@@ -95,6 +95,7 @@ class Ledger:
             "seconds": {p.value: {"compute": float(totals[2 * n + i] / ranks),
                                   "wait": float(totals[3 * n + i] / ranks)}
                         for i, p in enumerate(_PHASES)},
+            "agreed": totals[4 * n:].tolist(),
         }
 
 

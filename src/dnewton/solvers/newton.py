@@ -11,6 +11,7 @@ alike, and the same code runs with a NumPy-only space in one process.
 """
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +25,7 @@ from ..errors import (
     everywhere,
 )
 from .line_search import LineSearchReason, line_search
-from .records import IterationRecord, RunStatus
+from .records import IterationRecord, RunStatus, SolverState
 
 # Levenberg-Marquardt: the ratio rho of actual to predicted reduction says how far
 # the quadratic model can be trusted.
@@ -63,6 +64,8 @@ class NewtonOptions:
         ("max_halvings", lambda v: v >= 0, "must be >= 0"),
         ("boost", lambda v: v >= 1, "must be >= 1"),
         ("drop", lambda v: 0 < v <= 1, "must be in (0, 1]"),
+        ("seed", lambda v: isinstance(v, numbers.Integral) and v >= 0,
+         "must be a whole number >= 0"),
     )
 
     def check(self):
@@ -78,19 +81,6 @@ class NewtonOptions:
                 )
             return int(self.gn_size)
         return max(1, math.ceil(self.gn_ratio * n_instances))
-
-
-@dataclass
-class NewtonState:
-    """Where a run stands after iteration `iteration`: enough to continue it exactly.
-
-    f and g are recomputed from `theta` on resumption, so a state holds neither.
-    """
-
-    iteration: int
-    theta: np.ndarray  # this rank's parameters
-    damping: float  # lambda for the next iteration
-    subsets: dict  # ``bit_generator.state`` of the subset generator
 
 
 _STOP_MESSAGES = {
@@ -140,10 +130,12 @@ class NewtonSolver:
         self._evaluate_start(theta.copy())
         return IterationRecord(0, self.f, self.gnorm)
 
-    def resume(self, state):
-        """Continue from a `NewtonState`: what follows is what the uninterrupted run did."""
-        self.iteration, self.damping = state.iteration, state.damping
-        self.subsets.bit_generator.state = state.subsets
+    def resume(self, state, record=None):
+        """Continue from a `records.SolverState` of this solver: what follows is what
+        the uninterrupted run did. f and g are recomputed at the state's theta (the
+        log record of that iteration is not needed)."""
+        self.iteration, self.damping = state.iteration, state.scalars["damping"]
+        self.subsets.bit_generator.state = state.generator
         self._evaluate_start(state.theta.copy())
 
     @property
@@ -190,9 +182,9 @@ class NewtonSolver:
         return record
 
     def state(self):
-        """The `NewtonState` after the last completed iteration."""
-        return NewtonState(self.iteration, self.theta, self.damping,
-                           self.subsets.bit_generator.state)
+        """The `records.SolverState` after the last completed iteration."""
+        return SolverState(self.iteration, self.theta, self.subsets.bit_generator.state,
+                           {"damping": self.damping})
 
     # -- the named steps ------------------------------------------------------------
 
@@ -203,7 +195,7 @@ class NewtonSolver:
         if not (np.isfinite(self.f) and np.isfinite(self.gnorm)):
             raise everywhere(NumericalError.naming(
                 f"the starting point has f = {self.f}, ||g|| = {self.gnorm}: are the "
-                "features scaled ({feature_scale}, {center})?"
+                "features scaled ({feature_scale}, {center}), and is {C} sensible?"
             ))
         if self.iteration >= self.options.iterations:
             self._stop(RunStatus.ITERATION_LIMIT, _STOP_MESSAGES[RunStatus.ITERATION_LIMIT])

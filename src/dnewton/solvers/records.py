@@ -19,6 +19,8 @@ class RunStatus(Name):
     ITERATION_LIMIT = "iteration_limit"  # the planned iterations (or epochs) are done
     LINE_SEARCH_FAILED = "line_search_failed"  # no step decreases f: converged as far as it can
     NUMERICAL_ERROR = "numerical_error"  # a non-finite value; the last good iterate is kept
+    INTERRUPTED = "interrupted"  # a signal asked the run to stop; it can resume
+    TIME_LIMIT = "time_limit"  # the next iteration would not fit the time budget
 
 
 @dataclass
@@ -42,7 +44,8 @@ class IterationRecord:
     test_accuracy: object = None
     bytes: dict = field(default_factory=dict)  # by phase, summed over ranks
     flops: dict = field(default_factory=dict)  # by phase, summed over ranks
-    seconds: dict = field(default_factory=dict)  # by phase: compute and wait, most of any rank
+    seconds: dict = field(default_factory=dict)  # by phase: compute and wait, mean over ranks
+    checkpoint_seconds: object = None  # a checkpoint of this iteration was written in this
 
     def as_dict(self):
         record = asdict(self)
@@ -58,6 +61,22 @@ class IterationRecord:
         record = dict(record)
         record["lambda_"] = record.pop("lambda")
         return cls(**record)
+
+
+@dataclass
+class SolverState:
+    """Where a solver stands after iteration (epoch) `iteration`: enough to continue
+    it exactly, as the uninterrupted run would have.
+
+    `theta` and every array of `vectors` are this rank's parts of parameter-shaped
+    vectors (a checkpoint stores them dense, so another layout can resume).
+    """
+
+    iteration: int
+    theta: np.ndarray
+    generator: dict  # ``bit_generator.state`` of the solver's random stream
+    scalars: dict = field(default_factory=dict)  # e.g. Newton's damping
+    vectors: dict = field(default_factory=dict)  # e.g. SGD's velocity
 
 
 @dataclass

@@ -18,13 +18,14 @@ caller counts that as monitoring (its time and bytes apart from training).
 """
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..constants import Stream, random_stream
 from ..errors import NumericalError, alike_everywhere, check_parameters, everywhere
-from .records import IterationRecord, RunStatus
+from .records import IterationRecord, RunStatus, SolverState
 
 
 @dataclass
@@ -44,6 +45,8 @@ class SGDOptions:
         ("mini_batch", lambda v: v >= 1, "must be >= 1"),
         ("epochs", lambda v: v >= 0, "must be >= 0"),
         ("lr_decay", lambda v: v >= 0 and math.isfinite(v), "must be >= 0"),
+        ("seed", lambda v: isinstance(v, numbers.Integral) and v >= 0,
+         "must be a whole number >= 0"),
     )
 
     def check(self):
@@ -68,7 +71,7 @@ class SGDSolver:
 
     Parameters
     ----------
-    objective : model.objective.Objective (``n_instances``,
+    objective : model.objective.Objective (``n_instances``, ``value(theta)``,
         ``value_and_gradient(theta)``, ``batch_gradient(theta, rows)``)
     space : parallel.space space
         Where the parameter vector lives (for ||g||).
@@ -94,6 +97,23 @@ class SGDSolver:
         self.iteration = 0
         self._last_good = None
         return IterationRecord(0, math.nan, math.nan)
+
+    def resume(self, state, record):
+        """Continue from a `records.SolverState` after epoch ``state.iteration``, whose
+        log record is `record`: what follows is what the uninterrupted run did."""
+        self.theta, self.velocity = state.theta.copy(), state.vectors["velocity"].copy()
+        self.iteration = state.iteration
+        self.batches.bit_generator.state = state.generator
+        self._last_good = (self.theta.copy(), record)
+        # f again, so that a resumption on other data is caught (`Checkpoint.check_f`).
+        self.f, self.gnorm = self.objective.value(self.theta), record.gnorm
+        if self.iteration >= self.options.epochs:
+            self.status, self.message = RunStatus.ITERATION_LIMIT, "reached the epoch limit"
+
+    def state(self):
+        """The `records.SolverState` after the last completed epoch."""
+        return SolverState(self.iteration, self.theta, self.batches.bit_generator.state,
+                           vectors={"velocity": self.velocity})
 
     @property
     def done(self):
@@ -125,7 +145,7 @@ class SGDSolver:
         if not good and self._last_good is None:
             raise everywhere(NumericalError.naming(
                 f"the starting point has f = {record.f}, ||g|| = {record.gnorm}: are the "
-                "features scaled ({feature_scale}, {center})?"
+                "features scaled ({feature_scale}, {center}), and is {C} sensible?"
             ))
         if not good:
             self.theta, last = self._last_good
@@ -136,7 +156,8 @@ class SGDSolver:
                             f"{last.iter}")
             return None
         self._last_good = (self.theta.copy(), record)
-        self.f, self.gnorm = record.f, record.gnorm
+        # f again, so that a resumption on other data is caught (`Checkpoint.check_f`).
+        self.f, self.gnorm = self.objective.value(self.theta), record.gnorm
         if self.iteration >= self.options.epochs:
             self.status, self.message = RunStatus.ITERATION_LIMIT, "reached the epoch limit"
         return record

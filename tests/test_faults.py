@@ -1,0 +1,215 @@
+"""The fault table of docs/usage.md, a test per row: a hostile user's inputs and
+accidents end with one message and a documented status, within seconds, and
+destroy nothing (devices, links, earlier outputs)."""
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import mpiexec_path, read_log, run_dnewton, run_environment, without_timings
+
+TIMEOUT = 60
+SMALL = ["train", "digits", "--hidden", "8", "--iterations", "2", "--quiet"]
+
+
+def one_message(proc, status, text):
+    """The run ended with `status` and exactly one message containing `text`."""
+    assert proc.returncode == status, proc.stderr
+    assert proc.stderr.count("dnewton: error") == 1, proc.stderr
+    assert text in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture
+def device(tmp_path):
+    """A character device of our own (a copy of /dev/null's numbers), so that a
+    failing test can replace nothing the machine needs."""
+    path = tmp_path / "device"
+    try:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except (PermissionError, OSError):
+        pytest.skip("cannot create a device node here (needs root)")
+    return path
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("option", ["--model", "--checkpoint"])
+def test_an_output_that_is_a_device_is_refused_and_kept(device, option):
+    target = device if option == "--model" else device.parent
+    if option == "--checkpoint":  # the checkpoint file inside the folder is the device
+        (device.parent / "checkpoint.npz").symlink_to(device)
+    proc = run_dnewton(2, [*SMALL, option, target], TIMEOUT, check=False)
+    one_message(proc, 2, "is a character device")
+    assert stat.S_ISCHR(device.stat().st_mode)
+
+
+@pytest.mark.mpi
+def test_a_model_path_that_is_a_link_is_written_through(tmp_path):
+    real, link = tmp_path / "real.npz", tmp_path / "link.npz"
+    real.write_text("old")
+    link.symlink_to(real)
+    run_dnewton(2, [*SMALL, "--model", link], TIMEOUT)
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert real.read_bytes()[:2] == b"PK"  # the model, a zip archive, replaced the target
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_log_that_cannot_be_written_ends_the_run_with_one_message(tmp_path):
+    model = tmp_path / "model.npz"
+    proc = run_dnewton(2, [*SMALL, "--iterations", "50", "--log", "/dev/full",
+                           "--model", model], TIMEOUT, check=False)
+    one_message(proc, 2, "/dev/full: cannot write the log (No space left on device)")
+    assert stat.S_ISCHR(Path("/dev/full").stat().st_mode)
+    assert model.stat().st_size > 0  # the run stopped, but what it trained is kept
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("option, path, message", [
+    ("--log", "{tmp}", "cannot write the log"),
+    ("--model", "{tmp}", "is a directory"),
+    ("--log", "/proc/dnewton.jsonl", "cannot write the log"),
+    ("--model", "/proc/dnewton.npz", "cannot write in /proc"),
+    ("--checkpoint", "/proc/dnewton", "cannot create it"),
+])
+def test_outputs_in_a_directory_or_a_place_that_cannot_be_written(tmp_path, option, path,
+                                                                  message):
+    proc = run_dnewton(2, [*SMALL, option, path.format(tmp=tmp_path)], TIMEOUT, check=False)
+    one_message(proc, 2, message)
+
+
+@pytest.mark.mpi
+def test_a_network_too_big_for_memory_is_refused_before_allocating():
+    began = time.monotonic()
+    proc = run_dnewton(2, ["train", "digits", "--hidden", "100000,100000", "--iterations", "1"],
+                       TIMEOUT, check=False)
+    one_message(proc, 2, "parameters need about")
+    assert "--hidden" in proc.stderr and time.monotonic() - began < 30
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("args, status, message", [
+    (["--seed", "-1"], 2, "--seed must be a whole number >= 0"),
+    (["-C", "inf"], 2, "-C must be a positive number"),
+    (["-C", "nan"], 2, "-C must be a positive number"),
+    (["-C", "1e-300"], 3, "and is -C sensible?"),
+    (["--lambda", "inf"], 2, "--lambda must be >= 0"),
+    (["--lambda=-1e-300"], 2, "--lambda must be >= 0"),
+])
+def test_values_at_the_edges_of_their_ranges_are_refused(args, status, message):
+    one_message(run_dnewton(2, [*SMALL, *args], TIMEOUT, check=False), status, message)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("args", [["-C", "1e300"], ["--lambda", "1e300"],
+                                  ["--seed", str(2**64)], ["--seed", "0"]])
+def test_values_at_the_far_ends_that_make_sense_train(tmp_path, args):
+    log = tmp_path / "run.jsonl"
+    run_dnewton(2, [*SMALL, *args, "--log", log], TIMEOUT)
+    assert all(np.isfinite(r["f"]) for r in read_log(log))
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("saved")
+    run_dnewton(1, [*SMALL, "--model", folder / "model.npz", "--checkpoint", folder / "ck"],
+                TIMEOUT)
+    return folder
+
+
+def damaged(source, destination, offset):
+    data = bytearray(source.read_bytes())
+    if offset is None:
+        data = data[: len(data) // 2]  # truncated
+    else:
+        data[offset if offset >= 0 else len(data) + offset] ^= 0xFF
+    destination.write_bytes(bytes(data))
+
+
+# A flipped byte in the zip's own bookkeeping (a timestamp, say) changes nothing
+# and may pass; one in an array's bytes must be caught (the CRC of every member).
+OFFSETS = [None, 10, 100, 300, 1000, 2000, 3000, -40]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("offset", OFFSETS)
+def test_a_damaged_model_file_is_refused_or_harmless(saved, tmp_path, offset):
+    intact = run_dnewton(2, ["predict", saved / "model.npz", "digits"], TIMEOUT)
+    path = tmp_path / "model.npz"
+    damaged(saved / "model.npz", path, offset)
+    proc = run_dnewton(2, ["predict", path, "digits"], TIMEOUT, check=False)
+    if proc.returncode == 0:
+        assert proc.stdout == intact.stdout
+    else:
+        one_message(proc, 2, "not a readable model file")
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("offset", OFFSETS)
+def test_a_damaged_checkpoint_is_refused_or_harmless_and_the_log_kept(saved, tmp_path, offset):
+    intact = tmp_path / "intact.jsonl"
+    run_dnewton(2, [*SMALL, "--iterations", "4", "--resume", saved / "ck", "--log", intact],
+                TIMEOUT)
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    damaged(saved / "ck" / "checkpoint.npz", folder / "checkpoint.npz", offset)
+    log = tmp_path / "kept.jsonl"
+    log.write_text('{"iter": 0}\n')
+    proc = run_dnewton(2, [*SMALL, "--iterations", "4", "--resume", folder, "--log", log],
+                       TIMEOUT, check=False)
+    if proc.returncode == 0:
+        assert without_timings(read_log(log)) == without_timings(read_log(intact))
+    else:
+        one_message(proc, 2, "not a readable checkpoint")
+        assert log.read_text() == '{"iter": 0}\n'
+
+
+@pytest.mark.mpi
+def test_a_checkpoint_of_another_network_is_refused(saved):
+    proc = run_dnewton(2, [*SMALL, "--hidden", "9", "--resume", saved / "ck"], TIMEOUT,
+                       check=False)
+    one_message(proc, 2, "the checkpoint was made with widths")
+
+
+@pytest.mark.mpi
+def test_a_crafted_model_with_enormous_widths_is_refused_before_allocating(saved, tmp_path):
+    with np.load(saved / "model.npz") as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    arrays["widths"] = np.array([64, 10**9, 10])  # terabytes, were it believed
+    np.savez(tmp_path / "crafted.npz", **arrays)
+    began = time.monotonic()
+    proc = run_dnewton(2, ["predict", tmp_path / "crafted.npz", "digits"], TIMEOUT,
+                       check=False)
+    one_message(proc, 2, "array shapes do not match the widths")
+    assert time.monotonic() - began < 30
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks in /proc")
+def test_a_rank_stopped_for_a_while_and_continued_changes_nothing(tmp_path):
+    from test_stopping import _rank_pids
+
+    args = ["train", "digits", "--hidden", "32", "--feature-scale", "16", "--center",
+            "--iterations", "300", "--quiet", "--seed", "2"]
+    whole = tmp_path / "whole.jsonl"
+    run_dnewton(2, [*args, "--log", whole], TIMEOUT)
+    log = tmp_path / "run.jsonl"
+    job = subprocess.Popen([mpiexec_path(), "-n", "2", sys.executable, "-m", "dnewton", *args,
+                            "--log", str(log)], env=run_environment(TIMEOUT),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not (log.exists() and len(log.read_text().splitlines()) > 5):
+        assert job.poll() is None, "the run ended too soon"
+        time.sleep(0.02)
+    rank = _rank_pids(job)[1]
+    os.kill(rank, signal.SIGSTOP)
+    time.sleep(3)
+    os.kill(rank, signal.SIGCONT)
+    job.communicate(timeout=TIMEOUT)
+    assert job.returncode == 0
+    assert without_timings(read_log(log)) == without_timings(read_log(whole))

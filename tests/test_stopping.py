@@ -1,0 +1,177 @@
+"""Stopping when told to: a signal to the launcher or to one rank, or the time
+budget, ends the job within seconds with status 75 and a checkpoint at the
+iteration reached; resuming gives the log of the run that was never stopped."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from helpers import mpiexec_path, read_log, run_dnewton, run_environment, without_timings
+
+from dnewton.app.stopping import EXIT_RESUMABLE, StopRequests, parse_duration
+from dnewton.errors import ParameterError
+from dnewton.io.checkpoint import Checkpoint
+
+TIMEOUT = 120
+NEWTON = ["train", "digits", "--hidden", "64,48", "--feature-scale", "16", "--center",
+          "--iterations", "1500", "--quiet", "--seed", "4"]
+SGD = ["train", "digits", "--solver", "sgd", "--hidden", "32", "--feature-scale", "16",
+       "--center", "--epochs", "400", "--mini-batch", "32", "--quiet", "--seed", "4"]
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90), ("2.5", 2.5), ("1:30", 90),
+                                           ("2:00:00", 7200), ("1-00:00:10", 86410),
+                                           ("1-2", 93600)])
+def test_time_limits_in_seconds_or_as_slurm_writes_them(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["0", "-5", "abc", "1:2:3:4", "inf"])
+def test_bad_time_limits_are_refused_by_name(text):
+    with pytest.raises(ParameterError, match="^time_limit"):
+        parse_duration(text)
+
+
+def test_the_time_budget_counts_the_next_iteration():
+    stops = StopRequests(time_limit=10.0, started=time.perf_counter() - 8.0)
+    assert stops.local_reason([0.5, 1.0]) == 0
+    assert stops.local_reason([0.5, 2.5]) == 2  # 8 s + the slowest recent 2.5 s > 10 s
+    assert stops.local_reason([0.5, 1.0], checkpoint_seconds=1.5) == 2
+    stops.signal = signal.SIGUSR1
+    assert stops.local_reason([]) == 1 and "SIGUSR1" in stops.describe(1)
+
+
+def _rank_pids(job):
+    """PIDs of the ranks (the Python processes) started by the launcher `job`."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.append((parent, int(entry)))
+    family, frontier = set(), {job.pid}
+    while frontier:
+        frontier = {pid for parent, pid in children if parent in frontier} - family
+        family |= frontier
+    ranks = []
+    for pid in family:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"dnewton" in f.read() and b"mpiexec" not in open(
+                        f"/proc/{pid}/cmdline", "rb").read():
+                    ranks.append(pid)
+        except OSError:
+            pass
+    return sorted(ranks)
+
+
+def interrupted_run(tmp_path, args, deliver, n_ranks=2):
+    """Start a checkpointed run, `deliver(job)` a signal once it has logged a few
+    iterations; returns (process, seconds from the signal to the end, log, folder)."""
+    if mpiexec_path() is None:
+        pytest.skip("no mpiexec found")
+    folder, log = tmp_path / "ck", tmp_path / "run.jsonl"
+    job = subprocess.Popen([mpiexec_path(), "-n", str(n_ranks), sys.executable, "-m",
+                            "dnewton", *args, "--checkpoint", str(folder), "--log", str(log)],
+                           env=run_environment(TIMEOUT), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + TIMEOUT
+    while not (log.exists() and len(log.read_text().splitlines()) > 5):
+        assert job.poll() is None and time.monotonic() < deadline, "the run ended too soon"
+        time.sleep(0.02)
+    deliver(job)
+    sent = time.monotonic()
+    stdout, stderr = job.communicate(timeout=TIMEOUT)
+    done = subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr)
+    return done, time.monotonic() - sent, log, folder
+
+
+def check_stopped_and_resumed(tmp_path, job, seconds, log, folder, args, whole, message):
+    assert job.returncode == EXIT_RESUMABLE, job.stderr
+    assert seconds < 10
+    out = job.stdout + job.stderr
+    assert out.count("dnewton: ") == 1 and message in out, out
+    assert f"continue with --resume {folder}" in out
+    records = read_log(log)
+    checkpoint = Checkpoint.load(__import__("mpi4py.MPI").MPI.COMM_WORLD, folder)
+    assert checkpoint.iteration == records[-1]["iter"] < len(whole) - 1
+    assert records[-1]["checkpoint_seconds"] > 0
+    # Resume on the same ranks: the log of the run never stopped, timings apart.
+    run_dnewton(2, [*args, "--resume", folder, "--log", log], TIMEOUT)
+    assert without_timings(read_log(log)) == without_timings(whole)
+
+
+@pytest.fixture(scope="module")
+def whole_runs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("whole")
+    runs = {}
+    for name, args in (("newton", NEWTON), ("sgd", SGD)):
+        run_dnewton(2, [*args, "--log", folder / f"{name}.jsonl"], TIMEOUT)
+        runs[name] = read_log(folder / f"{name}.jsonl")
+    return runs
+
+
+@pytest.mark.mpi
+def test_sigterm_to_the_launcher_ends_in_a_checkpoint(tmp_path, whole_runs):
+    job, seconds, log, folder = interrupted_run(tmp_path, NEWTON,
+                                                lambda job: job.send_signal(signal.SIGTERM))
+    check_stopped_and_resumed(tmp_path, job, seconds, log, folder, NEWTON,
+                              whole_runs["newton"], "interrupted by SIGTERM after iteration")
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks in /proc")
+def test_sigusr1_to_one_rank_only_stops_every_rank(tmp_path, whole_runs):
+    def to_rank_1(job):
+        os.kill(_rank_pids(job)[1], signal.SIGUSR1)
+
+    job, seconds, log, folder = interrupted_run(tmp_path, NEWTON, to_rank_1)
+    # Rank 1 heard it; rank 0, which prints, learnt it from the agreement.
+    check_stopped_and_resumed(tmp_path, job, seconds, log, folder, NEWTON,
+                              whole_runs["newton"], "interrupted by a signal on another rank")
+
+
+@pytest.mark.mpi
+def test_sgd_stops_and_resumes_too(tmp_path, whole_runs):
+    job, seconds, log, folder = interrupted_run(tmp_path, SGD,
+                                                lambda job: job.send_signal(signal.SIGINT))
+    check_stopped_and_resumed(tmp_path, job, seconds, log, folder, SGD, whole_runs["sgd"],
+                              "interrupted by SIGINT after epoch")
+
+
+@pytest.mark.mpi
+def test_the_time_limit_ends_in_a_checkpoint(tmp_path, whole_runs):
+    folder, log = tmp_path / "ck", tmp_path / "run.jsonl"
+    began = time.monotonic()
+    proc = run_dnewton(2, [*NEWTON, "--time-limit", "0:03", "--checkpoint", folder,
+                           "--log", log], TIMEOUT, check=False)
+    assert time.monotonic() - began < 3 + 10
+    check_stopped_and_resumed(tmp_path, proc, 0.0, log, folder, NEWTON, whole_runs["newton"],
+                              "the next iteration would pass the time limit of 3 s")
+
+
+SECOND_SIGNAL = """
+import os, signal, time
+from dnewton.app.stopping import StopRequests
+with StopRequests().installed():
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.1)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+print("not reached")
+"""
+
+
+def test_a_second_signal_ends_at_once():
+    began = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", SECOND_SIGNAL], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "SIGTERM again: stopping at once" in proc.stderr
+    assert "not reached" not in proc.stdout and time.monotonic() - began < 4
