@@ -1,6 +1,11 @@
 /* Plain C hot loops of dnewton: element-wise activations, the per-instance small
  * products of the Jacobian kernels, and the fused CG vector updates.
- * All arrays are dense, row-major, float64; no allocation, no error paths. */
+ *
+ * Every loop exists in two precisions, suffix _d (double) and _f (float), made
+ * from one body (dn_loops_real.c). Arrays are dense and row-major; no allocation,
+ * no error paths. What must stay accurate is float64 in both: the per-instance
+ * J v (it is summed over ranks and meets the loss curvature), CG step lengths
+ * and every dot product's sum. */
 #ifndef DN_LOOPS_H
 #define DN_LOOPS_H
 
@@ -8,35 +13,35 @@
 
 enum { DN_RELU = 0, DN_SIGMOID = 1, DN_TANH = 2, DN_IDENTITY = 3 };
 
-/* z = sigma(s), n elements. */
-void dn_activation_forward(int kind, const double *s, double *z, size_t n);
+#define DN_DECLARE(REAL, S)                                                           \
+    /* z = sigma(s), n elements. */                                                    \
+    void dn_activation_forward_##S(int kind, const REAL *s, REAL *z, size_t n);        \
+    /* g[i, j, :] *= sigma'(s[i, :]) for i < rows, j < repeat; s, z (rows, k),         \
+     * g (rows, repeat, k). The derivative uses z where that is cheaper. */            \
+    void dn_activation_scale_##S(int kind, const REAL *s, const REAL *z, REAL *g,      \
+                                 size_t rows, size_t repeat, size_t k);                \
+    /* out[i, :] += D[i] @ u[i]: D (n, nl, k), u (n, k), out (n, nl) float64. */        \
+    void dn_batched_matvec_##S(const REAL *D, const REAL *u, double *out,              \
+                               size_t n, size_t nl, size_t k);                         \
+    /* t[i, :] = D[i]^T @ q[i]: D (n, nl, k), q (n, nl) float64, t (n, k). */           \
+    void dn_batched_matvec_t_##S(const REAL *D, const double *q, REAL *t,              \
+                                 size_t n, size_t nl, size_t k);                       \
+    /* out[i, :] += row for i < n: out (n, k). */                                      \
+    void dn_add_row_##S(REAL *out, const REAL *row, size_t n, size_t k);               \
+    /* sums += scale * sum_i a[i, :]: a (n, k). */                                     \
+    void dn_add_column_sums_##S(const REAL *a, REAL *sums, double scale, size_t n,     \
+                                size_t k);                                             \
+    /* x += alpha p; r -= alpha q; ax += alpha q; returns r.r (one pass). */           \
+    double dn_cg_step_##S(REAL *x, REAL *r, const REAL *p, const REAL *q, REAL *ax,    \
+                          double alpha, size_t n);                                     \
+    /* p = r + beta p. */                                                              \
+    void dn_cg_direction_##S(REAL *p, const REAL *r, double beta, size_t n);           \
+    /* a . b, summed in float64. */                                                    \
+    double dn_dot_##S(const REAL *a, const REAL *b, size_t n);
 
-/* g[i, j, :] *= sigma'(s[i, :]) for i < rows, j < repeat; s, z are (rows, k),
- * g is (rows, repeat, k). The derivative uses z where that is cheaper. */
-void dn_activation_scale(int kind, const double *s, const double *z, double *g,
-                         size_t rows, size_t repeat, size_t k);
+DN_DECLARE(double, d)
+DN_DECLARE(float, f)
 
-/* out[i, :] += D[i] @ u[i]: D (n, nl, k), u (n, k), out (n, nl). */
-void dn_batched_matvec(const double *D, const double *u, double *out,
-                       size_t n, size_t nl, size_t k);
-
-/* t[i, :] = D[i]^T @ q[i]: D (n, nl, k), q (n, nl), t (n, k). */
-void dn_batched_matvec_t(const double *D, const double *q, double *t,
-                         size_t n, size_t nl, size_t k);
-
-/* out[i, :] += row for i < n: out (n, k). */
-void dn_add_row(double *out, const double *row, size_t n, size_t k);
-
-/* sums += scale * sum_i a[i, :]: a (n, k). */
-void dn_add_column_sums(const double *a, double *sums, double scale, size_t n, size_t k);
-
-/* x += alpha p; r -= alpha q; ax += alpha q; returns r.r (one pass). */
-double dn_cg_step(double *x, double *r, const double *p, const double *q, double *ax,
-                  double alpha, size_t n);
-
-/* p = r + beta p. */
-void dn_cg_direction(double *p, const double *r, double beta, size_t n);
-
-double dn_dot(const double *a, const double *b, size_t n);
+#undef DN_DECLARE
 
 #endif

@@ -48,7 +48,7 @@ def pytest_runtest_logreport(report):
         WORLD.Abort(1)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data():
     if not (SHARED_DATA / "mnist-demo.svm").exists():
         pytest.skip(f"shared data not found at {SHARED_DATA}")

@@ -86,22 +86,22 @@ def width(layout, m, g):
     return group.stop - group.start
 
 
-def forward_bytes(layout, n):
+def forward_bytes(layout, n, itemsize=8):
     """Bytes of one forward pass over n instances: the F(m, b) sums and the output's."""
     L, n_out = layout.n_layers, layout.widths[-1]
     total = sum(
-        n * width(layout, m, b) * 8
+        n * width(layout, m, b) * itemsize
         for m in range(1, L)
         for b in range(layout.partitions[m])
         if len(layout.forward_group(m, b)) > 1
     )
-    return total + (n * n_out * 8 if len(layout.output_group) > 1 else 0)
+    return total + (n * n_out * itemsize if len(layout.output_group) > 1 else 0)
 
 
-def backward_bytes(layout, n, vectors):
+def backward_bytes(layout, n, vectors, itemsize=8):
     """Bytes of one backward pass of `vectors` vectors per instance: the K(m, a) sums."""
     return sum(
-        n * vectors * width(layout, m - 1, a) * 8
+        n * vectors * width(layout, m - 1, a) * itemsize
         for m in range(2, layout.n_layers + 1)
         for a in range(layout.partitions[m - 1])
         if len(layout.backward_group(m, a)) > 1
@@ -125,10 +125,10 @@ def synthetic(n_instances=N_INSTANCES, n_features=N_FEATURES, n_classes=N_CLASSE
 
 
 def make_problem(loss="squared", activation="tanh", partitions=None, C=0.7, batch_size=4,
-                 hidden=(5, 4), data=None):
+                 hidden=(5, 4), data=None, dtype="float64"):
     """A 7-5-4-3 network on `synthetic` data, laid out over every rank of the job."""
     config = ModelConfig(hidden=hidden, activation=activation, loss=loss, C=C,
-                         partitions=partitions, batch_size=batch_size)
+                         partitions=partitions, batch_size=batch_size, dtype=dtype)
     return Problem.build(WORLD, data if data is not None else synthetic(), None, config)
 
 

@@ -98,6 +98,7 @@ def test_resume_on_another_layout_ends_at_the_same_f(uninterrupted, tmp_path, n_
     (["--seed", "8"], "seed = 7, this run has 8"),
     (["-C", "0.1"], "C = 0.01, this run has 0.1"),
     (["--feature-scale", "15"], "feature_scale = 16.0, this run has 15.0"),
+    (["--dtype", "float32"], "dtype = float64, this run has float32"),
 ])
 def test_resume_refuses_changed_settings(tmp_path, change, message):
     folder = tmp_path / "ck"
@@ -108,6 +109,20 @@ def test_resume_refuses_changed_settings(tmp_path, change, message):
                        check=False)
     assert proc.returncode == 2 and proc.stderr.count(message) == 1, proc.stderr
     assert log.read_text() == '{"iter": 0}\n'
+
+
+@pytest.mark.mpi
+def test_a_float32_run_resumes_to_the_uninterrupted_log(tmp_path):
+    single = [*RUN, "--dtype", "float32"]
+    whole, log = tmp_path / "whole.jsonl", tmp_path / "run.jsonl"
+    run_dnewton(2, [*single, "--log", whole], TIMEOUT)
+    folder = tmp_path / "ck"
+    run_dnewton(2, [*single, "--iterations", "3", "--checkpoint", folder, "--log", log],
+                TIMEOUT)
+    run_dnewton(2, [*single, "--checkpoint", folder, "--resume", folder, "--log", log],
+                TIMEOUT)
+    assert without_timings(read_log(log)) == without_timings(read_log(whole))
+    assert str(np.load(folder / NAME)["dtype"]) == "float32"
 
 
 @pytest.mark.mpi

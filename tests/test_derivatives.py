@@ -19,6 +19,7 @@ from helpers import (
     in_global,
     local_vector,
     make_problem,
+    n_global,
     outputs,
     random_theta,
     synthetic,
@@ -118,3 +119,38 @@ def test_layouts_agree_after_newton_iterations(loss):
     for other in finals[1:]:
         np.testing.assert_allclose(other, finals[0], rtol=1e-10)
     assert finals[0][-1] < finals[0][0]
+
+
+@pytest.mark.parametrize("partitions", LAYOUTS)
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_float32_gives_the_float64_values_to_its_precision(partitions, loss):
+    """f, the gradient, a Gauss-Newton product and four Newton iterations in float32
+    against float64 from the same point, on every layout: the same numbers to
+    float32's accuracy, with the vectors float32 and f, v'Gv float64 sums."""
+    single = make_problem(loss, "tanh", partitions, dtype="float32")
+    double = make_problem(loss, "tanh", partitions)
+    try:
+        theta = random_theta(double)
+        f64, g64 = double.objective.value_and_gradient(theta)
+        f32, g32 = single.objective.value_and_gradient(theta.astype(np.float32))
+        assert g32.dtype == np.float32 and isinstance(f32, float)
+        assert f32 == pytest.approx(f64, rel=1e-5)
+        scale = np.abs(global_vector(double, g64)).max()
+        np.testing.assert_allclose(global_vector(single, g32), global_vector(double, g64),
+                                   rtol=1e-4, atol=1e-5 * scale)
+        subset = np.array([0, 3, 4, 9])
+        v = local_vector(double, np.random.default_rng(7).standard_normal(n_global(double)))
+        Gv64, Gv32 = np.empty_like(v), np.empty(v.size, dtype=np.float32)
+        vGv64 = double.objective.gauss_newton(theta, subset, 0.3).apply(v, Gv64)
+        vGv32 = single.objective.gauss_newton(theta.astype(np.float32), subset, 0.3).apply(
+            v.astype(np.float32), Gv32)
+        assert vGv32 == pytest.approx(vGv64, rel=1e-5)
+        np.testing.assert_allclose(global_vector(single, Gv32), global_vector(double, Gv64),
+                                   rtol=1e-4, atol=1e-5 * np.abs(Gv64).max())
+        options = NewtonOptions(iterations=4, gn_ratio=0.5, seed=3)
+        f_double = [r.f for r in solve(double, options).history]
+        f_single = [r.f for r in solve(single, options).history]
+        np.testing.assert_allclose(f_single, f_double, rtol=1e-4)
+    finally:
+        single.close()
+        double.close()

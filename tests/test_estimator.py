@@ -77,6 +77,17 @@ def test_predict_proba_is_a_distribution_that_agrees_with_predict(digits, loss):
     np.testing.assert_array_equal(clf.classes_[np.argmax(proba, axis=1)], clf.predict(X_test))
 
 
+def test_float32_fits_and_predicts_like_float64(digits):
+    X, y, X_test, _ = digits
+    double = NewtonClassifier(**DIGITS).fit(X, y)
+    single = NewtonClassifier(**DIGITS, dtype="float32").fit(X.astype(np.float32), y)
+    assert all(W.dtype == np.float32 for W in single.coefs_ + single.intercepts_)
+    assert single.objective_ == pytest.approx(double.objective_, rel=1e-4)
+    assert np.mean(single.predict(X_test) == double.predict(X_test)) >= 0.99
+    restored = pickle.loads(pickle.dumps(single))
+    np.testing.assert_array_equal(restored.predict(X_test), single.predict(X_test))
+
+
 def test_string_labels_pickling_and_params(digits):
     X, y, X_test, _ = digits
     names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",

@@ -1,4 +1,5 @@
-"""Every compiled kernel against a plain NumPy statement of what it computes."""
+"""Every compiled kernel against a plain NumPy statement of what it computes, in both
+precisions (`real`: float64 and float32; J v and Q stay float64 in both)."""
 
 import numpy as np
 import pytest
@@ -16,52 +17,67 @@ SHAPES = [(7, 5, 3, 4), (1, 1, 1, 1), (20, 2, 9, 10), (3, 8, 1, 2), (0, 4, 3, 2)
           (5, 4, 0, 2)]
 
 
-def rand(rng, *shape):
-    return rng.standard_normal(shape)
+# Relative tolerances of a kernel's result in each precision: float32 keeps about
+# 7 digits, and the sums here are short.
+TOLERANCE = {np.float64: 1e-12, np.float32: 2e-5}
+
+
+@pytest.fixture(params=[np.float64, np.float32], ids=["float64", "float32"])
+def real(request):
+    return request.param
+
+
+def rand(rng, dtype, *shape):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def close(got, expected, real, scale=1.0):
+    tol = TOLERANCE[real]
+    np.testing.assert_allclose(got, expected, rtol=tol * scale, atol=tol * scale)
 
 
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [False, True])
 @pytest.mark.parametrize("m, n, k", [(3, 4, 5), (1, 1, 1), (6, 2, 0), (0, 3, 2)])
-def test_gemm(trans_a, trans_b, m, n, k):
+def test_gemm(trans_a, trans_b, m, n, k, real):
     rng = np.random.default_rng(0)
-    A = rand(rng, *((k, m) if trans_a else (m, k)))
-    B = rand(rng, *((n, k) if trans_b else (k, n)))
-    C = rand(rng, m, n)
+    A = rand(rng, real, *((k, m) if trans_a else (m, k)))
+    B = rand(rng, real, *((n, k) if trans_b else (k, n)))
+    C = rand(rng, real, m, n)
     expected = 0.5 * (A.T if trans_a else A) @ (B.T if trans_b else B) + 2.0 * C
     K.gemm(A, B, C, trans_a, trans_b, 0.5, 2.0)
-    np.testing.assert_allclose(C, expected, rtol=1e-12, atol=1e-12)
+    close(C, expected, real)
 
 
 @pytest.mark.parametrize("n, a, b, nl", SHAPES)
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("accumulate", [False, True])
-def test_block_forward(n, a, b, nl, with_bias, accumulate):
+def test_block_forward(n, a, b, nl, with_bias, accumulate, real):
     rng = np.random.default_rng(1)
-    Z, W, bias, out = rand(rng, n, a), rand(rng, a, b), rand(rng, b), rand(rng, n, b)
+    Z, W, bias, out = (rand(rng, real, *shape) for shape in [(n, a), (a, b), (b,), (n, b)])
     expected = Z @ W + (bias if with_bias else 0) + (out if accumulate else 0)
     K.block_forward(Z, W, bias if with_bias else None, out, accumulate)
-    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    close(out, expected, real)
 
 
 @pytest.mark.parametrize("kind", list(ACTIVATIONS))
-def test_activations_and_derivatives(kind):
+def test_activations_and_derivatives(kind, real):
     rng = np.random.default_rng(2)
-    S = rand(rng, 6, 5) * 3
+    S = rand(rng, real, 6, 5) * 3
     S[0, :2] = [800.0, -800.0]  # sigmoid must not overflow
     f, df = ACTIVATIONS[kind]
     Z = np.empty_like(S)
     with np.errstate(over="ignore"):
         K.activation_forward(kind, S, Z)
-        np.testing.assert_allclose(Z, f(S), rtol=1e-12, atol=1e-300)
-    G = rand(rng, 6, 5)
+        np.testing.assert_allclose(Z, f(S), rtol=TOLERANCE[real], atol=1e-300)
+    G = rand(rng, real, 6, 5)
     expected = G * df(S, Z)
     K.activation_backward(kind, S, Z, G)
-    np.testing.assert_allclose(G, expected, rtol=1e-12)
-    G3 = rand(rng, 6, 3, 5)
+    np.testing.assert_allclose(G, expected, rtol=TOLERANCE[real])
+    G3 = rand(rng, real, 6, 3, 5)
     expected3 = G3 * df(S, Z)[:, None, :]
     K.activation_backward_jacobian(kind, S, Z, G3)
-    np.testing.assert_allclose(G3, expected3, rtol=1e-12)
+    np.testing.assert_allclose(G3, expected3, rtol=TOLERANCE[real])
 
 
 @pytest.mark.parametrize("kind", [K.SIGMOID, K.TANH, K.RELU])
@@ -80,81 +96,83 @@ def test_activation_derivative_matches_finite_differences(kind):
 @pytest.mark.parametrize("n, a, b, nl", SHAPES)
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("with_dz", [False, True])
-def test_block_backward(n, a, b, nl, with_bias, with_dz):
+def test_block_backward(n, a, b, nl, with_bias, with_dz, real):
     rng = np.random.default_rng(3)
-    Z, W, dS = rand(rng, n, a), rand(rng, a, b), rand(rng, n, b)
-    gW, gb, dZ = rand(rng, a, b), rand(rng, b), rand(rng, n, a)
+    Z, W, dS = rand(rng, real, n, a), rand(rng, real, a, b), rand(rng, real, n, b)
+    gW, gb, dZ = rand(rng, real, a, b), rand(rng, real, b), rand(rng, real, n, a)
     want_gW, want_gb, want_dZ = gW + 0.3 * Z.T @ dS, gb + 0.3 * dS.sum(0), dZ + dS @ W.T
     K.block_backward(Z, W, dS, gW, gb if with_bias else None, dZ if with_dz else None, 0.3)
-    np.testing.assert_allclose(gW, want_gW, rtol=1e-12, atol=1e-12)
+    close(gW, want_gW, real)
     if with_bias:
-        np.testing.assert_allclose(gb, want_gb, rtol=1e-12, atol=1e-12)
+        close(gb, want_gb, real)
     if with_dz:
-        np.testing.assert_allclose(dZ, want_dZ, rtol=1e-12, atol=1e-12)
+        close(dZ, want_dZ, real)
 
 
 @pytest.mark.parametrize("n, a, b, nl", SHAPES)
-def test_jacobian_backward(n, a, b, nl):
+def test_jacobian_backward(n, a, b, nl, real):
     rng = np.random.default_rng(4)
-    D, W, dZ = rand(rng, n, nl, b), rand(rng, a, b), rand(rng, n, nl, a)
+    D, W, dZ = rand(rng, real, n, nl, b), rand(rng, real, a, b), rand(rng, real, n, nl, a)
     expected = dZ + D @ W.T
     K.jacobian_backward(D, W, dZ)
-    np.testing.assert_allclose(dZ, expected, rtol=1e-12, atol=1e-12)
+    close(dZ, expected, real)
 
 
 @pytest.mark.parametrize("n, a, b, nl", SHAPES)
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_jacobian_vector_product(n, a, b, nl, with_bias):
+def test_jacobian_vector_product(n, a, b, nl, with_bias, real):
     rng = np.random.default_rng(5)
-    Z, V, vb, D, out = rand(rng, n, a), rand(rng, a, b), rand(rng, b), rand(rng, n, nl, b), rand(
-        rng, n, nl)
-    U = np.empty((n, b))
+    Z, V, vb, D = (rand(rng, real, *shape) for shape in [(n, a), (a, b), (b,), (n, nl, b)])
+    out = rand(rng, np.float64, n, nl)  # J v is float64 in both precisions
+    U = np.empty((n, b), dtype=real)
     u = Z @ V + (vb if with_bias else 0)
     expected = out + np.einsum("ijk,ik->ij", D, u)
     K.jacobian_vector_product(Z, V, vb if with_bias else None, D, U, out)
-    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    close(out, expected, real)
 
 
 @pytest.mark.parametrize("n, a, b, nl", SHAPES)
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_jacobian_transpose_product(n, a, b, nl, with_bias):
+def test_jacobian_transpose_product(n, a, b, nl, with_bias, real):
     rng = np.random.default_rng(6)
-    Z, D, Q = rand(rng, n, a), rand(rng, n, nl, b), rand(rng, n, nl)
-    out, ob, T = rand(rng, a, b), rand(rng, b), np.empty((n, b))
+    Z, D, Q = rand(rng, real, n, a), rand(rng, real, n, nl, b), rand(rng, np.float64, n, nl)
+    out, ob, T = rand(rng, real, a, b), rand(rng, real, b), np.empty((n, b), dtype=real)
     t = np.einsum("ijk,ij->ik", D, Q)
     want_out, want_ob = out + 0.25 * Z.T @ t, ob + 0.25 * t.sum(0)
     K.jacobian_transpose_product(Z, D, Q, T, out, ob if with_bias else None, 0.25)
-    np.testing.assert_allclose(out, want_out, rtol=1e-12, atol=1e-12)
+    close(out, want_out, real)
     if with_bias:
-        np.testing.assert_allclose(ob, want_ob, rtol=1e-12, atol=1e-12)
+        close(ob, want_ob, real)
 
 
-def test_jacobian_products_are_adjoint():
+def test_jacobian_products_are_adjoint(real):
     """<J v, q> = <v, J^T q>: the two kernels are transposes of each other."""
     rng = np.random.default_rng(7)
     n, a, b, nl = 9, 6, 4, 3
-    Z, D, V, vb, Q = rand(rng, n, a), rand(rng, n, nl, b), rand(rng, a, b), rand(rng, b), rand(
-        rng, n, nl)
+    Z, D, V, vb = (rand(rng, real, *shape) for shape in [(n, a), (n, nl, b), (a, b), (b,)])
+    Q = rand(rng, np.float64, n, nl)
     Jv = np.zeros((n, nl))
-    K.jacobian_vector_product(Z, V, vb, D, np.empty((n, b)), Jv)
-    out, ob = np.zeros((a, b)), np.zeros(b)
-    K.jacobian_transpose_product(Z, D, Q, np.empty((n, b)), out, ob, 1.0)
-    assert np.sum(Jv * Q) == pytest.approx(np.sum(V * out) + vb @ ob, rel=1e-12)
+    K.jacobian_vector_product(Z, V, vb, D, np.empty((n, b), dtype=real), Jv)
+    out, ob = np.zeros((a, b), dtype=real), np.zeros(b, dtype=real)
+    K.jacobian_transpose_product(Z, D, Q, np.empty((n, b), dtype=real), out, ob, 1.0)
+    assert np.sum(Jv * Q) == pytest.approx(np.sum(V * out) + vb @ ob, rel=TOLERANCE[real] * 10)
 
 
 @pytest.mark.parametrize("n", [0, 1, 17])
-def test_cg_updates(n):
+def test_cg_updates(n, real):
     rng = np.random.default_rng(8)
-    x, r, p, q, Ax = (rand(rng, n) for _ in range(5))
+    x, r, p, q, Ax = (rand(rng, real, n) for _ in range(5))
     want = (x + 0.7 * p, r - 0.7 * q, Ax + 0.7 * q)
     rr = K.cg_step(x, r, p, q, Ax, 0.7)
     for got, expected in zip((x, r, Ax), want):
-        np.testing.assert_allclose(got, expected, rtol=1e-14)
-    assert rr == pytest.approx(want[1] @ want[1], rel=1e-13, abs=0)
-    expected_p = r + 0.4 * p
+        close(got, expected, real)
+    # The sums are float64 in both precisions: exact for the vectors as stored.
+    wide = r.astype(np.float64)
+    assert rr == pytest.approx(wide @ wide, rel=1e-13, abs=0)
+    expected_p = r + real(0.4) * p
     K.cg_direction(p, r, 0.4)
-    np.testing.assert_allclose(p, expected_p, rtol=1e-14)
-    assert K.dot(x, r) == pytest.approx(x @ r, rel=1e-13, abs=1e-300)
+    close(p, expected_p, real)
+    assert K.dot(x, r) == pytest.approx(x.astype(np.float64) @ r, rel=1e-13, abs=1e-300)
 
 
 @pytest.mark.parametrize(
@@ -174,8 +192,10 @@ def test_shape_mismatch_is_refused(call, name):
         call()
 
 
-def test_kernels_refuse_wrong_dtype_and_layout():
-    with pytest.raises(ValueError):
-        K.dot(np.ones(3, dtype=np.float32), np.ones(3, dtype=np.float32))
+def test_kernels_refuse_mixed_or_other_dtypes_and_layout():
+    with pytest.raises((ValueError, TypeError)):
+        K.dot(np.ones(3, dtype=np.float32), np.ones(3, dtype=np.float64))
+    with pytest.raises((ValueError, TypeError)):
+        K.dot(np.ones(3, dtype=np.int64), np.ones(3, dtype=np.int64))
     with pytest.raises(ValueError):
         K.gemm(np.ones((3, 3))[:, ::2], np.ones((2, 2)), np.ones((3, 2)))

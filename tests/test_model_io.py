@@ -17,10 +17,11 @@ from dnewton.parallel.layout import Layout
 WIDTHS = (7, 5, 4, 3)
 
 
-def random_model(seed=0, center=True):
+def random_model(seed=0, center=True, dtype=np.float64):
     rng = np.random.default_rng(seed)
-    weights = [rng.standard_normal(WIDTHS[m : m + 2]) for m in range(len(WIDTHS) - 1)]
-    biases = [rng.standard_normal(WIDTHS[m + 1]) for m in range(len(WIDTHS) - 1)]
+    weights = [rng.standard_normal(WIDTHS[m : m + 2]).astype(dtype)
+               for m in range(len(WIDTHS) - 1)]
+    biases = [rng.standard_normal(WIDTHS[m + 1]).astype(dtype) for m in range(len(WIDTHS) - 1)]
     mean = rng.standard_normal(WIDTHS[0]) if center else None
     return Model(WIDTHS, "tanh", "softmax", 2.0, mean, np.array([-1.0, 0.0, 4.0]),
                  weights, biases)
@@ -69,13 +70,14 @@ def test_gather_model_is_the_dense_network(partitions):
 
 
 @pytest.mark.parametrize("center", [True, False])
-def test_file_round_trip(tmp_path, center):
-    model = random_model(center=center)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_file_round_trip(tmp_path, center, dtype):
+    model = random_model(center=center, dtype=dtype)
     path = tmp_path / "model.npz"
     save_arrays(path, model.arrays(), "model")
     loaded = load_model(MPI.COMM_WORLD, path)
-    assert (loaded.widths, loaded.activation, loaded.loss, loaded.feature_scale) == (
-        WIDTHS, "tanh", "softmax", 2.0)
+    assert (loaded.widths, loaded.activation, loaded.loss, loaded.feature_scale,
+            loaded.dtype) == (WIDTHS, "tanh", "softmax", 2.0, dtype)
     for got, want in zip(loaded.weights + loaded.biases + [loaded.classes],
                          model.weights + model.biases + [model.classes]):
         np.testing.assert_array_equal(got, want)
@@ -110,6 +112,15 @@ def test_damaged_model_files_are_refused(tmp_path, damage, message):
         load_model(MPI.COMM_WORLD, path)
 
 
+def test_weights_of_another_precision_than_recorded_are_refused(tmp_path):
+    arrays = random_model(dtype=np.float32).arrays()
+    arrays["b2"] = arrays["b2"].astype(np.float64)
+    path = tmp_path / "model.npz"
+    save_arrays(path, arrays, "model")
+    with pytest.raises(InputError, match="recorded precision 'float32'"):
+        load_model(MPI.COMM_WORLD, path)
+
+
 def test_inconsistent_shapes_are_refused(tmp_path):
     arrays = random_model().arrays()
     arrays["W2"] = np.zeros((5, 5))
@@ -120,8 +131,9 @@ def test_inconsistent_shapes_are_refused(tmp_path):
     assert set(read_arrays(path, "model")) >= {"W1", "b1", "widths", "classes"}
 
 
-def test_predictor_matches_a_dense_forward_pass():
-    model = random_model()
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_predictor_matches_a_dense_forward_pass(dtype, rtol):
+    model = random_model(dtype=dtype)
     X = np.random.default_rng(3).standard_normal((9, WIDTHS[0]))
     raw = RawData(csr_matrix(X), np.zeros(9), "random")  # sparse, as LIBSVM gives
     predictor = Predictor(MPI.COMM_WORLD, model, (3, 2, 1, 1), batch_size=4)
@@ -131,10 +143,10 @@ def test_predictor_matches_a_dense_forward_pass():
         predictor.close()
     z = X / model.feature_scale - model.mean
     for m, (W, b) in enumerate(zip(model.weights, model.biases)):
-        z = z @ W + b
+        z = z @ W.astype(np.float64) + b
         if m < len(model.weights) - 1:
             z = np.tanh(z)
-    np.testing.assert_allclose(got, z, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got, z, rtol=rtol, atol=rtol)
 
 
 def test_simplex_projection_is_a_distribution_with_the_outputs_order():

@@ -53,16 +53,19 @@ def test_layouts_give_the_single_rank_result(single_rank, tmp_path, loss, n_rank
     assert log[-1]["bytes"]["gauss_newton"] > 0
 
 
-def expected_bytes(layout, n_instances, subset, trials, loss, world):
+def expected_bytes(layout, n_instances, subset, trials, loss, world, itemsize):
     """Per-iteration bytes by phase from the group sizes (docs/design.md).
 
     The accepted trial's forward pass serves the gradient and the next subset's
     rows, so an iteration runs one forward pass per line-search trial, no more.
+    The passes' sums move numbers of the run's precision (`itemsize` bytes); f's
+    sums and B's probabilities are float64 in either.
     """
     n_out = layout.widths[-1]
     scalars = 16 if world > 1 else 0  # f's two sums in one allreduce
-    forward = trials * (forward_bytes(layout, n_instances) + scalars)
-    backward = backward_bytes(layout, n_instances, 1) + backward_bytes(layout, subset, n_out)
+    forward = trials * (forward_bytes(layout, n_instances, itemsize) + scalars)
+    backward = (backward_bytes(layout, n_instances, 1, itemsize)
+                + backward_bytes(layout, subset, n_out, itemsize))
     if loss == "softmax" and world > 1:
         backward += subset * n_out * 8  # B's probabilities, broadcast once
     return forward, backward
@@ -71,9 +74,12 @@ def expected_bytes(layout, n_instances, subset, trials, loss, world):
 @pytest.mark.mpi
 @pytest.mark.parametrize("loss", ["squared", "softmax"])
 @pytest.mark.parametrize("n_ranks, partitions", [(4, "2,2,2,1"), (3, "3,1,1,2")])
-def test_bytes_per_phase_match_the_formulas(tmp_path, loss, n_ranks, partitions):
+@pytest.mark.parametrize("dtype, itemsize", [("float64", 8), ("float32", 4)])
+def test_bytes_per_phase_match_the_formulas(tmp_path, loss, n_ranks, partitions, dtype,
+                                            itemsize):
     log_path = tmp_path / "run.jsonl"
-    run_dnewton(n_ranks, [*COMMON, "--loss", loss, "--partitions", partitions, "--log", log_path])
+    run_dnewton(n_ranks, [*COMMON, "--loss", loss, "--partitions", partitions, "--log", log_path,
+                          "--dtype", dtype])
     train, _ = read_dataset("digits")
     n_train = train.n_instances
     widths = (train.n_features, *HIDDEN, 10)
@@ -86,7 +92,7 @@ def test_bytes_per_phase_match_the_formulas(tmp_path, loss, n_ranks, partitions)
         per_cg = (subset * n_out + 1) * 8 + 8
         assert rec["bytes"]["gauss_newton"] == 8 + rec["cg_iters"] * per_cg
         forward, backward = expected_bytes(
-            layout, n_train, subset, rec["line_search_trials"], loss, n_ranks
+            layout, n_train, subset, rec["line_search_trials"], loss, n_ranks, itemsize
         )
         assert rec["bytes"]["forward"] == forward
         assert rec["bytes"]["backward"] == backward

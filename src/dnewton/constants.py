@@ -29,9 +29,12 @@ CHECKPOINT_INTERVAL = 300.0
 # five, a trial point, the direction, spares): the memory check's multiplier.
 PARAMETER_COPIES = 12
 
+# The precisions a network can be trained in (`--dtype`).
+PRECISIONS = ("float64", "float32")
+
 # A resumed run recomputes f at the checkpoint's parameters; another layout or
-# batch size changes it by rounding only, other data changes it for real.
-RESUME_F_RTOL = 1e-8
+# batch size changes it by rounding only (per precision), other data for real.
+RESUME_F_RTOL = {"float64": 1e-8, "float32": 1e-4}
 
 # ceil(q * blocks) with q * blocks within this of a whole number taken as that
 # number, so q = 0.7 of 10 blocks is 7 blocks, not 8 through rounding.

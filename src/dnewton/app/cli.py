@@ -21,7 +21,7 @@ from contextlib import redirect_stderr, redirect_stdout
 import numpy as np
 
 from .. import __version__
-from ..constants import BATCH_SIZE, CHECKPOINT_INTERVAL
+from ..constants import BATCH_SIZE, CHECKPOINT_INTERVAL, PRECISIONS
 from ..errors import NumericalError, ParameterError
 from ..io.data import DATASETS
 from ..model.activations import HIDDEN_ACTIVATIONS
@@ -117,6 +117,12 @@ def build_parser():
         help="groups per layer, inputs to outputs; the weights between layers m-1 and "
         "m form P_{m-1} x P_m blocks spread over the ranks (need at least as many "
         "blocks as ranks). Default: split the widest layers until every rank has a block",
+    )
+    model.add_argument(
+        "--dtype", choices=PRECISIONS, default=_MODEL.dtype,
+        help="precision of the parameters, data and passes; float32 halves memory and "
+        "data moved and runs faster, while f, dot products and CG's scalars are summed "
+        "in float64 either way (the model file records it)",
     )
     model.add_argument("--seed", type=int, default=_DEFAULTS.seed,
                        help="seed of the initial weights and of the subsets")
@@ -263,7 +269,7 @@ def run_train(args):
     config = ModelConfig(
         hidden=args.hidden, activation=args.activation, loss=args.loss, C=args.C,
         partitions=args.partitions, feature_scale=args.feature_scale, center=args.center,
-        batch_size=args.batch_size, pipeline=args.pipeline,
+        batch_size=args.batch_size, pipeline=args.pipeline, dtype=args.dtype,
     )
     outputs = Outputs(log=args.log, model=args.model, checkpoint=args.checkpoint,
                       checkpoint_every=args.checkpoint_every, resume=args.resume,

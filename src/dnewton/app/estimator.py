@@ -29,6 +29,10 @@ from .prediction import Predictor
 from .problem import ModelConfig
 from .training import train
 
+# X of either precision is taken as it is (no float64 copy of float32 data); the
+# network's own precision is `dtype`.
+_INPUT_DTYPES = [np.float64, np.float32]
+
 
 class NewtonClassifier(ClassifierMixin, BaseEstimator):
     """A fully connected network trained by subsampled Gauss-Newton (Newton-CG).
@@ -55,6 +59,8 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
     partitions : tuple of int or None, default None
         P_0..P_L, the block layout under MPI; None splits the widest layers.
     batch_size : int, default 4096
+    dtype : {"float64", "float32"}, default "float64"
+        Precision of training and prediction (as ``--dtype``); X may be either.
     random_state : int, default 0
         Seed of the initial weights and of the Gauss-Newton subsets.
     verbose : bool, default False
@@ -85,8 +91,8 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, hidden=(300, 300), activation="relu", loss="squared", C=0.01,
                  max_iter=100, gn_ratio=0.05, gn_size=None, diagonal=False,
                  sync_fraction=1.0, cg_max=250, xi=0.1, damping=1.0, feature_scale=1.0,
-                 center=False, partitions=None, batch_size=BATCH_SIZE, random_state=0,
-                 verbose=False):
+                 center=False, partitions=None, batch_size=BATCH_SIZE, dtype="float64",
+                 random_state=0, verbose=False):
         self.hidden = hidden
         self.activation = activation
         self.loss = loss
@@ -103,6 +109,7 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
         self.center = center
         self.partitions = partitions
         self.batch_size = batch_size
+        self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
 
@@ -115,7 +122,7 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
         """Train on X (l, n) dense or sparse and labels y (l,); collective under MPI."""
         from mpi4py import MPI
 
-        X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64)
+        X, y = validate_data(self, X, y, accept_sparse="csr", dtype=_INPUT_DTYPES)
         check_classification_targets(y)
         self.classes_, index = np.unique(y, return_inverse=True)
         world = MPI.COMM_WORLD
@@ -128,7 +135,7 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
         config = ModelConfig(
             hidden=_widths(self.hidden), activation=self.activation, loss=self.loss, C=self.C,
             partitions=self.partitions, feature_scale=self.feature_scale,
-            center=self.center, batch_size=self.batch_size,
+            center=self.center, batch_size=self.batch_size, dtype=self.dtype,
         )
         result = train(RawData(X, index.astype(np.float64), "X"), None, config, options,
                        comm=world, return_model=True,
@@ -154,7 +161,7 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
         from mpi4py import MPI
 
         check_is_fitted(self)
-        X = validate_data(self, X, accept_sparse="csr", dtype=np.float64, reset=False)
+        X = validate_data(self, X, accept_sparse="csr", dtype=_INPUT_DTYPES, reset=False)
         world = MPI.COMM_WORLD
         _check_same_data(world, X)
         predictor = Predictor(world, self._model(), self.partitions, self.batch_size)

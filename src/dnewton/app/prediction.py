@@ -43,7 +43,8 @@ class Predictor:
         self.model = model
         self.batch_size = batch_size
         self.groups = Groups(world, self.layout)
-        self.network = Network(self.layout, self.groups, Activation.hidden(model.activation))
+        self.network = Network(self.layout, self.groups, Activation.hidden(model.activation),
+                               model.dtype)
         self.theta = model.local_parameters(self.layout, world.rank)
         self.preprocessing = model.preprocessing(self.layout)
 
@@ -57,14 +58,16 @@ class Predictor:
             return self._outputs(raw)
 
     def _outputs(self, raw):
-        data = partition(raw, self.layout, self.world.rank, None, self.preprocessing)
+        data = partition(raw, self.layout, self.world.rank, None, self.preprocessing,
+                         dtype=self.network.dtype)
         outputs = np.empty((data.n_instances, self.layout.widths[-1]))
         leader = self.layout.output_group[0]
         for start in range(0, data.n_instances, self.batch_size):
             rows = slice(start, min(start + self.batch_size, data.n_instances))
             n = rows.stop - rows.start
             fwd = self.network.forward(self.theta, data.rows(rows), n, Phase.EVALUATION)
-            batch = fwd.output if fwd.output is not None else np.empty((n, outputs.shape[1]))
+            batch = fwd.output if fwd.output is not None else np.empty(
+                (n, outputs.shape[1]), dtype=self.network.dtype)
             self.groups.broadcast(batch, leader, Phase.EVALUATION)
             outputs[rows] = batch
         return outputs

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from mpi4py import MPI
 
-from ..constants import BATCH_SIZE, KEEP_MEMORY_SHARE, PARAMETER_COPIES
+from ..constants import BATCH_SIZE, KEEP_MEMORY_SHARE, PARAMETER_COPIES, PRECISIONS
 from ..errors import InputError, ParameterError, agreed, check_parameters, everywhere
 from ..io.data import Classes, Preprocessing, partition
 from ..io.model_file import gather_model
@@ -39,6 +39,7 @@ class ModelConfig:
     center: bool = False
     batch_size: int = BATCH_SIZE
     pipeline: int = 1  # batches in flight in a pass over all instances (1: no pipeline)
+    dtype: str = "float64"  # precision of parameters, data and passes: float64 or float32
 
     RULES = (
         ("hidden", lambda v: all(int(h) >= 1 for h in v),
@@ -47,6 +48,7 @@ class ModelConfig:
         ("feature_scale", lambda v: v > 0, "must be positive"),
         ("batch_size", lambda v: v >= 1, "must be >= 1"),
         ("pipeline", lambda v: v >= 1, "must be >= 1"),
+        ("dtype", lambda v: v in PRECISIONS, f"must be one of {', '.join(PRECISIONS)}"),
     )
 
     def check(self):
@@ -92,16 +94,18 @@ class Problem:
             groups = Groups(world, layout)
             prep = Preprocessing(config.feature_scale, config.center)
             with agreed(world):
-                train = partition(train_raw, layout, world.rank, classes, prep, fit=True)
+                train = partition(train_raw, layout, world.rank, classes, prep, fit=True,
+                                  dtype=config.dtype)
                 test = None
                 if test_raw is not None:
-                    test = partition(test_raw, layout, world.rank, classes, prep)
+                    test = partition(test_raw, layout, world.rank, classes, prep,
+                                     dtype=config.dtype)
         except BaseException:
             if groups is not None:
                 groups.free()
             world.Free()
             raise
-        network = Network(layout, groups, Activation.hidden(config.activation))
+        network = Network(layout, groups, Activation.hidden(config.activation), config.dtype)
         objective = Objective(network, train, make_loss(config.loss), config.C,
                               config.batch_size, pipeline=config.pipeline)
         return cls(world, layout, groups, network, objective, test, classes, prep, config)
@@ -110,7 +114,8 @@ class Problem:
         """Collective: refuse (on every rank) a network whose parameter vectors would
         not fit in `available` bytes per node (None: unknown, no check), before any
         is allocated. A solver keeps about `PARAMETER_COPIES` of them at once."""
-        need = np.array([8.0 * PARAMETER_COPIES * self.network.n_params])
+        need = np.array([float(self.network.dtype.itemsize * PARAMETER_COPIES
+                               * self.network.n_params)])
         node = self.world.Split_type(MPI.COMM_TYPE_SHARED)
         node.Allreduce(MPI.IN_PLACE, need)
         node.Free()
@@ -118,10 +123,10 @@ class Problem:
         if available is not None and need[0] > available:
             total = sum(self.layout.parameters(r).size for r in range(self.world.size))
             raise everywhere(ParameterError(
-                f"the network's {total:,} parameters need about {need[0] / 2**30:.1f} GiB on "
-                f"a node ({PARAMETER_COPIES} working copies of each rank's share), more than "
-                f"the {available / 2**30:.1f} GiB available; use narrower {{hidden}} layers, "
-                "more ranks or more nodes"
+                f"the network's {total:,} parameters need about {_size(need[0])} on a node "
+                f"({PARAMETER_COPIES} working copies of each rank's share), more than the "
+                f"{_size(available)} available; use narrower {{hidden}} layers, more ranks "
+                "or more nodes"
             ))
 
     def check_memory(self, n_subset, available):
@@ -167,6 +172,14 @@ class Problem:
     def close(self):
         self.groups.free()
         self.world.Free()
+
+
+def _size(nbytes):
+    """Bytes in the unit that reads best: GiB, MiB or KiB."""
+    for unit, power in (("GiB", 30), ("MiB", 20)):
+        if nbytes >= 2**power:
+            return f"{nbytes / 2**power:.1f} {unit}"
+    return f"{nbytes / 2**10:.1f} KiB"
 
 
 def available_memory():

@@ -96,7 +96,8 @@ class Checkpoint:
         or preprocessing changes it for real.
         """
         last = self.history[-1]
-        if not math.isclose(f, last["f"], rel_tol=RESUME_F_RTOL, abs_tol=0.0):
+        rtol = RESUME_F_RTOL[self.settings.get("dtype", "float64")]
+        if not math.isclose(f, last["f"], rel_tol=rtol, abs_tol=0.0):
             raise everywhere(ParameterError(
                 f"{{resume}}: the checkpoint has f = {last['f']:.12e} at iteration "
                 f"{last['iter']}, but its parameters give f = {f:.12e} on this training "

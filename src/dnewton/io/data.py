@@ -155,7 +155,7 @@ class PartitionedData:
         return {a: np.ascontiguousarray(X[index]) for a, X in self.features.items()}
 
 
-def partition(raw, layout, rank, classes, prep, fit=False):
+def partition(raw, layout, rank, classes, prep, fit=False, dtype=np.float64):
     """Keep the columns and labels `rank` needs; apply (and with `fit`, learn) `prep`.
 
     Parameters
@@ -167,6 +167,8 @@ def partition(raw, layout, rank, classes, prep, fit=False):
         None: no labels (data to predict).
     prep : Preprocessing
         With ``fit=True`` its means are computed here from `raw` (the training set).
+    dtype : numpy dtype
+        Precision of the feature blocks (scaling and centring are done in float64).
     """
     input_groups = sorted({blk.row for blk in layout.blocks_of(rank) if blk.layer == 1})
     features = {}
@@ -181,7 +183,7 @@ def partition(raw, layout, rank, classes, prep, fit=False):
             if fit:
                 prep.means[a] = block.mean(axis=0)
             block -= prep.means[a]
-        features[a] = block
+        features[a] = np.ascontiguousarray(block, dtype=dtype)
     owns_output = any(blk.layer == layout.n_layers for blk in layout.blocks_of(rank))
     labels = classes.encode(raw.y, raw.source) if owns_output and classes is not None else None
     return PartitionedData(raw.n_instances, features, labels)

@@ -4,8 +4,9 @@ A model file is a NumPy ``.npz`` archive (no pickles) holding, for m = 1..L, the
 dense ``W{m}`` (n_{m-1}, n_m) and ``b{m}`` (n_m,) gathered from the blocks, and
 what prediction needs besides: ``widths``, ``activation``, ``loss``,
 ``feature_scale``, ``center`` with the training ``mean`` of every feature
-(zeros without centring), the class labels ``classes`` in output order, and
-``format`` / ``version``. Nothing in it depends on the layout that trained it;
+(zeros without centring), the class labels ``classes`` in output order, the
+precision ``dtype`` of the weights (float64 or float32; files without it are
+float64), and ``format`` / ``version``. Nothing in it depends on the layout that trained it;
 `Model.local_parameters` cuts it into the blocks of any layout.
 
 Only rank 0 touches files: it writes what the ranks gather to it, and it reads
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
+from ..constants import PRECISIONS
 from ..errors import InputError, ParameterError, agreed
 from ..model.activations import HIDDEN_ACTIVATIONS
 from ..model.losses import LOSSES
@@ -46,6 +48,11 @@ class Model:
     weights: list  # W^m, (n_{m-1}, n_m), m = 1..L
     biases: list  # b^m, (n_m,)
 
+    @property
+    def dtype(self):
+        """The precision the network was trained in and predicts in: "float64" or "float32"."""
+        return self.weights[0].dtype.name
+
     def arrays(self):
         """The model as the named arrays of its file."""
         arrays = {
@@ -58,6 +65,7 @@ class Model:
             "center": np.array(self.mean is not None),
             "mean": np.zeros(self.widths[0]) if self.mean is None else self.mean,
             "classes": np.asarray(self.classes),
+            "dtype": np.array(self.dtype),
         }
         for m, (W, b) in enumerate(zip(self.weights, self.biases), start=1):
             arrays[f"W{m}"], arrays[f"b{m}"] = W, b
@@ -83,6 +91,7 @@ class Model:
             activation, loss = str(arrays["activation"]), str(arrays["loss"])
             scale, center = float(arrays["feature_scale"]), bool(arrays["center"])
             mean, classes = arrays["mean"], arrays["classes"]
+            dtype = str(arrays.get("dtype", "float64"))
         except KeyError as exc:
             raise bad(f"the model file lacks {exc}") from None
         shapes_ok = (
@@ -93,6 +102,8 @@ class Model:
         )
         if not shapes_ok:
             raise bad(f"array shapes do not match the widths {widths}")
+        if dtype not in PRECISIONS or any(a.dtype != dtype for a in (*weights, *biases)):
+            raise bad(f"the weights are not all of the recorded precision {dtype!r}")
         if activation not in HIDDEN_ACTIVATIONS or loss not in LOSSES:
             raise bad(f"unknown activation {activation!r} or loss {loss!r}")
         if not all(np.isfinite(a).all() for a in (*weights, *biases, mean)):
@@ -102,7 +113,7 @@ class Model:
 
     def local_parameters(self, layout, rank):
         """The parameter vector of `rank`'s blocks in `layout`."""
-        return layout.parameters(rank).scatter(self.weights, self.biases)
+        return layout.parameters(rank).scatter(self.weights, self.biases, self.weights[0].dtype)
 
     def preprocessing(self, layout):
         """The training preprocessing, its means cut into `layout`'s input groups."""
@@ -118,14 +129,15 @@ def gather_parameters(layout, world, theta, root=0):
     `theta` is the calling rank's parameter vector under `layout`.
     """
     counts = [layout.parameters(r).size for r in range(world.size)]
-    flat = np.empty(sum(counts)) if world.rank == root else None
+    flat = np.empty(sum(counts), dtype=theta.dtype) if world.rank == root else None
     world.Gatherv(np.ascontiguousarray(theta), (flat, counts) if flat is not None else None,
                   root=root)
     if flat is None:
         return None
     widths = layout.widths
-    weights = [np.zeros((widths[m - 1], widths[m])) for m in range(1, len(widths))]
-    biases = [np.zeros(widths[m]) for m in range(1, len(widths))]
+    weights = [np.zeros((widths[m - 1], widths[m]), dtype=theta.dtype)
+               for m in range(1, len(widths))]
+    biases = [np.zeros(widths[m], dtype=theta.dtype) for m in range(1, len(widths))]
     offsets = np.concatenate([[0], np.cumsum(counts)])
     for r in range(world.size):
         layout.parameters(r).gather(flat[offsets[r] : offsets[r + 1]], weights, biases)
@@ -149,7 +161,7 @@ def scatter_vector(layout, rank, flat):
         weights.append(flat[offset : offset + n].reshape(widths[m - 1], widths[m]))
         biases.append(flat[offset + n : offset + n + widths[m]])
         offset += n + widths[m]
-    return layout.parameters(rank).scatter(weights, biases)
+    return layout.parameters(rank).scatter(weights, biases, flat.dtype)
 
 
 def gather_mean(layout, world, prep, root=0):

@@ -52,8 +52,9 @@ class GaussNewtonOperator:
         for blk in network.blocks:
             self._Z.append(fwd.z[(blk.layer - 1, blk.row)])
             self._D.append(jacobian[(blk.layer, blk.col)])
-            self._U.append(np.empty((fwd.n, blk.shape[1])))
-        # J v for every instance of S, plus one slot that carries the local v.v.
+            self._U.append(np.empty((fwd.n, blk.shape[1]), dtype=network.dtype))
+        # J v for every instance of S, plus one slot that carries the local v.v:
+        # float64 in either precision (it meets B_i and is summed over ranks).
         self._buf = np.empty(self.n_subset * self.n_outputs + 1)
         self._block_Jv = np.empty((self.n_subset, self.n_outputs))
         # FLOPs of one product (J v and J^T q) by each block: two GEMMs of |S| x |a|
@@ -131,7 +132,7 @@ def stored_bytes(network, n_subset):
 
     D_b^m for every column group b it owns a block of (n_L |b| numbers per
     instance), the forward pass over S (z and s of every group it joins), the
-    kernels' workspaces (|b| per block) and J v (n_L): linear in |S|.
+    kernels' workspaces (|b| per block) and J v (n_L, float64): linear in |S|.
     """
     layout, n_out = network.layout, network.n_outputs
     columns = {(blk.layer, blk.col) for blk in network.blocks}
@@ -144,8 +145,8 @@ def stored_bytes(network, n_subset):
     ]
     per_instance += 2 * sum(_width(layout, m, b) for m, b in joined)
     per_instance += sum(_width(layout, 0, blk.row) for blk in network.blocks if blk.layer == 1)
-    per_instance += sum(blk.shape[1] for blk in network.blocks) + 2 * n_out
-    return 8 * n_subset * per_instance
+    per_instance += sum(blk.shape[1] for blk in network.blocks)
+    return n_subset * (network.dtype.itemsize * per_instance + 8 * 2 * n_out)
 
 
 def _width(layout, m, g):

@@ -2,12 +2,18 @@
 
 Each loss is a small object with one interface, so the objective and the
 Gauss-Newton product never ask which loss they hold. Arrays: ``z`` is (n, n_L)
-outputs, ``y`` is (n,) class indices in 0..n_L-1.
+outputs, ``y`` is (n,) class indices in 0..n_L-1. Whatever the network's
+precision, losses, their derivatives and B are float64: they are few numbers
+(n_L per instance), and f is a long sum.
 """
 
 import numpy as np
 
 from ..errors import ParameterError
+
+
+def _wide(z):
+    return np.asarray(z, dtype=np.float64)
 
 
 class SquaredLoss:
@@ -18,13 +24,13 @@ class SquaredLoss:
 
     def value(self, z, y):
         """Sum of the per-instance losses."""
-        r = z.copy()
+        r = np.array(z, dtype=np.float64)
         r[np.arange(len(y)), y] -= 1.0
         return float(np.einsum("ij,ij->", r, r))
 
     def gradient(self, z, y):
         """d loss_i / d z_i, (n, n_L)."""
-        g = 2.0 * z
+        g = 2.0 * _wide(z)
         g[np.arange(len(y)), y] -= 2.0
         return g
 
@@ -66,17 +72,18 @@ class SoftmaxLoss:
         return e / e.sum(axis=1, keepdims=True)
 
     def value(self, z, y):
+        z = _wide(z)
         zmax = z.max(axis=1)
         log_norm = zmax + np.log(np.exp(z - zmax[:, None]).sum(axis=1))
         return float(np.sum(log_norm - z[np.arange(len(y)), y]))
 
     def gradient(self, z, y):
-        g = self.probabilities(z)
+        g = self.probabilities(_wide(z))
         g[np.arange(len(y)), y] -= 1.0
         return g
 
     def curvature(self, z):
-        return np.ascontiguousarray(self.probabilities(z))
+        return np.ascontiguousarray(self.probabilities(_wide(z)))
 
     def apply_curvature(self, p, u):
         return p * (u - np.einsum("ij,ij->i", p, u)[:, None])

@@ -1,8 +1,9 @@
 """The calling rank's share of a partitioned network: its parameters and the
 distributed forward pass and backward sweep (docs/design.md, "Passes").
 
-Parameters of all blocks a rank owns live in one flat float64 vector (the vector
-CG works on), ordered by `parallel.layout.ParameterLayout`. Passes work on a
+Parameters of all blocks a rank owns live in one flat vector (the vector CG works
+on) of the network's precision, float64 or float32, ordered by
+`parallel.layout.ParameterLayout`; every array of a pass has that precision too. Passes work on a
 batch of n instances and keep, per (layer, group), the arrays this rank needs:
 
 * ``z[(m, g)]`` activations z_g^m, (n, |g|) -- m = 0 are the input features;
@@ -51,10 +52,13 @@ class Network:
     groups : parallel.groups.Groups
     activation : model.activations.Activation
         The hidden activation.
+    dtype : numpy dtype
+        float64 or float32: parameters, activations and the Jacobian.
     """
 
-    def __init__(self, layout, groups, activation):
+    def __init__(self, layout, groups, activation, dtype=np.float64):
         self.layout = layout
+        self.dtype = np.dtype(dtype)
         self.groups = groups
         self.activation = int(activation)
         self.ledger = groups.ledger
@@ -79,9 +83,10 @@ class Network:
         """W entries ~ N(0, 2 / n_{m-1}), biases 0 (the reference's initialisation).
 
         Row j of W^m is drawn from its own stream, keyed by (seed, m, j), so every
-        layout gets the same network while each rank draws only its own rows.
+        layout gets the same network while each rank draws only its own rows; in
+        float32 the float64 draws are rounded, so both precisions start alike.
         """
-        theta = np.zeros(self.n_params)
+        theta = np.zeros(self.n_params, dtype=self.dtype)
         for blk, (W, _) in zip(self.blocks, self.parameters.views(theta)):
             fan_in, fan_out = self.layout.widths[blk.layer - 1], self.layout.widths[blk.layer]
             for j in range(blk.rows.start, blk.rows.stop):
@@ -104,12 +109,14 @@ class Network:
             for b in range(layout.partitions[m]):
                 if self.groups.forward(m, b) is not None:
                     width = layout.group(m, b).stop - layout.group(m, b).start
-                    s[(m, b)], z[(m, b)] = np.empty((n, width)), np.empty((n, width))
-        output = np.empty((n, self.n_outputs)) if self.groups.output is not None else None
+                    s[(m, b)] = np.empty((n, width), dtype=self.dtype)
+                    z[(m, b)] = np.empty((n, width), dtype=self.dtype)
+        output = (np.empty((n, self.n_outputs), dtype=self.dtype)
+                  if self.groups.output is not None else None)
         return Pass(z, s, output, n)
 
     def pass_numbers(self):
-        """Numbers per instance an `empty_pass` holds (its memory is 8 n times this)."""
+        """Numbers per instance an `empty_pass` holds (its memory is n itemsize times this)."""
         fwd = self.empty_pass(0)
         return (sum(a.shape[1] for a in (*fwd.s.values(), *fwd.z.values()))
                 + (0 if fwd.output is None else fwd.output.shape[1]))
@@ -147,7 +154,7 @@ class Network:
                 output[...] = 0.0
                 for b in range(layout.partitions[L]):
                     cols = layout.group(L, b)
-                    part = np.empty((n, cols.stop - cols.start))
+                    part = np.empty((n, cols.stop - cols.start), dtype=self.dtype)
                     self._sum_products(params, z, L, b, part)
                     output[:, cols] += part
             yield Reduction(group, output, phase)
@@ -208,11 +215,11 @@ class Network:
                 rows = layout.group(m - 1, a)
                 shape = (fwd.n, k, rows.stop - rows.start)
                 if workspace is None:
-                    buf = np.zeros(shape)
+                    buf = np.zeros(shape, dtype=self.dtype)
                 else:
                     buf = workspace.get((m, a))
                     if buf is None or buf.shape != shape:
-                        buf = workspace[(m, a)] = np.empty(shape)
+                        buf = workspace[(m, a)] = np.empty(shape, dtype=self.dtype)
                     buf[...] = 0.0
                 for i in self._by_row.get((m, a), ()):
                     K.jacobian_backward(dS[(m, self.blocks[i].col)], params[i][0], buf)
@@ -241,7 +248,8 @@ class Network:
             for b in range(layout.partitions[self.n_layers]):
                 if self.owns_column(self.n_layers, b):
                     cols = layout.group(self.n_layers, b)
-                    top[(self.n_layers, b)] = np.ascontiguousarray(dout[:, cols])[:, None, :]
+                    top[(self.n_layers, b)] = np.ascontiguousarray(
+                        dout[:, cols], dtype=self.dtype)[:, None, :]
         params, grads = self.parameters.views(theta), self.parameters.views(grad)
         self.ledger.computed(phase, 2.0 * fwd.n * self._macs)  # Z^T dS of every block
 
@@ -263,7 +271,7 @@ class Network:
             if self.owns_column(L, b):
                 cols = layout.group(L, b)
                 width = cols.stop - cols.start
-                Db = np.zeros((fwd.n, self.n_outputs, width))
+                Db = np.zeros((fwd.n, self.n_outputs, width), dtype=self.dtype)
                 Db[:, cols.start + np.arange(width), np.arange(width)] = 1.0
                 top[(L, b)] = Db
         return self.backward_sweep(theta, fwd, top, self.n_outputs, None, phase)

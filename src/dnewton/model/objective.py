@@ -12,7 +12,7 @@ import numpy as np
 from ..constants import BATCH_SIZE
 from ..parallel.phases import Phase
 from ..parallel.pipeline import run, run_pipelined
-from ..parallel.space import GroupSpace
+from ..parallel.space import GroupSpace, local_dot
 from .gauss_newton import GaussNewtonOperator
 
 
@@ -86,7 +86,7 @@ class Objective:
 
     def kept_bytes(self):
         """Bytes of this rank's two stores of kept forward passes."""
-        return 2 * 8 * self.n_instances * self.network.pass_numbers()
+        return 2 * self.network.dtype.itemsize * self.n_instances * self.network.pass_numbers()
 
     def _batches(self, n):
         for start in range(0, n, self.batch_size):
@@ -94,7 +94,7 @@ class Objective:
 
     def _total(self, theta, loss_sum):
         with self.ledger.phase(Phase.FORWARD):
-            tt, loss_sum = self._sums.sum([np.dot(theta, theta), loss_sum])
+            tt, loss_sum = self._sums.sum([local_dot(theta, theta), loss_sum])
         return tt * self.regularization / 2.0 + loss_sum / self.n_instances
 
     def _free_store(self):

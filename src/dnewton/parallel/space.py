@@ -14,7 +14,16 @@ import math
 
 import numpy as np
 
+from .. import _kernels as K
 from .phases import Phase
+
+
+def local_dot(x, y):
+    """x . y of two local vectors as a float64 sum, whatever their precision
+    (float32 vectors would otherwise be summed in float32)."""
+    if x.dtype == np.float64:
+        return float(np.dot(x, y))
+    return K.dot(x, y)
 
 
 class LocalSpace:
@@ -30,7 +39,7 @@ class LocalSpace:
 
     def dots(self, pairs):
         """[x . y for (x, y) in pairs], as an array, in one reduction."""
-        return self.sum([np.dot(x, y) for x, y in pairs])
+        return self.sum([local_dot(x, y) for x, y in pairs])
 
     def norm(self, x):
         """||x||"""

@@ -1,0 +1,144 @@
+/* The body of every loop of dn_loops.h in one precision: included by dn_loops.c
+ * once per precision with REAL (the element type) and NAME(x) (x with its
+ * suffix) defined. Not compiled on its own. */
+
+static REAL NAME(sigmoid)(REAL s)
+{
+    /* Two branches so exp never overflows. */
+    if (s >= 0) {
+        return 1 / (1 + EXP(-s));
+    }
+    REAL e = EXP(s);
+    return e / (1 + e);
+}
+
+void NAME(dn_activation_forward)(int kind, const REAL *s, REAL *z, size_t n)
+{
+    size_t i;
+    switch (kind) {
+    case DN_RELU:
+        for (i = 0; i < n; i++) z[i] = s[i] > 0 ? s[i] : 0;
+        break;
+    case DN_SIGMOID:
+        for (i = 0; i < n; i++) z[i] = NAME(sigmoid)(s[i]);
+        break;
+    case DN_TANH:
+        for (i = 0; i < n; i++) z[i] = TANH(s[i]);
+        break;
+    default:
+        for (i = 0; i < n; i++) z[i] = s[i];
+        break;
+    }
+}
+
+static REAL NAME(derivative)(int kind, REAL s, REAL z)
+{
+    switch (kind) {
+    case DN_RELU:
+        return s > 0 ? 1 : 0;
+    case DN_SIGMOID:
+        return z * (1 - z);
+    case DN_TANH:
+        return 1 - z * z;
+    default:
+        return 1;
+    }
+}
+
+void NAME(dn_activation_scale)(int kind, const REAL *s, const REAL *z, REAL *g,
+                               size_t rows, size_t repeat, size_t k)
+{
+    for (size_t i = 0; i < rows; i++) {
+        const REAL *si = s + i * k, *zi = z + i * k;
+        REAL *gi = g + i * repeat * k;
+        if (kind == DN_RELU) {
+            /* The common case: a mask, applied row by row so the loop vectorizes. */
+            for (size_t j = 0; j < repeat; j++) {
+                REAL *row = gi + j * k;
+                for (size_t c = 0; c < k; c++) row[c] = si[c] > 0 ? row[c] : 0;
+            }
+            continue;
+        }
+        for (size_t c = 0; c < k; c++) {
+            REAL d = NAME(derivative)(kind, si[c], zi[c]);
+            for (size_t j = 0; j < repeat; j++) gi[j * k + c] *= d;
+        }
+    }
+}
+
+void NAME(dn_batched_matvec)(const REAL *D, const REAL *u, double *out,
+                             size_t n, size_t nl, size_t k)
+{
+    for (size_t i = 0; i < n; i++) {
+        const REAL *Di = D + i * nl * k, *ui = u + i * k;
+        double *oi = out + i * nl;
+        for (size_t j = 0; j < nl; j++) {
+            const REAL *row = Di + j * k;
+            REAL acc = 0;
+            /* In float32, reassociated to use the vector units (dn_loops.c). */
+            DN_SIMD_REDUCTION
+            for (size_t c = 0; c < k; c++) acc += row[c] * ui[c];
+            oi[j] += acc;
+        }
+    }
+}
+
+void NAME(dn_batched_matvec_t)(const REAL *D, const double *q, REAL *t,
+                               size_t n, size_t nl, size_t k)
+{
+    for (size_t i = 0; i < n; i++) {
+        const REAL *Di = D + i * nl * k;
+        const double *qi = q + i * nl;
+        REAL *ti = t + i * k;
+        for (size_t c = 0; c < k; c++) ti[c] = 0;
+        for (size_t j = 0; j < nl; j++) {
+            const REAL *row = Di + j * k;
+            REAL w = (REAL)qi[j];
+            for (size_t c = 0; c < k; c++) ti[c] += w * row[c];
+        }
+    }
+}
+
+void NAME(dn_add_row)(REAL *out, const REAL *row, size_t n, size_t k)
+{
+    for (size_t i = 0; i < n; i++) {
+        REAL *oi = out + i * k;
+        for (size_t c = 0; c < k; c++) oi[c] += row[c];
+    }
+}
+
+void NAME(dn_add_column_sums)(const REAL *a, REAL *sums, double scale, size_t n, size_t k)
+{
+    REAL w = (REAL)scale;
+    for (size_t i = 0; i < n; i++) {
+        const REAL *ai = a + i * k;
+        for (size_t c = 0; c < k; c++) sums[c] += w * ai[c];
+    }
+}
+
+double NAME(dn_cg_step)(REAL *x, REAL *r, const REAL *p, const REAL *q, REAL *ax,
+                        double alpha, size_t n)
+{
+    REAL a = (REAL)alpha;
+    double rr = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        x[i] += a * p[i];
+        r[i] -= a * q[i];
+        ax[i] += a * q[i];
+        rr += (double)r[i] * r[i];
+    }
+    return rr;
+}
+
+void NAME(dn_cg_direction)(REAL *p, const REAL *r, double beta, size_t n)
+{
+    REAL b = (REAL)beta;
+    for (size_t i = 0; i < n; i++) p[i] = r[i] + b * p[i];
+}
+
+double NAME(dn_dot)(const REAL *a, const REAL *b, size_t n)
+{
+    double acc = 0.0;
+    for (size_t i = 0; i < n; i++) acc += (double)a[i] * b[i];
+    return acc;
+}
