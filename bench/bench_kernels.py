@@ -1,10 +1,11 @@
 """Micro-benchmark of the two Jacobian kernels against the machine's own DGEMM.
 
-    python bench/bench_kernels.py [--quick] [--repeat 30] [--json out.json]
+    python bench/bench_kernels.py [--quick] [--repeat 30] [--dtype float32] [--json out.json]
 
 For each size it times `jacobian_vector_product` (J_p v_p for every instance of S)
-and `jacobian_transpose_product` (J_p^T q), and, in the same run, a DGEMM of the
-same (n x a) x (a x b) shape through the same BLAS, plus NumPy's ``@`` on it. Rates
+and `jacobian_transpose_product` (J_p^T q), and, in the same run, a GEMM of the
+same (n x a) x (a x b) shape and precision through the same BLAS (DGEMM, or SGEMM
+with ``--dtype float32``), plus NumPy's ``@`` on it. Rates
 are GFLOP/s from the median of the repetitions; the spread is min-max. The ratio
 kernel / DGEMM is the figure to read: the kernels are that GEMM plus the
 per-instance n_L x |b| products, which are memory-bound.
@@ -41,13 +42,17 @@ def rates(flops, samples):
     return float(np.median(r)), float(r.min()), float(r.max())
 
 
-def bench(n, a, b, nl, repeat):
+def bench(n, a, b, nl, repeat, dtype=np.float64):
     rng = np.random.default_rng(0)
-    Z, V, vb = rng.standard_normal((n, a)), rng.standard_normal((a, b)), rng.standard_normal(b)
-    D, Q = rng.standard_normal((n, nl, b)), rng.standard_normal((n, nl))
-    U, out_v = np.empty((n, b)), np.zeros((n, nl))
-    out_t, out_b = np.zeros((a, b)), np.zeros(b)
-    C = np.empty((n, b))
+
+    def normal(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+
+    Z, V, vb, D = normal(n, a), normal(a, b), normal(b), normal(n, nl, b)
+    Q = rng.standard_normal((n, nl))  # J v and Q are float64 in both precisions
+    U, out_v = np.empty((n, b), dtype=dtype), np.zeros((n, nl))
+    out_t, out_b = np.zeros((a, b), dtype=dtype), np.zeros(b, dtype=dtype)
+    C = np.empty((n, b), dtype=dtype)
     gemm_flops = 2.0 * n * a * b
     small_flops = 2.0 * n * nl * b
     return {
@@ -65,20 +70,23 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="two sizes, few repetitions")
     parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                        help="precision of the kernels and of the GEMM they are held against")
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args(argv)
     sizes, repeat = (SIZES[:2], 5) if args.quick else (SIZES, args.repeat)
 
     with threadpool_limits(limits=1):
-        results = [bench(*size, repeat) for size in sizes]
+        results = [bench(*size, repeat, np.dtype(args.dtype)) for size in sizes]
 
     def cell(r):
         median, lo, hi = r
         return f"{median:6.2f} ({lo:.2f}-{hi:.2f})"
 
-    print(f"GFLOP/s, median (min-max) of {repeat} runs, 1 BLAS thread")
-    print("| |S| x |a| x |b|, n_L | J v | J^T q | DGEMM (same shape) | numpy @ | "
-          "J v / DGEMM | J^T q / DGEMM |")
+    gemm = "DGEMM" if args.dtype == "float64" else "SGEMM"
+    print(f"GFLOP/s, median (min-max) of {repeat} runs, 1 BLAS thread, {args.dtype}")
+    print(f"| |S| x |a| x |b|, n_L | J v | J^T q | {gemm} (same shape) | numpy @ | "
+          f"J v / {gemm} | J^T q / {gemm} |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         n, a, b, nl = r["size"]

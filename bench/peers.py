@@ -577,11 +577,11 @@ def compare_runs(args):
         return dict(os.environ, **dict.fromkeys(names, str(n)),
                     MPIEXEC_TIMEOUT=str(args.timeout))
 
-    def dnewton(ranks, per_rank):
+    def dnewton(ranks, per_rank, dtype="float64"):
         return [launcher, "-n", str(ranks), sys.executable, "-m", "dnewton", "train",
                 args.train, *(["--test", args.test] if args.test else []), *flags,
                 *(["--center"] if args.center else []), "--blas-threads", str(per_rank),
-                "--quiet"]
+                "--dtype", dtype, "--quiet"]
 
     runs = [(f"PyTorch peer, 1 process x {threads} thread(s)",
              [sys.executable, str(Path(__file__).resolve()), "--train", args.train,
@@ -590,9 +590,37 @@ def compare_runs(args):
     if threads > 1:
         runs.append((f"dnewton, {threads} ranks x 1 thread", dnewton(threads, 1),
                      environment(1)))
+        runs.append((f"dnewton, {threads} ranks x 1 thread, float32",
+                     dnewton(threads, 1, "float32"), environment(1)))
+        runs.append(("dnewton, 1 rank x 1 thread", dnewton(1, 1), environment(1)))
     runs.append((f"dnewton, 1 rank x {threads} thread(s)", dnewton(1, threads),
                  environment(threads)))
     return runs
+
+
+def dgemm_rate(threads, size=2000, repeat=7):
+    """GFLOP/s of NumPy's DGEMM on `threads` threads (a fresh process, median of
+    `repeat`): the machine's rate that the FLOP bound divides by."""
+    code = (
+        "import time, numpy as np\n"
+        f"a = np.random.default_rng(0).standard_normal(({size}, {size})); c = a @ a\n"
+        "times = []\n"
+        f"for _ in range({repeat}):\n"
+        "    t = time.perf_counter(); np.matmul(a, a, out=c)\n"
+        "    times.append(time.perf_counter() - t)\n"
+        f"print(2 * {size}**3 / sorted(times)[len(times) // 2] / 1e9)\n"
+    )
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    env = dict(os.environ, **dict.fromkeys(names, str(threads)))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, check=True)
+    return float(proc.stdout.split()[-1])
+
+
+def training_flops(records):
+    """Median FLOPs of an iteration (all ranks, monitoring excluded), from the log."""
+    return float(np.median([sum(v for k, v in r["flops"].items() if k != "evaluation")
+                            for r in records if r["iter"] >= 1]))
 
 
 def run_compare(args):
@@ -603,6 +631,7 @@ def run_compare(args):
 
     runs = compare_runs(args)
     timings = [Timing(label) for label, _, _ in runs]
+    rates = []
     folder = args.keep_logs or Path(tempfile.mkdtemp(prefix="dnewton-peers-"))
     folder.mkdir(parents=True, exist_ok=True)
     for repetition in range(args.repeat):
@@ -617,6 +646,7 @@ def run_compare(args):
             timing.add(read_log(log))
             print(f"repetition {repetition + 1}/{args.repeat}: {label}: "
                   f"{timing.median:.4f} s/iteration so far", flush=True)
+        rates.append(dgemm_rate(args.threads))
     if not args.keep_logs:
         shutil.rmtree(folder)
     peer, one_rank = timings[0].runs[0], timings[-1].runs[0]
@@ -632,6 +662,14 @@ def run_compare(args):
           f"{available_cores()} core(s) available; the last column is each run's median "
           "over the peer's (below 1: faster than the peer)")
     print(table(timings))
+    rate = float(np.median(rates))
+    print(f"\nFLOP bound: {args.threads}-thread DGEMM {rate:.1f} GFLOP/s (2000^3, median "
+          f"of one measurement per repetition: {', '.join(f'{r:.1f}' for r in rates)})")
+    for timing in timings[1:]:
+        flops = training_flops(timing.runs[0])
+        bound = flops / (rate * 1e9)
+        print(f"{timing.label}: {flops / 1e9:.2f} GFLOP per iteration, bound {bound:.4f} s; "
+              f"time / bound {timing.median / bound:.2f}")
 
 
 def main(argv=None):
