@@ -13,6 +13,19 @@
 #define DN_REASSOCIATED_SUM
 #endif
 
+/* Loops over instances (or elements) whose iterations are independent run on
+ * the rank's OpenMP threads when built with OpenMP and the loop is long enough
+ * to repay starting them; each thread then does the same arithmetic in the same
+ * order as one would, so the results do not depend on the thread count. */
+#define DN_PRAGMA(x) _Pragma(#x)
+#ifdef _OPENMP
+#define DN_PARALLEL_MIN 32768
+#define DN_PARALLEL_FOR(work) \
+    DN_PRAGMA(omp parallel for schedule(static) if ((work) >= DN_PARALLEL_MIN))
+#else
+#define DN_PARALLEL_FOR(work)
+#endif
+
 #define DN_SIMD_REDUCTION
 #define REAL double
 #define NAME(x) x##_d

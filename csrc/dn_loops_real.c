@@ -14,19 +14,22 @@ static REAL NAME(sigmoid)(REAL s)
 
 void NAME(dn_activation_forward)(int kind, const REAL *s, REAL *z, size_t n)
 {
-    size_t i;
     switch (kind) {
     case DN_RELU:
-        for (i = 0; i < n; i++) z[i] = s[i] > 0 ? s[i] : 0;
+        DN_PARALLEL_FOR(n)
+        for (size_t i = 0; i < n; i++) z[i] = s[i] > 0 ? s[i] : 0;
         break;
     case DN_SIGMOID:
-        for (i = 0; i < n; i++) z[i] = NAME(sigmoid)(s[i]);
+        DN_PARALLEL_FOR(8 * n)
+        for (size_t i = 0; i < n; i++) z[i] = NAME(sigmoid)(s[i]);
         break;
     case DN_TANH:
-        for (i = 0; i < n; i++) z[i] = TANH(s[i]);
+        DN_PARALLEL_FOR(8 * n)
+        for (size_t i = 0; i < n; i++) z[i] = TANH(s[i]);
         break;
     default:
-        for (i = 0; i < n; i++) z[i] = s[i];
+        DN_PARALLEL_FOR(n)
+        for (size_t i = 0; i < n; i++) z[i] = s[i];
         break;
     }
 }
@@ -48,6 +51,7 @@ static REAL NAME(derivative)(int kind, REAL s, REAL z)
 void NAME(dn_activation_scale)(int kind, const REAL *s, const REAL *z, REAL *g,
                                size_t rows, size_t repeat, size_t k)
 {
+    DN_PARALLEL_FOR(rows * repeat * k)
     for (size_t i = 0; i < rows; i++) {
         const REAL *si = s + i * k, *zi = z + i * k;
         REAL *gi = g + i * repeat * k;
@@ -69,6 +73,7 @@ void NAME(dn_activation_scale)(int kind, const REAL *s, const REAL *z, REAL *g,
 void NAME(dn_batched_matvec)(const REAL *D, const REAL *u, double *out,
                              size_t n, size_t nl, size_t k)
 {
+    DN_PARALLEL_FOR(n * nl * k)
     for (size_t i = 0; i < n; i++) {
         const REAL *Di = D + i * nl * k, *ui = u + i * k;
         double *oi = out + i * nl;
@@ -86,6 +91,7 @@ void NAME(dn_batched_matvec)(const REAL *D, const REAL *u, double *out,
 void NAME(dn_batched_matvec_t)(const REAL *D, const double *q, REAL *t,
                                size_t n, size_t nl, size_t k)
 {
+    DN_PARALLEL_FOR(n * nl * k)
     for (size_t i = 0; i < n; i++) {
         const REAL *Di = D + i * nl * k;
         const double *qi = q + i * nl;
@@ -101,6 +107,7 @@ void NAME(dn_batched_matvec_t)(const REAL *D, const double *q, REAL *t,
 
 void NAME(dn_add_row)(REAL *out, const REAL *row, size_t n, size_t k)
 {
+    DN_PARALLEL_FOR(n * k)
     for (size_t i = 0; i < n; i++) {
         REAL *oi = out + i * k;
         for (size_t c = 0; c < k; c++) oi[c] += row[c];
@@ -133,6 +140,7 @@ double NAME(dn_cg_step)(REAL *x, REAL *r, const REAL *p, const REAL *q, REAL *ax
 void NAME(dn_cg_direction)(REAL *p, const REAL *r, double beta, size_t n)
 {
     REAL b = (REAL)beta;
+    DN_PARALLEL_FOR(n)
     for (size_t i = 0; i < n; i++) p[i] = r[i] + b * p[i];
 }
 
