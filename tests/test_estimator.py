@@ -88,6 +88,18 @@ def test_float32_fits_and_predicts_like_float64(digits):
     np.testing.assert_array_equal(restored.predict(X_test), single.predict(X_test))
 
 
+def test_C_auto_chooses_from_the_path_it_records(digits):
+    X, y, X_test, y_test = digits
+    settings = dict(DIGITS, max_iter=20)
+    clf = NewtonClassifier(**settings, C="auto").fit(X, y)
+    path = clf.history_[0]["regularization_path"]
+    best = max(path, key=lambda point: (point["holdout_accuracy"], -point["C"]))
+    assert clf.C_ == best["C"] and len(path) == 6
+    # The default C = 0.01 over-regularizes this small set; the choice does not.
+    default = NewtonClassifier(**settings).fit(X, y)
+    assert clf.score(X_test, y_test) > default.score(X_test, y_test) + 0.05
+
+
 def test_string_labels_pickling_and_params(digits):
     X, y, X_test, _ = digits
     names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",

@@ -46,6 +46,24 @@ def _int_list(text):
     return values
 
 
+def _float_list(text):
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _C(text):
+    """-C: a number, or 'auto' (chosen by a held-out split)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows an option's default where it has one (not for None or off)."""
 
@@ -141,8 +159,17 @@ def build_parser():
     opt.add_argument("--solver", choices=("newton", "sgd"), default="newton",
                      help="newton: subsampled Gauss-Newton (the options below); sgd: "
                      "mini-batch SGD with momentum on the same model (the SGD options)")
-    opt.add_argument("-C", type=float, default=_MODEL.C, dest="C",
-                     help="regularization: f = theta'theta/(2 C l) + mean loss")
+    opt.add_argument("-C", type=_C, default=_MODEL.C, dest="C",
+                     help="regularization: f = theta'theta/(2 C l) + mean loss; 'auto' "
+                     "chooses it by held-out accuracy over --C-grid, then trains with it")
+    opt.add_argument("--C-grid", type=_float_list, default=_MODEL.C_grid, dest="C_grid",
+                     metavar="C1,C2,...", help="with -C auto: the values tried, each fit "
+                     "warm-started from the one before (largest first)")
+    opt.add_argument("--holdout", type=float, default=_MODEL.holdout, metavar="F",
+                     help="with -C auto: the share of the training set held out to score "
+                     "each C (stratified, seeded by --seed)")
+    opt.add_argument("--path-iterations", type=int, default=_MODEL.path_iterations,
+                     metavar="N", help="with -C auto: iterations (SGD: epochs) per C")
     opt.add_argument("--gn-ratio", type=float, default=_DEFAULTS.gn_ratio, metavar="R",
                      help="fraction of instances in each Gauss-Newton subset")
     opt.add_argument("--gn-size", type=int, default=None, metavar="N",
@@ -270,6 +297,7 @@ def run_train(args):
         hidden=args.hidden, activation=args.activation, loss=args.loss, C=args.C,
         partitions=args.partitions, feature_scale=args.feature_scale, center=args.center,
         batch_size=args.batch_size, pipeline=args.pipeline, dtype=args.dtype,
+        C_grid=tuple(args.C_grid), holdout=args.holdout, path_iterations=args.path_iterations,
     )
     outputs = Outputs(log=args.log, model=args.model, checkpoint=args.checkpoint,
                       checkpoint_every=args.checkpoint_every, resume=args.resume,

@@ -45,8 +45,9 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
         Hidden layer widths; () is a linear model.
     activation : {"relu", "sigmoid", "tanh"}, default "relu"
     loss : {"squared", "softmax"}, default "squared"
-    C : float, default 0.01
-        f = theta'theta / (2 C l) + mean loss.
+    C : float or "auto", default 0.01
+        f = theta'theta / (2 C l) + mean loss. "auto" chooses it by held-out
+        accuracy over a grid (as ``dnewton train -C auto``; `C_` is the choice).
     max_iter : int, default 100
         Newton iterations (the run stops earlier only if the line search fails).
     gn_ratio, gn_size, diagonal, sync_fraction, cg_max, xi, damping
@@ -78,6 +79,7 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
     status_ : str, why the run stopped ("iteration_limit", "line_search_failed",
         "numerical_error": the last good iterate is kept and a ConvergenceWarning given)
     history_ : list of dict, one record per iteration, as in ``dnewton train --log``
+    C_ : float, the C trained with (the choice with ``C="auto"``)
 
     Notes
     -----
@@ -145,6 +147,7 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
         self.coefs_, self.intercepts_, self.mean_ = model.weights, model.biases, model.mean
         self.objective_, self.n_iter_ = result.f, result.iterations
         self.status_ = result.status.value
+        self.C_ = result.C
         self.history_ = [record.as_dict() for record in result.history]
         if result.status == RunStatus.NUMERICAL_ERROR:
             warnings.warn(f"{result.message}; the last good iterate is kept",

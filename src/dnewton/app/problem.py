@@ -7,6 +7,7 @@ caller's own.
 """
 
 import math
+import numbers
 import os
 from dataclasses import dataclass
 
@@ -33,18 +34,28 @@ class ModelConfig:
     hidden: tuple = (300, 300)  # () is a linear model: one weight layer
     activation: str = "relu"
     loss: str = "squared"
-    C: float = 0.01  # f = theta'theta / (2 C l) + mean loss
+    C: object = 0.01  # f = theta'theta / (2 C l) + mean loss; "auto": chosen (app.regularization)
     partitions: object = None  # P_0..P_L, or None for `Layout.default`
     feature_scale: float = 1.0
     center: bool = False
     batch_size: int = BATCH_SIZE
     pipeline: int = 1  # batches in flight in a pass over all instances (1: no pipeline)
     dtype: str = "float64"  # precision of parameters, data and passes: float64 or float32
+    # -C auto: the grid of C, the held-out share of the training set, iterations per C
+    C_grid: tuple = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+    holdout: float = 0.2
+    path_iterations: int = 20
 
     RULES = (
         ("hidden", lambda v: all(int(h) >= 1 for h in v),
          "needs positive layer widths, e.g. 300,300"),
-        ("C", lambda v: v > 0 and math.isfinite(v), "must be a positive number"),
+        ("C", lambda v: (isinstance(v, str) and v == "auto")
+         or (isinstance(v, numbers.Real) and v > 0 and math.isfinite(v)),
+         "must be a positive number or auto"),
+        ("C_grid", lambda v: len(v) > 0 and all(c > 0 and math.isfinite(c) for c in v),
+         "must be positive numbers, e.g. 0.01,0.1,1"),
+        ("holdout", lambda v: 0 < v < 1, "must be a fraction between 0 and 1"),
+        ("path_iterations", lambda v: v >= 1, "must be >= 1"),
         ("feature_scale", lambda v: v > 0, "must be positive"),
         ("batch_size", lambda v: v >= 1, "must be >= 1"),
         ("pipeline", lambda v: v >= 1, "must be >= 1"),

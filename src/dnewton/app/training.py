@@ -14,7 +14,7 @@ output and the checkpoints.
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from mpi4py import MPI
 
@@ -33,6 +33,7 @@ from ..solvers.sgd import SGDOptions, SGDSolver
 from .log_view import log_view
 from .monitor import Monitor
 from .problem import ModelConfig, Problem, available_memory
+from .regularization import best_C, regularization_path
 from .stopping import StopRequests
 from .threads import compute_threads, default_threads
 
@@ -56,6 +57,7 @@ class TrainingResult(RunResult):
     """How the run ended, and (with ``return_model``) the dense model on every rank."""
 
     model: object = None
+    C: float = None  # the C trained with (chosen by the path with -C auto)
 
 
 def train(train_data, test_data=None, config=None, options=None, outputs=None, *,
@@ -103,6 +105,11 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
             if outputs.model and comm.rank == 0:
                 check_writable(outputs.model, "model")
         checkpoint = Checkpoint.load(comm, outputs.resume) if outputs.resume else None
+        path = None
+        if config.C == "auto" and checkpoint is not None:  # chosen before the checkpoint
+            config = replace(config, C=checkpoint.settings["C"])
+        elif config.C == "auto":
+            config, path = _choose_C(comm, train_data, config, options, monitor, faults)
         problem = Problem.build(comm, train_data, test_data, config)
         try:
             _describe(problem, options, train_data, monitor, outputs, faults)
@@ -116,6 +123,7 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
                 )
             run = SolverRun(problem, make_solver(problem, options, faults), monitor,
                             checkpointer, stops)
+            run.regularization_path = path
             if checkpoint is not None:
                 with agreed(problem.world):
                     checkpoint.check(run_settings(problem, options))
@@ -134,8 +142,9 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
             # A log that cannot be written stopped the run: the model is still saved
             # below, and the error said at the end instead of the usual last lines.
             if monitor.error is None:
+                chosen = f"; C = {config.C:g}, chosen by -C auto" if path else ""
                 monitor.message(f"dnewton: stopped after {result.iterations} {unit}(s): "
-                                f"{result.message}; f = {result.f:.6e}")
+                                f"{result.message}; f = {result.f:.6e}{chosen}")
             if result.status in (RunStatus.INTERRUPTED, RunStatus.TIME_LIMIT):
                 where = (f"checkpoint in {outputs.checkpoint}: continue with --resume "
                          f"{outputs.checkpoint}" if checkpointer is not None
@@ -161,7 +170,33 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
             monitor.close()
             problem.close()
     return TrainingResult(**{field: getattr(result, field) for field in
-                             RunResult.__dataclass_fields__}, model=model)
+                             RunResult.__dataclass_fields__}, model=model, C=config.C)
+
+
+def _choose_C(comm, train_data, config, options, monitor, faults):
+    """-C auto: the regularization path on a held-out split (`app.regularization`);
+    returns the config with the chosen C, and the path as the log records it."""
+    def fit(problem, short, theta):
+        run = SolverRun(problem, make_solver(problem, short, faults))
+        run.start(theta)
+        return run.finish()
+
+    def report(point):
+        monitor.message(f"dnewton: -C auto: C = {point.C:g}: held-out accuracy "
+                        f"{100 * point.holdout_accuracy:.2f}%, f = {point.f:.6e} after "
+                        f"{point.iterations} iteration(s), {point.seconds:.2f} s")
+
+    grid = ", ".join(f"{c:g}" for c in sorted(config.C_grid, reverse=True))
+    monitor.message(f"dnewton: -C auto: fitting C = {grid} on {100 * (1 - config.holdout):g}% "
+                    f"of the training set, {config.path_iterations} iteration(s) each, "
+                    "warm-started; scoring on the rest")
+    path = regularization_path(comm, train_data, config, options,
+                               lambda problem: problem.network.initial_parameters(options.seed),
+                               fit, report)
+    C = best_C(path)
+    monitor.message(f"dnewton: -C auto chose C = {C:g}; training on all the training set "
+                    f"with it (the same run as -C {C:g})")
+    return replace(config, C=C), [point.as_dict() for point in path]
 
 
 def _describe(problem, options, train_data, monitor, outputs, faults):
@@ -279,6 +314,7 @@ class SolverRun:
         self.history = []
         self.clock = 0.0
         self.stopped = None  # the agreed stop reason (see StopRequests.local_reason)
+        self.regularization_path = None  # -C auto's path, for iteration 0's record
         self._checkpoint_seconds = 0.0
 
     def start(self, theta):
@@ -346,6 +382,8 @@ class SolverRun:
             for part in ("compute", "wait")
         }
         self.clock += seconds
+        if record.iter == 0:
+            record.regularization_path = self.regularization_path
         record.bytes, record.flops, record.seconds = (trained["bytes"], trained["flops"],
                                                       trained["seconds"])
         record.time, record.iteration_time = self.clock, seconds

@@ -45,11 +45,14 @@ class IterationRecord:
     bytes: dict = field(default_factory=dict)  # by phase, summed over ranks
     flops: dict = field(default_factory=dict)  # by phase, summed over ranks
     seconds: dict = field(default_factory=dict)  # by phase: compute and wait, mean over ranks
+    regularization_path: object = None  # iteration 0 of a -C auto run: the path, per C
     checkpoint_seconds: object = None  # a checkpoint of this iteration was written in this
 
     def as_dict(self):
         record = asdict(self)
         record["lambda"] = record.pop("lambda_")
+        if record["regularization_path"] is None:  # only -C auto runs have one
+            del record["regularization_path"]
         for key in ("cg_reason", "line_search_reason"):  # plain strings in the log
             if isinstance(record[key], Enum):
                 record[key] = record[key].value

@@ -1,0 +1,106 @@
+"""Choosing C (``-C auto``): a regularization path with warm starts on a held-out split.
+
+The training set is split, stratified and seeded, into a part to fit and a
+held-out part (`ModelConfig.holdout` of it). The network is trained on the first
+part for each C of the grid, each fit starting where the previous one ended (a
+warm start), for `ModelConfig.path_iterations` iterations; the C with the best
+held-out accuracy wins (ties: the smaller C, the simpler model). The caller then
+trains on the whole training set with it.
+
+The path runs from the largest C down. LIBLINEAR's search goes up from a small
+C, which suits a convex f; a network's f is not, and a strongly regularized fit
+drives the weights to about 0, a saddle point where ReLU layers have no gradient:
+warm starts from there stay there (tried: every C then scored at chance). From a
+trained network, more regularization only shrinks the weights step by step.
+
+Every rank takes the same split and runs the same fits: the search is collective,
+like training.
+"""
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..errors import InputError, agreed
+from ..io.data import RawData
+from ..solvers.newton import NewtonOptions
+from .problem import Problem
+
+
+@dataclass
+class PathPoint:
+    """One C of the path: where its fit ended and how it did on the held-out part."""
+
+    C: float
+    holdout_accuracy: float
+    f: float  # on the fitted part, with this C
+    iterations: int
+    seconds: float
+
+    def as_dict(self):
+        return {"C": self.C, "holdout_accuracy": self.holdout_accuracy, "f": self.f,
+                "iterations": self.iterations, "seconds": self.seconds}
+
+
+def holdout_split(y, fraction, seed):
+    """(fit, held-out) sorted instance indices: a stratified, seeded split of labels `y`.
+
+    Raises InputError when a class has fewer than two instances (it could not be
+    on both sides).
+    """
+    from sklearn.model_selection import train_test_split
+
+    classes, counts = np.unique(y, return_counts=True)
+    if counts.min() < 2:
+        raise InputError(
+            f"-C auto holds out part of the training set per class, but class "
+            f"{classes[counts.argmin()]:g} has {counts.min()} instance; give a number for C"
+        )
+    index = np.arange(len(y))
+    n_held = max(len(classes), int(round(fraction * len(y))))
+    fit, held = train_test_split(index, test_size=n_held, stratify=y, random_state=seed)
+    return np.sort(fit), np.sort(held)
+
+
+def _rows(raw, index, part):
+    return RawData(raw.X[index], raw.y[index], f"{raw.source} ({part})")
+
+
+def regularization_path(comm, train_raw, config, options, initial_theta, run_fit,
+                        report=None):
+    """Fit every C of ``config.C_grid`` on a held-out split; returns the path, a
+    list of `PathPoint` from the largest C down (collective over `comm`).
+
+    `initial_theta(problem)` gives the first fit's start; ``run_fit(problem,
+    options, theta)`` runs one fit and returns its `RunResult`; `report(point)`,
+    if given, is called after each fit (rank 0 prints).
+    """
+    with agreed(comm):
+        fit, held = holdout_split(train_raw.y, config.holdout, options.seed)
+    fit_raw, held_raw = _rows(train_raw, fit, "fitted part"), _rows(train_raw, held, "held out")
+    if isinstance(options, NewtonOptions):
+        short = replace(options, iterations=config.path_iterations)
+    else:
+        short = replace(options, epochs=config.path_iterations)
+    path, theta = [], None
+    for C in sorted(config.C_grid, reverse=True):
+        problem = Problem.build(comm, fit_raw, held_raw, replace(config, C=C))
+        try:
+            start = initial_theta(problem) if theta is None else theta
+            result = run_fit(problem, short, start)
+            accuracy = problem.test_accuracy()(result.theta)
+        finally:
+            problem.close()
+        theta = result.theta
+        point = PathPoint(C, float(accuracy), float(result.f), result.iterations,
+                          sum(record.iteration_time for record in result.history))
+        path.append(point)
+        if report is not None:
+            report(point)
+    return path
+
+
+def best_C(path):
+    """The C of the path with the best held-out accuracy; ties go to the smaller C."""
+    best = max(path, key=lambda point: (point.holdout_accuracy, -point.C))
+    return best.C
