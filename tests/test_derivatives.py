@@ -154,3 +154,28 @@ def test_float32_gives_the_float64_values_to_its_precision(partitions, loss):
     finally:
         single.close()
         double.close()
+
+
+@pytest.mark.parametrize("partitions", LAYOUTS)
+@pytest.mark.parametrize("loss", list(LOSSES))
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
+def test_the_recomputed_product_is_the_stored_one(partitions, loss, activation):
+    """J v by the tangent pass and J^T q by the backward sweep: the stored
+    Jacobian's product and quadratic form, on every layout."""
+    stored = make_problem(loss, activation, partitions)
+    recomputed = make_problem(loss, activation, partitions)
+    recomputed.objective.jacobian = "recomputed"
+    try:
+        theta = random_theta(stored)
+        subset = np.array([0, 3, 4, 9])
+        v = local_vector(stored, np.random.default_rng(7).standard_normal(n_global(stored)))
+        products = []
+        for problem in (stored, recomputed):
+            out = np.empty_like(v)
+            quadratic = problem.objective.gauss_newton(theta, subset, 0.3).apply(v, out)
+            products.append((global_vector(problem, out), quadratic))
+        np.testing.assert_allclose(products[1][0], products[0][0], rtol=1e-12, atol=1e-13)
+        assert products[1][1] == pytest.approx(products[0][1], rel=1e-12)
+    finally:
+        stored.close()
+        recomputed.close()

@@ -53,6 +53,36 @@ def test_layouts_give_the_single_rank_result(single_rank, tmp_path, loss, n_rank
     assert log[-1]["bytes"]["gauss_newton"] > 0
 
 
+@pytest.mark.mpi
+@pytest.mark.parametrize("loss", ["squared", "softmax"])
+@pytest.mark.parametrize("n_ranks, partitions", [(2, "1,2,1,1"), (3, "3,1,1,2"),
+                                                 (4, "2,2,2,1")])
+def test_the_recomputed_jacobian_gives_the_stored_result(single_rank, tmp_path, loss,
+                                                         n_ranks, partitions):
+    """--jacobian recomputed: the single-rank stored run's f to 1e-9, and per CG
+    iteration the bytes of a tangent pass (the forward sums), a backward sweep of
+    one vector per instance, v.v with v'Gv, and r.r (docs/design.md)."""
+    log_path = tmp_path / "run.jsonl"
+    run_dnewton(n_ranks, [*COMMON, "--loss", loss, "--partitions", partitions,
+                          "--jacobian", "recomputed", "--log", log_path])
+    log = read_log(log_path)
+    np.testing.assert_allclose(final_values(log), final_values(single_rank[loss]), rtol=1e-9)
+    train, _ = read_dataset("digits")
+    widths = (train.n_features, *HIDDEN, 10)
+    layout = Layout.build(widths, tuple(map(int, partitions.split(","))), n_ranks)
+    subset = math.ceil(0.05 * train.n_instances)
+    per_cg = forward_bytes(layout, subset) + backward_bytes(layout, subset, 1) + 16 + 8
+    for rec in log[1:]:
+        assert rec["bytes"]["gauss_newton"] == 8 + rec["cg_iters"] * per_cg
+
+
+@pytest.mark.mpi
+def test_the_block_diagonal_method_refuses_the_recomputed_jacobian():
+    proc = run_dnewton(2, [*COMMON, "--diagonal", "--jacobian", "recomputed"], check=False)
+    assert proc.returncode == 2 and proc.stderr.count("dnewton: error") == 1, proc.stderr
+    assert "--diagonal needs the stored Jacobian" in proc.stderr, proc.stderr
+
+
 def expected_bytes(layout, n_instances, subset, trials, loss, world, itemsize):
     """Per-iteration bytes by phase from the group sizes (docs/design.md).
 

@@ -25,6 +25,7 @@ from ..constants import BATCH_SIZE, CHECKPOINT_INTERVAL, PRECISIONS
 from ..errors import NumericalError, ParameterError
 from ..io.data import DATASETS
 from ..model.activations import HIDDEN_ACTIVATIONS
+from ..model.gauss_newton import JACOBIAN_MODES
 from ..model.losses import LOSSES
 from ..solvers.newton import NewtonOptions
 from ..solvers.sgd import SGDOptions
@@ -141,6 +142,13 @@ def build_parser():
         help="precision of the parameters, data and passes; float32 halves memory and "
         "data moved and runs faster, while f, dot products and CG's scalars are summed "
         "in float64 either way (the model file records it)",
+    )
+    model.add_argument(
+        "--jacobian", choices=JACOBIAN_MODES, default=_MODEL.jacobian,
+        help="stored: build the Gauss-Newton subset's Jacobian once per iteration and "
+        "stream it in every CG iteration (memory |S| n_L widths); recomputed: a tangent "
+        "and a backward pass in every CG iteration instead (memory |S| widths; pays "
+        "with many classes or little memory)",
     )
     model.add_argument("--seed", type=int, default=_DEFAULTS.seed,
                        help="seed of the initial weights and of the subsets")
@@ -298,6 +306,7 @@ def run_train(args):
         partitions=args.partitions, feature_scale=args.feature_scale, center=args.center,
         batch_size=args.batch_size, pipeline=args.pipeline, dtype=args.dtype,
         C_grid=tuple(args.C_grid), holdout=args.holdout, path_iterations=args.path_iterations,
+        jacobian=args.jacobian,
     )
     outputs = Outputs(log=args.log, model=args.model, checkpoint=args.checkpoint,
                       checkpoint_every=args.checkpoint_every, resume=args.resume,

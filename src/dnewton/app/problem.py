@@ -19,7 +19,7 @@ from ..errors import InputError, ParameterError, agreed, check_parameters, every
 from ..io.data import Classes, Preprocessing, partition
 from ..io.model_file import gather_model
 from ..model.activations import Activation
-from ..model.gauss_newton import stored_bytes
+from ..model.gauss_newton import JACOBIAN_MODES, stored_bytes
 from ..model.losses import make_loss
 from ..model.network import Network
 from ..model.objective import Objective
@@ -41,6 +41,7 @@ class ModelConfig:
     batch_size: int = BATCH_SIZE
     pipeline: int = 1  # batches in flight in a pass over all instances (1: no pipeline)
     dtype: str = "float64"  # precision of parameters, data and passes: float64 or float32
+    jacobian: str = "stored"  # the Gauss-Newton product's J: stored, or recomputed per product
     # -C auto: the grid of C, the held-out share of the training set, iterations per C
     C_grid: tuple = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
     holdout: float = 0.2
@@ -60,6 +61,7 @@ class ModelConfig:
         ("batch_size", lambda v: v >= 1, "must be >= 1"),
         ("pipeline", lambda v: v >= 1, "must be >= 1"),
         ("dtype", lambda v: v in PRECISIONS, f"must be one of {', '.join(PRECISIONS)}"),
+        ("jacobian", lambda v: v in JACOBIAN_MODES, f"must be one of {', '.join(JACOBIAN_MODES)}"),
     )
 
     def check(self):
@@ -118,7 +120,8 @@ class Problem:
             raise
         network = Network(layout, groups, Activation.hidden(config.activation), config.dtype)
         objective = Objective(network, train, make_loss(config.loss), config.C,
-                              config.batch_size, pipeline=config.pipeline)
+                              config.batch_size, pipeline=config.pipeline,
+                              jacobian=config.jacobian)
         return cls(world, layout, groups, network, objective, test, classes, prep, config)
 
     def check_parameter_memory(self, available):
@@ -149,8 +152,8 @@ class Problem:
         `KEEP_MEMORY_SHARE` of it (`objective.keep`). Returns the largest per-rank
         bytes of the Gauss-Newton data and of the kept passes (0 when not kept).
         """
-        need = np.array([stored_bytes(self.network, n_subset), self.objective.kept_bytes()],
-                        dtype=np.float64)
+        need = np.array([stored_bytes(self.network, n_subset, self.config.jacobian),
+                         self.objective.kept_bytes()], dtype=np.float64)
         node = self.world.Split_type(MPI.COMM_TYPE_SHARED)
         node_need = np.empty_like(need)
         node.Allreduce(need, node_need)

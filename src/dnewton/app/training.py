@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from mpi4py import MPI
 
 from ..constants import CHECKPOINT_INTERVAL
-from ..errors import InputError, agreed, alike_everywhere
+from ..errors import InputError, ParameterError, agreed, alike_everywhere
 from ..fault_injection import Faults
 from ..io.checkpoint import Checkpoint, Checkpointer
 from ..io.model_file import Model, broadcast_arrays, check_writable, save_model
@@ -102,6 +102,9 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
         with agreed(comm):
             options.check()
             config.check()
+            if getattr(options, "diagonal", False) and config.jacobian != "stored":
+                raise ParameterError("{diagonal} needs the stored Jacobian: its blocks' own "
+                                     "products come from it (drop {jacobian} recomputed)")
             if outputs.model and comm.rank == 0:
                 check_writable(outputs.model, "model")
         checkpoint = Checkpoint.load(comm, outputs.resume) if outputs.resume else None
@@ -220,10 +223,12 @@ def _describe(problem, options, train_data, monitor, outputs, faults):
     with alike_everywhere():  # the same options and data size on every rank
         n_subset = options.subset_size(problem.objective.n_instances)
     jacobian, kept = problem.check_memory(n_subset, available)
+    what = ("its stored Jacobian takes" if config.jacobian == "stored" else
+            "the Jacobian is recomputed in every product (--jacobian recomputed); its data take")
     monitor.message(
         f"dnewton: Gauss-Newton subset {n_subset} instances per iteration"
-        f"{' (block-diagonal)' if options.diagonal else ''}; its stored Jacobian "
-        f"takes up to {jacobian / 2**20:.1f} MiB per rank (linear in the subset size)"
+        f"{' (block-diagonal)' if options.diagonal else ''}; {what} "
+        f"up to {jacobian / 2**20:.1f} MiB per rank (linear in the subset size)"
     )
     if kept:
         monitor.message(f"dnewton: forward passes kept for reuse: up to {kept / 2**20:.1f} MiB "

@@ -17,6 +17,12 @@ import numpy as np
 
 from .. import _kernels as K
 from ..parallel.phases import Phase
+from ..parallel.space import GroupSpace, local_dot
+
+# How the Gauss-Newton product gets J: the Jacobian stored once per Newton
+# iteration and streamed in every CG iteration, or recomputed in every CG
+# iteration by a tangent and a backward pass (no stored Jacobian).
+JACOBIAN_MODES = ("stored", "recomputed")
 
 
 class GaussNewtonOperator:
@@ -127,24 +133,78 @@ class GaussNewtonOperator:
         return apply
 
 
-def stored_bytes(network, n_subset):
+class RecomputedGaussNewtonOperator:
+    """``v -> (G_S + damping I) v`` without a stored Jacobian (``--jacobian recomputed``).
+
+    Every product runs the tangent pass (J v by forward-mode propagation,
+    `Network.tangent`), applies B on the output ranks, and runs the backward sweep
+    with q / |S| on top (J^T q, as the gradient's sweep). It stores O(|S| widths)
+    numbers instead of the Jacobian's O(|S| n_L widths), and moves the passes'
+    sums instead of J v alone: it pays when n_L is large or memory is short.
+    Same parameters as `GaussNewtonOperator` but `jacobian`; `theta` is the point.
+    """
+
+    def __init__(self, network, theta, fwd, curvature, loss, regularization, damping):
+        self.network = network
+        self.theta = theta
+        self.fwd = fwd
+        self.curvature = curvature
+        self.loss = loss
+        self.regularization = regularization
+        self.damping = damping
+        self.n_subset = fwd.n
+        groups = network.groups
+        output = groups.output
+        # Every output rank knows J v; one of them contributes J v . B J v to the sum.
+        self._counts = output is not None and output.leader == groups.world.rank
+        self._sums = GroupSpace(groups.all, Phase.GAUSS_NEWTON)
+        self._workspace = {}  # the backward sweep's sums, reused by every product
+
+    def apply(self, v, out):
+        """out = (G_S + damping I) v; returns v^T (G_S + damping I) v summed over ranks."""
+        shift = self.regularization + self.damping
+        np.multiply(v, shift, out=out)
+        Jv = self.network.tangent(self.theta, self.fwd, v)
+        dout, quadratic = None, 0.0
+        if Jv is not None:
+            Jv = Jv.astype(np.float64)  # B and the quadratic form in float64, as stored
+            Q = self.loss.apply_curvature(self.curvature, Jv)
+            dout = Q / self.n_subset
+            if self._counts:
+                quadratic = float(np.einsum("ij,ij->", Jv, dout))
+        steps = self.network.backward_steps(self.theta, self.fwd, dout, out, self._workspace,
+                                            Phase.GAUSS_NEWTON)
+        for reduction in steps:
+            reduction.group.allreduce(reduction.buf, reduction.phase)
+        vv, quadratic = self._sums.sum([local_dot(v, v), quadratic])
+        return quadratic + shift * vv
+
+    def block_operators(self):
+        raise NotImplementedError("the block-diagonal operator needs the stored Jacobian")
+
+
+def stored_bytes(network, n_subset, jacobian="stored"):
     """Bytes this rank keeps for the Gauss-Newton operator on |S| = n_subset.
 
-    D_b^m for every column group b it owns a block of (n_L |b| numbers per
-    instance), the forward pass over S (z and s of every group it joins), the
-    kernels' workspaces (|b| per block) and J v (n_L, float64): linear in |S|.
+    The forward pass over S (z and s of every group it joins, the inputs of its
+    layer-1 blocks) and, with the stored Jacobian, D_b^m for every column group b
+    it owns a block of (n_L |b| numbers per instance), the kernels' workspaces
+    (|b| per block) and J v (n_L, float64); recomputed, the tangents and the
+    backward sweep's sums (about twice the pass) instead: linear in |S| either way.
     """
     layout, n_out = network.layout, network.n_outputs
-    columns = {(blk.layer, blk.col) for blk in network.blocks}
-    per_instance = sum(n_out * _width(layout, m, b) for m, b in columns)
     joined = [
         (m, b)
         for m in range(1, layout.n_layers)
         for b in range(layout.partitions[m])
         if network.groups.forward(m, b) is not None
     ]
-    per_instance += 2 * sum(_width(layout, m, b) for m, b in joined)
-    per_instance += sum(_width(layout, 0, blk.row) for blk in network.blocks if blk.layer == 1)
+    pass_numbers = 2 * sum(_width(layout, m, b) for m, b in joined)
+    pass_numbers += sum(_width(layout, 0, blk.row) for blk in network.blocks if blk.layer == 1)
+    if jacobian == "recomputed":
+        return n_subset * (network.dtype.itemsize * 2 * pass_numbers + 8 * 3 * n_out)
+    columns = {(blk.layer, blk.col) for blk in network.blocks}
+    per_instance = pass_numbers + sum(n_out * _width(layout, m, b) for m, b in columns)
     per_instance += sum(blk.shape[1] for blk in network.blocks)
     return n_subset * (network.dtype.itemsize * per_instance + 8 * 2 * n_out)
 

@@ -169,6 +169,55 @@ class Network:
             W, bias = params[i]
             K.block_forward(z[(m - 1, self.blocks[i].row)], W, bias, out, k > 0)
 
+    def tangent(self, theta, fwd, v, phase=Phase.GAUSS_NEWTON):
+        """J v for every instance of the pass `fwd`: the derivative of z^L along the
+        parameter direction `v` (a local parameter vector), by forward-mode
+        propagation (the R-operator) through the same groups as `forward`.
+
+        Layer by layer, ds_b^m = sum over blocks (m, a, b) of z_a^{m-1} V_ab + dz_a^{m-1}
+        W_ab (+ the bias part of v), summed over F(m, b) like s_b^m; dz_b^m = sigma'(s_b^m)
+        ds_b^m. Returns J v, (n, n_L), on the ranks of the output group (None
+        elsewhere). Stores O(n widths), not the Jacobian's O(n n_L widths).
+        """
+        return run(self.tangent_steps(theta, fwd, v, phase))
+
+    def tangent_steps(self, theta, fwd, v, phase=Phase.GAUSS_NEWTON):
+        """`tangent` as a generator that yields each sum it needs (`pipeline`)."""
+        params, directions = self.parameters.views(theta), self.parameters.views(v)
+        self.ledger.computed(phase, 2.0 * fwd.n * (self._macs + self._macs_above_1))
+        L, layout, n = self.n_layers, self.layout, fwd.n
+        dz = {}
+
+        def sum_tangents(m, b, out):
+            self._sum_products(directions, fwd.z, m, b, out)  # z^{m-1} V (+ v's bias)
+            if m > 1:
+                for i in self._by_col.get((m, b), ()):
+                    W, _ = params[i]
+                    K.block_forward(dz[(m - 1, self.blocks[i].row)], W, None, out, True)
+
+        for m in range(1, L):
+            for b in range(layout.partitions[m]):
+                group = self.groups.forward(m, b)
+                if group is None:
+                    continue
+                width = layout.group(m, b).stop - layout.group(m, b).start
+                ds = np.empty((n, width), dtype=self.dtype)
+                sum_tangents(m, b, ds)
+                yield Reduction(group, ds, phase)
+                K.activation_backward(self.activation, fwd.s[(m, b)], fwd.z[(m, b)], ds)
+                dz[(m, b)] = ds
+        group = self.groups.output
+        if group is None:
+            return None
+        out = np.zeros((n, self.n_outputs), dtype=self.dtype)
+        for b in range(layout.partitions[L]):
+            cols = layout.group(L, b)
+            part = np.empty((n, cols.stop - cols.start), dtype=self.dtype)
+            sum_tangents(L, b, part)
+            out[:, cols] += part
+        yield Reduction(group, out, phase)
+        return out
+
     def backward_sweep(self, theta, fwd, top, k, visit=None, phase=Phase.BACKWARD,
                        workspace=None):
         """Carry k vectors per instance from the outputs down through every layer.

@@ -13,7 +13,7 @@ from ..constants import BATCH_SIZE
 from ..parallel.phases import Phase
 from ..parallel.pipeline import run, run_pipelined
 from ..parallel.space import GroupSpace, local_dot
-from .gauss_newton import GaussNewtonOperator
+from .gauss_newton import GaussNewtonOperator, RecomputedGaussNewtonOperator
 
 
 @dataclass
@@ -61,9 +61,12 @@ class Objective:
     pipeline : int
         Batches in flight in the passes over all instances (1: one after
         another; see `parallel.pipeline`).
+    jacobian : {"stored", "recomputed"}
+        How the Gauss-Newton operator gets J (`model.gauss_newton`).
     """
 
-    def __init__(self, network, data, loss, C, batch_size=BATCH_SIZE, keep=True, pipeline=1):
+    def __init__(self, network, data, loss, C, batch_size=BATCH_SIZE, keep=True, pipeline=1,
+                 jacobian="stored"):
         self.network = network
         self.groups = network.groups
         self.ledger = network.ledger
@@ -75,6 +78,7 @@ class Objective:
         self.batch_size = batch_size
         self.keep = keep
         self.pipeline = pipeline
+        self.jacobian = jacobian
         self._workspaces = []  # the backward sweeps' sums, one per batch in flight
         output = self.groups.output
         # Every output rank computes the loss; one of them contributes it to sums.
@@ -217,13 +221,17 @@ class Objective:
             else:
                 fwd = self.network.forward(theta, self.data.rows(subset), len(subset))
         with self.ledger.phase(Phase.BACKWARD):
-            jacobian = self.network.jacobian(theta, fwd)
+            stored = self.jacobian == "stored"
+            jacobian = self.network.jacobian(theta, fwd) if stored else None
             curvature = self.loss.curvature(fwd.output) if fwd.output is not None else None
             if not self.loss.constant_curvature:
                 if curvature is None:
                     curvature = np.empty((len(subset), self.network.n_outputs))
                 leader = self.network.layout.output_group[0]
                 self.groups.broadcast(curvature, leader, Phase.BACKWARD)
+        if not stored:
+            return RecomputedGaussNewtonOperator(self.network, theta, fwd, curvature,
+                                                 self.loss, self.regularization, damping)
         return GaussNewtonOperator(
             self.network, fwd, jacobian, curvature, self.loss, self.regularization, damping
         )
