@@ -271,8 +271,13 @@ def read_arrays(path, what):
     if not path.is_file():
         raise InputError(f"{path}: no such {what}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+        # Our own file object: np.load leaves its own open when the file is no archive.
+        with open(path, "rb") as file:
+            archive = np.load(file, allow_pickle=False)
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ValueError("a single array, not an .npz archive")
+            with archive:
+                return {key: archive[key] for key in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"{path}: not a readable {what} ({exc})") from None
 
