@@ -23,8 +23,9 @@ import pytest
 from mpi4py import MPI
 
 from dnewton.app.problem import ModelConfig, Problem
-from dnewton.io.data import RawData
+from dnewton.io.data import RawData, read_dataset
 from dnewton.io.model_file import gather_parameters
+from dnewton.parallel.layout import Layout
 
 WORLD = MPI.COMM_WORLD
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -106,6 +107,26 @@ def backward_bytes(layout, n, vectors, itemsize=8):
         for a in range(layout.partitions[m - 1])
         if len(layout.backward_group(m, a)) > 1
     )
+
+
+def check_digits_epochs(log, reference, n_ranks, partitions, hidden, rate):
+    """A mini-batch solver's log of a digits run on `n_ranks` ranks and `partitions`
+    ("P0,...,PL") against the single-rank run's `reference` log: the same f, and
+    per epoch the learning rate `rate` and the bytes of one forward and one backward
+    pass over all l instances (each mini-batch runs one of each, and their bytes are
+    linear in the batch size), nothing else."""
+    assert [rec["iter"] for rec in log] == [rec["iter"] for rec in reference]
+    np.testing.assert_allclose([rec["f"] for rec in log], [rec["f"] for rec in reference],
+                               rtol=1e-9)
+    train, _ = read_dataset("digits")
+    layout = Layout.build((train.n_features, *hidden, 10),
+                          tuple(map(int, partitions.split(","))), n_ranks)
+    for rec in log[1:]:
+        assert rec["bytes"]["forward"] == forward_bytes(layout, train.n_instances)
+        assert rec["bytes"]["backward"] == backward_bytes(layout, train.n_instances, 1)
+        assert rec["bytes"]["gauss_newton"] == 0
+        assert rec["alpha"] == rate
+        assert rec["lambda"] is None and rec["cg_iters"] is None
 
 
 # -- in-process problems, on any number of ranks -----------------------------------------

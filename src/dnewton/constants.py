@@ -53,7 +53,7 @@ class Stream(IntEnum):
 
     INITIAL_WEIGHTS = 1  # one stream per (layer, row) of W, so any layout draws alike
     GAUSS_NEWTON_SUBSETS = 2  # the subset S of every Newton iteration
-    SGD_MINIBATCHES = 3  # the mini-batch order of every SGD epoch
+    MINIBATCHES = 3  # the mini-batch order of every SGD or Adam epoch
 
 
 def random_stream(seed, stream, *keys):

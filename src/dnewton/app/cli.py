@@ -27,6 +27,7 @@ from ..io.data import DATASETS
 from ..model.activations import HIDDEN_ACTIVATIONS
 from ..model.gauss_newton import JACOBIAN_MODES
 from ..model.losses import LOSSES
+from ..solvers.adam import AdamOptions
 from ..solvers.newton import NewtonOptions
 from ..solvers.sgd import SGDOptions
 from .problem import ModelConfig
@@ -34,6 +35,7 @@ from .stopping import EXIT_RESUMABLE, parse_duration
 
 _DEFAULTS = NewtonOptions()
 _SGD = SGDOptions()
+_ADAM = AdamOptions()
 _MODEL = ModelConfig()
 
 
@@ -151,7 +153,7 @@ def build_parser():
         "with many classes or little memory)",
     )
     model.add_argument("--seed", type=int, default=_DEFAULTS.seed,
-                       help="seed of the initial weights and of the subsets")
+                       help="seed of the initial weights, the subsets and the mini-batches")
     data = train.add_argument_group("data")
     data.add_argument("--feature-scale", type=float, default=1.0, metavar="S",
                       help="divide every feature by S (255 for raw pixels)")
@@ -164,9 +166,10 @@ def build_parser():
                       "flight, each batch's sums travelling (non-blocking) while the next "
                       "batch computes; 1 = one batch after another")
     opt = train.add_argument_group("optimizer")
-    opt.add_argument("--solver", choices=("newton", "sgd"), default="newton",
+    opt.add_argument("--solver", choices=("newton", "sgd", "adam"), default="newton",
                      help="newton: subsampled Gauss-Newton (the options below); sgd: "
-                     "mini-batch SGD with momentum on the same model (the SGD options)")
+                     "mini-batch SGD with momentum, adam: Adam, both on the same model "
+                     "(the mini-batch options)")
     opt.add_argument("-C", type=_C, default=_MODEL.C, dest="C",
                      help="regularization: f = theta'theta/(2 C l) + mean loss; 'auto' "
                      "chooses it by held-out accuracy over --C-grid, then trains with it")
@@ -177,7 +180,7 @@ def build_parser():
                      help="with -C auto: the share of the training set held out to score "
                      "each C (stratified, seeded by --seed)")
     opt.add_argument("--path-iterations", type=int, default=_MODEL.path_iterations,
-                     metavar="N", help="with -C auto: iterations (SGD: epochs) per C")
+                     metavar="N", help="with -C auto: iterations (SGD, Adam: epochs) per C")
     opt.add_argument("--gn-ratio", type=float, default=_DEFAULTS.gn_ratio, metavar="R",
                      help="fraction of instances in each Gauss-Newton subset")
     opt.add_argument("--gn-size", type=int, default=None, metavar="N",
@@ -199,21 +202,36 @@ def build_parser():
     opt.add_argument("--lambda", type=float, default=_DEFAULTS.damping, dest="damping",
                      metavar="LAMBDA", help="initial Levenberg-Marquardt damping")
     stochastic = train.add_argument_group(
-        "SGD (with --solver sgd)",
-        "v = mu v + g_B; theta -= eta_e v, with g_B the gradient of f estimated on a "
-        "mini-batch B and eta_e = eta / (1 + decay (e - 1)) in epoch e. The log gets one "
-        "record per epoch (alpha = eta_e).",
+        "mini-batch solvers (with --solver sgd or adam)",
+        "Each step takes g_B, the gradient of f estimated on a mini-batch B, with the "
+        "learning rate eta_e = eta / (1 + decay (e - 1)) in epoch e. sgd: v = mu v + g_B; "
+        "theta -= eta_e v. adam: see below. The log gets one record per epoch "
+        "(alpha = eta_e).",
     )
-    stochastic.add_argument("--learning-rate", type=float, default=_SGD.learning_rate,
-                            metavar="ETA", help="initial learning rate eta")
+    # The default depends on the solver: None here, each solver's own when unset.
+    stochastic.add_argument("--learning-rate", type=float, default=None, metavar="ETA",
+                            help=f"initial learning rate eta (default: {_SGD.learning_rate:g} "
+                            f"with sgd, {_ADAM.learning_rate:g} with adam)")
     stochastic.add_argument("--momentum", type=float, default=_SGD.momentum, metavar="MU",
-                            help="momentum mu (0: plain SGD)")
+                            help="sgd: momentum mu (0: plain SGD)")
     stochastic.add_argument("--mini-batch", type=int, default=_SGD.mini_batch, metavar="N",
                             help="instances per mini-batch")
     stochastic.add_argument("--epochs", type=int, default=_SGD.epochs, metavar="N",
                             help="passes over the training set")
     stochastic.add_argument("--lr-decay", type=float, default=_SGD.lr_decay, metavar="D",
                             help="learning-rate decay per epoch (0: constant)")
+    adam = train.add_argument_group(
+        "Adam (with --solver adam)",
+        "m = b1 m + (1 - b1) g_B; v = b2 v + (1 - b2) g_B^2; theta -= eta_e m_hat / "
+        "(sqrt(v_hat) + eps), elementwise, with m_hat = m / (1 - b1^t) and "
+        "v_hat = v / (1 - b2^t) after t steps.",
+    )
+    adam.add_argument("--beta1", type=float, default=_ADAM.beta1, metavar="B1",
+                      help="decay b1 of the first moment m")
+    adam.add_argument("--beta2", type=float, default=_ADAM.beta2, metavar="B2",
+                      help="decay b2 of the second moment v")
+    adam.add_argument("--adam-eps", type=float, default=_ADAM.eps, dest="eps", metavar="EPS",
+                      help="eps added to sqrt(v_hat)")
     out = train.add_argument_group("output")
     out.add_argument("--log", metavar="FILE",
                      help="write one JSON object per iteration (f, gnorm, cg_iters, alpha, "
@@ -300,7 +318,8 @@ def run_train(args):
         train_raw, test_raw = read_dataset(args.train)
         if args.test is not None:
             test_raw, _ = read_dataset(args.test, n_features=train_raw.n_features)
-        options = _sgd_options(args) if args.solver == "sgd" else _newton_options(args)
+        options = (_newton_options(args) if args.solver == "newton"
+                   else _minibatch_options(args))
     config = ModelConfig(
         hidden=args.hidden, activation=args.activation, loss=args.loss, C=args.C,
         partitions=args.partitions, feature_scale=args.feature_scale, center=args.center,
@@ -334,21 +353,31 @@ def _newton_options(args):
     )
 
 
-def _sgd_options(args):
-    """`SGDOptions` from the command line; Newton-only options are refused by name."""
+def _minibatch_options(args):
+    """`SGDOptions` or `AdamOptions` from the command line; the options of another
+    solver are refused by name (those that differ from their defaults)."""
     from ..errors import ParameterError
 
-    newton_only = [
-        ("diagonal", args.diagonal), ("sync_fraction", args.sync_fraction != 1.0),
-        ("gn_size", args.gn_size is not None),
-    ]
-    for parameter, given in newton_only:
-        if given:
-            raise ParameterError(f"{{{parameter}}} applies to {{solver}} newton only, not to sgd")
-    return SGDOptions(
-        learning_rate=args.learning_rate, momentum=args.momentum, mini_batch=args.mini_batch,
-        epochs=args.epochs, lr_decay=args.lr_decay, seed=args.seed,
-    )
+    only = {
+        "newton": [("diagonal", args.diagonal), ("sync_fraction", args.sync_fraction != 1.0),
+                   ("gn_size", args.gn_size is not None)],
+        "sgd": [("momentum", args.momentum != _SGD.momentum)],
+        "adam": [("beta1", args.beta1 != _ADAM.beta1), ("beta2", args.beta2 != _ADAM.beta2),
+                 ("eps", args.eps != _ADAM.eps)],
+    }
+    for owner, checks in only.items():
+        for parameter, given in checks:
+            if given and owner != args.solver:
+                raise ParameterError(
+                    f"{{{parameter}}} applies to {{solver}} {owner} only, not to {args.solver}"
+                )
+    common = dict(mini_batch=args.mini_batch, epochs=args.epochs, lr_decay=args.lr_decay,
+                  seed=args.seed)
+    if args.learning_rate is not None:
+        common.update(learning_rate=args.learning_rate)
+    if args.solver == "sgd":
+        return SGDOptions(momentum=args.momentum, **common)
+    return AdamOptions(beta1=args.beta1, beta2=args.beta2, eps=args.eps, **common)
 
 
 def run_predict(args):

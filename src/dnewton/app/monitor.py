@@ -1,4 +1,4 @@
-"""Progress output: one line per Newton iteration (or SGD epoch) on rank 0, and the log.
+"""Progress output: one line per Newton iteration (or SGD/Adam epoch) on rank 0, and the log.
 
 On a terminal the progress is one live line, rewritten in place (carriage return)
 after every iteration, with the iteration count and the time left; piped or
@@ -19,7 +19,7 @@ def format_record(rec):
     acc = "" if rec.test_accuracy is None else f"  acc {100 * rec.test_accuracy:6.2f}%"
     if rec.iter == 0:
         return f"iter {rec.iter:4d}  f {rec.f:.6e}  |g| {rec.gnorm:.3e}{acc}"
-    if rec.lambda_ is None:  # an SGD epoch: alpha is its learning rate
+    if rec.lambda_ is None:  # an SGD or Adam epoch: alpha is its learning rate
         return (
             f"epoch {rec.iter:4d}  f {rec.f:.6e}  |g| {rec.gnorm:.3e}  "
             f"lr {rec.alpha:.3g}  {rec.iteration_time:6.3f}s{acc}"
@@ -45,7 +45,7 @@ def format_live(rec, iterations, seconds_per_iteration):
     """
     of = "" if iterations is None else f"/{iterations}"
     acc = "" if rec.test_accuracy is None else f"  acc {100 * rec.test_accuracy:6.2f}%"
-    unit = "epoch" if rec.iter > 0 and rec.lambda_ is None else "iter"  # SGD: epochs
+    unit = "epoch" if rec.iter > 0 and rec.lambda_ is None else "iter"  # SGD, Adam: epochs
     line = f"{unit} {rec.iter}{of}  f {rec.f:.6e}  |g| {rec.gnorm:.3e}{acc}"
     if seconds_per_iteration is not None:
         line += f"  {seconds_per_iteration:.3g} s/{unit}"

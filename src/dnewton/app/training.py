@@ -6,10 +6,10 @@ resumption, the outputs, the solver loop, the model file. The command line and
 `NewtonClassifier` both call it; they differ only in how they gather settings
 and how they print.
 
-`SolverRun` is the loop itself: it advances a solver (`solvers.newton` or
-`solvers.sgd`) one iteration at a time and owns what the solvers do not: the
-clock, the bytes by phase, the monitoring (test accuracy, SGD's f), the progress
-output and the checkpoints.
+`SolverRun` is the loop itself: it advances a solver (`solvers.newton`,
+`solvers.sgd` or `solvers.adam`) one iteration at a time and owns what the
+solvers do not: the clock, the bytes by phase, the monitoring (test accuracy, the
+mini-batch solvers' f), the progress output and the checkpoints.
 """
 
 import json
@@ -26,7 +26,9 @@ from ..io.model_file import Model, broadcast_arrays, check_writable, save_model
 from ..parallel.phases import Phase
 from ..parallel.space import GroupSpace
 from ..parallel.vote import CompletionVote
+from ..solvers.adam import AdamOptions, AdamSolver
 from ..solvers.direction import BlockDiagonalCG, FullCG
+from ..solvers.minibatch import MiniBatchOptions
 from ..solvers.newton import NewtonOptions, NewtonSolver
 from ..solvers.records import RunResult, RunStatus
 from ..solvers.sgd import SGDOptions, SGDSolver
@@ -36,6 +38,9 @@ from .problem import ModelConfig, Problem, available_memory
 from .regularization import best_C, regularization_path
 from .stopping import StopRequests
 from .threads import compute_threads, default_threads
+
+# The mini-batch solvers by their options (Newton's needs more wiring: `make_solver`).
+_MINIBATCH_SOLVERS = {SGDOptions: SGDSolver, AdamOptions: AdamSolver}
 
 
 @dataclass
@@ -69,7 +74,8 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
     train_data, test_data : io.data.RawData (test_data may be None)
         The same on every rank; each rank keeps only its share.
     config : ModelConfig
-    options : solvers.newton.NewtonOptions or solvers.sgd.SGDOptions
+    options : solvers.newton.NewtonOptions, solvers.sgd.SGDOptions or
+        solvers.adam.AdamOptions
     outputs : Outputs
     comm : mpi4py communicator; the run works on a duplicate of it.
     monitor : app.monitor.Monitor (default: silent)
@@ -214,11 +220,8 @@ def _describe(problem, options, train_data, monitor, outputs, faults):
     )
     if outputs.show_layout:
         monitor.message(layout.describe())
-    if isinstance(options, SGDOptions):
-        monitor.message(
-            f"dnewton: SGD, mini-batches of {options.mini_batch}, learning rate "
-            f"{options.learning_rate:g}, momentum {options.momentum:g}"
-        )
+    if isinstance(options, MiniBatchOptions):
+        monitor.message(f"dnewton: {options.describe()}")
         return
     with alike_everywhere():  # the same options and data size on every rank
         n_subset = options.subset_size(problem.objective.n_instances)
@@ -246,8 +249,7 @@ def run_settings(problem, options):
     training set's size and classes. The layout and the batch size may change.
     """
     config = problem.config
-    settings = {"solver": "newton" if isinstance(options, NewtonOptions) else "sgd",
-                "C": config.C}
+    settings = {"solver": options.NAME, "C": config.C}
     settings.update((key, value) for key, value in asdict(options).items()
                     if key not in ("iterations", "epochs"))
     settings.update(
@@ -262,8 +264,8 @@ def make_solver(problem, options, faults=None):
     """The solver `options` asks for, wired to `problem`'s objective and groups."""
     groups, objective = problem.groups, problem.objective
     space = GroupSpace(groups.all, Phase.OTHER)
-    if isinstance(options, SGDOptions):
-        return SGDSolver(objective, space, options)
+    if type(options) in _MINIBATCH_SOLVERS:
+        return _MINIBATCH_SOLVERS[type(options)](objective, space, options)
     if options.diagonal:
         n_blocks = len(problem.layout.blocks)
         wrap = None if faults is None else faults.block_decorator(problem.world.rank)
@@ -302,7 +304,7 @@ class SolverRun:
     Parameters
     ----------
     problem : app.problem.Problem
-    solver : solvers.newton.NewtonSolver or solvers.sgd.SGDSolver
+    solver : solvers.newton.NewtonSolver or a solvers.minibatch.MiniBatchSolver
     monitor : callable (IterationRecord), optional
     checkpoint : io.checkpoint.Checkpointer, optional
     stops : app.stopping.StopRequests, optional

@@ -2,12 +2,13 @@
 
 ``DIR/checkpoint.npz`` is a model file (`model_file`, so ``dnewton predict`` reads
 it) with the state of `solvers.records.SolverState` added: ``iteration`` k,
-``generator`` (the solver's random stream), ``scalars`` (Newton's damping), one
-dense ``vector_NAME`` per parameter-shaped vector (SGD's velocity), ``history``
-(the log records of iterations 0..k) and ``settings`` (what a resumed run may not
-change, the solver among them); generator, scalars, history and settings are JSON
-text. Parameters and vectors are dense, so a run may resume on another number of
-ranks with another layout.
+``generator`` (the solver's random stream), ``scalars`` (Newton's damping, the
+mini-batch solvers' step count), one dense ``vector_NAME`` per parameter-shaped
+vector (SGD's velocity, Adam's m and v), ``history`` (the log records of
+iterations 0..k) and ``settings`` (what a resumed run may not change, the solver
+among them); generator, scalars, history and settings are JSON text. Parameters
+and vectors are dense, so a run may resume on another number of ranks with
+another layout.
 
 Writing: rank 0 writes ``checkpoint.npz.tmp``, fsyncs it and renames it over the
 previous checkpoint, so a kill at any moment leaves the previous checkpoint or the

@@ -15,4 +15,4 @@ class Phase(Name):
     GAUSS_NEWTON = "gauss_newton"  # the Gauss-Newton products and CG's reductions
     SYNC = "sync"  # the completion vote of the block-diagonal CG
     OTHER = "other"  # the Newton step's scalars: g'd, d'd, d'Ad, ||g||
-    EVALUATION = "evaluation"  # monitoring: test accuracy, SGD's f and ||g||
+    EVALUATION = "evaluation"  # monitoring: test accuracy, SGD's and Adam's f and ||g||

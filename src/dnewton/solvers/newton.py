@@ -51,6 +51,7 @@ class NewtonOptions:
     drop: float = 2.0 / 3.0  # lambda *= drop when rho >= RHO_GOOD
     seed: int = 0
 
+    NAME = "newton"  # the solver's name on the command line and in checkpoints
     RULES = (
         ("gn_ratio", lambda v: 0 < v <= 1, "must be in (0, 1]"),
         ("gn_size", lambda v: v is None or v >= 1, "must be >= 1"),

@@ -79,7 +79,7 @@ class SolverState:
     theta: np.ndarray
     generator: dict  # ``bit_generator.state`` of the solver's random stream
     scalars: dict = field(default_factory=dict)  # e.g. Newton's damping
-    vectors: dict = field(default_factory=dict)  # e.g. SGD's velocity
+    vectors: dict = field(default_factory=dict)  # e.g. SGD's velocity, Adam's moments
 
 
 @dataclass
