@@ -1,5 +1,6 @@
 /* Plain C hot loops of dnewton: element-wise activations, the per-instance small
- * products of the Jacobian kernels, and the fused CG vector updates.
+ * products of the Jacobian kernels, the fused CG vector updates, and the
+ * products of a CSR input block with a dense matrix (layer 1 on sparse data).
  *
  * Every loop exists in two precisions, suffix _d (double) and _f (float), made
  * from one body (dn_loops_real.c). Arrays are dense and row-major; no allocation,
@@ -10,6 +11,7 @@
 #define DN_LOOPS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 enum { DN_RELU = 0, DN_SIGMOID = 1, DN_TANH = 2, DN_IDENTITY = 3 };
 
@@ -37,7 +39,16 @@ enum { DN_RELU = 0, DN_SIGMOID = 1, DN_TANH = 2, DN_IDENTITY = 3 };
     /* p = r + beta p. */                                                              \
     void dn_cg_direction_##S(REAL *p, const REAL *r, double beta, size_t n);           \
     /* a . b, summed in float64. */                                                    \
-    double dn_dot_##S(const REAL *a, const REAL *b, size_t n);
+    double dn_dot_##S(const REAL *a, const REAL *b, size_t n);                         \
+    /* out = [out +] Z W: Z CSR (n, a) as data, indices, indptr (n + 1); W (a, b),      \
+     * out (n, b). */                                                                  \
+    void dn_csr_matmul_##S(const REAL *data, const int32_t *indices,                   \
+                           const int32_t *indptr, size_t n, const REAL *W, size_t b,   \
+                           REAL *out, int accumulate);                                 \
+    /* out += scale Z^T T: Z CSR (n, a), T (n, b), out (a, b). */                      \
+    void dn_csr_t_matmul_##S(const REAL *data, const int32_t *indices,                 \
+                             const int32_t *indptr, size_t n, const REAL *T, size_t b, \
+                             REAL *out, double scale);
 
 DN_DECLARE(double, d)
 DN_DECLARE(float, f)

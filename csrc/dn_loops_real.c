@@ -150,3 +150,40 @@ double NAME(dn_dot)(const REAL *a, const REAL *b, size_t n)
     for (size_t i = 0; i < n; i++) acc += (double)a[i] * b[i];
     return acc;
 }
+
+/* The CSR products touch only the stored entries: 2 nnz b FLOPs each, where the
+ * dense GEMM would take 2 n a b. Indices are int32 (io/data.py converts once). */
+void NAME(dn_csr_matmul)(const REAL *data, const int32_t *indices, const int32_t *indptr,
+                         size_t n, const REAL *W, size_t b, REAL *out, int accumulate)
+{
+    /* out never overlaps W: `restrict` lets the row update vectorize unguarded. */
+    /* Rows of out are independent: each is a sum of the rows of W its entries pick. */
+    DN_PARALLEL_FOR((size_t)indptr[n] * b)
+    for (size_t i = 0; i < n; i++) {
+        REAL *restrict oi = out + i * b;
+        if (!accumulate) {
+            for (size_t c = 0; c < b; c++) oi[c] = 0;
+        }
+        for (int32_t k = indptr[i]; k < indptr[i + 1]; k++) {
+            const REAL v = data[k];
+            const REAL *restrict w = W + (size_t)indices[k] * b;
+            for (size_t c = 0; c < b; c++) oi[c] += v * w[c];
+        }
+    }
+}
+
+void NAME(dn_csr_t_matmul)(const REAL *data, const int32_t *indices, const int32_t *indptr,
+                           size_t n, const REAL *T, size_t b, REAL *out, double scale)
+{
+    /* A scatter into rows of out that several instances share: kept serial, so
+     * the sums keep one order whatever the threads. */
+    const REAL s = (REAL)scale;
+    for (size_t i = 0; i < n; i++) {
+        const REAL *restrict ti = T + i * b;
+        for (int32_t k = indptr[i]; k < indptr[i + 1]; k++) {
+            const REAL v = s * data[k];
+            REAL *restrict o = out + (size_t)indices[k] * b;
+            for (size_t c = 0; c < b; c++) o[c] += v * ti[c];
+        }
+    }
+}

@@ -3,8 +3,10 @@ precisions (`real`: float64 and float32; J v and Q stay float64 in both)."""
 
 import numpy as np
 import pytest
+from scipy import sparse
 
 from dnewton import _kernels as K
+from dnewton.io.data import csr_rows
 
 ACTIVATIONS = {
     K.RELU: (lambda s: np.maximum(s, 0.0), lambda s, z: (s > 0).astype(float)),
@@ -199,3 +201,125 @@ def test_kernels_refuse_mixed_or_other_dtypes_and_layout():
         K.dot(np.ones(3, dtype=np.int64), np.ones(3, dtype=np.int64))
     with pytest.raises(ValueError):
         K.gemm(np.ones((3, 3))[:, ::2], np.ones((2, 2)), np.ones((3, 2)))
+
+
+# -- layer 1 on CSR input blocks -------------------------------------------------------
+
+
+def random_csr(rng, real, n, a, density=0.3):
+    """A random CSR (n, a) of precision `real` with int32 indices, as io/data.py keeps
+    them; row 0 and column 0 are empty (when they exist) so both cases are met."""
+    Z = sparse.random(n, a, density=density, format="csr", random_state=rng, dtype=np.float64)
+    Z = Z.toarray()
+    if n:
+        Z[0] = 0
+    if a:
+        Z[:, 0] = 0
+    Z = sparse.csr_matrix(Z.astype(real))
+    Z.indices, Z.indptr = Z.indices.astype(np.int32), Z.indptr.astype(np.int32)
+    return Z
+
+
+@pytest.mark.parametrize("n, a, b, nl", SHAPES)
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_csr_block_forward(n, a, b, nl, with_bias, accumulate, real):
+    rng = np.random.default_rng(11)
+    Z = random_csr(rng, real, n, a)
+    W, bias, out = (rand(rng, real, *shape) for shape in [(a, b), (b,), (n, b)])
+    expected = Z.toarray() @ W + (bias if with_bias else 0) + (out if accumulate else 0)
+    K.csr_block_forward(Z, W, bias if with_bias else None, out, accumulate)
+    close(out, expected, real)
+
+
+@pytest.mark.parametrize("n, a, b, nl", SHAPES)
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_csr_block_backward(n, a, b, nl, with_bias, real):
+    rng = np.random.default_rng(12)
+    Z = random_csr(rng, real, n, a)
+    dS, gW, gb = rand(rng, real, n, b), rand(rng, real, a, b), rand(rng, real, b)
+    want_gW, want_gb = gW + 0.3 * (Z.T @ dS), gb + 0.3 * dS.sum(0)
+    K.csr_block_backward(Z, dS, gW, gb if with_bias else None, 0.3)
+    close(gW, want_gW, real)
+    if with_bias:
+        close(gb, want_gb, real)
+
+
+@pytest.mark.parametrize("n, a, b, nl", SHAPES)
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_csr_jacobian_products_match_the_dense_kernels(n, a, b, nl, with_bias, real):
+    rng = np.random.default_rng(13)
+    Z = random_csr(rng, real, n, a)
+    V, vb, D = rand(rng, real, a, b), rand(rng, real, b), rand(rng, real, n, nl, b)
+    Q = rand(rng, np.float64, n, nl)
+    U = np.empty((n, b), dtype=real)
+    vbias = vb if with_bias else None
+    dense_Jv, sparse_Jv = (rand(np.random.default_rng(0), np.float64, n, nl) for _ in range(2))
+    K.jacobian_vector_product(np.ascontiguousarray(Z.toarray()), V, vbias, D, U, dense_Jv)
+    K.csr_jacobian_vector_product(Z, V, vbias, D, U, sparse_Jv)
+    close(sparse_Jv, dense_Jv, real)
+    dense_out, dense_ob = rand(rng, real, a, b), rand(rng, real, b)
+    sparse_out, sparse_ob = dense_out.copy(), dense_ob.copy()
+    K.jacobian_transpose_product(np.ascontiguousarray(Z.toarray()), D, Q, U, dense_out,
+                                 dense_ob if with_bias else None, 0.25)
+    K.csr_jacobian_transpose_product(Z, D, Q, U, sparse_out, sparse_ob if with_bias else None,
+                                     0.25)
+    close(sparse_out, dense_out, real)
+    close(sparse_ob, dense_ob, real)
+
+
+def test_csr_rows_of_a_partition_feed_the_kernels(real):
+    """A slice of rows shares the block's arrays (no copy); an index array copies rows."""
+    rng = np.random.default_rng(14)
+    Z = random_csr(rng, real, 30, 8)
+    W = rand(rng, real, 8, 3)
+    for index in (slice(5, 17), slice(29, 40), slice(3, 3), np.array([0, 4, 4, 29])):
+        part = csr_rows(Z, index)
+        assert part.indices.dtype == np.int32 and part.dtype == real
+        out = np.empty((part.shape[0], 3), dtype=real)
+        K.csr_block_forward(part, W, None, out, False)
+        close(out, Z.toarray()[index] @ W, real)
+    assert np.shares_memory(csr_rows(Z, slice(5, 17)).data, Z.data)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda Z: K.csr_block_forward(Z, np.ones((4, 2)), None, np.ones((3, 2)), False),
+         "^W has shape"),
+        (lambda Z: K.csr_block_forward(Z, np.ones((5, 2)), None, np.ones((2, 2)), False),
+         "^out has shape"),
+        (lambda Z: K.csr_block_backward(Z, np.ones((3, 2)), np.ones((4, 2)), None, 1.0),
+         "^gradW has shape"),
+        (lambda Z: K.csr_block_backward(Z, np.ones((2, 2)), np.ones((5, 2)), None, 1.0),
+         "^dS has shape"),
+        (lambda Z: K.csr_jacobian_vector_product(Z, np.ones((5, 2)), None, np.ones((3, 4, 2)),
+                                                 np.ones((3, 2)), np.ones((3, 3))),
+         "^out has shape"),
+        (lambda Z: K.csr_jacobian_transpose_product(Z, np.ones((3, 4, 2)), np.ones((3, 4)),
+                                                    np.ones((3, 3)), np.ones((5, 2)), None, 1.0),
+         "^T has shape"),
+    ],
+)
+def test_csr_shape_mismatch_is_refused(call, message):
+    Z = random_csr(np.random.default_rng(15), np.float64, 3, 5, density=0.5)
+    with pytest.raises(ValueError, match=message):
+        call(Z)
+
+
+def test_csr_kernels_refuse_what_they_cannot_read():
+    Z = random_csr(np.random.default_rng(16), np.float64, 3, 5, density=0.5)
+    with pytest.raises(TypeError, match="CSR"):
+        K.csr_block_forward(Z.toarray(), np.ones((5, 2)), None, np.ones((3, 2)), False)
+    with pytest.raises((ValueError, TypeError)):  # int64 indices: not the kernels' int32
+        wide = Z.copy()
+        wide.indices = wide.indices.astype(np.int64)
+        K.csr_block_forward(wide, np.ones((5, 2)), None, np.ones((3, 2)), False)
+    with pytest.raises((ValueError, TypeError)):  # float32 values with float64 weights
+        K.csr_block_forward(Z.astype(np.float32), np.ones((5, 2)), None, np.ones((3, 2)),
+                            False)
+    broken = sparse.csr_matrix(Z, copy=True)
+    broken.indptr = broken.indptr.copy()
+    broken.indptr[-1] = broken.nnz + 5
+    with pytest.raises(ValueError, match="not a valid CSR"):
+        K.csr_block_forward(broken, np.ones((5, 2)), None, np.ones((3, 2)), False)

@@ -7,8 +7,13 @@ weight block, n_L outputs. What the precision does not change: J v per instance
 and the curvature-applied Q are float64, and so are the sums of dot products and
 CG step lengths. Kernels never allocate: callers pass outputs and workspaces.
 Shapes are checked here, with the GIL; the work itself runs without it.
+
+The ``csr_*`` kernels are the layer-1 kernels on a sparse input block Z: a
+``scipy.sparse.csr_matrix`` (n, a) of the network's precision with int32 indices
+(`io.data.partition` makes it so), used in place of the dense Z (n, a).
 """
 
+from libc.stdint cimport int32_t
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 ctypedef fused real:
@@ -43,6 +48,14 @@ cdef extern from "dn_loops.h" nogil:
     void dn_cg_direction_f(float *p, const float *r, double beta, size_t n)
     double dn_dot_d(const double *a, const double *b, size_t n)
     double dn_dot_f(const float *a, const float *b, size_t n)
+    void dn_csr_matmul_d(const double *data, const int32_t *indices, const int32_t *indptr,
+                         size_t n, const double *W, size_t b, double *out, int accumulate)
+    void dn_csr_matmul_f(const float *data, const int32_t *indices, const int32_t *indptr,
+                         size_t n, const float *W, size_t b, float *out, int accumulate)
+    void dn_csr_t_matmul_d(const double *data, const int32_t *indices, const int32_t *indptr,
+                           size_t n, const double *T, size_t b, double *out, double scale)
+    void dn_csr_t_matmul_f(const float *data, const int32_t *indices, const int32_t *indptr,
+                           size_t n, const float *T, size_t b, float *out, double scale)
     enum:
         DN_RELU
         DN_SIGMOID
@@ -312,3 +325,114 @@ def dot(const real[::1] a, const real[::1] b):
             else:
                 result = dn_dot_f(&a[0], &b[0], a.shape[0])
     return result
+
+
+# -- layer 1 on a CSR input block -------------------------------------------------------
+
+
+cdef _csr_check(int nnz, const int32_t[::1] indices, const int32_t[::1] indptr, int n):
+    """Refuse index arrays the loops would read out of bounds with (O(1) checks)."""
+    _check("Z.indptr", (indptr.shape[0],), (n + 1,))
+    if indices.shape[0] != nnz or indptr[0] != 0 or indptr[n] > nnz:
+        raise ValueError(f"Z is not a valid CSR matrix (indptr[0] = {indptr[0]}, "
+                         f"indptr[-1] = {indptr[n]}, {nnz} stored values)")
+
+
+def _csr_parts(Z):
+    """(data, indices, indptr, n, a) of a CSR matrix, refusing anything else."""
+    if getattr(Z, "format", None) != "csr":
+        raise TypeError(f"Z must be a scipy.sparse CSR matrix, not {type(Z).__name__}")
+    return Z.data, Z.indices, Z.indptr, Z.shape[0], Z.shape[1]
+
+
+def _csr_forward(const real[::1] data, const int32_t[::1] indices, const int32_t[::1] indptr,
+                 int n, int a, const real[:, ::1] W, const real[::1] bias, real[:, ::1] out,
+                 bint accumulate):
+    cdef int b = W.shape[1]
+    _csr_check(data.shape[0], indices, indptr, n)
+    _check("W", (W.shape[0], W.shape[1]), (a, b))
+    _check("out", (out.shape[0], out.shape[1]), (n, b))
+    if bias is not None:
+        _check("bias", (bias.shape[0],), (b,))
+    if n == 0 or b == 0:
+        return
+    with nogil:
+        if real is double:
+            dn_csr_matmul_d(_p1(data), &indices[0] if data.shape[0] else NULL, &indptr[0], n,
+                            _p2(W), b, &out[0, 0], accumulate)
+            if bias is not None:
+                dn_add_row_d(&out[0, 0], &bias[0], n, b)
+        else:
+            dn_csr_matmul_f(_p1(data), &indices[0] if data.shape[0] else NULL, &indptr[0], n,
+                            _p2(W), b, &out[0, 0], accumulate)
+            if bias is not None:
+                dn_add_row_f(&out[0, 0], &bias[0], n, b)
+
+
+def _csr_transpose(const real[::1] data, const int32_t[::1] indices,
+                   const int32_t[::1] indptr, int n, int a, const real[:, ::1] T,
+                   real[:, ::1] out, real[::1] outbias, double scale):
+    cdef int b = T.shape[1]
+    _csr_check(data.shape[0], indices, indptr, n)
+    _check("dS", (T.shape[0], T.shape[1]), (n, b))
+    _check("gradW", (out.shape[0], out.shape[1]), (a, b))
+    if outbias is not None:
+        _check("gradb", (outbias.shape[0],), (b,))
+    if n == 0 or b == 0:
+        return
+    with nogil:
+        if real is double:
+            dn_csr_t_matmul_d(_p1(data), &indices[0] if data.shape[0] else NULL, &indptr[0], n,
+                              &T[0, 0], b, _p2(out), scale)
+            if outbias is not None:
+                dn_add_column_sums_d(&T[0, 0], &outbias[0], scale, n, b)
+        else:
+            dn_csr_t_matmul_f(_p1(data), &indices[0] if data.shape[0] else NULL, &indptr[0], n,
+                              &T[0, 0], b, _p2(out), scale)
+            if outbias is not None:
+                dn_add_column_sums_f(&T[0, 0], &outbias[0], scale, n, b)
+
+
+def csr_block_forward(Z, W, bias, out, bint accumulate):
+    """out = [out +] Z (n, a) CSR @ W (a, b) [+ bias (b,) on every row]: `block_forward`."""
+    _csr_forward(*_csr_parts(Z), W, bias, out, accumulate)
+
+
+def csr_block_backward(Z, dS, gradW, gradb, double scale):
+    """gradW += scale Z^T dS; gradb += scale sum_i dS[i]: `block_backward` without dZ
+    (layer 1 has nothing below). Z (n, a) CSR, dS (n, b), gradW (a, b), gradb (b,) or None.
+    """
+    _csr_transpose(*_csr_parts(Z), dS, gradW, gradb, scale)
+
+
+def csr_jacobian_vector_product(Z, V, vbias, const real[:, :, ::1] D, real[:, ::1] U,
+                                double[:, ::1] out):
+    """out[i] += D[i] @ (Z[i] @ V [+ vbias]): `jacobian_vector_product` with Z (n, a) CSR."""
+    cdef int n = Z.shape[0], nl = D.shape[1], b = D.shape[2]
+    _check("D", (D.shape[0],), (n,))
+    _check("out", (out.shape[0], out.shape[1]), (n, nl))
+    _csr_forward(*_csr_parts(Z), V, vbias, U, False)
+    if n == 0 or b == 0 or nl == 0:
+        return
+    with nogil:
+        if real is double:
+            dn_batched_matvec_d(&D[0, 0, 0], &U[0, 0], &out[0, 0], n, nl, b)
+        else:
+            dn_batched_matvec_f(&D[0, 0, 0], &U[0, 0], &out[0, 0], n, nl, b)
+
+
+def csr_jacobian_transpose_product(Z, const real[:, :, ::1] D, const double[:, ::1] Q,
+                                   real[:, ::1] T, out, outbias, double scale):
+    """out += scale Z^T T and outbias += scale sum_i T[i], with T[i] = D[i]^T Q[i]:
+    `jacobian_transpose_product` with Z (n, a) CSR."""
+    cdef int n = Z.shape[0], nl = D.shape[1], b = D.shape[2]
+    _check("D", (D.shape[0],), (n,))
+    _check("Q", (Q.shape[0], Q.shape[1]), (n, nl))
+    _check("T", (T.shape[0], T.shape[1]), (n, b))
+    if n and b:
+        with nogil:
+            if real is double:
+                dn_batched_matvec_t_d(_p3(D), _d2(Q), &T[0, 0], n, nl, b)
+            else:
+                dn_batched_matvec_t_f(_p3(D), _d2(Q), &T[0, 0], n, nl, b)
+    _csr_transpose(*_csr_parts(Z), T, out, outbias, scale)

@@ -117,7 +117,7 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True  # CSR input: each rank densifies only its columns
+        tags.input_tags.sparse = True  # CSR input stays sparse on the ranks unless centred
         return tags
 
     def fit(self, X, y):

@@ -152,7 +152,8 @@ class Problem:
         `KEEP_MEMORY_SHARE` of it (`objective.keep`). Returns the largest per-rank
         bytes of the Gauss-Newton data and of the kept passes (0 when not kept).
         """
-        need = np.array([stored_bytes(self.network, n_subset, self.config.jacobian),
+        inputs = self.objective.data.input_bytes_per_instance()
+        need = np.array([stored_bytes(self.network, n_subset, self.config.jacobian, inputs),
                          self.objective.kept_bytes()], dtype=np.float64)
         node = self.world.Split_type(MPI.COMM_TYPE_SHARED)
         node_need = np.empty_like(need)

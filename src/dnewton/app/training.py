@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 
 from mpi4py import MPI
+from scipy.sparse import issparse
 
 from ..constants import CHECKPOINT_INTERVAL
 from ..errors import InputError, ParameterError, agreed, alike_everywhere
@@ -218,6 +219,18 @@ def _describe(problem, options, train_data, monitor, outputs, faults):
         f"{'-'.join(map(str, layout.widths))} ({config.activation}, {config.loss} loss), "
         f"{len(layout.blocks)} blocks on {problem.world.size} rank(s)"
     )
+    if issparse(train_data.X):
+        density = train_data.X.nnz / max(1, train_data.n_instances * train_data.n_features)
+        if config.center:
+            monitor.message(
+                f"dnewton: sparse input ({density:.2%} non-zero) made dense: centring fills "
+                "every entry; without --center layer 1 works on the CSR blocks"
+            )
+        else:
+            monitor.message(
+                f"dnewton: sparse input ({train_data.X.nnz:,} non-zeros, {density:.2%}): "
+                "layer 1 works on CSR blocks, memory in proportion to the non-zeros"
+            )
     if outputs.show_layout:
         monitor.message(layout.describe())
     if isinstance(options, MiniBatchOptions):

@@ -3,15 +3,24 @@ feature-wise partition (docs/design.md, "The partition").
 
 Every rank reads the file (a cluster's shared file system serves that well) and
 keeps only what its blocks need: the feature columns of the input groups a of its
-layer-1 blocks (1, a, .), and the labels if it owns an output block.
+layer-1 blocks (1, a, .), and the labels if it owns an output block. Sparse
+(CSR) input stays sparse unless it is centred or denser than `SPARSE_MAX_DENSITY`
+(docs/design.md, "Sparse inputs").
 """
 
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import sparse
 
 from ..errors import InputError
 from . import libsvm
+
+# Above this share of stored entries, CSR loses to the dense GEMM: measured on
+# layer 1 of the MNIST subset (19% non-zero) the CSR loops took twice the time;
+# they win below about 10% (bench/bench_sparse.py). Sets the same decision on
+# every rank, since it looks at the whole training matrix.
+SPARSE_MAX_DENSITY = 0.1
 
 
 @dataclass
@@ -142,17 +151,61 @@ class Preprocessing:
 class PartitionedData:
     """This rank's share of a data set.
 
-    ``features[a]`` is the dense (l, |a|) block of input group a for every group this
-    rank's layer-1 blocks need; ``labels`` (l,) class indices on output ranks, else None.
+    ``features[a]`` is the (l, |a|) block of input group a for every group this
+    rank's layer-1 blocks need: dense, or a `scipy.sparse.csr_matrix` with int32
+    indices when ``sparse``; ``labels`` (l,) class indices on output ranks, else None.
     """
 
     n_instances: int
     features: dict
     labels: object
+    sparse: bool = False
 
     def rows(self, index):
         """Feature blocks of the instances `index` (a slice or an index array)."""
+        if self.sparse:
+            return {a: csr_rows(X, index) for a, X in self.features.items()}
         return {a: np.ascontiguousarray(X[index]) for a, X in self.features.items()}
+
+    def stored_bytes(self):
+        """Bytes of this rank's feature blocks (CSR: values, int32 indices and indptr)."""
+        if not self.sparse:
+            return sum(X.nbytes for X in self.features.values())
+        return sum(X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
+                   for X in self.features.values())
+
+    def input_bytes_per_instance(self):
+        """Mean bytes per instance of the sparse feature blocks' rows; None when dense."""
+        if not self.sparse:
+            return None
+        return self.stored_bytes() / max(self.n_instances, 1)
+
+
+def csr_rows(X, index):
+    """Rows `index` of CSR `X`: a slice shares X's arrays; an index array copies its rows'
+    entries only (memory in proportion to their non-zeros)."""
+    if isinstance(index, slice) and index.step in (None, 1):
+        start, stop, _ = index.indices(X.shape[0])
+        stop = max(start, stop)
+        first, last = X.indptr[start], X.indptr[stop]
+        # Set the arrays rather than pass them to the constructor, which copies a
+        # view of a much larger array (scipy's _prune_array): a batch is one.
+        part = sparse.csr_matrix((stop - start, X.shape[1]), dtype=X.dtype)
+        part.data, part.indices = X.data[first:last], X.indices[first:last]
+        part.indptr = X.indptr[start:stop + 1] - first
+        return part
+    return _int32(X[index])
+
+
+def _int32(X):
+    """X (CSR) with int32 index arrays, the kernels' (`_kernels.csr_*`); refuse a block
+    with 2^31 or more non-zeros, which int32 cannot index."""
+    if X.nnz >= 2**31 or max(X.shape) >= 2**31:
+        raise InputError(f"a feature block of {X.nnz:,} non-zeros is too large for int32 "
+                         "indices; split the features into more groups (--partitions P_0,...)")
+    X.indices = X.indices.astype(np.int32, copy=False)
+    X.indptr = X.indptr.astype(np.int32, copy=False)
+    return X
 
 
 def partition(raw, layout, rank, classes, prep, fit=False, dtype=np.float64):
@@ -169,11 +222,24 @@ def partition(raw, layout, rank, classes, prep, fit=False, dtype=np.float64):
         With ``fit=True`` its means are computed here from `raw` (the training set).
     dtype : numpy dtype
         Precision of the feature blocks (scaling and centring are done in float64).
+
+    Sparse `raw.X` stays sparse (CSR blocks, memory in proportion to the non-zeros)
+    unless `prep` centres (subtracting the means fills every entry) or more than
+    `SPARSE_MAX_DENSITY` of its entries are stored: then the blocks are dense.
     """
     input_groups = sorted({blk.row for blk in layout.blocks_of(rank) if blk.layer == 1})
+    keep_sparse = (sparse.issparse(raw.X) and not prep.center
+                   and raw.X.nnz <= SPARSE_MAX_DENSITY * np.prod(raw.X.shape))
+    X = raw.X.tocsr() if keep_sparse else raw.X  # column slices of CSR stay CSR
     features = {}
     for a in input_groups:
         cols = layout.group(0, a)
+        if keep_sparse:
+            block = sparse.csr_matrix(X[:, cols], dtype=np.float64)
+            if prep.scale != 1.0:  # a new array: the slice may share raw.X's
+                block.data = block.data / prep.scale
+            features[a] = _int32(block.astype(dtype, copy=False))
+            continue
         block = raw.X[:, cols]
         block = block.toarray() if hasattr(block, "toarray") else np.array(block)
         block = np.ascontiguousarray(block, dtype=np.float64)
@@ -186,4 +252,4 @@ def partition(raw, layout, rank, classes, prep, fit=False, dtype=np.float64):
         features[a] = np.ascontiguousarray(block, dtype=dtype)
     owns_output = any(blk.layer == layout.n_layers for blk in layout.blocks_of(rank))
     labels = classes.encode(raw.y, raw.source) if owns_output and classes is not None else None
-    return PartitionedData(raw.n_instances, features, labels)
+    return PartitionedData(raw.n_instances, features, labels, keep_sparse)

@@ -14,6 +14,7 @@ two kernels on one block's own J_{i,p} v_p, with no communication at all
 """
 
 import numpy as np
+from scipy.sparse import issparse
 
 from .. import _kernels as K
 from ..parallel.phases import Phase
@@ -55,33 +56,44 @@ class GaussNewtonOperator:
         self._Z = []
         self._D = []
         self._U = []
+        self._kernels = []  # (J v, J^T q) of each block: the CSR ones on sparse inputs
         for blk in network.blocks:
-            self._Z.append(fwd.z[(blk.layer - 1, blk.row)])
+            Z = fwd.z[(blk.layer - 1, blk.row)]
+            self._Z.append(Z)
             self._D.append(jacobian[(blk.layer, blk.col)])
             self._U.append(np.empty((fwd.n, blk.shape[1]), dtype=network.dtype))
+            self._kernels.append(
+                (K.csr_jacobian_vector_product, K.csr_jacobian_transpose_product)
+                if issparse(Z) else (K.jacobian_vector_product, K.jacobian_transpose_product))
         # J v for every instance of S, plus one slot that carries the local v.v:
         # float64 in either precision (it meets B_i and is summed over ranks).
         self._buf = np.empty(self.n_subset * self.n_outputs + 1)
         self._block_Jv = np.empty((self.n_subset, self.n_outputs))
-        # FLOPs of one product (J v and J^T q) by each block: two GEMMs of |S| x |a|
-        # x |b| and two sets of |S| small n_L x |b| products.
-        self._flops = [4.0 * fwd.n * blk.shape[1] * (blk.shape[0] + self.n_outputs)
-                       for blk in network.blocks]
+        # FLOPs of one product (J v and J^T q) by each block: two products Z V and
+        # Z^T T (2 |S| |a| |b| each, 2 nnz |b| on a CSR Z) and two sets of |S| small
+        # n_L x |b| products.
+        self._flops = [
+            4.0 * blk.shape[1] * ((Z.nnz if issparse(Z) else fwd.n * blk.shape[0])
+                                  + fwd.n * self.n_outputs)
+            for blk, Z in zip(network.blocks, self._Z)
+        ]
         self.ledger = network.ledger
 
     def jacobian_vector(self, v):
         """Local sum over this rank's blocks of J_{i,p} v_p, (|S|, n_L), not reduced."""
         Jv = self._buf[:-1].reshape(self.n_subset, self.n_outputs)
         Jv[:] = 0.0
-        for (V, vb), Z, D, U in zip(self.network.parameters.views(v), self._Z, self._D, self._U):
-            K.jacobian_vector_product(Z, V, vb, D, U, Jv)
+        for (V, vb), Z, D, U, (jv, _) in zip(self.network.parameters.views(v), self._Z,
+                                             self._D, self._U, self._kernels):
+            jv(Z, V, vb, D, U, Jv)
         return Jv
 
     def jacobian_transpose(self, Q, out, scale):
         """out += scale * sum_i J_i^T Q_i over this rank's blocks."""
         views = self.network.parameters.views(out)
-        for (out_W, out_b), Z, D, U in zip(views, self._Z, self._D, self._U):
-            K.jacobian_transpose_product(Z, D, Q, U, out_W, out_b, scale)
+        for (out_W, out_b), Z, D, U, (_, jtq) in zip(views, self._Z, self._D, self._U,
+                                                     self._kernels):
+            jtq(Z, D, Q, U, out_W, out_b, scale)
 
     def apply(self, v, out):
         """out = (G_S + damping I) v; returns v^T (G_S + damping I) v summed over ranks.
@@ -116,18 +128,19 @@ class GaussNewtonOperator:
         blk = self.network.blocks[i]
         block_views = self.network.parameters.block_views
         Z, D, U = self._Z[i], self._D[i], self._U[i]
+        jv, jtq = self._kernels[i]
 
         def apply(v, out):
             self.ledger.computed(Phase.GAUSS_NEWTON, self._flops[i])
             Jv = self._block_Jv
             Jv[:] = 0.0
             V, vb = block_views(blk, v)
-            K.jacobian_vector_product(Z, V, vb, D, U, Jv)
+            jv(Z, V, vb, D, U, Jv)
             Q = self.loss.apply_curvature(self.curvature, Jv)
             shift = self.regularization + self.damping
             np.multiply(v, shift, out=out)
             out_W, out_b = block_views(blk, out)
-            K.jacobian_transpose_product(Z, D, Q, U, out_W, out_b, 1.0 / self.n_subset)
+            jtq(Z, D, Q, U, out_W, out_b, 1.0 / self.n_subset)
             return float(np.einsum("ij,ij->", Jv, Q)) / self.n_subset + shift * K.dot(v, v)
 
         return apply
@@ -183,7 +196,7 @@ class RecomputedGaussNewtonOperator:
         raise NotImplementedError("the block-diagonal operator needs the stored Jacobian")
 
 
-def stored_bytes(network, n_subset, jacobian="stored"):
+def stored_bytes(network, n_subset, jacobian="stored", input_bytes=None):
     """Bytes this rank keeps for the Gauss-Newton operator on |S| = n_subset.
 
     The forward pass over S (z and s of every group it joins, the inputs of its
@@ -191,8 +204,10 @@ def stored_bytes(network, n_subset, jacobian="stored"):
     it owns a block of (n_L |b| numbers per instance), the kernels' workspaces
     (|b| per block) and J v (n_L, float64); recomputed, the tangents and the
     backward sweep's sums (about twice the pass) instead: linear in |S| either way.
+    `input_bytes` (bytes per instance of the layer-1 inputs of S, for sparse
+    data) replaces the dense |a| numbers per layer-1 block.
     """
-    layout, n_out = network.layout, network.n_outputs
+    layout, n_out, itemsize = network.layout, network.n_outputs, network.dtype.itemsize
     joined = [
         (m, b)
         for m in range(1, layout.n_layers)
@@ -200,13 +215,15 @@ def stored_bytes(network, n_subset, jacobian="stored"):
         if network.groups.forward(m, b) is not None
     ]
     pass_numbers = 2 * sum(_width(layout, m, b) for m, b in joined)
-    pass_numbers += sum(_width(layout, 0, blk.row) for blk in network.blocks if blk.layer == 1)
+    if input_bytes is None:
+        input_bytes = itemsize * sum(_width(layout, 0, blk.row) for blk in network.blocks
+                                     if blk.layer == 1)
     if jacobian == "recomputed":
-        return n_subset * (network.dtype.itemsize * 2 * pass_numbers + 8 * 3 * n_out)
+        return n_subset * (itemsize * 2 * pass_numbers + input_bytes + 8 * 3 * n_out)
     columns = {(blk.layer, blk.col) for blk in network.blocks}
     per_instance = pass_numbers + sum(n_out * _width(layout, m, b) for m, b in columns)
     per_instance += sum(blk.shape[1] for blk in network.blocks)
-    return n_subset * (network.dtype.itemsize * per_instance + 8 * 2 * n_out)
+    return n_subset * (itemsize * per_instance + input_bytes + 8 * 2 * n_out)
 
 
 def _width(layout, m, g):

@@ -6,7 +6,8 @@ on) of the network's precision, float64 or float32, ordered by
 `parallel.layout.ParameterLayout`; every array of a pass has that precision too. Passes work on a
 batch of n instances and keep, per (layer, group), the arrays this rank needs:
 
-* ``z[(m, g)]`` activations z_g^m, (n, |g|) -- m = 0 are the input features;
+* ``z[(m, g)]`` activations z_g^m, (n, |g|) -- m = 0 are the input features, the
+  data's own arrays (dense, or CSR for sparse inputs), referenced, never copied;
 * ``s[(m, g)]`` pre-activations s_g^m, (n, |g|), for m < L;
 * ``output`` z^L, (n, n_L), on the ranks of the output group.
 
@@ -17,6 +18,7 @@ belongs to (`parallel.groups.Groups`).
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.sparse import issparse
 
 from .. import _kernels as K
 from ..constants import Stream, random_stream
@@ -36,7 +38,8 @@ class Pass:
     def rows(self, index):
         """The pass of the instances `index`: views for a slice, copies for an index array."""
         def cut(arrays):
-            return {key: np.ascontiguousarray(a[index]) for key, a in arrays.items()}
+            return {key: a[index] if issparse(a) else np.ascontiguousarray(a[index])
+                    for key, a in arrays.items()}
 
         n = len(range(self.n)[index]) if isinstance(index, slice) else len(index)
         output = None if self.output is None else np.ascontiguousarray(self.output[index])
@@ -72,9 +75,8 @@ class Network:
         for i, blk in enumerate(self.blocks):
             self._by_col.setdefault((blk.layer, blk.col), []).append(i)
             self._by_row.setdefault((blk.layer, blk.row), []).append(i)
-        # Multiply-adds per instance of this rank's blocks: all of them, and those
-        # above layer 1 (whose backward products reach a layer below).
-        self._macs = sum(blk.shape[0] * blk.shape[1] for blk in self.blocks)
+        # Multiply-adds per instance of this rank's blocks above layer 1 (whose
+        # backward products reach a layer below); layer 1's depend on the inputs.
         self._macs_above_1 = sum(blk.shape[0] * blk.shape[1] for blk in self.blocks
                                  if blk.layer > 1)
         self._gradient_workspace = {}
@@ -95,6 +97,16 @@ class Network:
                 )
                 W[j - blk.rows.start] = row[blk.cols] * np.sqrt(2.0 / fan_in)
         return theta
+
+    def product_flops(self, inputs, n):
+        """FLOPs of one product Z W by every block on n instances, `inputs[a]` the
+        layer-1 blocks: 2 n a b per dense block, 2 nnz(Z_a) b per CSR one."""
+        flops = 2.0 * n * self._macs_above_1
+        for blk in self.blocks:
+            if blk.layer == 1:
+                Z = inputs[blk.row]
+                flops += 2.0 * blk.shape[1] * (Z.nnz if issparse(Z) else n * blk.shape[0])
+        return flops
 
     def owns_column(self, m, b):
         return (m, b) in self._by_col
@@ -132,7 +144,7 @@ class Network:
     def forward_steps(self, theta, inputs, n, phase=Phase.FORWARD, into=None):
         """`forward` as a generator that yields each sum it needs (`pipeline`)."""
         params = self.parameters.views(theta)
-        self.ledger.computed(phase, 2.0 * n * self._macs)
+        self.ledger.computed(phase, self.product_flops(inputs, n))
         fwd = self.empty_pass(n) if into is None else into
         z, s = fwd.z, fwd.s
         z.update({(0, a): X for a, X in inputs.items()})
@@ -167,7 +179,9 @@ class Network:
             out[...] = 0.0
         for k, i in enumerate(blocks):
             W, bias = params[i]
-            K.block_forward(z[(m - 1, self.blocks[i].row)], W, bias, out, k > 0)
+            Z = z[(m - 1, self.blocks[i].row)]
+            forward = K.csr_block_forward if issparse(Z) else K.block_forward
+            forward(Z, W, bias, out, k > 0)
 
     def tangent(self, theta, fwd, v, phase=Phase.GAUSS_NEWTON):
         """J v for every instance of the pass `fwd`: the derivative of z^L along the
@@ -184,7 +198,10 @@ class Network:
     def tangent_steps(self, theta, fwd, v, phase=Phase.GAUSS_NEWTON):
         """`tangent` as a generator that yields each sum it needs (`pipeline`)."""
         params, directions = self.parameters.views(theta), self.parameters.views(v)
-        self.ledger.computed(phase, 2.0 * fwd.n * (self._macs + self._macs_above_1))
+        inputs = {a: fwd.z[(0, a)] for a in {blk.row for blk in self.blocks if blk.layer == 1}}
+        # z V of every block, and dz W of those above layer 1
+        self.ledger.computed(phase, self.product_flops(inputs, fwd.n)
+                             + 2.0 * fwd.n * self._macs_above_1)
         L, layout, n = self.n_layers, self.layout, fwd.n
         dz = {}
 
@@ -300,11 +317,16 @@ class Network:
                     top[(self.n_layers, b)] = np.ascontiguousarray(
                         dout[:, cols], dtype=self.dtype)[:, None, :]
         params, grads = self.parameters.views(theta), self.parameters.views(grad)
-        self.ledger.computed(phase, 2.0 * fwd.n * self._macs)  # Z^T dS of every block
+        inputs = {blk.row: fwd.z[(0, blk.row)] for blk in self.blocks if blk.layer == 1}
+        self.ledger.computed(phase, self.product_flops(inputs, fwd.n))  # every Z^T dS
 
         def accumulate(i, dS):
             (W, _), (gW, gb), blk = params[i], grads[i], self.blocks[i]
-            K.block_backward(fwd.z[(blk.layer - 1, blk.row)], W, dS[:, 0, :], gW, gb, None, 1.0)
+            Z = fwd.z[(blk.layer - 1, blk.row)]
+            if issparse(Z):  # layer 1: nothing below needs dZ
+                K.csr_block_backward(Z, dS[:, 0, :], gW, gb, 1.0)
+            else:
+                K.block_backward(Z, W, dS[:, 0, :], gW, gb, None, 1.0)
 
         yield from self.backward_sweep_steps(theta, fwd, top, 1, accumulate, phase, workspace)
 
