@@ -191,3 +191,20 @@ def test_cli_trains_on_wide_sparse_file_in_little_memory(tmp_path):
     assert records[-1]["f"] < records[0]["f"]
     densified = 2000 * 100_000 * 8 / 2  # bytes per rank of the dense feature blocks
     assert run["maxrss_kib"] * 1024 < 400 * 2**20 < densified
+
+
+@pytest.mark.parametrize("pair", [("softmax", layout) for layout in LAYOUTS], indirect=True,
+                         ids=str)
+def test_the_recomputed_product_on_csr_inputs_is_the_dense_stored_one(pair):
+    on_csr, on_dense = pair
+    on_csr.objective.jacobian = "recomputed"
+    theta = random_theta(on_dense)
+    subset = np.array([0, 2, 3, 9])  # with the empty row
+    v = local_vector(on_dense, np.random.default_rng(7).standard_normal(n_global(on_dense)))
+    products = []
+    for problem in pair:
+        out = np.empty_like(v)
+        quadratic = problem.objective.gauss_newton(theta, subset, 0.3).apply(v, out)
+        products.append((global_vector(problem, out), quadratic))
+    np.testing.assert_allclose(products[0][0], products[1][0], rtol=1e-9, atol=1e-12)
+    assert products[0][1] == pytest.approx(products[1][1], rel=1e-9)
