@@ -131,6 +131,10 @@ def build_parser():
                       help="divide every feature by S (255 for raw pixels)")
     data.add_argument("--center", action="store_true",
                       help="subtract the training mean of each feature (from the test set too)")
+    data.add_argument("--standardize", action="store_true",
+                      help="after --feature-scale, subtract the training mean of each feature "
+                      "and divide by its training standard deviation (implies --center; "
+                      "constant features are only centred); predict applies the same")
     data.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="N",
                       help="instances per forward/backward batch (bounds memory)")
     data.add_argument("--pipeline", type=int, default=_MODEL.pipeline, metavar="D",
@@ -269,7 +273,8 @@ def run_train(args):
     config = ModelConfig(
         hidden=args.hidden, activation=args.activation, loss=args.loss, C=args.C,
         partitions=args.partitions, feature_scale=args.feature_scale, center=args.center,
-        batch_size=args.batch_size, pipeline=args.pipeline, dtype=args.dtype,
+        standardize=args.standardize, batch_size=args.batch_size, pipeline=args.pipeline,
+        dtype=args.dtype,
     )
     outputs = Outputs(log=args.log, model=args.model, checkpoint=args.checkpoint,
                       checkpoint_every=args.checkpoint_every, resume=args.resume,

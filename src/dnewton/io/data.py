@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..constants import CONSTANT_FEATURE_RTOL
 from ..errors import InputError
 from . import libsvm
 
@@ -131,11 +132,34 @@ class Classes:
 
 @dataclass
 class Preprocessing:
-    """x -> x / scale - mean, mean taken on the scaled training set (per feature)."""
+    """x -> (x / scale - mean) / std, per feature, mean and std taken on the scaled
+    training set (docs/design.md, "Preprocessing").
+
+    Without `center` and `standardize` the mean is 0; without `standardize` the std
+    is 1. `standardize` implies centring. A constant feature keeps std 1.
+    """
 
     scale: float = 1.0
     center: bool = False
     means: dict = field(default_factory=dict)  # input group a -> (|a|,) means
+    standardize: bool = False
+    stds: dict = field(default_factory=dict)  # input group a -> (|a|,) divisors (1: constant)
+
+    @property
+    def centers(self):
+        """Whether a mean is subtracted: with `center` or `standardize`."""
+        return self.center or self.standardize
+
+
+def feature_std(block, mean):
+    """Per-column divisors of a centred float64 block (l, k): the population std
+    (ddof 0, so the result has std 1), or 1 where the column is constant (std at
+    most `CONSTANT_FEATURE_RTOL` of the column's largest |value|, or 0)."""
+    # Sums of squares and extremes make no (l, k) temporary, unlike block.std().
+    std = np.sqrt(np.einsum("ij,ij->j", block, block) / max(len(block), 1))
+    size = np.maximum(np.abs(block.max(axis=0, initial=-np.inf) + mean),
+                      np.abs(block.min(axis=0, initial=np.inf) + mean))
+    return np.where(std > CONSTANT_FEATURE_RTOL * size, std, 1.0)
 
 
 @dataclass
@@ -166,9 +190,11 @@ def partition(raw, layout, rank, classes, prep, fit=False, dtype=np.float64):
     classes : Classes or None
         None: no labels (data to predict).
     prep : Preprocessing
-        With ``fit=True`` its means are computed here from `raw` (the training set).
+        With ``fit=True`` its means (and stds) are computed here from `raw` (the
+        training set), for this rank's input groups only.
     dtype : numpy dtype
-        Precision of the feature blocks (scaling and centring are done in float64).
+        Precision of the feature blocks (scaling, centring and standardizing are
+        done in float64).
     """
     input_groups = sorted({blk.row for blk in layout.blocks_of(rank) if blk.layer == 1})
     features = {}
@@ -179,10 +205,14 @@ def partition(raw, layout, rank, classes, prep, fit=False, dtype=np.float64):
         block = np.ascontiguousarray(block, dtype=np.float64)
         if prep.scale != 1.0:
             block /= prep.scale
-        if prep.center:
+        if prep.centers:
             if fit:
                 prep.means[a] = block.mean(axis=0)
             block -= prep.means[a]
+        if prep.standardize:
+            if fit:
+                prep.stds[a] = feature_std(block, prep.means[a])
+            block /= prep.stds[a]
         features[a] = np.ascontiguousarray(block, dtype=dtype)
     owns_output = any(blk.layer == layout.n_layers for blk in layout.blocks_of(rank))
     labels = classes.encode(raw.y, raw.source) if owns_output and classes is not None else None
