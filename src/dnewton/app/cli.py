@@ -127,6 +127,10 @@ def build_parser():
     model.add_argument("--seed", type=int, default=_DEFAULTS.seed,
                        help="seed of the initial weights and of the subsets")
     data = train.add_argument_group("data")
+    data.add_argument("--features", type=int, default=None, metavar="N",
+                      help="n_0, the number of features (default: the largest index in "
+                      "TRAIN); a training index beyond N is an error, a --test file's "
+                      "columns beyond N are dropped with a warning")
     data.add_argument("--feature-scale", type=float, default=1.0, metavar="S",
                       help="divide every feature by S (255 for raw pixels)")
     data.add_argument("--center", action="store_true",
@@ -231,6 +235,9 @@ def build_parser():
                          "test part)")
     predict.add_argument("--output", metavar="FILE",
                          help="write the predicted label of every instance, one a line")
+    predict.add_argument("--features", type=int, default=None, metavar="N",
+                         help="confirm the model's n_0 = N: DATA's columns beyond it are "
+                         "then dropped with a warning instead of refused")
     predict.add_argument("--partitions", type=_int_list, default=None, metavar="P0,...,PL",
                          help="layout for this job (default: split the widest layers)")
     predict.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="N",
@@ -265,11 +272,17 @@ def run_train(args):
     from .training import Outputs, train
 
     world = MPI.COMM_WORLD
+    given = args.features is not None
     with agreed(world):
-        train_raw, test_raw = read_dataset(args.train)
+        if given and args.features < 1:
+            raise ParameterError("{features} must be >= 1")
+        limit = f"{{features}} {args.features}" if given else None
+        train_raw, test_raw = read_dataset(args.train, args.features, limit=limit)
         if args.test is not None:
-            test_raw, _ = read_dataset(args.test, n_features=train_raw.n_features)
+            test_raw, _ = read_dataset(args.test, n_features=train_raw.n_features, cut=given,
+                                       limit=limit)
         options = _sgd_options(args) if args.solver == "sgd" else _newton_options(args)
+    _warn_cut(world, test_raw, args.features)
     config = ModelConfig(
         hidden=args.hidden, activation=args.activation, loss=args.loss, C=args.C,
         partitions=args.partitions, feature_scale=args.feature_scale, center=args.center,
@@ -319,6 +332,14 @@ def _sgd_options(args):
     )
 
 
+def _warn_cut(world, raw, n_features):
+    """Rank 0 says, once, that `raw` lost the columns beyond `n_features`."""
+    if raw is not None and raw.cut_from and world.rank == 0:
+        print(f"dnewton: warning: {raw.source}: feature indices up to {raw.cut_from}; "
+              f"only the first {n_features} are used (--features {n_features})",
+              file=sys.stderr, flush=True)
+
+
 def run_predict(args):
     from mpi4py import MPI
 
@@ -329,9 +350,14 @@ def run_predict(args):
 
     world = MPI.COMM_WORLD
     model = load_model(world, args.model)
+    given = args.features is not None
     with agreed(world):
-        train_part, test_part = read_dataset(args.data, n_features=model.widths[0])
+        if given and args.features != model.widths[0]:
+            raise ParameterError(f"{{features}} {args.features} differs from the model's "
+                                 f"{model.widths[0]} features")
+        train_part, test_part = read_dataset(args.data, n_features=model.widths[0], cut=given)
     raw = test_part if test_part is not None else train_part
+    _warn_cut(world, raw, model.widths[0])
     predictor = Predictor(world, model, args.partitions, args.batch_size)
     try:
         labels = predictor.labels(raw)

@@ -22,6 +22,7 @@ class RawData:
     X: object
     y: np.ndarray
     source: str
+    cut_from: int = 0  # the features the file had, when columns beyond n_0 were dropped
 
     @property
     def n_instances(self):
@@ -55,16 +56,33 @@ DATASETS = {
 }
 
 
-def read_libsvm(path, n_features=None):
+def read_libsvm(path, n_features=None, cut=False, limit=None):
     """Read a LIBSVM file (1-based indices; .gz/.bz2 too); see `libsvm.load`."""
-    X, y = libsvm.load(path, n_features)
-    return RawData(X, y, str(path))
+    X, y, n_read = libsvm.load(path, n_features, cut, limit)
+    return RawData(X, y, str(path), n_read if n_read > X.shape[1] else 0)
 
 
-def read_npz(path, n_features=None):
+def _fit_columns(raw, n_features, cut, limit):
+    """`raw` (dense) with `n_features` columns: zeros added, or more cut (with `cut`),
+    else refused."""
+    if n_features is None or raw.n_features == n_features:
+        return raw
+    if raw.n_features < n_features:
+        X = np.zeros((raw.n_instances, n_features))
+        X[:, : raw.n_features] = raw.X
+        return RawData(X, raw.y, raw.source)
+    if not cut:
+        raise InputError.naming(f"{raw.source}: {raw.n_features} features, more than "
+                                f"{limit or libsvm.default_limit(n_features)}")
+    return RawData(np.ascontiguousarray(raw.X[:, :n_features]), raw.y, raw.source,
+                   raw.n_features)
+
+
+def read_npz(path, n_features=None, cut=False, limit=None):
     """A dense data set from a NumPy ``.npz`` holding ``X`` (l, n_0) and numeric ``y`` (l,).
 
-    With `n_features` (a test set read for a model) X must have exactly that many columns.
+    With `n_features` (a test set read for a model, or ``{features}``) X must have
+    exactly that many columns, or more with `cut` (the rest are dropped).
     """
     try:
         with np.load(path, allow_pickle=False) as archive:
@@ -85,20 +103,31 @@ def read_npz(path, n_features=None):
         problem = f"X ({X.dtype}) and y ({y.dtype}) must be numeric"
     elif not (np.isfinite(X).all() and np.isfinite(y).all()):
         problem = "X or y holds a value that is not finite"
-    elif n_features is not None and X.shape[1] != n_features:
+    elif n_features is not None and X.shape[1] < n_features:
         problem = f"X has {X.shape[1]} features, the model {n_features}"
     if problem:
         raise InputError(f"{path}: {problem}")
-    return RawData(np.ascontiguousarray(X, dtype=np.float64), y.astype(np.float64), str(path))
+    raw = RawData(np.ascontiguousarray(X, dtype=np.float64), y.astype(np.float64), str(path))
+    return _fit_columns(raw, n_features, cut, limit)
 
 
-def read_dataset(source, n_features=None):
-    """(train, test or None) from an embedded name, a ``.npz`` or a LIBSVM path."""
+def read_dataset(source, n_features=None, cut=False, limit=None):
+    """(train, test or None) from an embedded name, a ``.npz`` or a LIBSVM path.
+
+    With `n_features`, the data get exactly that many features: a LIBSVM file's
+    missing trailing columns are zeros; more columns are refused (InputError naming
+    the file, and for LIBSVM the line and index) or, with `cut`, dropped (then
+    `RawData.cut_from` says how many there were). `limit` is how the message names
+    the source of `n_features` (a template: ``"{features} 64"``); the default is
+    "the model's N features".
+    """
     if str(source) in DATASETS:
-        return DATASETS[str(source)][1]()
+        parts = DATASETS[str(source)][1]()
+        return tuple(_fit_columns(raw, n_features, cut, limit) if raw is not None else None
+                     for raw in parts)
     if str(source).endswith(".npz"):
-        return read_npz(source, n_features), None
-    return read_libsvm(source, n_features), None
+        return read_npz(source, n_features, cut, limit), None
+    return read_libsvm(source, n_features, cut, limit), None
 
 
 @dataclass
