@@ -56,9 +56,9 @@ DATASETS = {
 }
 
 
-def read_libsvm(path, n_features=None, cut=False, limit=None):
+def read_libsvm(path, n_features=None, cut=False, limit=None, cache=None):
     """Read a LIBSVM file (1-based indices; .gz/.bz2 too); see `libsvm.load`."""
-    X, y, n_read = libsvm.load(path, n_features, cut, limit)
+    X, y, n_read = libsvm.load(path, n_features, cut, limit, cache)
     return RawData(X, y, str(path), n_read if n_read > X.shape[1] else 0)
 
 
@@ -111,7 +111,7 @@ def read_npz(path, n_features=None, cut=False, limit=None):
     return _fit_columns(raw, n_features, cut, limit)
 
 
-def read_dataset(source, n_features=None, cut=False, limit=None):
+def read_dataset(source, n_features=None, cut=False, limit=None, cache=None):
     """(train, test or None) from an embedded name, a ``.npz`` or a LIBSVM path.
 
     With `n_features`, the data get exactly that many features: a LIBSVM file's
@@ -119,7 +119,8 @@ def read_dataset(source, n_features=None, cut=False, limit=None):
     the file, and for LIBSVM the line and index) or, with `cut`, dropped (then
     `RawData.cut_from` says how many there were). `limit` is how the message names
     the source of `n_features` (a template: ``"{features} 64"``); the default is
-    "the model's N features".
+    "the model's N features". `cache`: a folder for LIBSVM files' binary cache
+    (`io.cache`), or None.
     """
     if str(source) in DATASETS:
         parts = DATASETS[str(source)][1]()
@@ -127,7 +128,7 @@ def read_dataset(source, n_features=None, cut=False, limit=None):
                      for raw in parts)
     if str(source).endswith(".npz"):
         return read_npz(source, n_features, cut, limit), None
-    return read_libsvm(source, n_features, cut, limit), None
+    return read_libsvm(source, n_features, cut, limit, cache), None
 
 
 @dataclass
