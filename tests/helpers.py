@@ -200,7 +200,8 @@ def outputs(problem, theta, rows):
     """z^L of the training instances `rows`, (n, n_L), on every rank (collective)."""
     n = len(range(problem.objective.n_instances)[rows]) if isinstance(rows, slice) else len(rows)
     fwd = problem.network.forward(theta, problem.objective.data.rows(rows), n)
-    out = fwd.output if fwd.output is not None else np.empty((n, problem.layout.widths[-1]))
+    out = fwd.output if fwd.output is not None else np.empty(
+        (n, problem.layout.widths[-1]), dtype=problem.network.dtype)  # as the output ranks
     problem.groups.broadcast(out, problem.layout.output_group[0], "evaluation")
     return out
 

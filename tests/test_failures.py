@@ -73,6 +73,16 @@ CASES = {
         "0 1:0.5\n1 9:0.5\n",
         "test.svm: line 2: feature index 9 beyond the model's 4 features",
     ),
+    "training index beyond --features": (
+        GOOD,
+        ["--features", "3"],
+        "bad.svm: line 1: feature index 4 beyond --features 3",
+    ),
+    "features < 1": (
+        GOOD,
+        ["--features", "0"],
+        "--features must be >= 1",
+    ),
     "partitions vs widths": (
         GOOD,
         ["--partitions", "1,9,1"],
@@ -156,6 +166,29 @@ def test_bad_input_ends_all_ranks_with_one_message(tmp_path, case):
 
 
 @pytest.mark.mpi
+def test_explicit_features_cut_test_and_prediction_files_with_one_warning(tmp_path):
+    train = write(tmp_path / "train.svm", GOOD)
+    wide = write(tmp_path / "wide.svm", "0 1:0.5\n1 2:0.5 9:1\n")
+    model = tmp_path / "model.npz"
+    proc = run_dnewton(3, ["train", train, *SMALL, "--features", "6", "--test", wide,
+                           "--model", model], TIMEOUT)
+    warning = "wide.svm: feature indices up to 9; only the first 6 are used (--features 6)"
+    assert proc.stderr.count("warning") == 1 and warning in proc.stderr, proc.stderr
+    assert np.load(model)["widths"][0] == 6
+    proc = run_dnewton(3, ["predict", model, wide, "--features", "6"], TIMEOUT)
+    assert proc.stderr.count("warning") == 1 and warning in proc.stderr, proc.stderr
+    assert proc.stdout.count("2 instances, accuracy") == 1
+    # without --features the wider file is refused, once, naming file, line and index
+    for args in (["predict", model, wide], ["train", train, *SMALL, "--test", wide]):
+        proc = run_dnewton(3, args, TIMEOUT, check=False)
+        assert proc.returncode == 2 and proc.stderr.count("dnewton: error") == 1, proc.stderr
+        assert "wide.svm: line 2: feature index 9 beyond the model's" in proc.stderr
+    proc = run_dnewton(2, ["predict", model, wide, "--features", "5"], TIMEOUT, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("--features 5 differs from the model's 6 features") == 1
+
+
+@pytest.mark.mpi
 def test_missing_and_directory_inputs(tmp_path):
     for path, message in [(tmp_path / "nope.svm", "nope.svm: no such file"),
                           (tmp_path, "is a directory, not a data file")]:
@@ -177,7 +210,7 @@ def test_reader_accepts_compressed_and_pads_features(tmp_path):
     path = tmp_path / "good.svm.gz"
     with gzip.open(path, "wt") as f:
         f.write(GOOD)
-    X, y = libsvm.load(path, n_features=6)
+    X, y, _ = libsvm.load(path, n_features=6)
     assert X.shape == (40, 6) and len(y) == 40
 
 
@@ -204,7 +237,7 @@ def test_reader_loads_or_raises_input_error(tmp_path, content):
     path = tmp_path / "fuzz.svm"
     path.write_bytes(b"\n".join(content))
     try:
-        X, y = libsvm.load(path)
+        X, y, _ = libsvm.load(path)
     except InputError as exc:
         assert str(exc).startswith(str(path))
     else:
@@ -323,3 +356,17 @@ def test_killed_rank_ends_the_job_and_resume_matches_the_uninterrupted_run(tmp_p
     want, got = read_log(whole), read_log(resumed)
     assert [r["iter"] for r in got] == [r["iter"] for r in want]
     np.testing.assert_allclose([r["f"] for r in got], [r["f"] for r in want], rtol=1e-9)
+
+
+def test_read_dataset_pads_refuses_or_cuts_to_n_features(tmp_path):
+    from dnewton.io.data import read_dataset
+
+    path = tmp_path / "five.npz"
+    np.savez(path, X=np.arange(10.0).reshape(2, 5), y=np.array([0.0, 1.0]))
+    with pytest.raises(InputError, match="five.npz: 5 features, more than features 3"):
+        read_dataset(path, 3, limit="{features} 3")
+    cut, _ = read_dataset(path, 3, cut=True)
+    assert cut.X.shape == (2, 3) and cut.cut_from == 5
+    np.testing.assert_array_equal(cut.X, [[0, 1, 2], [5, 6, 7]])
+    train, test = read_dataset("digits", 70)
+    assert train.n_features == test.n_features == 70 and not train.X[:, 64:].any()

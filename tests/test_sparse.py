@@ -29,6 +29,7 @@ from scipy import sparse
 from dnewton.app.prediction import Predictor
 from dnewton.app.training import solve
 from dnewton.io.data import Preprocessing, RawData, partition
+from dnewton.parallel.layout import Layout
 from dnewton.solvers.newton import NewtonOptions
 
 
@@ -208,3 +209,18 @@ def test_the_recomputed_product_on_csr_inputs_is_the_dense_stored_one(pair):
         products.append((global_vector(problem, out), quadratic))
     np.testing.assert_allclose(products[0][0], products[1][0], rtol=1e-9, atol=1e-12)
     assert products[0][1] == pytest.approx(products[1][1], rel=1e-9)
+
+
+@pytest.mark.parametrize("prep", [Preprocessing(2.0, center=True),
+                                  Preprocessing(2.0, standardize=True)], ids=["center",
+                                                                            "standardize"])
+def test_centring_or_standardizing_keeps_the_blocks_dense_and_preprocessed(prep):
+    sparse_raw, dense_raw = sparse_and_dense()
+    layout = Layout.build((7, 5, 4, 3), (2, 1, 1, 1), 1)
+    on_csr = partition(sparse_raw, layout, 0, None, prep, fit=True)
+    fresh = Preprocessing(2.0, center=prep.center, standardize=prep.standardize)
+    on_dense = partition(dense_raw, layout, 0, None, fresh, fit=True)
+    assert not on_csr.sparse
+    for a, X in on_csr.features.items():
+        assert not sparse.issparse(X)
+        np.testing.assert_array_equal(X, on_dense.features[a])

@@ -32,6 +32,12 @@ PARAMETER_COPIES = 12
 # The precisions a network can be trained in (`--dtype`).
 PRECISIONS = ("float64", "float32")
 
+# --standardize leaves a feature unscaled (divides by 1) when its training standard
+# deviation is at most this fraction of the largest |value| in its column (0 for an
+# all-zero column): a constant column's computed std is rounding noise, and
+# dividing by it would blow that noise up to order 1.
+CONSTANT_FEATURE_RTOL = 1e-10
+
 # A resumed run recomputes f at the checkpoint's parameters; another layout or
 # batch size changes it by rounding only (per precision), other data for real.
 RESUME_F_RTOL = {"float64": 1e-8, "float32": 1e-4}

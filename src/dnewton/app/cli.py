@@ -155,10 +155,22 @@ def build_parser():
     model.add_argument("--seed", type=int, default=_DEFAULTS.seed,
                        help="seed of the initial weights, the subsets and the mini-batches")
     data = train.add_argument_group("data")
+    data.add_argument("--features", type=int, default=None, metavar="N",
+                      help="n_0, the number of features (default: the largest index in "
+                      "TRAIN); a training index beyond N is an error, a --test file's "
+                      "columns beyond N are dropped with a warning")
+    data.add_argument("--data-cache", metavar="DIR", default=None,
+                      help="keep a binary copy of every LIBSVM file read in DIR and read "
+                      "it from there while the file is unchanged (path, size and mtime): "
+                      "seconds instead of a parse; a DIR that cannot be written is skipped")
     data.add_argument("--feature-scale", type=float, default=1.0, metavar="S",
                       help="divide every feature by S (255 for raw pixels)")
     data.add_argument("--center", action="store_true",
                       help="subtract the training mean of each feature (from the test set too)")
+    data.add_argument("--standardize", action="store_true",
+                      help="after --feature-scale, subtract the training mean of each feature "
+                      "and divide by its training standard deviation (implies --center; "
+                      "constant features are only centred); predict applies the same")
     data.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="N",
                       help="instances per forward/backward batch (bounds memory)")
     data.add_argument("--pipeline", type=int, default=_MODEL.pipeline, metavar="D",
@@ -280,6 +292,11 @@ def build_parser():
                          "test part)")
     predict.add_argument("--output", metavar="FILE",
                          help="write the predicted label of every instance, one a line")
+    predict.add_argument("--features", type=int, default=None, metavar="N",
+                         help="confirm the model's n_0 = N: DATA's columns beyond it are "
+                         "then dropped with a warning instead of refused")
+    predict.add_argument("--data-cache", metavar="DIR", default=None,
+                         help="as train --data-cache")
     predict.add_argument("--partitions", type=_int_list, default=None, metavar="P0,...,PL",
                          help="layout for this job (default: split the widest layers)")
     predict.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="N",
@@ -314,18 +331,25 @@ def run_train(args):
     from .training import Outputs, train
 
     world = MPI.COMM_WORLD
+    given = args.features is not None
     with agreed(world):
-        train_raw, test_raw = read_dataset(args.train)
+        if given and args.features < 1:
+            raise ParameterError("{features} must be >= 1")
+        limit = f"{{features}} {args.features}" if given else None
+        train_raw, test_raw = read_dataset(args.train, args.features, limit=limit,
+                                           cache=args.data_cache)
         if args.test is not None:
-            test_raw, _ = read_dataset(args.test, n_features=train_raw.n_features)
+            test_raw, _ = read_dataset(args.test, n_features=train_raw.n_features, cut=given,
+                                       limit=limit, cache=args.data_cache)
         options = (_newton_options(args) if args.solver == "newton"
                    else _minibatch_options(args))
+    _warn_cut(world, test_raw, args.features)
     config = ModelConfig(
         hidden=args.hidden, activation=args.activation, loss=args.loss, C=args.C,
         partitions=args.partitions, feature_scale=args.feature_scale, center=args.center,
-        batch_size=args.batch_size, pipeline=args.pipeline, dtype=args.dtype,
-        C_grid=tuple(args.C_grid), holdout=args.holdout, path_iterations=args.path_iterations,
-        jacobian=args.jacobian,
+        standardize=args.standardize, batch_size=args.batch_size, pipeline=args.pipeline,
+        dtype=args.dtype, C_grid=tuple(args.C_grid), holdout=args.holdout,
+        path_iterations=args.path_iterations, jacobian=args.jacobian,
     )
     outputs = Outputs(log=args.log, model=args.model, checkpoint=args.checkpoint,
                       checkpoint_every=args.checkpoint_every, resume=args.resume,
@@ -380,6 +404,14 @@ def _minibatch_options(args):
     return AdamOptions(beta1=args.beta1, beta2=args.beta2, eps=args.eps, **common)
 
 
+def _warn_cut(world, raw, n_features):
+    """Rank 0 says, once, that `raw` lost the columns beyond `n_features`."""
+    if raw is not None and raw.cut_from and world.rank == 0:
+        print(f"dnewton: warning: {raw.source}: feature indices up to {raw.cut_from}; "
+              f"only the first {n_features} are used (--features {n_features})",
+              file=sys.stderr, flush=True)
+
+
 def run_predict(args):
     from mpi4py import MPI
 
@@ -390,9 +422,15 @@ def run_predict(args):
 
     world = MPI.COMM_WORLD
     model = load_model(world, args.model)
+    given = args.features is not None
     with agreed(world):
-        train_part, test_part = read_dataset(args.data, n_features=model.widths[0])
+        if given and args.features != model.widths[0]:
+            raise ParameterError(f"{{features}} {args.features} differs from the model's "
+                                 f"{model.widths[0]} features")
+        train_part, test_part = read_dataset(args.data, n_features=model.widths[0], cut=given,
+                                             cache=args.data_cache)
     raw = test_part if test_part is not None else train_part
+    _warn_cut(world, raw, model.widths[0])
     predictor = Predictor(world, model, args.partitions, args.batch_size)
     try:
         labels = predictor.labels(raw)

@@ -57,6 +57,10 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
         Features are divided by it before training and prediction.
     center : bool, default False
         Subtract the training mean of every (scaled) feature.
+    standardize : bool, default False
+        Subtract the training mean and divide by the training standard deviation
+        of every (scaled) feature, as ``--standardize`` (implies `center`;
+        constant features are only centred).
     partitions : tuple of int or None, default None
         P_0..P_L, the block layout under MPI; None splits the widest layers.
     batch_size : int, default 4096
@@ -74,6 +78,8 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
     coefs_ : list of (n_{m-1}, n_m) arrays, W^m
     intercepts_ : list of (n_m,) arrays, b^m
     mean_ : (n_features,) training means subtracted (after scaling), or None
+    std_ : (n_features,) training standard deviations divided by (1 for constant
+        features), or None without `standardize`
     objective_ : float, f at the end
     n_iter_ : int, Newton iterations run
     status_ : str, why the run stopped ("iteration_limit", "line_search_failed",
@@ -93,8 +99,8 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, hidden=(300, 300), activation="relu", loss="squared", C=0.01,
                  max_iter=100, gn_ratio=0.05, gn_size=None, diagonal=False,
                  sync_fraction=1.0, cg_max=250, xi=0.1, damping=1.0, feature_scale=1.0,
-                 center=False, partitions=None, batch_size=BATCH_SIZE, dtype="float64",
-                 random_state=0, verbose=False):
+                 center=False, standardize=False, partitions=None, batch_size=BATCH_SIZE,
+                 dtype="float64", random_state=0, verbose=False):
         self.hidden = hidden
         self.activation = activation
         self.loss = loss
@@ -109,6 +115,7 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
         self.damping = damping
         self.feature_scale = feature_scale
         self.center = center
+        self.standardize = standardize
         self.partitions = partitions
         self.batch_size = batch_size
         self.dtype = dtype
@@ -137,7 +144,8 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
         config = ModelConfig(
             hidden=_widths(self.hidden), activation=self.activation, loss=self.loss, C=self.C,
             partitions=self.partitions, feature_scale=self.feature_scale,
-            center=self.center, batch_size=self.batch_size, dtype=self.dtype,
+            center=self.center, standardize=self.standardize, batch_size=self.batch_size,
+            dtype=self.dtype,
         )
         result = train(RawData(X, index.astype(np.float64), "X"), None, config, options,
                        comm=world, return_model=True,
@@ -145,6 +153,7 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
                                        iterations=self.max_iter))
         model = result.model
         self.coefs_, self.intercepts_, self.mean_ = model.weights, model.biases, model.mean
+        self.std_ = model.std
         self.objective_, self.n_iter_ = result.f, result.iterations
         self.status_ = result.status.value
         self.C_ = result.C
@@ -157,7 +166,8 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
     def _model(self):
         widths = (self.n_features_in_, *(W.shape[1] for W in self.coefs_))
         return Model(widths, self.activation, self.loss, self.feature_scale, self.mean_,
-                     np.arange(len(self.classes_)), self.coefs_, self.intercepts_)
+                     np.arange(len(self.classes_)), self.coefs_, self.intercepts_,
+                     getattr(self, "std_", None))
 
     def _outputs(self, X):
         """z^L, (l, n_classes), on every rank; collective under MPI."""

@@ -38,6 +38,7 @@ class ModelConfig:
     partitions: object = None  # P_0..P_L, or None for `Layout.default`
     feature_scale: float = 1.0
     center: bool = False
+    standardize: bool = False  # divide by the training std after centring (implies center)
     batch_size: int = BATCH_SIZE
     pipeline: int = 1  # batches in flight in a pass over all instances (1: no pipeline)
     dtype: str = "float64"  # precision of parameters, data and passes: float64 or float32
@@ -105,7 +106,8 @@ class Problem:
                         f"{train_raw.n_features} of the training set"
                     )
             groups = Groups(world, layout)
-            prep = Preprocessing(config.feature_scale, config.center)
+            prep = Preprocessing(config.feature_scale, config.center,
+                                 standardize=config.standardize)
             with agreed(world):
                 train = partition(train_raw, layout, world.rank, classes, prep, fit=True,
                                   dtype=config.dtype)

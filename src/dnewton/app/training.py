@@ -267,7 +267,8 @@ def run_settings(problem, options):
                     if key not in ("iterations", "epochs"))
     settings.update(
         widths=list(problem.layout.widths), activation=config.activation, loss=config.loss,
-        feature_scale=config.feature_scale, center=config.center, dtype=config.dtype,
+        feature_scale=config.feature_scale, center=config.center,
+        standardize=config.standardize, dtype=config.dtype,
         n_instances=problem.objective.n_instances, classes=problem.classes.labels.tolist(),
     )
     return json.loads(json.dumps(settings))  # as a checkpoint stores it: tuples as lists

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import sparse
 
+from ..constants import CONSTANT_FEATURE_RTOL
 from ..errors import InputError
 from . import libsvm
 
@@ -30,6 +31,7 @@ class RawData:
     X: object
     y: np.ndarray
     source: str
+    cut_from: int = 0  # the features the file had, when columns beyond n_0 were dropped
 
     @property
     def n_instances(self):
@@ -63,16 +65,33 @@ DATASETS = {
 }
 
 
-def read_libsvm(path, n_features=None):
+def read_libsvm(path, n_features=None, cut=False, limit=None, cache=None):
     """Read a LIBSVM file (1-based indices; .gz/.bz2 too); see `libsvm.load`."""
-    X, y = libsvm.load(path, n_features)
-    return RawData(X, y, str(path))
+    X, y, n_read = libsvm.load(path, n_features, cut, limit, cache)
+    return RawData(X, y, str(path), n_read if n_read > X.shape[1] else 0)
 
 
-def read_npz(path, n_features=None):
+def _fit_columns(raw, n_features, cut, limit):
+    """`raw` (dense) with `n_features` columns: zeros added, or more cut (with `cut`),
+    else refused."""
+    if n_features is None or raw.n_features == n_features:
+        return raw
+    if raw.n_features < n_features:
+        X = np.zeros((raw.n_instances, n_features))
+        X[:, : raw.n_features] = raw.X
+        return RawData(X, raw.y, raw.source)
+    if not cut:
+        raise InputError.naming(f"{raw.source}: {raw.n_features} features, more than "
+                                f"{limit or libsvm.default_limit(n_features)}")
+    return RawData(np.ascontiguousarray(raw.X[:, :n_features]), raw.y, raw.source,
+                   raw.n_features)
+
+
+def read_npz(path, n_features=None, cut=False, limit=None):
     """A dense data set from a NumPy ``.npz`` holding ``X`` (l, n_0) and numeric ``y`` (l,).
 
-    With `n_features` (a test set read for a model) X must have exactly that many columns.
+    With `n_features` (a test set read for a model, or ``{features}``) X must have
+    exactly that many columns, or more with `cut` (the rest are dropped).
     """
     try:
         with np.load(path, allow_pickle=False) as archive:
@@ -93,20 +112,32 @@ def read_npz(path, n_features=None):
         problem = f"X ({X.dtype}) and y ({y.dtype}) must be numeric"
     elif not (np.isfinite(X).all() and np.isfinite(y).all()):
         problem = "X or y holds a value that is not finite"
-    elif n_features is not None and X.shape[1] != n_features:
+    elif n_features is not None and X.shape[1] < n_features:
         problem = f"X has {X.shape[1]} features, the model {n_features}"
     if problem:
         raise InputError(f"{path}: {problem}")
-    return RawData(np.ascontiguousarray(X, dtype=np.float64), y.astype(np.float64), str(path))
+    raw = RawData(np.ascontiguousarray(X, dtype=np.float64), y.astype(np.float64), str(path))
+    return _fit_columns(raw, n_features, cut, limit)
 
 
-def read_dataset(source, n_features=None):
-    """(train, test or None) from an embedded name, a ``.npz`` or a LIBSVM path."""
+def read_dataset(source, n_features=None, cut=False, limit=None, cache=None):
+    """(train, test or None) from an embedded name, a ``.npz`` or a LIBSVM path.
+
+    With `n_features`, the data get exactly that many features: a LIBSVM file's
+    missing trailing columns are zeros; more columns are refused (InputError naming
+    the file, and for LIBSVM the line and index) or, with `cut`, dropped (then
+    `RawData.cut_from` says how many there were). `limit` is how the message names
+    the source of `n_features` (a template: ``"{features} 64"``); the default is
+    "the model's N features". `cache`: a folder for LIBSVM files' binary cache
+    (`io.cache`), or None.
+    """
     if str(source) in DATASETS:
-        return DATASETS[str(source)][1]()
+        parts = DATASETS[str(source)][1]()
+        return tuple(_fit_columns(raw, n_features, cut, limit) if raw is not None else None
+                     for raw in parts)
     if str(source).endswith(".npz"):
-        return read_npz(source, n_features), None
-    return read_libsvm(source, n_features), None
+        return read_npz(source, n_features, cut, limit), None
+    return read_libsvm(source, n_features, cut, limit, cache), None
 
 
 @dataclass
@@ -140,11 +171,34 @@ class Classes:
 
 @dataclass
 class Preprocessing:
-    """x -> x / scale - mean, mean taken on the scaled training set (per feature)."""
+    """x -> (x / scale - mean) / std, per feature, mean and std taken on the scaled
+    training set (docs/design.md, "Preprocessing").
+
+    Without `center` and `standardize` the mean is 0; without `standardize` the std
+    is 1. `standardize` implies centring. A constant feature keeps std 1.
+    """
 
     scale: float = 1.0
     center: bool = False
     means: dict = field(default_factory=dict)  # input group a -> (|a|,) means
+    standardize: bool = False
+    stds: dict = field(default_factory=dict)  # input group a -> (|a|,) divisors (1: constant)
+
+    @property
+    def centers(self):
+        """Whether a mean is subtracted: with `center` or `standardize`."""
+        return self.center or self.standardize
+
+
+def feature_std(block, mean):
+    """Per-column divisors of a centred float64 block (l, k): the population std
+    (ddof 0, so the result has std 1), or 1 where the column is constant (std at
+    most `CONSTANT_FEATURE_RTOL` of the column's largest |value|, or 0)."""
+    # Sums of squares and extremes make no (l, k) temporary, unlike block.std().
+    std = np.sqrt(np.einsum("ij,ij->j", block, block) / max(len(block), 1))
+    size = np.maximum(np.abs(block.max(axis=0, initial=-np.inf) + mean),
+                      np.abs(block.min(axis=0, initial=np.inf) + mean))
+    return np.where(std > CONSTANT_FEATURE_RTOL * size, std, 1.0)
 
 
 @dataclass
@@ -219,16 +273,19 @@ def partition(raw, layout, rank, classes, prep, fit=False, dtype=np.float64):
     classes : Classes or None
         None: no labels (data to predict).
     prep : Preprocessing
-        With ``fit=True`` its means are computed here from `raw` (the training set).
+        With ``fit=True`` its means (and stds) are computed here from `raw` (the
+        training set), for this rank's input groups only.
     dtype : numpy dtype
-        Precision of the feature blocks (scaling and centring are done in float64).
+        Precision of the feature blocks (scaling, centring and standardizing are
+        done in float64).
 
     Sparse `raw.X` stays sparse (CSR blocks, memory in proportion to the non-zeros)
-    unless `prep` centres (subtracting the means fills every entry) or more than
-    `SPARSE_MAX_DENSITY` of its entries are stored: then the blocks are dense.
+    unless `prep` centres (subtracting the means fills every entry; standardizing
+    centres too) or more than `SPARSE_MAX_DENSITY` of its entries are stored: then
+    the blocks are dense.
     """
     input_groups = sorted({blk.row for blk in layout.blocks_of(rank) if blk.layer == 1})
-    keep_sparse = (sparse.issparse(raw.X) and not prep.center
+    keep_sparse = (sparse.issparse(raw.X) and not prep.centers
                    and raw.X.nnz <= SPARSE_MAX_DENSITY * np.prod(raw.X.shape))
     X = raw.X.tocsr() if keep_sparse else raw.X  # column slices of CSR stay CSR
     features = {}
@@ -245,10 +302,14 @@ def partition(raw, layout, rank, classes, prep, fit=False, dtype=np.float64):
         block = np.ascontiguousarray(block, dtype=np.float64)
         if prep.scale != 1.0:
             block /= prep.scale
-        if prep.center:
+        if prep.centers:
             if fit:
                 prep.means[a] = block.mean(axis=0)
             block -= prep.means[a]
+        if prep.standardize:
+            if fit:
+                prep.stds[a] = feature_std(block, prep.means[a])
+            block /= prep.stds[a]
         features[a] = np.ascontiguousarray(block, dtype=dtype)
     owns_output = any(blk.layer == layout.n_layers for blk in layout.blocks_of(rank))
     labels = classes.encode(raw.y, raw.source) if owns_output and classes is not None else None

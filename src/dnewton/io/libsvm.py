@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from . import cache as data_cache
 
 
 def _open(path):
@@ -32,8 +33,17 @@ def _number(text, what):
     return value, None
 
 
-def check_line(text, n_features=None):
-    """The first problem of one line (comment already removed), or None."""
+def default_limit(n_features):
+    """How a message names `n_features` when no `limit` is given."""
+    return f"the model's {n_features} features"
+
+
+def check_line(text, n_features=None, limit=None):
+    """The first problem of one line (comment already removed), or None.
+
+    `limit` names where `n_features` comes from in the message (default "the
+    model's N features").
+    """
     tokens = text.split()
     if not tokens:
         return None
@@ -56,7 +66,7 @@ def check_line(text, n_features=None):
         if index <= previous:
             return f"feature index {index} after {previous} (indices must increase)"
         if n_features is not None and index > n_features:
-            return f"feature index {index} beyond the model's {n_features} features"
+            return f"feature index {index} beyond {limit or default_limit(n_features)}"
         previous = index
         _, problem = _number(value, f"value of feature {index}")
         if problem:
@@ -64,7 +74,7 @@ def check_line(text, n_features=None):
     return None
 
 
-def diagnose(path, n_features=None):
+def diagnose(path, n_features=None, limit=None):
     """'line N: problem' for the first bad line of `path`, or None if none is found."""
     try:
         with _open(Path(path)) as f:
@@ -73,7 +83,7 @@ def diagnose(path, n_features=None):
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError:
                     return f"line {number}: not text"
-                problem = check_line(line.partition("#")[0], n_features)
+                problem = check_line(line.partition("#")[0], n_features, limit)
                 if problem:
                     return f"line {number}: {problem}"
     except (OSError, EOFError, ValueError) as exc:
@@ -81,31 +91,55 @@ def diagnose(path, n_features=None):
     return None
 
 
-def load(path, n_features=None):
-    """(X, y): X a CSR float64 matrix (l, n_features), y float64 labels (l,).
-
-    Raises InputError naming the file, and where possible the line, on any
-    problem: a missing file, a malformed line, index 0 or out of order,
-    non-finite values, an index beyond `n_features`, or no instances at all.
-    """
+def _parse(path, n_features, cut, limit):
+    """(X, y) of a file that passes every check but the width; InputError otherwise."""
     from sklearn.datasets import load_svmlight_file
 
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, not a data file")
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
     try:
         X, y = load_svmlight_file(str(path), dtype=np.float64, zero_based=False)
     except Exception as exc:  # noqa: BLE001 -- any refusal becomes our own error
         raise InputError(f"{path}: {diagnose(path, n_features) or exc}") from None
     if X.shape[0] == 0:
         raise InputError(f"{path}: the file holds no instances")
-    if not (np.isfinite(X.data).all() and np.isfinite(y).all()) or (
-        n_features is not None and X.shape[1] > n_features
-    ):
-        problem = diagnose(path, n_features) or "a value that is not finite"
-        raise InputError(f"{path}: {problem}")
-    if n_features is not None and X.shape[1] < n_features:
-        X.resize((X.shape[0], n_features))
+    if not (np.isfinite(X.data).all() and np.isfinite(y).all()):
+        problem = diagnose(path, None if cut else n_features, limit)
+        raise InputError.naming(f"{path}: {problem or 'a value that is not finite'}")
     return X, y
+
+
+def load(path, n_features=None, cut=False, limit=None, cache=None):
+    """(X, y, n_read): X a CSR float64 matrix (l, n_features), y float64 labels (l,),
+    n_read the largest feature index in the file.
+
+    Raises InputError naming the file, and where possible the line, on any
+    problem: a missing file, a malformed line, index 0 or out of order,
+    non-finite values, an index beyond `n_features` (unless `cut`: then the
+    columns beyond it are dropped), or no instances at all. `limit` names where
+    `n_features` comes from (a message template; see `check_line`). With `cache`
+    (a folder), a file read before (same path, size and mtime) comes from its
+    binary entry there (`io.cache`), and a file parsed here is stored there.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a data file")
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    cached = data_cache.load(cache, path) if cache is not None else None
+    if cached is None:
+        key = data_cache.identity(path)  # before parsing: a file changed meanwhile is not kept
+        X, y = _parse(path, n_features, cut, limit)
+        if cache is not None:
+            data_cache.store(cache, path, key, X, y)
+    else:
+        X, y = cached
+    n_read = X.shape[1]
+    if n_features is not None and n_read > n_features and not cut:
+        # The precise message (line and index) comes from the text.
+        problem = diagnose(path, n_features, limit) or (
+            f"feature index {n_read} beyond {limit or default_limit(n_features)}")
+        raise InputError.naming(f"{path}: {problem}")
+    if n_features is not None and n_read > n_features:
+        X = X[:, :n_features].tocsr()
+    elif n_features is not None and n_read < n_features:
+        X.resize((X.shape[0], n_features))
+    return X, y, n_read

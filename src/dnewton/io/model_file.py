@@ -4,10 +4,14 @@ A model file is a NumPy ``.npz`` archive (no pickles) holding, for m = 1..L, the
 dense ``W{m}`` (n_{m-1}, n_m) and ``b{m}`` (n_m,) gathered from the blocks, and
 what prediction needs besides: ``widths``, ``activation``, ``loss``,
 ``feature_scale``, ``center`` with the training ``mean`` of every feature
-(zeros without centring), the class labels ``classes`` in output order, the
-precision ``dtype`` of the weights (float64 or float32; files without it are
-float64), and ``format`` / ``version``. Nothing in it depends on the layout that trained it;
-`Model.local_parameters` cuts it into the blocks of any layout.
+(zeros without centring), with ``--standardize`` the ``std`` of every feature
+(the divisor applied after centring, 1 for a constant feature), the class
+labels ``classes`` in output order, the precision ``dtype`` of the weights
+(float64 or float32; files without it are float64), and ``format`` /
+``version``. A standardized model is written as version 2 (so a dnewton that
+predates ``std`` refuses it rather than predicting without it); any other model
+as version 1. Both are read. Nothing in it depends on the layout that trained
+it; `Model.local_parameters` cuts it into the blocks of any layout.
 
 Only rank 0 touches files: it writes what the ranks gather to it, and it reads
 and broadcasts, so a file must be visible to rank 0 only. Writes are atomic (a
@@ -32,7 +36,9 @@ from ..model.losses import LOSSES
 from .data import Preprocessing
 
 FORMAT = "dnewton-model"
-VERSION = 1
+VERSION = 1  # the version of a model without `std`
+STD_VERSION = 2  # the version of a standardized model (it has `std`)
+VERSIONS = (VERSION, STD_VERSION)
 
 
 @dataclass
@@ -47,6 +53,7 @@ class Model:
     classes: np.ndarray  # (n_L,) class labels, in the order of the outputs
     weights: list  # W^m, (n_{m-1}, n_m), m = 1..L
     biases: list  # b^m, (n_m,)
+    std: object = None  # (n_0,) divisors after centring (--standardize), or None
 
     @property
     def dtype(self):
@@ -57,7 +64,7 @@ class Model:
         """The model as the named arrays of its file."""
         arrays = {
             "format": np.array(FORMAT),
-            "version": np.array(VERSION),
+            "version": np.array(VERSION if self.std is None else STD_VERSION),
             "widths": np.array(self.widths, dtype=np.int64),
             "activation": np.array(self.activation),
             "loss": np.array(self.loss),
@@ -69,6 +76,8 @@ class Model:
         }
         for m, (W, b) in enumerate(zip(self.weights, self.biases), start=1):
             arrays[f"W{m}"], arrays[f"b{m}"] = W, b
+        if self.std is not None:
+            arrays["std"] = self.std
         return arrays
 
     @classmethod
@@ -80,9 +89,10 @@ class Model:
 
         if str(arrays.get("format", "")) != FORMAT:
             raise bad("not a dnewton model file")
-        if int(arrays.get("version", -1)) != VERSION:
+        version = int(arrays.get("version", -1))
+        if version not in VERSIONS:
             raise bad(f"model format version {arrays.get('version')}, this dnewton reads "
-                      f"version {VERSION}")
+                      f"versions {', '.join(map(str, VERSIONS))}")
         try:
             widths = tuple(int(w) for w in arrays["widths"])
             L = len(widths) - 1
@@ -92,6 +102,7 @@ class Model:
             scale, center = float(arrays["feature_scale"]), bool(arrays["center"])
             mean, classes = arrays["mean"], arrays["classes"]
             dtype = str(arrays.get("dtype", "float64"))
+            std = arrays["std"] if version >= STD_VERSION else None
         except KeyError as exc:
             raise bad(f"the model file lacks {exc}") from None
         shapes_ok = (
@@ -99,6 +110,7 @@ class Model:
             and all(W.shape == widths[m : m + 2] for m, W in enumerate(weights))
             and all(b.shape == (widths[m + 1],) for m, b in enumerate(biases))
             and mean.shape == (widths[0],) and classes.shape == (widths[-1],)
+            and (std is None or std.shape == (widths[0],))
         )
         if not shapes_ok:
             raise bad(f"array shapes do not match the widths {widths}")
@@ -108,19 +120,25 @@ class Model:
             raise bad(f"unknown activation {activation!r} or loss {loss!r}")
         if not all(np.isfinite(a).all() for a in (*weights, *biases, mean)):
             raise bad("the model holds values that are not finite")
+        if std is not None and not (np.isfinite(std).all() and (std > 0).all()):
+            raise bad("the feature standard deviations must be positive and finite")
         return cls(widths, activation, loss, scale, mean if center else None, classes,
-                   weights, biases)
+                   weights, biases, std)
 
     def local_parameters(self, layout, rank):
         """The parameter vector of `rank`'s blocks in `layout`."""
         return layout.parameters(rank).scatter(self.weights, self.biases, self.weights[0].dtype)
 
     def preprocessing(self, layout):
-        """The training preprocessing, its means cut into `layout`'s input groups."""
-        means = {}
-        if self.mean is not None:
-            means = {a: self.mean[layout.group(0, a)] for a in range(layout.partitions[0])}
-        return Preprocessing(self.feature_scale, self.mean is not None, means)
+        """The training preprocessing, its means and stds cut into `layout`'s input groups."""
+
+        def cut(values):
+            if values is None:
+                return {}
+            return {a: values[layout.group(0, a)] for a in range(layout.partitions[0])}
+
+        return Preprocessing(self.feature_scale, self.mean is not None, cut(self.mean),
+                             self.std is not None, cut(self.std))
 
 
 def gather_parameters(layout, world, theta, root=0):
@@ -164,23 +182,36 @@ def scatter_vector(layout, rank, flat):
     return layout.parameters(rank).scatter(weights, biases, flat.dtype)
 
 
-def gather_mean(layout, world, prep, root=0):
-    """Collective: the (n_0,) training means on `root` (None elsewhere, or uncentred).
+def _gather_features(layout, world, per_group, root):
+    """Collective: (n_0,) on `root` from each rank's {input group a: (|a|,)} (None elsewhere).
 
-    Each input group's means come from its lowest owning rank alone, so the sum
+    Each input group's values come from its lowest owning rank alone, so the sum
     that assembles them adds only zeros and is exact.
     """
-    if not prep.center:
-        return None
-    mean = np.zeros(layout.widths[0])
-    for a, values in prep.means.items():
+    dense = np.zeros(layout.widths[0])
+    for a, values in per_group.items():
         if min(layout.row_owners(1, a)) == world.rank:
-            mean[layout.group(0, a)] = values
+            dense[layout.group(0, a)] = values
     if world.rank == root:
-        world.Reduce(MPI.IN_PLACE, mean, op=MPI.SUM, root=root)
-        return mean
-    world.Reduce(mean, None, op=MPI.SUM, root=root)
+        world.Reduce(MPI.IN_PLACE, dense, op=MPI.SUM, root=root)
+        return dense
+    world.Reduce(dense, None, op=MPI.SUM, root=root)
     return None
+
+
+def gather_mean(layout, world, prep, root=0):
+    """Collective: the (n_0,) training means on `root` (None elsewhere, or uncentred)."""
+    if not prep.centers:
+        return None
+    return _gather_features(layout, world, prep.means, root)
+
+
+def gather_std(layout, world, prep, root=0):
+    """Collective: the (n_0,) training stds (divisors) on `root` (None elsewhere, or
+    without standardizing)."""
+    if not prep.standardize:
+        return None
+    return _gather_features(layout, world, prep.stds, root)
 
 
 def gather_model(world, layout, theta, prep, activation, loss, classes, root=0):
@@ -191,9 +222,10 @@ def gather_model(world, layout, theta, prep, activation, loss, classes, root=0):
     """
     dense = gather_parameters(layout, world, theta, root)
     mean = gather_mean(layout, world, prep, root)
+    std = gather_std(layout, world, prep, root)
     if world.rank != root:
         return None
-    return Model(layout.widths, activation, loss, prep.scale, mean, classes, *dense)
+    return Model(layout.widths, activation, loss, prep.scale, mean, classes, *dense, std)
 
 
 # -- files ------------------------------------------------------------------------

@@ -1,0 +1,166 @@
+"""--standardize: per-feature mean and std of the training set, on every layout, in
+the model file, in `dnewton predict` and in `NewtonClassifier`."""
+
+import numpy as np
+import pytest
+from helpers import LAYOUTS, WORLD, outputs, random_theta, read_log, run_dnewton
+from mpi4py import MPI
+from threadpoolctl import threadpool_limits
+
+from dnewton import NewtonClassifier
+from dnewton.app.prediction import Predictor
+from dnewton.app.problem import ModelConfig, Problem
+from dnewton.io.data import RawData, read_dataset
+from dnewton.io.model_file import STD_VERSION, VERSION, Model, load_model, read_arrays, save_arrays
+from dnewton.parallel.layout import Layout
+
+SCALE = 2.0
+CONSTANT = [2, 5]  # columns 2 (all 3.5) and 5 (all 0) of `with_constants`
+
+
+def with_constants(n_instances=23, n_features=7, seed=3):
+    """Dense data, the same on every rank, with two constant columns and a wide spread."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_instances, n_features)) * np.arange(1, n_features + 1) * 10 + 4
+    X[:, 2], X[:, 5] = 3.5, 0.0
+    return RawData(X, (np.arange(n_instances) % 3).astype(np.float64), "constants")
+
+
+def build(partitions, dtype="float64", data=None):
+    config = ModelConfig(hidden=(5, 4), activation="tanh", partitions=partitions,
+                         feature_scale=SCALE, standardize=True, batch_size=4, dtype=dtype)
+    return Problem.build(WORLD, data if data is not None else with_constants(), None, config)
+
+
+@pytest.mark.parametrize("partitions", LAYOUTS)
+def test_standardized_training_data_has_mean_0_and_std_1_on_every_layout(partitions):
+    raw = with_constants()
+    problem = build(partitions)
+    try:
+        for a, block in problem.objective.data.features.items():
+            cols = np.arange(raw.n_features)[problem.layout.group(0, a)]
+            varying = ~np.isin(cols, CONSTANT)
+            np.testing.assert_allclose(block.mean(axis=0), 0, atol=1e-12)
+            np.testing.assert_allclose(block[:, varying].std(axis=0), 1, rtol=1e-12)
+            # constant columns: centred (to 0) but not divided
+            np.testing.assert_array_equal(block[:, ~varying], 0)
+            np.testing.assert_array_equal(problem.preprocessing.stds[a][~varying], 1)
+        model = problem.world.bcast(problem.gather_model(random_theta(problem)))
+        want = raw.X / SCALE
+        np.testing.assert_allclose(model.mean, want.mean(axis=0), rtol=1e-14)
+        std = want.std(axis=0)
+        std[CONSTANT] = 1.0
+        np.testing.assert_allclose(model.std, std, rtol=1e-13)
+    finally:
+        problem.close()
+
+
+def test_a_column_constant_but_for_rounding_is_not_divided():
+    raw = with_constants()
+    raw.X[:, 2] = 0.1 * 3  # 0.30000000000000004: sums of it do not round exactly
+    raw.X[::2, 2] = 0.3
+    problem = build(None, data=raw)
+    try:
+        model = problem.world.bcast(problem.gather_model(random_theta(problem)))
+        assert model.std[2] == 1.0 and model.std[5] == 1.0
+    finally:
+        problem.close()
+
+
+@pytest.mark.parametrize("partitions", LAYOUTS)
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-12), ("float32", 1e-5)])
+def test_train_save_load_predict_gives_the_in_process_outputs(tmp_path, partitions, dtype,
+                                                              rtol):
+    raw = with_constants()
+    problem = build(partitions, dtype)
+    try:
+        theta = random_theta(problem).astype(problem.network.dtype)
+        want = outputs(problem, theta, slice(None))
+        model = problem.gather_model(theta)
+    finally:
+        problem.close()
+    path = WORLD.bcast(str(tmp_path / "model.npz"))  # rank 0's folder for all
+    if WORLD.rank == 0:
+        save_arrays(path, model.arrays(), "model")
+        assert int(read_arrays(path, "model")["version"]) == STD_VERSION
+    loaded = load_model(WORLD, path)
+    # predict on another layout than training's
+    predictor = Predictor(WORLD, loaded, None if partitions else (2, 1, 1, 1), batch_size=5)
+    try:
+        got = predictor.outputs(raw)
+    finally:
+        predictor.close()
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol)
+
+
+def test_a_model_without_std_stays_version_1_and_loads_unstandardized(tmp_path):
+    rng = np.random.default_rng(0)
+    weights, biases = [rng.standard_normal((3, 2))], [np.zeros(2)]
+    model = Model((3, 2), "relu", "softmax", 1.0, None, np.array([0.0, 1.0]), weights, biases)
+    path = WORLD.bcast(str(tmp_path / "model.npz"))
+    if WORLD.rank == 0:
+        arrays = model.arrays()
+        assert int(arrays["version"]) == VERSION and "std" not in arrays
+        save_arrays(path, arrays, "model")
+    loaded = load_model(WORLD, path)
+    assert loaded.std is None and loaded.mean is None
+    prep = loaded.preprocessing(Layout.default(loaded.widths, WORLD.size))
+    assert not prep.standardize and not prep.centers
+
+
+# -- whole runs ---------------------------------------------------------------------------
+
+TRAIN = ["train", "digits", "--hidden", "16,12", "--iterations", "4", "--feature-scale", "16",
+         "--standardize", "--quiet", "--seed", "5"]
+
+
+@pytest.mark.mpi
+def test_cli_model_predicts_the_logged_accuracy_and_the_estimator_matches(tmp_path):
+    model, log, labels = tmp_path / "model.npz", tmp_path / "run.jsonl", tmp_path / "labels"
+    run_dnewton(2, [*TRAIN, "--partitions", "2,1,1,1", "--model", model, "--log", log])
+    accuracy = read_log(log)[-1]["test_accuracy"]
+    proc = run_dnewton(3, ["predict", model, "digits", "--output", labels])
+    assert f"accuracy {100 * accuracy:.2f}%" in proc.stdout
+    train, test = read_dataset("digits")
+    np.testing.assert_array_equal(np.mean(np.loadtxt(labels) == test.y), accuracy)
+
+    log1 = tmp_path / "run1.jsonl"
+    run_dnewton(1, [*TRAIN, "--log", log1])
+    with threadpool_limits(limits=1):  # as run_dnewton's BLAS: the same sums, bit for bit
+        clf = NewtonClassifier(hidden=(16, 12), max_iter=4, feature_scale=16, standardize=True,
+                               random_state=5).fit(train.X, train.y)
+        assert clf.score(test.X, test.y) == read_log(log1)[-1]["test_accuracy"]
+    assert [r["f"] for r in clf.history_] == [r["f"] for r in read_log(log1)]
+    saved = load_model(MPI.COMM_SELF, model)
+    np.testing.assert_allclose(clf.std_, saved.std, rtol=1e-15)
+    np.testing.assert_allclose(clf.mean_, saved.mean, rtol=1e-15)
+
+
+# Digits with the default C = 0.01 (30 iterations, 64,64): raw pixels (0..16) reach 92.2%
+# test accuracy, scaled and centred (the documented recipe, but default C) 76.0%, as
+# DATASETS says; standardized 96.9%: with unit spread per pixel the default C suits.
+DEFAULT_C = ["train", "digits", "--hidden", "64,64", "--iterations", "30", "--quiet",
+             "--seed", "1"]
+
+
+@pytest.mark.mpi
+def test_standardize_is_no_worse_than_raw_or_scaled_features_with_the_default_C(tmp_path):
+    accuracy = {}
+    for name, extra in (("raw", []), ("center", ["--feature-scale", "16", "--center"]),
+                        ("standardize", ["--standardize"])):
+        log = tmp_path / f"{name}.jsonl"
+        run_dnewton(1, [*DEFAULT_C, *extra, "--log", log], timeout=300)
+        accuracy[name] = read_log(log)[-1]["test_accuracy"]
+    assert accuracy["standardize"] >= max(accuracy["raw"], accuracy["center"]), accuracy
+    assert accuracy["standardize"] >= 0.95, accuracy
+
+
+def test_checkpoint_settings_include_standardize():
+    from dnewton.app.training import run_settings
+    from dnewton.solvers.newton import NewtonOptions
+
+    problem = build(None)
+    try:
+        assert run_settings(problem, NewtonOptions())["standardize"] is True
+    finally:
+        problem.close()
