@@ -23,6 +23,7 @@ from ..constants import CHECKPOINT_INTERVAL
 from ..errors import InputError, ParameterError, agreed, alike_everywhere
 from ..fault_injection import Faults
 from ..io.checkpoint import Checkpoint, Checkpointer
+from ..io.data import SPARSE_MAX_DENSITY
 from ..io.model_file import Model, broadcast_arrays, check_writable, save_model
 from ..parallel.phases import Phase
 from ..parallel.space import GroupSpace
@@ -221,16 +222,15 @@ def _describe(problem, options, train_data, monitor, outputs, faults):
     )
     if issparse(train_data.X):
         density = train_data.X.nnz / max(1, train_data.n_instances * train_data.n_features)
-        if config.center:
-            monitor.message(
-                f"dnewton: sparse input ({density:.2%} non-zero) made dense: centring fills "
-                "every entry; without --center layer 1 works on the CSR blocks"
-            )
-        else:
+        if problem.objective.data.sparse:
             monitor.message(
                 f"dnewton: sparse input ({train_data.X.nnz:,} non-zeros, {density:.2%}): "
                 "layer 1 works on CSR blocks, memory in proportion to the non-zeros"
             )
+        else:
+            why = ("centring fills every entry" if config.center or config.standardize else
+                   f"above {SPARSE_MAX_DENSITY:.0%} non-zero the dense products are faster")
+            monitor.message(f"dnewton: sparse input ({density:.2%} non-zero) made dense: {why}")
     if outputs.show_layout:
         monitor.message(layout.describe())
     if isinstance(options, MiniBatchOptions):
