@@ -66,13 +66,12 @@ def _rows(raw, index, part):
     return RawData(raw.X[index], raw.y[index], f"{raw.source} ({part})")
 
 
-def regularization_path(comm, train_raw, config, options, initial_theta, run_fit,
-                        report=None):
+def regularization_path(comm, train_raw, config, options, run_fit, report=None):
     """Fit every C of ``config.C_grid`` on a held-out split; returns the path, a
     list of `PathPoint` from the largest C down (collective over `comm`).
 
-    `initial_theta(problem)` gives the first fit's start; ``run_fit(problem,
-    options, theta)`` runs one fit and returns its `RunResult`; `report(point)`,
+    ``run_fit(problem, options, theta)`` runs one fit from `theta` (None for the
+    first: the seeded initialisation) and returns its `RunResult`; `report(point)`,
     if given, is called after each fit (rank 0 prints).
     """
     with agreed(comm):
@@ -86,8 +85,7 @@ def regularization_path(comm, train_raw, config, options, initial_theta, run_fit
     for C in sorted(config.C_grid, reverse=True):
         problem = Problem.build(comm, fit_raw, held_raw, replace(config, C=C))
         try:
-            start = initial_theta(problem) if theta is None else theta
-            result = run_fit(problem, short, start)
+            result = run_fit(problem, short, theta)
             accuracy = problem.test_accuracy()(result.theta)
         finally:
             problem.close()

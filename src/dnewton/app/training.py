@@ -187,11 +187,6 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
 def _choose_C(comm, train_data, config, options, monitor, faults):
     """-C auto: the regularization path on a held-out split (`app.regularization`);
     returns the config with the chosen C, and the path as the log records it."""
-    def fit(problem, short, theta):
-        run = SolverRun(problem, make_solver(problem, short, faults))
-        run.start(theta)
-        return run.finish()
-
     def report(point):
         monitor.message(f"dnewton: -C auto: C = {point.C:g}: held-out accuracy "
                         f"{100 * point.holdout_accuracy:.2f}%, f = {point.f:.6e} after "
@@ -201,9 +196,10 @@ def _choose_C(comm, train_data, config, options, monitor, faults):
     monitor.message(f"dnewton: -C auto: fitting C = {grid} on {100 * (1 - config.holdout):g}% "
                     f"of the training set, {config.path_iterations} iteration(s) each, "
                     "warm-started; scoring on the rest")
-    path = regularization_path(comm, train_data, config, options,
-                               lambda problem: problem.network.initial_parameters(options.seed),
-                               fit, report)
+    def fit(problem, short, theta):
+        return solve(problem, short, theta, faults=faults)
+
+    path = regularization_path(comm, train_data, config, options, fit, report)
     C = best_C(path)
     monitor.message(f"dnewton: -C auto chose C = {C:g}; training on all the training set "
                     f"with it (the same run as -C {C:g})")

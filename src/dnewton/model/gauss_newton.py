@@ -18,6 +18,7 @@ from scipy.sparse import issparse
 
 from .. import _kernels as K
 from ..parallel.phases import Phase
+from ..parallel.pipeline import run
 from ..parallel.space import GroupSpace, local_dot
 
 # How the Gauss-Newton product gets J: the Jacobian stored once per Newton
@@ -166,11 +167,8 @@ class RecomputedGaussNewtonOperator:
         self.regularization = regularization
         self.damping = damping
         self.n_subset = fwd.n
-        groups = network.groups
-        output = groups.output
-        # Every output rank knows J v; one of them contributes J v . B J v to the sum.
-        self._counts = output is not None and output.leader == groups.world.rank
-        self._sums = GroupSpace(groups.all, Phase.GAUSS_NEWTON)
+        self._counts = network.groups.leads_output
+        self._sums = GroupSpace(network.groups.all, Phase.GAUSS_NEWTON)
         self._workspace = {}  # the backward sweep's sums, reused by every product
 
     def apply(self, v, out):
@@ -185,10 +183,8 @@ class RecomputedGaussNewtonOperator:
             dout = Q / self.n_subset
             if self._counts:
                 quadratic = float(np.einsum("ij,ij->", Jv, dout))
-        steps = self.network.backward_steps(self.theta, self.fwd, dout, out, self._workspace,
-                                            Phase.GAUSS_NEWTON)
-        for reduction in steps:
-            reduction.group.allreduce(reduction.buf, reduction.phase)
+        run(self.network.backward_steps(self.theta, self.fwd, dout, out, self._workspace,
+                                        Phase.GAUSS_NEWTON))
         vv, quadratic = self._sums.sum([local_dot(v, v), quadratic])
         return quadratic + shift * vv
 

@@ -80,9 +80,7 @@ class Objective:
         self.pipeline = pipeline
         self.jacobian = jacobian
         self._workspaces = []  # the backward sweeps' sums, one per batch in flight
-        output = self.groups.output
-        # Every output rank computes the loss; one of them contributes it to sums.
-        self._counts_loss = output is not None and output.leader == self.groups.world.rank
+        self._counts_loss = self.groups.leads_output
         self._sums = GroupSpace(self.groups.all, Phase.FORWARD)
         self._scores = GroupSpace(self.groups.all, Phase.EVALUATION)
         self._stores = []

@@ -129,6 +129,14 @@ class Groups:
         """F(L): owners of the output layer's blocks, or None if this rank is not one."""
         return self.forward(self.layout.n_layers, 0)
 
+    @property
+    def leads_output(self):
+        """Whether this rank leads the output group: every output rank knows the
+        outputs, and this one alone adds what depends on them (the loss, J v . B J v)
+        to sums over all ranks."""
+        output = self.output
+        return output is not None and output.leader == self.world.rank
+
     def broadcast(self, buf, root, phase):
         """Broadcast `buf` in place from world rank `root` to every rank."""
         phase = Phase(phase)
