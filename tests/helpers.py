@@ -26,6 +26,7 @@ from dnewton.app.problem import ModelConfig, Problem
 from dnewton.io.data import RawData, read_dataset
 from dnewton.io.model_file import gather_parameters
 from dnewton.parallel.layout import Layout
+from dnewton.planning import volume
 
 WORLD = MPI.COMM_WORLD
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -87,26 +88,10 @@ def width(layout, m, g):
     return group.stop - group.start
 
 
-def forward_bytes(layout, n, itemsize=8):
-    """Bytes of one forward pass over n instances: the F(m, b) sums and the output's."""
-    L, n_out = layout.n_layers, layout.widths[-1]
-    total = sum(
-        n * width(layout, m, b) * itemsize
-        for m in range(1, L)
-        for b in range(layout.partitions[m])
-        if len(layout.forward_group(m, b)) > 1
-    )
-    return total + (n * n_out * itemsize if len(layout.output_group) > 1 else 0)
-
-
-def backward_bytes(layout, n, vectors, itemsize=8):
-    """Bytes of one backward pass of `vectors` vectors per instance: the K(m, a) sums."""
-    return sum(
-        n * vectors * width(layout, m - 1, a) * itemsize
-        for m in range(2, layout.n_layers + 1)
-        for a in range(layout.partitions[m - 1])
-        if len(layout.backward_group(m, a)) > 1
-    )
+# The bytes of one forward pass and one backward sweep (docs/design.md,
+# "Communication"): the package's own formulas, which the planner predicts with.
+forward_bytes = volume.forward_bytes
+backward_bytes = volume.backward_bytes
 
 
 def check_digits_epochs(log, reference, n_ranks, partitions, hidden, rate):

@@ -4,6 +4,8 @@
     [mpiexec -n K] dnewton predict MODEL DATA [--output FILE]
     dnewton plot RUN.jsonl [--vs OTHER.jsonl] -o FIGURE.png
     dnewton datasets
+    dnewton plan (TRAIN | --instances L --features N --classes K) --ranks R --hidden H1,...
+    [mpiexec -n 2] dnewton calibrate [--output FILE]
 
 This module parses and prints; the training itself is `app.training.train`,
 which the Python API calls too. Every rank parses the same command line. Errors
@@ -137,7 +139,19 @@ def build_parser():
         "--partitions", type=_int_list, default=None, metavar="P0,P1,...,PL",
         help="groups per layer, inputs to outputs; the weights between layers m-1 and "
         "m form P_{m-1} x P_m blocks spread over the ranks (need at least as many "
-        "blocks as ranks). Default: split the widest layers until every rank has a block",
+        "blocks as ranks). Default: the planner's fastest layout for this network, data "
+        "and rank count (dnewton plan; the start-up output names it)",
+    )
+    model.add_argument(
+        "--assignment", choices=("balanced", "aligned"), default=None,
+        help="with --partitions: how blocks go to ranks; balanced: largest first to the "
+        "least-loaded rank; aligned: block (m, a, b) to rank (a P_m + b) mod ranks "
+        "(default: the cheaper by the layout's estimate)",
+    )
+    model.add_argument(
+        "--machine", metavar="FILE", default=None,
+        help="machine description (from dnewton calibrate) the planner predicts with when "
+        "no --partitions is given (default: a typical cluster node, docs/scaling.md)",
     )
     model.add_argument(
         "--dtype", choices=PRECISIONS, default=_MODEL.dtype,
@@ -318,7 +332,156 @@ def build_parser():
 
     datasets = commands.add_parser("datasets", help="list the embedded data sets")
     datasets.set_defaults(run=run_datasets)
+    _add_plan(commands)
+    _add_calibrate(commands)
     return parser
+
+
+def _add_plan(commands):
+    plan = commands.add_parser(
+        "plan",
+        help="rank the layouts of a network by predicted seconds per Newton iteration",
+        description="Predict, for every candidate layout (partitions P_0..P_L, block-to-rank "
+        "assignment, replicas R dividing the ranks, stored or recomputed Jacobian), the "
+        "seconds, bytes moved and memory per rank of one Newton iteration, and list them "
+        "fastest first; those that do not fit --memory-per-rank are listed as refused. "
+        "Only the data's shape is used (docs/scaling.md describes the model).",
+        formatter_class=_HelpFormatter,
+        epilog="Example: dnewton plan --instances 1000000 --features 784 --classes 1000 "
+        "--ranks 64 --hidden 8192,8192,8192 --machine machine.json",
+    )
+    plan.add_argument("train", metavar="TRAIN", nargs="?", default=None,
+                      help="LIBSVM file, .npz or embedded set whose shape to plan for "
+                      f"({', '.join(DATASETS)}); or give --instances, --features, --classes")
+    plan.add_argument("--instances", type=int, default=None, metavar="L",
+                      help="training instances (without TRAIN)")
+    plan.add_argument("--features", type=int, default=None, metavar="N",
+                      help="features n_0 (without TRAIN; with it, as train --features)")
+    plan.add_argument("--classes", type=int, default=None, metavar="K",
+                      help="classes n_L (without TRAIN)")
+    plan.add_argument("--ranks", type=int, required=True, metavar="R", help="MPI ranks")
+    plan.add_argument("--hidden", type=_int_list, default=(300, 300), metavar="N1,N2,...",
+                      help="widths of the hidden layers")
+    plan.add_argument("--gn-ratio", type=float, default=_DEFAULTS.gn_ratio, metavar="R",
+                      help="fraction of instances in each Gauss-Newton subset")
+    plan.add_argument("--gn-size", type=int, default=None, metavar="N",
+                      help="instances in each Gauss-Newton subset (instead of --gn-ratio)")
+    plan.add_argument("--dtype", choices=PRECISIONS, default=_MODEL.dtype,
+                      help="precision of the run")
+    plan.add_argument("--loss", choices=list(LOSSES), default="squared", help="loss")
+    plan.add_argument("--jacobian", choices=JACOBIAN_MODES, default=None,
+                      help="consider only this product mode (default: both)")
+    plan.add_argument("--replicas", type=int, default=None, metavar="R",
+                      help="consider only R replicas (default: every R dividing --ranks)")
+    plan.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="N",
+                      help="instances per forward/backward batch")
+    plan.add_argument("--cg-iters", type=float, default=5, metavar="N",
+                      help="CG iterations per Newton iteration to predict for")
+    plan.add_argument("--trials", type=float, default=1, metavar="N",
+                      help="line-search trials (f evaluations) per Newton iteration")
+    plan.add_argument("--machine", metavar="FILE", default=None,
+                      help="machine description from dnewton calibrate (default: a typical "
+                      "cluster node)")
+    plan.add_argument("--memory-per-rank", type=float, default=None, metavar="BYTES",
+                      help="refuse layouts whose largest rank needs more (default: no limit)")
+    plan.add_argument("--top", type=int, default=20, metavar="N",
+                      help="rows of the table (all of them with --json)")
+    plan.add_argument("--json", action="store_true",
+                      help="print one JSON object with the key candidates (in order)")
+    plan.set_defaults(run=run_plan)
+
+
+def _add_calibrate(commands):
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="measure this machine for the planner and write it as JSON",
+        description="Time GEMMs of several shapes on one core, the Jacobian kernels, "
+        "memory bandwidth and, under mpiexec with 2 or more ranks, MPI allreduce latency "
+        "and bandwidth; write the machine description the planner reads (--machine). "
+        "Figures it cannot measure here (between nodes; MPI on one rank) keep the "
+        "documented defaults, and it says so.",
+        formatter_class=_HelpFormatter,
+        epilog="Example: mpiexec -n 2 dnewton calibrate --output machine.json",
+    )
+    calibrate.add_argument("--output", metavar="FILE", default="machine.json",
+                           help="where to write the machine description")
+    calibrate.add_argument("--seconds", type=float, default=30.0, metavar="S",
+                           help="measuring time, about (less is quicker and noisier)")
+    calibrate.set_defaults(run=run_calibrate)
+
+
+def run_plan(args):
+    from mpi4py import MPI
+
+    from ..errors import agreed
+    from ..io.data import read_dataset
+    from ..planning.cost import Workload
+    from ..planning.machine import DEFAULT, Machine
+    from ..planning.planner import rank
+    from ..planning.report import as_json, table
+    from ..planning.volume import Counts, subset_size
+
+    world = MPI.COMM_WORLD
+    with agreed(world):
+        if args.train is not None:
+            if args.instances is not None or args.classes is not None:
+                raise ParameterError("give TRAIN or {instances} and {classes}, not both")
+            raw, _ = read_dataset(args.train, args.features)
+            shape = (raw.n_instances, raw.n_features, len(np.unique(raw.y)))
+        else:
+            missing = [name for name in ("instances", "features", "classes")
+                       if getattr(args, name) is None]
+            if missing:
+                raise ParameterError(f"without TRAIN, {{{missing[0]}}} is needed")
+            shape = (args.instances, args.features, args.classes)
+        for value, name in zip(shape, ("instances", "features", "classes")):
+            if value < 1 or (name == "classes" and value < 2):
+                raise ParameterError(f"{{{name}}} must be >= {2 if name == 'classes' else 1}")
+        if args.ranks < 1:
+            raise ParameterError("{ranks} must be >= 1")
+        if args.replicas is not None and (args.replicas < 1 or args.ranks % args.replicas):
+            raise ParameterError(f"{{replicas}} {args.replicas} must divide {{ranks}} "
+                                 f"{args.ranks}")
+        if not 0 < args.gn_ratio <= 1:
+            raise ParameterError("{gn_ratio} must be in (0, 1]")
+        machine = Machine.load(args.machine) if args.machine else DEFAULT
+    n_instances, n0, k = shape
+    workload = Workload((n0, *args.hidden, k), n_instances,
+                        min(subset_size(n_instances, args.gn_ratio, args.gn_size), n_instances),
+                        itemsize=np.dtype(args.dtype).itemsize, loss=args.loss,
+                        batch_size=args.batch_size,
+                        counts=Counts(cg_iters=args.cg_iters, trials=args.trials))
+    fits, refused = rank(workload, args.ranks, machine, args.memory_per_rank,
+                         replicas=args.replicas, jacobian=args.jacobian)
+    if world.rank == 0:
+        if args.json:
+            print(as_json(fits, refused, workload, args.ranks, machine), flush=True)
+        else:
+            print(table(fits, refused, workload, args.ranks, machine, args.top), flush=True)
+    return 0 if fits else 2
+
+
+def run_calibrate(args):
+    from mpi4py import MPI
+
+    from ..errors import agreed
+    from ..planning.calibrate import measure
+
+    world = MPI.COMM_WORLD
+
+    def say(text):
+        if world.rank == 0:
+            print(text, flush=True)
+
+    machine = measure(args.seconds, world if world.size > 1 else None, say)
+    with agreed(world):
+        if world.rank == 0:
+            machine.save(args.output)
+    say(f"dnewton calibrate: wrote {args.output} (GEMM "
+        f"{machine.gemm[-1][1] / 1e9:.1f} GFLOP/s per core, stream "
+        f"{machine.stream_bandwidth / 1e9:.1f} GB/s, MPI latency "
+        f"{machine.latency_intra * 1e6:.1f} us)")
+    return 0
 
 
 def run_train(args):
@@ -349,7 +512,8 @@ def run_train(args):
         partitions=args.partitions, feature_scale=args.feature_scale, center=args.center,
         standardize=args.standardize, batch_size=args.batch_size, pipeline=args.pipeline,
         dtype=args.dtype, C_grid=tuple(args.C_grid), holdout=args.holdout,
-        path_iterations=args.path_iterations, jacobian=args.jacobian,
+        path_iterations=args.path_iterations, jacobian=args.jacobian, machine=args.machine,
+        assignment=args.assignment,
     )
     outputs = Outputs(log=args.log, model=args.model, checkpoint=args.checkpoint,
                       checkpoint_every=args.checkpoint_every, resume=args.resume,

@@ -25,6 +25,10 @@ from ..model.network import Network
 from ..model.objective import Objective
 from ..parallel.groups import Groups
 from ..parallel.layout import Layout
+from ..planning.machine import DEFAULT as DEFAULT_MACHINE
+from ..planning.machine import Machine
+from ..planning.planner import ASSIGNMENTS, choose
+from ..planning.volume import subset_size
 
 
 @dataclass
@@ -35,7 +39,9 @@ class ModelConfig:
     activation: str = "relu"
     loss: str = "squared"
     C: object = 0.01  # f = theta'theta / (2 C l) + mean loss; "auto": chosen (app.regularization)
-    partitions: object = None  # P_0..P_L, or None for `Layout.default`
+    partitions: object = None  # P_0..P_L, or None: the planner's choice (`planning.planner`)
+    machine: object = None  # a machine file for the planner (`dnewton calibrate`), or None
+    assignment: object = None  # blocks -> ranks with partitions: balanced, aligned; None: cheaper
     feature_scale: float = 1.0
     center: bool = False
     standardize: bool = False  # divide by the training std after centring (implies center)
@@ -63,6 +69,8 @@ class ModelConfig:
         ("pipeline", lambda v: v >= 1, "must be >= 1"),
         ("dtype", lambda v: v in PRECISIONS, f"must be one of {', '.join(PRECISIONS)}"),
         ("jacobian", lambda v: v in JACOBIAN_MODES, f"must be one of {', '.join(JACOBIAN_MODES)}"),
+        ("assignment", lambda v: v in (None, *ASSIGNMENTS),
+         f"must be one of {', '.join(ASSIGNMENTS)}"),
     )
 
     def check(self):
@@ -76,7 +84,7 @@ class Problem:
     """This rank's share of a training problem. Collective to build; call `close`."""
 
     def __init__(self, world, layout, groups, network, objective, test, classes, prep,
-                 config):
+                 config, plan=None):
         self.world = world
         self.layout = layout
         self.groups = groups
@@ -86,18 +94,32 @@ class Problem:
         self.classes = classes
         self.preprocessing = prep
         self.config = config
+        self.plan = plan  # the planner's ranked predictions when it chose the layout
 
     @classmethod
-    def build(cls, comm, train_raw, test_raw, config):
-        """Collective over `comm`; every rank passes the same raw data and settings."""
-        world, groups = comm.Dup(), None
+    def build(cls, comm, train_raw, test_raw, config, n_subset=None):
+        """Collective over `comm`; every rank passes the same raw data and settings.
+
+        Without ``config.partitions`` the planner chooses the layout for the
+        Gauss-Newton subset size `n_subset` (default: 5% of the instances).
+        """
+        world, groups, plan = comm.Dup(), None, None
         try:
             with agreed(world):
                 config.check()
                 classes = Classes.from_training(train_raw.y)
                 widths = [train_raw.n_features, *map(int, config.hidden), len(classes)]
                 if config.partitions is None:
-                    layout = Layout.default(widths, world.size)
+                    plan = _plan(widths, train_raw.n_instances, n_subset, world.size, config)
+                    choice = plan[0].choice
+                    layout = Layout(widths, choice.partitions, world.size, choice.assignment)
+                elif config.assignment is not None:
+                    layout = Layout(widths, config.partitions, world.size, config.assignment)
+                    if len(set(layout.owner.tolist())) < world.size:
+                        raise ParameterError(
+                            f"{{assignment}} {config.assignment} leaves a rank without a "
+                            f"block with {{partitions}} "
+                            f"{','.join(map(str, config.partitions))}: use balanced")
                 else:
                     layout = Layout.build(widths, config.partitions, world.size)
                 if test_raw is not None and test_raw.n_features > train_raw.n_features:
@@ -124,7 +146,8 @@ class Problem:
         objective = Objective(network, train, make_loss(config.loss), config.C,
                               config.batch_size, pipeline=config.pipeline,
                               jacobian=config.jacobian)
-        return cls(world, layout, groups, network, objective, test, classes, prep, config)
+        return cls(world, layout, groups, network, objective, test, classes, prep, config,
+                   plan)
 
     def check_parameter_memory(self, available):
         """Collective: refuse (on every rank) a network whose parameter vectors would
@@ -189,6 +212,19 @@ class Problem:
     def close(self):
         self.groups.free()
         self.world.Free()
+
+
+def _plan(widths, n_instances, n_subset, n_ranks, config):
+    """The planner's ranked layouts for this run: one model-parallel copy (no
+    replicas) with the configured Jacobian mode; the same on every rank (the same
+    inputs, no randomness)."""
+    machine = Machine.load(config.machine) if config.machine else DEFAULT_MACHINE
+    if n_subset is None:
+        n_subset = subset_size(n_instances)
+    return choose(widths, n_instances, n_subset, n_ranks, machine, replicas=1,
+                  jacobian=config.jacobian, assignment=config.assignment,
+                  itemsize=np.dtype(config.dtype).itemsize, loss=config.loss,
+                  batch_size=config.batch_size)
 
 
 def _size(nbytes):

@@ -121,7 +121,11 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
             config = replace(config, C=checkpoint.settings["C"])
         elif config.C == "auto":
             config, path = _choose_C(comm, train_data, config, options, monitor, faults)
-        problem = Problem.build(comm, train_data, test_data, config)
+        n_subset = None
+        if newton:
+            with agreed(comm):
+                n_subset = options.subset_size(train_data.n_instances)
+        problem = Problem.build(comm, train_data, test_data, config, n_subset)
         try:
             _describe(problem, options, train_data, monitor, outputs, faults)
             checkpointer = None
@@ -227,6 +231,8 @@ def _describe(problem, options, train_data, monitor, outputs, faults):
             why = ("centring fills every entry" if config.center or config.standardize else
                    f"above {SPARSE_MAX_DENSITY:.0%} non-zero the dense products are faster")
             monitor.message(f"dnewton: sparse input ({density:.2%} non-zero) made dense: {why}")
+    if problem.plan is not None:
+        monitor.message(_planned(problem, layout))
     if outputs.show_layout:
         monitor.message(layout.describe())
     if isinstance(options, MiniBatchOptions):
@@ -248,6 +254,21 @@ def _describe(problem, options, train_data, monitor, outputs, faults):
     else:
         monitor.message("dnewton: forward passes not kept (not enough memory): each gradient "
                         "and Gauss-Newton subset runs its own")
+
+
+def _planned(problem, layout):
+    """The start-up line that says which layout the planner took, and why."""
+    best = problem.plan[0]
+    line = (f"dnewton: layout chosen by the planner: partitions "
+            f"{','.join(map(str, layout.partitions))} ({layout.assignment}), predicted "
+            f"{best.seconds_per_iteration:.3g} s per iteration on "
+            f"{problem.config.machine or 'the default machine'}")
+    runner = next((p for p in problem.plan if p.choice.partitions != best.choice.partitions),
+                  None)
+    if runner is not None:
+        line += (f"; next {','.join(map(str, runner.choice.partitions))} "
+                 f"({runner.choice.assignment}) {runner.seconds_per_iteration:.3g} s")
+    return line + " (dnewton plan lists them; --partitions sets one)"
 
 
 def run_settings(problem, options):

@@ -1,0 +1,330 @@
+"""Predicted seconds, bytes and memory per rank of one Newton iteration.
+
+A layout choice (`Choice`: partitions, block-to-rank assignment, replicas,
+Jacobian mode) on a problem (`Workload`: widths, l, |S|, precision, counts) and a
+machine (`machine.Machine`) gives a `Prediction` per phase (the ledger's phases,
+plus ``replicas`` for R > 1 copies).
+
+Time is a critical path, the shape of the unpipelined run (docs/design.md,
+"Passes"): a pass walks the layers one after another, and in each layer every rank
+does its own blocks' work at once, then the layer's groups sum; so a layer costs
+its busiest rank's computation plus the longest chain of sums a rank takes part
+in. A rank's computation is its GEMMs at the machine's rate for their shape, its
+per-instance products with the stored Jacobian at the small-product rate, and its
+elementwise loops (activations, zeroing, CG's vector updates) at the memory
+bandwidth it gets; every kernel call and collective adds the machine's call
+overhead. A sum of N bytes over k ranks costs 2 ceil(log2 k) latencies and
+2 (k-1)/k N / bandwidth, inside a node or across nodes.
+
+Bytes come from `volume` and are exact; memory from `memory`, the largest rank's.
+With R replicas the ranks form R contiguous copies of k = ranks / R; a copy works
+on its share of l and of S (the largest share sets the time), and the replica
+groups (the R ranks at one position of the copies) sum f, the gradient and every
+Gauss-Newton product.
+"""
+
+import math
+from dataclasses import dataclass, field, replace
+
+from ..constants import BATCH_SIZE
+from ..parallel.layout import Layout
+from .machine import DEFAULT
+from .memory import RankMemory
+from .volume import FLOAT64, Counts, Groups, iteration_bytes, replica_bytes, split
+
+PHASES = ("forward", "backward", "gauss_newton", "other", "sync", "replicas", "evaluation")
+# Phases that make up an iteration's time (evaluation is monitoring, outside it).
+TRAINING_PHASES = PHASES[:-1]
+
+# Parameter-shaped vector passes per CG iteration (out = shift v; cg_step reads and
+# writes x, r, p, q, Ax; cg_direction; v.v) and per Newton iteration outside CG
+# (the gradient's start theta / (C l), three dots and ||g||, a trial point per trial).
+_CG_VECTOR_PASSES = 14
+_NEWTON_VECTOR_PASSES = 10
+_TRIAL_VECTOR_PASSES = 3
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One candidate layout: what `--partitions`, the assignment, `--replicas` and
+    `--jacobian` would set."""
+
+    partitions: tuple
+    assignment: str = "balanced"
+    replicas: int = 1
+    jacobian: str = "stored"
+
+    def label(self):
+        return (f"{','.join(map(str, self.partitions))} {self.assignment} R={self.replicas} "
+                f"{self.jacobian}")
+
+
+@dataclass
+class Workload:
+    """The problem the layout runs: widths n_0..n_L, l, |S| and how it is run."""
+
+    widths: tuple
+    n_instances: int
+    n_subset: int
+    itemsize: int = FLOAT64
+    loss: str = "squared"
+    batch_size: int = BATCH_SIZE
+    diagonal: bool = False
+    keep: bool = True  # forward passes kept for reuse (docs/design.md, "Reuse")
+    counts: Counts = field(default_factory=Counts)
+
+
+@dataclass
+class Prediction:
+    """Per phase: seconds (wall, of the iteration), bytes (the ledger's, all ranks)."""
+
+    choice: Choice
+    n_ranks: int
+    seconds: dict
+    bytes: dict
+    memory: dict  # the parts of the rank with the most, bytes
+    refused: object = None  # why it cannot run (memory), or None
+    communication: dict = None  # per phase, the seconds of sums (latency and bandwidth)
+
+    @property
+    def seconds_per_iteration(self):
+        return sum(self.seconds[p] for p in TRAINING_PHASES)
+
+    @property
+    def bytes_per_iteration(self):
+        return sum(self.bytes.values())
+
+    @property
+    def memory_per_rank(self):
+        return self.memory["total"]
+
+    def to_json(self):
+        return {
+            "partitions": list(self.choice.partitions),
+            "assignment": self.choice.assignment,
+            "replicas": self.choice.replicas,
+            "jacobian": self.choice.jacobian,
+            "seconds_per_iteration": self.seconds_per_iteration,
+            "bytes_per_iteration": self.bytes_per_iteration,
+            "memory_per_rank": self.memory_per_rank,
+            "seconds": dict(self.seconds),
+            "bytes": dict(self.bytes),
+            "memory": dict(self.memory),
+            "communication_seconds": dict(self.communication or {}),
+            "refused": self.refused,
+        }
+
+
+def copy_layout(widths, choice, n_ranks):
+    """The model-parallel layout of one copy (k = n_ranks / replicas ranks)."""
+    k = n_ranks // choice.replicas
+    return Layout(widths, choice.partitions, k, choice.assignment)
+
+
+def predict(workload, choice, n_ranks, machine=DEFAULT, memory_per_rank=None):
+    """The `Prediction` of `choice` for `workload` on `n_ranks` ranks of `machine`.
+
+    Raises `errors.ParameterError` (from `Layout`) when the partitions do not fit
+    the copy's ranks. With `memory_per_rank` (bytes), a choice whose largest rank
+    needs more is marked refused; one that fits only without the kept passes runs
+    without them (their reuse saves forward passes, docs/design.md "Reuse").
+    """
+    R = choice.replicas
+    if R < 1 or n_ranks % R:
+        raise ValueError(f"{R} replicas do not divide {n_ranks} ranks")
+    layout = copy_layout(workload.widths, choice, n_ranks)
+    groups = Groups(layout)
+    shares, subsets = split(workload.n_instances, R), split(workload.n_subset, R)
+    l_c, s_c = shares[0], max(subsets[0], 1)  # the largest copy sets the time
+    memory = RankMemory(layout, groups)
+    keep = workload.keep
+    parts = memory.largest(l_c, s_c, choice.jacobian, workload.itemsize, keep)
+    refused = None
+    if memory_per_rank is not None and parts["total"] > memory_per_rank and keep:
+        keep = False
+        parts = memory.largest(l_c, s_c, choice.jacobian, workload.itemsize, keep)
+    if memory_per_rank is not None and parts["total"] > memory_per_rank:
+        refused = (f"needs {parts['total'] / 2**20:.1f} MiB on its largest rank "
+                   f"(Gauss-Newton data {parts['gauss_newton'] / 2**20:.1f} MiB), more than "
+                   f"{memory_per_rank / 2**20:.1f} MiB")
+    # Bytes: every copy counts its own sums; they are linear in l and |S| but for
+    # the per-iteration scalars, so the copies' sum is the formula on the totals
+    # plus (R - 1) times the scalar terms.
+    counts = workload.counts
+    total = {p: 0 for p in PHASES}
+    for l_i, s_i in zip(shares, subsets):
+        one = iteration_bytes(layout, l_i, s_i, counts, world=layout.n_ranks,
+                              itemsize=workload.itemsize, jacobian=choice.jacobian,
+                              loss=workload.loss, diagonal=workload.diagonal, keep=keep,
+                              groups=groups)
+        for p, value in one.items():
+            total[p] += value
+    position_params = [memory.parameters(r) for r in range(layout.n_ranks)]
+    total["replicas"] = replica_bytes(position_params, counts, workload.itemsize, R)
+    total = {p: int(round(v)) if float(v).is_integer() else v for p, v in total.items()}
+    timer = _Timer(layout, groups, machine, workload, n_ranks, R)
+    seconds = timer.iteration(l_c, s_c, choice.jacobian, keep, position_params)
+    # the same iteration on a network that costs nothing: the rest is communication
+    free = replace(machine, latency_intra=0.0, latency_inter=0.0, bandwidth_intra=math.inf,
+                   bandwidth_inter=math.inf)
+    alone = _Timer(layout, groups, free, workload, n_ranks, R).iteration(
+        l_c, s_c, choice.jacobian, keep, position_params)
+    communication = {p: max(seconds[p] - alone[p], 0.0) for p in PHASES}
+    return Prediction(choice, n_ranks, seconds, total, parts, refused, communication)
+
+
+class _Timer:
+    """Seconds of the pieces of an iteration on one copy (critical paths)."""
+
+    def __init__(self, layout, groups, machine, workload, n_ranks, replicas):
+        self.layout, self.groups, self.machine, self.w = layout, groups, machine, workload
+        self.k = layout.n_ranks
+        self.n_ranks, self.replicas = n_ranks, replicas
+        # one rank threads its BLAS over the node; several run one thread each
+        self.threads = machine.cores_per_node if n_ranks == 1 else 1
+        self.on_node = min(n_ranks, machine.ranks_per_node)
+        self.itemsize = workload.itemsize
+        self.n_out = layout.widths[-1]
+        self.by_layer = {}
+        for blk in layout.blocks:
+            self.by_layer.setdefault(blk.layer, []).append(blk)
+        self.owner = [int(o) for o in layout.owner]
+        self.params = [0] * self.k
+        for blk in layout.blocks:
+            self.params[self.owner[blk.index]] += blk.size
+
+    # -- pieces ------------------------------------------------------------------
+
+    def _gemm(self, m, k, n):
+        return self.machine.gemm_seconds(m, k, n, self.threads)
+
+    def _stream(self, numbers, itemsize=None):
+        return self.machine.stream_seconds(numbers * (itemsize or self.itemsize), self.on_node)
+
+    def _sum(self, nbytes, members):
+        """An allreduce over copy ranks `members` (copy 0's world ranks)."""
+        return self.machine.allreduce_seconds(nbytes, members)
+
+    def _stage(self, work, comm):
+        return max(work) + (max(comm) if comm else 0.0)
+
+    def _forward(self, n, tangent=False, batched=True):
+        """A forward pass (or, `tangent`, the R-operator's pass) over n instances."""
+        g, L = self.groups, self.layout.n_layers
+        batches = max(1, math.ceil(n / self.w.batch_size)) if batched else 1
+        rows = n / batches
+        total = 0.0
+        for m in range(1, L + 1):
+            work, comm = [0.0] * self.k, [0.0] * self.k
+            for blk in self.by_layer[m]:
+                a, b = blk.shape
+                r = self.owner[blk.index]
+                work[r] += self._gemm(rows, a, b) + self._stream(2 * rows * b)
+                if tangent and m > 1:
+                    work[r] += self._gemm(rows, a, b)
+            sums = ([((m, b), g.forward[(m, b)]) for b in range(self.layout.partitions[m])]
+                    if m < L else [((m, 0), g.output)])
+            for (_, b), members in sums:
+                width = g.width(m, b) if m < L else self.n_out
+                for r in members:  # every member applies sigma (or keeps the output)
+                    work[r] += self._stream(3 * rows * width) + self.machine.call_overhead
+                t = self._sum(rows * width * self.itemsize, members)
+                for r in members:
+                    comm[r] += t
+            total += self._stage(work, comm)
+        return batches * total
+
+    def _backward(self, n, vectors, gradient=True, batched=True):
+        """A backward sweep of `vectors` vectors per instance over n instances;
+        `gradient`: with the Z^T dS products of every block (the gradient, J^T q)."""
+        g, L = self.groups, self.layout.n_layers
+        batches = max(1, math.ceil(n / self.w.batch_size)) if batched else 1
+        rows = n / batches
+        total = 0.0
+        for m in range(L, 0, -1):
+            work, comm = [0.0] * self.k, [0.0] * self.k
+            for blk in self.by_layer[m]:
+                a, b = blk.shape
+                r = self.owner[blk.index]
+                if gradient:
+                    work[r] += self._gemm(a, rows, b) + self._stream(rows * b)
+                if m > 1:
+                    work[r] += self._gemm(rows * vectors, b, a)
+                if not gradient and m == L:  # the identity on top of the Jacobian sweep
+                    work[r] += self._stream(rows * vectors * b)
+            if m > 1:
+                for a in range(self.layout.partitions[m - 1]):
+                    members, width = g.backward[(m, a)], g.width(m - 1, a)
+                    for r in members:  # zero the sum, scale by sigma'
+                        work[r] += self._stream(4 * rows * vectors * width)
+                    t = self._sum(rows * vectors * width * self.itemsize, members)
+                    for r in members:
+                        comm[r] += t
+            total += self._stage(work, comm)
+        return batches * total
+
+    def _vectors(self, passes):
+        return max(self._stream(passes * p) for p in self.params)
+
+    def _all(self, nbytes):
+        return self._sum(nbytes, tuple(range(self.k)))
+
+    # -- the iteration -------------------------------------------------------------
+
+    def iteration(self, n, s, jacobian, keep, position_params):
+        """Seconds per phase of an iteration on n instances and |S| = s (this copy's)."""
+        w, c, mach = self.w, self.w.counts, self.machine
+        t = c.trials
+        seconds = dict.fromkeys(PHASES, 0.0)
+        pass_l = self._forward(n)
+        f_sums = self._all(2 * FLOAT64)
+        pass_numbers = max(RankMemory(self.layout, self.groups).pass_numbers(r)
+                           for r in range(self.k))
+        rows_s = self._stream(2 * s * pass_numbers)  # S's rows copied out of the kept pass
+        seconds["forward"] = t * (pass_l + f_sums) + rows_s
+        if not keep:
+            seconds["forward"] += self._forward(s, batched=False)
+        gradient = self._backward(n, 1)
+        if not keep:
+            gradient += pass_l
+        seconds["backward"] = gradient
+        if jacobian == "stored":
+            seconds["backward"] += self._backward(s, self.n_out, gradient=False, batched=False)
+        if w.loss == "softmax":
+            seconds["backward"] += self._all(s * self.n_out * FLOAT64)
+        cg = c.cg_iters
+        if jacobian == "stored":
+            work = [0.0] * self.k
+            for blk in self.layout.blocks:
+                a, b = blk.shape
+                r = self.owner[blk.index]
+                work[r] += (self._gemm(s, a, b) + self._gemm(a, s, b)
+                            + 4.0 * s * self.n_out * b / mach.small_product_rate)
+            product = max(work) + self._all((s * self.n_out + 1) * FLOAT64)
+        else:
+            product = (self._forward(s, tangent=True, batched=False)
+                       + self._backward(s, 1, batched=False) + self._all(2 * FLOAT64))
+        per_cg = product + self._vectors(_CG_VECTOR_PASSES) + self._all(FLOAT64)
+        per_cg += 6 * mach.call_overhead
+        if w.diagonal:  # the blocks' products without the sum; a vote per round
+            per_cg -= self._all((s * self.n_out + 1) * FLOAT64) + self._all(FLOAT64)
+            seconds["sync"] = c.vote_rounds * self._all(FLOAT64)
+        seconds["gauss_newton"] = cg * per_cg + self._all(FLOAT64)
+        seconds["other"] = (self._vectors(_NEWTON_VECTOR_PASSES + t * _TRIAL_VECTOR_PASSES)
+                            + self._all(3 * FLOAT64) + self._all(FLOAT64)
+                            + mach.iteration_overhead)
+        if c.test_instances:
+            seconds["evaluation"] = self._forward(c.test_instances) + self._all(FLOAT64)
+        if self.replicas > 1:
+            seconds["replicas"] = self._replica_seconds(position_params, t + 1, 1 + cg)
+        return seconds
+
+    def _replica_seconds(self, position_params, scalars, vectors):
+        """The replica groups' sums: the slowest position j (ranks j, j + k, ...)."""
+        worst = 0.0
+        for j, params in enumerate(position_params):
+            members = tuple(j + c * self.k for c in range(self.replicas))
+            worst = max(worst, scalars * self.machine.allreduce_seconds(FLOAT64, members)
+                        + vectors * self.machine.allreduce_seconds(params * self.itemsize,
+                                                                    members))
+        return worst

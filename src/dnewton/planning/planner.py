@@ -1,0 +1,121 @@
+"""The planner: candidate layouts ranked by predicted seconds per iteration.
+
+Candidates (`candidates`) are every combination of
+
+* partitions: each P_m a divisor of the copy's rank count k (so groups and ranks
+  line up) and at most n_m; past `MAX_PARTITION_VECTORS` combinations, powers of
+  two only, and past that 1, a middle value and k per layer;
+* assignment: balanced, and aligned when it gives every rank a block;
+* replicas R dividing the ranks (R copies of k = ranks / R);
+* Jacobian: stored or recomputed (block-diagonal mode: stored only);
+
+with at least k blocks per copy. `rank` predicts each (`cost.predict`), sets apart
+those that do not fit `memory_per_rank`, and orders the rest by predicted seconds
+per iteration; among those within `RESOLUTION` of the fastest, fewer blocks, then
+fewer replicas, then the stored Jacobian come first (what the model cannot see:
+fewer, larger products and collectives). `choose` is what `dnewton train` calls.
+"""
+
+import itertools
+import math
+
+from ..errors import InputError
+from ..parallel.layout import Layout
+from .cost import Choice, Workload, predict
+from .machine import DEFAULT
+from .volume import Counts
+
+ASSIGNMENTS = ("balanced", "aligned")
+JACOBIANS = ("stored", "recomputed")
+MAX_PARTITION_VECTORS = 256
+# Predictions closer than this (relative) count as a tie, broken by simplicity.
+RESOLUTION = 0.03
+
+
+def _divisors(k):
+    return [d for d in range(1, k + 1) if k % d == 0]
+
+
+def partition_vectors(widths, k):
+    """Partition vectors worth trying for a copy of k ranks (at least k blocks)."""
+    options = [[d for d in _divisors(k) if d <= w] for w in widths]
+    if math.prod(len(o) for o in options) > MAX_PARTITION_VECTORS:
+        options = [[d for d in o if d & (d - 1) == 0 or d == k] for o in options]
+    if math.prod(len(o) for o in options) > MAX_PARTITION_VECTORS:
+        options = [sorted({o[0], o[len(o) // 2], o[-1]}) for o in options]
+    for parts in itertools.product(*options):
+        blocks = Layout.count_blocks(parts)
+        if k <= blocks <= max(4 * k, 8):
+            yield parts
+
+
+def candidates(widths, n_ranks, replicas=None, jacobian=None, partitions=None,
+               diagonal=False, assignment=None):
+    """The `Choice`s to rank; `replicas`, `jacobian`, `partitions`, `assignment` fix
+    what is given."""
+    counts = [replicas] if replicas is not None else _divisors(n_ranks)
+    modes = [jacobian] if jacobian is not None else (["stored"] if diagonal else JACOBIANS)
+    for R in counts:
+        if n_ranks % R:
+            continue
+        k = n_ranks // R
+        vectors = [tuple(partitions)] if partitions is not None else partition_vectors(widths, k)
+        for parts in vectors:
+            if Layout.count_blocks(parts) < k:
+                continue
+            for way in [assignment] if assignment else ASSIGNMENTS:
+                if way == "aligned":
+                    aligned = Layout(widths, parts, k, "aligned")
+                    if len(set(aligned.owner.tolist())) < k:
+                        continue
+                for mode in modes:
+                    yield Choice(tuple(parts), way, R, mode)
+
+
+def rank(workload, n_ranks, machine=DEFAULT, memory_per_rank=None, **restrict):
+    """(fitting predictions, fastest first; refused predictions) for `workload`."""
+    fits, refused = [], []
+    for choice in candidates(workload.widths, n_ranks, diagonal=workload.diagonal, **restrict):
+        prediction = predict(workload, choice, n_ranks, machine, memory_per_rank)
+        (refused if prediction.refused else fits).append(prediction)
+    if fits:
+        best = min(p.seconds_per_iteration for p in fits)
+
+        def key(p):
+            near = p.seconds_per_iteration <= best * (1 + RESOLUTION)
+            simple = (len(Layout(workload.widths, p.choice.partitions,
+                                 n_ranks // p.choice.replicas).blocks)
+                      if near else 0, p.choice.replicas, p.choice.jacobian != "stored",
+                      p.choice.assignment != "balanced")
+            return (not near, p.seconds_per_iteration if not near else 0.0, *simple,
+                    p.seconds_per_iteration)
+
+        fits.sort(key=key)
+    refused.sort(key=lambda p: p.memory_per_rank)
+    return fits, refused
+
+
+def choose(widths, n_instances, n_subset, n_ranks, machine=None, replicas=None, jacobian=None,
+           itemsize=8, memory_per_rank=None, loss="squared", batch_size=None, diagonal=False,
+           counts=None, assignment=None):
+    """The ranked `cost.Prediction`s for a training run (first = the choice).
+
+    `replicas`, `jacobian` and `assignment`, when the user gave them, restrict the
+    candidates. Every rank calling it with the same arguments gets the same answer.
+    Raises InputError when no candidate exists or none fits `memory_per_rank`.
+    """
+    workload = Workload(tuple(int(w) for w in widths), int(n_instances), int(n_subset),
+                        itemsize=itemsize, loss=loss, diagonal=diagonal,
+                        counts=counts or Counts())
+    if batch_size is not None:
+        workload.batch_size = int(batch_size)
+    fits, refused = rank(workload, n_ranks, machine or DEFAULT, memory_per_rank,
+                         replicas=replicas, jacobian=jacobian, assignment=assignment)
+    if not fits:
+        if refused:
+            raise InputError(f"no layout of the network {'-'.join(map(str, widths))} on "
+                             f"{n_ranks} rank(s) fits in memory: the smallest "
+                             f"{refused[0].refused}")
+        raise InputError(f"a network of widths {list(widths)} has at most "
+                         f"{Layout.count_blocks(widths)} blocks, fewer than {n_ranks} ranks")
+    return fits

@@ -1,0 +1,245 @@
+"""The cost model and planner (dnewton.planning): predicted bytes equal the counted
+ones, predicted memory equals the run's own estimates, the planner refuses what
+does not fit, and the plan and calibrate commands' outputs and errors."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from helpers import WORLD, make_problem, read_log, run_dnewton, run_environment
+
+from dnewton.errors import InputError
+from dnewton.io.data import read_dataset
+from dnewton.model.gauss_newton import stored_bytes
+from dnewton.parallel.layout import Layout
+from dnewton.planning.cost import Choice, Workload, predict
+from dnewton.planning.machine import DEFAULT, Machine
+from dnewton.planning.memory import RankMemory
+from dnewton.planning.planner import choose, rank
+from dnewton.planning.volume import Counts
+
+HIDDEN = (16, 12)
+COMMON = ["train", "digits", "--hidden", "16,12", "--iterations", "3", "--feature-scale", "16",
+          "--center", "--quiet", "--seed", "3"]
+
+
+def digits_shape():
+    train, test = read_dataset("digits")
+    return train.n_instances, test.n_instances, (train.n_features, *HIDDEN, 10)
+
+
+def serial(args, timeout=120):
+    """``python -m dnewton ARGS`` on one process (no mpiexec)."""
+    if WORLD.size > 1:
+        pytest.skip("starts a process itself: runs in the one-process suite only")
+    return subprocess.run([sys.executable, "-m", "dnewton", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout,
+                          env=run_environment(timeout))
+
+
+# -- bytes: predicted equal counted ------------------------------------------------------
+
+# (ranks, partitions, assignment, extra flags): split input, hidden and output layers,
+# one block per rank, both assignments, the recomputed Jacobian, softmax, float32.
+RUNS = [
+    (2, "1,2,1,1", "balanced", []),
+    (2, "1,1,2,1", "aligned", []),
+    (3, "2,1,1,1", "balanced", ["--loss", "softmax"]),
+    (4, "2,2,2,1", "balanced", ["--dtype", "float32"]),
+    (3, "3,1,1,2", "balanced", ["--jacobian", "recomputed"]),
+    (2, "2,1,2,1", "aligned", ["--jacobian", "recomputed", "--loss", "softmax"]),
+]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n_ranks, partitions, assignment, extra", RUNS)
+def test_predicted_bytes_equal_the_counted_bytes(tmp_path, n_ranks, partitions, assignment,
+                                                 extra):
+    log_path = tmp_path / "run.jsonl"
+    run_dnewton(n_ranks, [*COMMON, "--partitions", partitions, "--assignment", assignment,
+                          "--log", log_path, *extra])
+    n_train, n_test, widths = digits_shape()
+    flags = dict(zip(extra[::2], extra[1::2]))
+    workload = Workload(widths, n_train, math.ceil(0.05 * n_train),
+                        itemsize=4 if flags.get("--dtype") == "float32" else 8,
+                        loss=flags.get("--loss", "squared"))
+    choice = Choice(tuple(map(int, partitions.split(","))), assignment, 1,
+                    flags.get("--jacobian", "stored"))
+    for rec in read_log(log_path)[1:]:
+        workload.counts = Counts(cg_iters=rec["cg_iters"], trials=rec["line_search_trials"],
+                                 test_instances=n_test)
+        predicted = predict(workload, choice, n_ranks).bytes
+        assert {p: predicted[p] for p in rec["bytes"]} == rec["bytes"]
+
+
+@pytest.mark.mpi
+def test_train_without_partitions_takes_the_planners_first_choice(tmp_path):
+    log_path = tmp_path / "run.jsonl"
+    proc = run_dnewton(2, [*COMMON[:-3], "--seed", "3", "--log", log_path])
+    n_train, n_test, widths = digits_shape()
+    first = choose(widths, n_train, math.ceil(0.05 * n_train), 2, replicas=1,
+                   jacobian="stored")[0]
+    parts = ",".join(map(str, first.choice.partitions))
+    assert (f"layout chosen by the planner: partitions {parts} ({first.choice.assignment})"
+            in proc.stdout), proc.stdout
+    workload = Workload(widths, n_train, math.ceil(0.05 * n_train))
+    for rec in read_log(log_path)[1:]:
+        workload.counts = Counts(rec["cg_iters"], rec["line_search_trials"],
+                                 test_instances=n_test)
+        predicted = predict(workload, first.choice, 2).bytes
+        assert {p: predicted[p] for p in rec["bytes"]} == rec["bytes"]
+
+
+@pytest.mark.mpi
+def test_train_refuses_a_bad_machine_file_on_every_rank(tmp_path):
+    bad = tmp_path / "machine.json"
+    bad.write_text("{not json")
+    proc = run_dnewton(2, [*COMMON, "--machine", bad], check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("dnewton: error") == 1, proc.stderr
+    assert "not a valid JSON machine file" in proc.stderr
+
+
+# -- memory: the run's own estimates ----------------------------------------------------
+
+@pytest.mark.parametrize("partitions", [None, (1, 1, 1, 1), (2, 3, 2, 1), (3, 1, 2, 3)])
+@pytest.mark.parametrize("jacobian", ["stored", "recomputed"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_predicted_memory_equals_the_runs_estimates(partitions, jacobian, dtype):
+    """On this rank of the in-process problem (1 rank, or 3 under mpiexec)."""
+    problem = make_problem(partitions=partitions, dtype=dtype)
+    try:
+        memory = RankMemory(problem.layout)
+        rank_, itemsize, n = WORLD.rank, np.dtype(dtype).itemsize, 5
+        assert (memory.gauss_newton_bytes(rank_, n, jacobian, itemsize)
+                == stored_bytes(problem.network, n, jacobian))
+        assert (memory.kept_bytes(rank_, problem.objective.n_instances, itemsize)
+                == problem.objective.kept_bytes())
+        assert memory.parameters(rank_) == problem.network.n_params
+        assert (memory.data_bytes(rank_, problem.objective.n_instances, itemsize)
+                - (8 * problem.objective.n_instances if rank_ in memory.outputs else 0)
+                == problem.objective.data.stored_bytes())
+    finally:
+        problem.close()
+
+
+def test_the_largest_rank_sets_the_memory_per_rank():
+    widths = (50, 40, 30, 5)
+    workload = Workload(widths, 1000, 100)
+    prediction = predict(workload, Choice((2, 2, 1, 1)), 3)
+    layout = Layout(widths, (2, 2, 1, 1), 3)
+    memory = RankMemory(layout)
+    assert prediction.memory_per_rank == max(memory.total(r, 1000, 100)["total"]
+                                             for r in range(3))
+
+
+# -- the planner -------------------------------------------------------------------------
+
+def test_the_planner_refuses_layouts_that_do_not_fit():
+    workload = Workload((784, 1000, 1000, 100), 20000, 5000)
+    fits, refused = rank(workload, 4)
+    assert fits and not refused
+    sizes = sorted(p.memory_per_rank for p in fits)
+    limit = sizes[len(sizes) // 2]
+    fits, refused = rank(workload, 4, memory_per_rank=limit)
+    assert fits and refused
+    assert all(p.memory_per_rank <= limit for p in fits)
+    assert all(p.memory_per_rank > limit and "more than" in p.refused for p in refused)
+    # the stored Jacobian of 100 classes is what does not fit first
+    assert any(p.choice.jacobian == "stored" for p in refused)
+    with pytest.raises(InputError, match="fits in memory"):
+        choose(workload.widths, 20000, 5000, 4, memory_per_rank=sizes[0] / 10)
+
+
+def test_the_planner_ranks_by_predicted_seconds_and_respects_restrictions():
+    widths = (779, 300, 300, 10)
+    ranked = choose(widths, 2000, 100, 2, replicas=1, jacobian="recomputed")
+    assert {p.choice.replicas for p in ranked} == {1}
+    assert {p.choice.jacobian for p in ranked} == {"recomputed"}
+    seconds = [p.seconds_per_iteration for p in ranked]
+    assert seconds[0] <= min(seconds) * 1.03 + 1e-12
+    assert all(Layout.count_blocks(p.choice.partitions) >= 2 for p in ranked)
+    every = choose(widths, 2000, 100, 4)
+    assert {p.choice.replicas for p in every} == {1, 2, 4}
+
+
+def test_replicas_add_their_own_phase():
+    widths = (50, 40, 30, 5)
+    workload = Workload(widths, 1001, 101, counts=Counts(cg_iters=4, trials=2))
+    one = predict(workload, Choice((1, 2, 1, 1)), 2)
+    two = predict(workload, Choice((1, 2, 1, 1), replicas=2), 4)
+    assert one.bytes["replicas"] == 0
+    parameters = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    # per f evaluation 8 bytes per position, the gradient and 4 products: all parameters
+    assert two.bytes["replicas"] == 2 * 8 * 2 + 8 * parameters * (1 + 4)
+    # the copies' model-parallel sums: as one copy on all instances, plus the scalars
+    assert two.bytes["forward"] == one.bytes["forward"] + 2 * 16
+    assert two.seconds["replicas"] > 0
+
+
+# -- the commands --------------------------------------------------------------------------
+
+def test_plan_json_lists_the_candidates_in_order():
+    proc = serial(["plan", "--instances", "2000", "--features", "779", "--classes", "10",
+                   "--ranks", "2", "--hidden", "300,300", "--json"])
+    assert proc.returncode == 0, proc.stderr
+    answer = json.loads(proc.stdout)
+    candidates = answer["candidates"]
+    assert candidates
+    for c in candidates:
+        assert {"partitions", "replicas", "jacobian", "seconds_per_iteration",
+                "bytes_per_iteration", "memory_per_rank"} <= set(c)
+        assert len(c["partitions"]) == 4 and c["replicas"] in (1, 2)
+    best = min(c["seconds_per_iteration"] for c in candidates)
+    assert candidates[0]["seconds_per_iteration"] <= best * 1.03
+
+
+def test_plan_reads_the_shape_of_a_data_set_and_prints_a_table():
+    proc = serial(["plan", "digits", "--ranks", "3", "--hidden", "16,12",
+                   "--memory-per-rank", "1e9"])
+    assert proc.returncode == 0, proc.stderr
+    assert "s/iter" in proc.stdout and "MiB/rank" in proc.stdout
+
+
+@pytest.mark.parametrize("text, says", [
+    ("{not json", "not a valid JSON machine file"),
+    ('{"gemm": [[8, 1e9]]}', "missing field"),
+    (json.dumps({**DEFAULT.to_json(), "stream_bandwidth": -1}),
+     "stream_bandwidth must be a positive number"),
+    (json.dumps({**DEFAULT.to_json(), "gemm": []}), "gemm must be a list"),
+])
+def test_a_bad_machine_file_is_one_message_and_exit_2(tmp_path, text, says):
+    bad = tmp_path / "machine.json"
+    bad.write_text(text)
+    proc = serial(["plan", "--instances", "100", "--features", "10", "--classes", "3",
+                   "--ranks", "2", "--hidden", "8", "--machine", bad])
+    assert proc.returncode == 2
+    assert proc.stderr.count("dnewton: error") == 1 and says in proc.stderr, proc.stderr
+    with pytest.raises(InputError, match=says.split()[0]):
+        Machine.load(bad)
+
+
+def test_calibrate_writes_a_machine_file_the_planner_reads(tmp_path):
+    out = tmp_path / "machine.json"
+    proc = serial(["calibrate", "--seconds", "1", "--output", out])
+    assert proc.returncode == 0, proc.stderr
+    assert "defaults kept" in proc.stdout  # MPI on one rank: said so
+    machine = Machine.load(out)
+    assert machine.gemm and machine.stream_bandwidth > 0
+    proc = serial(["plan", "digits", "--ranks", "2", "--hidden", "16", "--machine", out])
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_machine_round_trips_through_json(tmp_path):
+    path = tmp_path / "m.json"
+    DEFAULT.save(path)
+    loaded = Machine.load(path)
+    assert loaded.to_json() | {"source": None} == DEFAULT.to_json() | {"source": None}
+    assert DEFAULT.allreduce_seconds(8, (0,)) == 0.0
+    # across nodes the network's figures apply
+    far = DEFAULT.allreduce_seconds(8e6, (0, DEFAULT.ranks_per_node))
+    near = DEFAULT.allreduce_seconds(8e6, (0, 1))
+    assert far > near > 0
