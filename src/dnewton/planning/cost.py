@@ -24,7 +24,7 @@ Gauss-Newton product.
 """
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from ..constants import BATCH_SIZE
 from ..parallel.layout import Layout
@@ -99,6 +99,13 @@ class Prediction:
         return self.memory["total"]
 
     def to_json(self):
+        if self.refused is not None:  # not timed (NaN is no JSON)
+            return {"partitions": list(self.choice.partitions),
+                    "assignment": self.choice.assignment, "replicas": self.choice.replicas,
+                    "jacobian": self.choice.jacobian, "seconds_per_iteration": None,
+                    "bytes_per_iteration": self.bytes_per_iteration,
+                    "memory_per_rank": self.memory_per_rank, "bytes": dict(self.bytes),
+                    "memory": dict(self.memory), "refused": self.refused}
         return {
             "partitions": list(self.choice.partitions),
             "assignment": self.choice.assignment,
@@ -126,8 +133,9 @@ def predict(workload, choice, n_ranks, machine=DEFAULT, memory_per_rank=None):
 
     Raises `errors.ParameterError` (from `Layout`) when the partitions do not fit
     the copy's ranks. With `memory_per_rank` (bytes), a choice whose largest rank
-    needs more is marked refused; one that fits only without the kept passes runs
-    without them (their reuse saves forward passes, docs/design.md "Reuse").
+    needs more is marked refused (and not timed: its seconds are NaN); one that
+    fits only without the kept passes runs without them (their reuse saves forward
+    passes, docs/design.md "Reuse").
     """
     R = choice.replicas
     if R < 1 or n_ranks % R:
@@ -162,15 +170,42 @@ def predict(workload, choice, n_ranks, machine=DEFAULT, memory_per_rank=None):
     position_params = [memory.parameters(r) for r in range(layout.n_ranks)]
     total["replicas"] = replica_bytes(position_params, counts, workload.itemsize, R)
     total = {p: int(round(v)) if float(v).is_integer() else v for p, v in total.items()}
+    if refused is not None:  # not timed: nothing would run
+        return Prediction(choice, n_ranks, dict.fromkeys(PHASES, math.nan), total, parts,
+                          refused, dict.fromkeys(PHASES, math.nan))
     timer = _Timer(layout, groups, machine, workload, n_ranks, R)
-    seconds = timer.iteration(l_c, s_c, choice.jacobian, keep, position_params)
-    # the same iteration on a network that costs nothing: the rest is communication
-    free = replace(machine, latency_intra=0.0, latency_inter=0.0, bandwidth_intra=math.inf,
-                   bandwidth_inter=math.inf)
-    alone = _Timer(layout, groups, free, workload, n_ranks, R).iteration(
-        l_c, s_c, choice.jacobian, keep, position_params)
-    communication = {p: max(seconds[p] - alone[p], 0.0) for p in PHASES}
+    phases = timer.iteration(l_c, s_c, choice.jacobian, keep, position_params)
+    seconds = {p: float(phases[p]) for p in PHASES}
+    communication = {p: phases[p].comm if isinstance(phases[p], _Seconds) else 0.0
+                     for p in PHASES}
     return Prediction(choice, n_ranks, seconds, total, parts, refused, communication)
+
+
+class _Seconds:
+    """Seconds with the part of them spent in sums; adds and scales like a number."""
+
+    __slots__ = ("total", "comm")
+
+    def __init__(self, total=0.0, comm=0.0):
+        self.total, self.comm = total, comm
+
+    def __add__(self, other):
+        if isinstance(other, _Seconds):
+            return _Seconds(self.total + other.total, self.comm + other.comm)
+        return _Seconds(self.total + other, self.comm)
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        return self + (-1.0) * other
+
+    def __mul__(self, factor):
+        return _Seconds(self.total * factor, self.comm * factor)
+
+    __rmul__ = __mul__
+
+    def __float__(self):
+        return float(self.total)
 
 
 class _Timer:
@@ -206,14 +241,15 @@ class _Timer:
         return self.machine.allreduce_seconds(nbytes, members)
 
     def _stage(self, work, comm):
-        return max(work) + (max(comm) if comm else 0.0)
+        waited = max(comm) if comm else 0.0
+        return _Seconds(max(work) + waited, waited)
 
     def _forward(self, n, tangent=False, batched=True):
         """A forward pass (or, `tangent`, the R-operator's pass) over n instances."""
         g, L = self.groups, self.layout.n_layers
         batches = max(1, math.ceil(n / self.w.batch_size)) if batched else 1
         rows = n / batches
-        total = 0.0
+        total = _Seconds()
         for m in range(1, L + 1):
             work, comm = [0.0] * self.k, [0.0] * self.k
             for blk in self.by_layer[m]:
@@ -240,7 +276,7 @@ class _Timer:
         g, L = self.groups, self.layout.n_layers
         batches = max(1, math.ceil(n / self.w.batch_size)) if batched else 1
         rows = n / batches
-        total = 0.0
+        total = _Seconds()
         for m in range(L, 0, -1):
             work, comm = [0.0] * self.k, [0.0] * self.k
             for blk in self.by_layer[m]:
@@ -267,7 +303,8 @@ class _Timer:
         return max(self._stream(passes * p) for p in self.params)
 
     def _all(self, nbytes):
-        return self._sum(nbytes, tuple(range(self.k)))
+        t = self._sum(nbytes, tuple(range(self.k)))
+        return _Seconds(t, t)
 
     # -- the iteration -------------------------------------------------------------
 
@@ -278,8 +315,8 @@ class _Timer:
         seconds = dict.fromkeys(PHASES, 0.0)
         pass_l = self._forward(n)
         f_sums = self._all(2 * FLOAT64)
-        pass_numbers = max(RankMemory(self.layout, self.groups).pass_numbers(r)
-                           for r in range(self.k))
+        memory = RankMemory(self.layout, self.groups)
+        pass_numbers = max(memory.pass_numbers(r) for r in range(self.k))
         rows_s = self._stream(2 * s * pass_numbers)  # S's rows copied out of the kept pass
         seconds["forward"] = t * (pass_l + f_sums) + rows_s
         if not keep:
@@ -327,4 +364,4 @@ class _Timer:
             worst = max(worst, scalars * self.machine.allreduce_seconds(FLOAT64, members)
                         + vectors * self.machine.allreduce_seconds(params * self.itemsize,
                                                                     members))
-        return worst
+        return _Seconds(worst, worst)

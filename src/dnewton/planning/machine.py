@@ -18,6 +18,7 @@ writes them as JSON; `load` reads such a file back and refuses, with one message
 anything that is not a complete description.
 """
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
@@ -90,9 +91,7 @@ class Machine:
 
     def gemm_seconds(self, m, k, n, threads=1):
         """Seconds of one GEMM call of these sizes (0 for an empty one)."""
-        if min(m, k, n) <= 0:
-            return 0.0
-        return 2.0 * m * k * n / self.gemm_rate(m, k, n, threads) + self.call_overhead
+        return _gemm_seconds(self, m, k, n, threads)
 
     def stream_seconds(self, nbytes, ranks_on_node=1):
         """Seconds to stream `nbytes` through one core's elementwise loop while
@@ -181,6 +180,14 @@ class Machine:
             raise InputError(f"{path}: not a valid JSON machine file ({exc})") from None
         machine = cls.from_json(record, str(path))
         return replace(machine, source=str(path))
+
+
+@functools.lru_cache(maxsize=65536)
+def _gemm_seconds(machine, m, k, n, threads):
+    # Layouts repeat a few block shapes thousands of times: computed once each.
+    if min(m, k, n) <= 0:
+        return 0.0
+    return 2.0 * m * k * n / machine.gemm_rate(m, k, n, threads) + machine.call_overhead
 
 
 DEFAULT = Machine()

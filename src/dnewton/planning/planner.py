@@ -27,7 +27,10 @@ from .volume import Counts
 
 ASSIGNMENTS = ("balanced", "aligned")
 JACOBIANS = ("stored", "recomputed")
-MAX_PARTITION_VECTORS = 256
+MAX_PARTITION_VECTORS = 64
+# Partition vectors per copy of k ranks at most this over k (large copies are slow to
+# predict: their layouts have thousands of blocks).
+PREDICTION_BUDGET = 8192
 # Predictions closer than this (relative) count as a tie, broken by simplicity.
 RESOLUTION = 0.03
 
@@ -37,16 +40,32 @@ def _divisors(k):
 
 
 def partition_vectors(widths, k):
-    """Partition vectors worth trying for a copy of k ranks (at least k blocks)."""
+    """Partition vectors worth trying for a copy of k ranks (k to 4k blocks).
+
+    Each P_m divides k (so groups and ranks can line up) and is at most n_m. When
+    there are more than `MAX_PARTITION_VECTORS`, only powers of two are tried, and
+    of those the `MAX_PARTITION_VECTORS` (at most `PREDICTION_BUDGET` / k, at least
+    8) with the best balance bound: the most
+    multiply-adds per instance a rank must do, at least the total over k and at
+    least the largest block's (fewer blocks break ties).
+    """
     options = [[d for d in _divisors(k) if d <= w] for w in widths]
     if math.prod(len(o) for o in options) > MAX_PARTITION_VECTORS:
         options = [[d for d in o if d & (d - 1) == 0 or d == k] for o in options]
-    if math.prod(len(o) for o in options) > MAX_PARTITION_VECTORS:
-        options = [sorted({o[0], o[len(o) // 2], o[-1]}) for o in options]
-    for parts in itertools.product(*options):
-        blocks = Layout.count_blocks(parts)
-        if k <= blocks <= max(4 * k, 8):
-            yield parts
+    vectors = [parts for parts in itertools.product(*options)
+               if k <= Layout.count_blocks(parts) <= max(4 * k, 8)]
+    # a prediction costs O(blocks): fewer candidates for larger copies
+    cap = max(8, min(MAX_PARTITION_VECTORS, PREDICTION_BUDGET // k))
+    if len(vectors) > cap:
+        total = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+
+        def bound(parts):
+            largest = max(math.ceil(a / p) * math.ceil(b / q) for a, b, p, q in
+                          zip(widths[:-1], widths[1:], parts[:-1], parts[1:]))
+            return max(total / k, largest), Layout.count_blocks(parts)
+
+        vectors = sorted(vectors, key=bound)[:cap]
+    return vectors
 
 
 def candidates(widths, n_ranks, replicas=None, jacobian=None, partitions=None,

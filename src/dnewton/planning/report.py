@@ -31,7 +31,7 @@ def table(fits, refused, workload, n_ranks, machine, top=None):
         lines.append(f"     ... {len(fits) - top} more (--top N shows more)")
     if refused:
         lines.append(f"refused ({len(refused)}, do not fit in memory):")
-        for p in refused[: top or len(refused)]:
+        for p in refused[: top or len(refused)]:  # not timed
             lines.append(f"     {p.choice.label()}: {p.refused}")
     return "\n".join(lines)
 
