@@ -92,7 +92,7 @@ def calibrate(path, seconds):
 def train(run, iterations, log, machine_path):
     cmd = [str(BIN / "mpiexec"), "-n", str(run.ranks), sys.executable, "-m", "dnewton",
            "train", str(DATA), *ARGS, "--iterations", str(iterations), "--log", str(log),
-           "--jacobian", run.jacobian, "--quiet", "--machine", str(machine_path)]
+           "--jacobian", run.jacobian, "--machine", str(machine_path)]
     if run.partitions:
         cmd += ["--partitions", run.partitions, "--assignment", run.assignment]
     if run.replicas > 1:

@@ -211,12 +211,12 @@ class _Seconds:
 class _Timer:
     """Seconds of the pieces of an iteration on one copy (critical paths)."""
 
-    def __init__(self, layout, groups, machine, workload, n_ranks, replicas):
+    def __init__(self, layout, groups, machine, workload, n_ranks, replicas, threads=None):
         self.layout, self.groups, self.machine, self.w = layout, groups, machine, workload
         self.k = layout.n_ranks
         self.n_ranks, self.replicas = n_ranks, replicas
         # one rank threads its BLAS over the node; several run one thread each
-        self.threads = machine.cores_per_node if n_ranks == 1 else 1
+        self.threads = threads or (machine.cores_per_node if n_ranks == 1 else 1)
         self.on_node = min(n_ranks, machine.ranks_per_node)
         self.itemsize = workload.itemsize
         self.n_out = layout.widths[-1]
@@ -336,7 +336,8 @@ class _Timer:
                 a, b = blk.shape
                 r = self.owner[blk.index]
                 work[r] += (self._gemm(s, a, b) + self._gemm(a, s, b)
-                            + 4.0 * s * self.n_out * b / mach.small_product_rate)
+                            + 4.0 * s * self.n_out * b
+                            / (mach.small_product_rate * mach.pass_efficiency))
             product = max(work) + self._all((s * self.n_out + 1) * FLOAT64)
         else:
             product = (self._forward(s, tangent=True, batched=False)

@@ -11,7 +11,8 @@ also in docs/scaling.md):
 * MPI inside a node: 0.5 us latency, 10 GB/s; between nodes a 25 Gb/s-class
   network: 2 us latency, 3 GB/s;
 * a few microseconds of interpreter time per kernel call and a millisecond per
-  Newton iteration of bookkeeping (drawing S, the records).
+  Newton iteration of bookkeeping (drawing S, the records); inside a real pass the
+  kernels reach 80% of their rates in isolation (`pass_efficiency`).
 
 `dnewton calibrate` measures this machine's figures (`planning.calibrate`) and
 writes them as JSON; `load` reads such a file back and refuses, with one message,
@@ -28,7 +29,7 @@ from ..errors import InputError
 # Fields that must be positive numbers (all but `gemm`, `source` and the counts).
 _RATES = ("small_product_rate", "stream_bandwidth", "node_bandwidth", "thread_efficiency",
           "latency_intra", "bandwidth_intra", "latency_inter", "bandwidth_inter",
-          "call_overhead", "iteration_overhead")
+          "call_overhead", "iteration_overhead", "pass_efficiency")
 _COUNTS = ("cores_per_node", "ranks_per_node")
 
 
@@ -51,6 +52,9 @@ class Machine:
         inside a node (intra) and between nodes (inter).
     call_overhead : seconds of interpreter and dispatch per kernel call or collective.
     iteration_overhead : seconds per Newton iteration outside the kernels.
+    pass_efficiency : the share of the rates above that kernels reach inside a real
+        pass (caches shared between kernels, interpreter time): computation is
+        divided by it.
     """
 
     gemm: tuple = ((8, 8e9), (32, 20e9), (128, 32e9), (512, 40e9))
@@ -66,6 +70,7 @@ class Machine:
     bandwidth_inter: float = 3e9
     call_overhead: float = 5e-6
     iteration_overhead: float = 1e-3
+    pass_efficiency: float = 0.8
     source: str = "default (a typical cluster node: docs/scaling.md)"
 
     # -- rates ---------------------------------------------------------------------
@@ -84,7 +89,7 @@ class Machine:
                     t = math.log(d / d0) / math.log(d1 / d0)
                     rate = r0 + t * (r1 - r0)
                     break
-        return rate * self.speedup(threads)
+        return rate * self.speedup(threads) * self.pass_efficiency
 
     def speedup(self, threads):
         return 1.0 + (max(threads, 1) - 1) * self.thread_efficiency
@@ -97,7 +102,7 @@ class Machine:
         """Seconds to stream `nbytes` through one core's elementwise loop while
         `ranks_on_node` ranks share the node's memory."""
         share = self.node_bandwidth / max(ranks_on_node, 1)
-        return nbytes / min(self.stream_bandwidth, share)
+        return nbytes / (min(self.stream_bandwidth, share) * self.pass_efficiency)
 
     def node_of(self, rank):
         return rank // self.ranks_per_node
