@@ -38,8 +38,8 @@ def memory_per_rank(p, machine):
     return NODE_MEMORY / min(p, machine.ranks_per_node)
 
 
-def workload(n_instances, gn_ratio=0.05, diagonal=False):
-    return Workload(WIDTHS, n_instances, max(1, math.ceil(gn_ratio * n_instances)),
+def workload(n_instances, gn_ratio=0.05, diagonal=False, widths=WIDTHS):
+    return Workload(widths, n_instances, max(1, math.ceil(gn_ratio * n_instances)),
                     diagonal=diagonal, counts=Counts(cg_iters=10, trials=1))
 
 
@@ -47,7 +47,7 @@ def paper(w, p, machine):
     """About one block per rank (at most 5/4 of p blocks), one copy: the fastest of
     the partition vectors the planner tries that fits."""
     best = None
-    for v in partition_vectors(WIDTHS, p):
+    for v in partition_vectors(w.widths, p):
         if Layout.count_blocks(v) > max(1.25 * p, 4):
             continue
         for jacobian in ("stored", "recomputed"):
@@ -160,11 +160,32 @@ def techniques(machine):
     return lines
 
 
+def communication(machine):
+    """Where communication starts to dominate: the share of the iteration in sums
+    for the planner's choice and the paper's layout, on the default network, on
+    1 Gb/s Ethernet (50 us), and for the reference's small network on 60,000
+    instances (MNIST's size)."""
+    slow = replace(machine, bandwidth_inter=125e6, latency_inter=50e-6)
+    cases = [("784-8192-8192-8192-1000, l = 10^6, default network", WIDTHS, 10**6, machine),
+             ("784-8192-8192-8192-1000, l = 10^6, 1 Gb/s Ethernet", WIDTHS, 10**6, slow),
+             ("784-300-300-10, l = 60,000, default network", (784, 300, 300, 10), 60000,
+              machine)]
+    lines = ["| case | ranks | planner's choice | paper's layout |", "| --- | --- | --- | --- |"]
+    for name, widths, n, m in cases:
+        for p in (16, 64, 256, 1024):
+            w = workload(n, widths=widths)
+            line = f"| {name} | {p} | {describe(planner(w, p, m))} | {describe(paper(w, p, m))} |"
+            print(line, flush=True)
+            lines.append(line)
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--machine", help="machine file (default: the documented default)")
     parser.add_argument("--out", default="docs/scaling",
                         help="prefix of the figures and the markdown table")
+    parser.add_argument("--kinds", default="strong,weak", help="strong, weak or both")
     args = parser.parse_args()
     machine = Machine.load(args.machine) if args.machine else DEFAULT
     # One thread per rank everywhere, also for the 1-rank point (a real 1-rank job
@@ -174,14 +195,16 @@ def main():
     out.parent.mkdir(parents=True, exist_ok=True)
     table = ["| kind | ranks | l | paper's layout | planner's choice | best hybrid |",
              "| --- | --- | --- | --- | --- | --- |"]
-    for kind in ("strong", "weak"):
+    for kind in args.kinds.split(","):
         rows = project(kind, machine)
         plot(rows, kind, f"{out}-{kind}.png")
         table += [f"| {kind} | {p} | {n:,} | {describe(a)} | {describe(b)} | {describe(c)} |"
                   for p, n, a, b, c in rows]
     extra = techniques(machine)
+    shares = communication(machine)
     with open(f"{out}-table.md", "w", encoding="utf-8") as f:
-        f.write("\n".join(table) + "\n\n" + "\n".join(f"* {line}" for line in extra) + "\n")
+        f.write("\n".join(table) + "\n\n" + "\n".join(f"* {line}" for line in extra) + "\n\n"
+                + "\n".join(shares) + "\n")
     print("\n".join(extra))
 
 

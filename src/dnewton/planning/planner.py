@@ -44,10 +44,11 @@ def partition_vectors(widths, k):
 
     Each P_m divides k (so groups and ranks can line up) and is at most n_m. When
     there are more than `MAX_PARTITION_VECTORS`, only powers of two are tried, and
-    of those the `MAX_PARTITION_VECTORS` (at most `PREDICTION_BUDGET` / k, at least
-    8) with the best balance bound: the most
-    multiply-adds per instance a rank must do, at least the total over k and at
-    least the largest block's (fewer blocks break ties).
+    of those the cap (`MAX_PARTITION_VECTORS`, at most `PREDICTION_BUDGET` / k, at
+    least 8) with the best balance bound (the most multiply-adds per instance a rank
+    must do, at least the total over k and at least the largest block's; fewer
+    blocks break ties), and half as many more with the fewest blocks (the least
+    communication).
     """
     options = [[d for d in _divisors(k) if d <= w] for w in widths]
     if math.prod(len(o) for o in options) > MAX_PARTITION_VECTORS:
@@ -64,7 +65,14 @@ def partition_vectors(widths, k):
                           zip(widths[:-1], widths[1:], parts[:-1], parts[1:]))
             return max(total / k, largest), Layout.count_blocks(parts)
 
-        vectors = sorted(vectors, key=bound)[:cap]
+        balanced = sorted(vectors, key=bound)
+        fewest = sorted(vectors, key=lambda parts: bound(parts)[::-1])
+        chosen = dict.fromkeys(balanced[:cap])
+        for parts in fewest:  # and those with the fewest blocks: the least communication
+            if len(chosen) >= cap + cap // 2:
+                break
+            chosen.setdefault(parts)
+        vectors = list(chosen)
     return vectors
 
 
