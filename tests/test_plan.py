@@ -173,8 +173,8 @@ def test_replicas_add_their_own_phase():
     two = predict(workload, Choice((1, 2, 1, 1), replicas=2), 4)
     assert one.bytes["replicas"] == 0
     parameters = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
-    # per f evaluation 8 bytes per position, the gradient and 4 products: all parameters
-    assert two.bytes["replicas"] == 2 * 8 * 2 + 8 * parameters * (1 + 4)
+    # docs/design.md, "Copies of the layout": t 8 k + 8 n + c 8 (n + k)
+    assert two.bytes["replicas"] == 2 * 8 * 2 + 8 * parameters + 4 * 8 * (parameters + 2)
     # the copies' model-parallel sums: as one copy on all instances, plus the scalars
     assert two.bytes["forward"] == one.bytes["forward"] + 2 * 16
     assert two.seconds["replicas"] > 0

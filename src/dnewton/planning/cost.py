@@ -24,13 +24,13 @@ Gauss-Newton product.
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..constants import BATCH_SIZE
 from ..parallel.layout import Layout
 from .machine import DEFAULT
 from .memory import RankMemory
-from .volume import FLOAT64, Counts, Groups, iteration_bytes, replica_bytes, split
+from .volume import FLOAT64, Counts, Groups, forward_bytes, iteration_bytes, replica_bytes, split
 
 PHASES = ("forward", "backward", "gauss_newton", "other", "sync", "replicas", "evaluation")
 # Phases that make up an iteration's time (evaluation is monitoring, outside it).
@@ -160,15 +160,21 @@ def predict(workload, choice, n_ranks, machine=DEFAULT, memory_per_rank=None):
     # plus (R - 1) times the scalar terms.
     counts = workload.counts
     total = {p: 0 for p in PHASES}
-    for l_i, s_i in zip(shares, subsets):
-        one = iteration_bytes(layout, l_i, s_i, counts, world=layout.n_ranks,
-                              itemsize=workload.itemsize, jacobian=choice.jacobian,
-                              loss=workload.loss, diagonal=workload.diagonal, keep=keep,
-                              groups=groups)
+    tests = split(counts.test_instances, R)  # the test set is split like the training set
+    for l_i, s_i, t_i in zip(shares, subsets, tests):
+        one = iteration_bytes(layout, l_i, s_i, replace(counts, test_instances=0),
+                              world=layout.n_ranks, itemsize=workload.itemsize,
+                              jacobian=choice.jacobian, loss=workload.loss,
+                              diagonal=workload.diagonal, keep=keep, groups=groups)
         for p, value in one.items():
             total[p] += value
+        if counts.test_instances:  # every copy sums its share's score, even an empty one
+            total["evaluation"] += (forward_bytes(layout, t_i, workload.itemsize, groups)
+                                    + (FLOAT64 if layout.n_ranks > 1 else 0))
     position_params = [memory.parameters(r) for r in range(layout.n_ranks)]
     total["replicas"] = replica_bytes(position_params, counts, workload.itemsize, R)
+    if counts.test_instances and R > 1:  # the copies' scores summed over the replica groups
+        total["evaluation"] += FLOAT64 * layout.n_ranks
     total = {p: int(round(v)) if float(v).is_integer() else v for p, v in total.items()}
     if refused is not None:  # not timed: nothing would run
         return Prediction(choice, n_ranks, dict.fromkeys(PHASES, math.nan), total, parts,
@@ -358,11 +364,13 @@ class _Timer:
         return seconds
 
     def _replica_seconds(self, position_params, scalars, vectors):
-        """The replica groups' sums: the slowest position j (ranks j, j + k, ...)."""
+        """The replica groups' sums: the slowest position j (ranks j, j + k, ...):
+        `scalars` loss sums, the gradient and `vectors` - 1 products (float64)."""
         worst = 0.0
         for j, params in enumerate(position_params):
             members = tuple(j + c * self.k for c in range(self.replicas))
             worst = max(worst, scalars * self.machine.allreduce_seconds(FLOAT64, members)
-                        + vectors * self.machine.allreduce_seconds(params * self.itemsize,
-                                                                    members))
+                        + self.machine.allreduce_seconds(params * self.itemsize, members)
+                        + (vectors - 1) * self.machine.allreduce_seconds(
+                            (params + 1) * FLOAT64, members))
         return _Seconds(worst, worst)

@@ -127,17 +127,20 @@ def iteration_bytes(layout, n_instances, n_subset, counts, *, world, itemsize=FL
 
 
 def replica_bytes(position_params, counts, itemsize=FLOAT64, replicas=1):
-    """Bytes of the reductions over the replica groups per iteration (phase
-    ``replicas``): one group per position j of a copy, R > 1 members each. Per f
-    evaluation 8 bytes, per gradient and per Gauss-Newton product itemsize times the
-    position's parameters, per test evaluation 8 bytes; summed over positions.
+    """Bytes of the sums over the replica groups per iteration (phase ``replicas``;
+    docs/design.md, "Copies of the layout"): one group per position j of a copy,
+    R > 1 members each. Per f evaluation the loss sum (8 bytes), per gradient the
+    position's parameters in the run's precision, per Gauss-Newton product its
+    parameters in float64 plus one slot (v'Gv's data term); summed over the k
+    positions: t 8 k + itemsize n + c 8 (n + k), n all the network's parameters.
+    (The test accuracy's sum over the copies is the evaluation phase's: 8 k.)
     `position_params` lists the parameters of each position."""
     if replicas <= 1:
         return 0
     k = len(position_params)
     params = sum(position_params)
-    evaluations = counts.trials + (1 if counts.test_instances else 0)
-    return k * FLOAT64 * evaluations + itemsize * params * (1 + counts.cg_iters)
+    return (counts.trials * FLOAT64 * k + itemsize * params
+            + counts.cg_iters * FLOAT64 * (params + k))
 
 
 def split(total, parts):
