@@ -27,6 +27,7 @@
 #endif
 
 #define DN_SIMD_REDUCTION
+#define DN_ORDERED_SUMS
 #define REAL double
 #define NAME(x) x##_d
 #define EXP exp
@@ -37,6 +38,7 @@
 #undef EXP
 #undef TANH
 #undef DN_SIMD_REDUCTION
+#undef DN_ORDERED_SUMS
 
 #define DN_SIMD_REDUCTION DN_REASSOCIATED_SUM
 #define REAL float

@@ -77,7 +77,33 @@ void NAME(dn_batched_matvec)(const REAL *D, const REAL *u, double *out,
     for (size_t i = 0; i < n; i++) {
         const REAL *Di = D + i * nl * k, *ui = u + i * k;
         double *oi = out + i * nl;
-        for (size_t j = 0; j < nl; j++) {
+        size_t j = 0;
+#ifdef DN_ORDERED_SUMS
+        /* Eight rows at once, then two: several sums, each still taken in the
+         * order of c (the same result as one row at a time), whose adds no longer
+         * wait on one another; one sum's chain of dependent adds ran at a fraction
+         * of the adder's rate (2.8x slower on the reference network's blocks). */
+        for (; j + 8 <= nl; j += 8) {
+            const REAL *rows = Di + j * k;
+            REAL acc[8] = {0};
+            for (size_t c = 0; c < k; c++) {
+                REAL uc = ui[c];
+                for (size_t q = 0; q < 8; q++) acc[q] += rows[q * k + c] * uc;
+            }
+            for (size_t q = 0; q < 8; q++) oi[j + q] += acc[q];
+        }
+        for (; j + 2 <= nl; j += 2) {
+            const REAL *r0 = Di + j * k, *r1 = r0 + k;
+            REAL a0 = 0, a1 = 0;
+            for (size_t c = 0; c < k; c++) {
+                a0 += r0[c] * ui[c];
+                a1 += r1[c] * ui[c];
+            }
+            oi[j] += a0;
+            oi[j + 1] += a1;
+        }
+#endif
+        for (; j < nl; j++) {
             const REAL *row = Di + j * k;
             REAL acc = 0;
             /* In float32, reassociated to use the vector units (dn_loops.c). */

@@ -15,8 +15,9 @@ ACTIVATIONS = {
     K.IDENTITY: (lambda s: s.copy(), lambda s, z: np.ones_like(s)),
 }
 # (n, a, b, n_L): square, tall, wide, single, and empty dimensions.
+# n_L of 17 and 3 meet every branch of the per-instance products (8 rows, 2, then 1).
 SHAPES = [(7, 5, 3, 4), (1, 1, 1, 1), (20, 2, 9, 10), (3, 8, 1, 2), (0, 4, 3, 2), (5, 0, 3, 2),
-          (5, 4, 0, 2)]
+          (5, 4, 0, 2), (4, 6, 5, 17), (3, 2, 7, 3)]
 
 
 # Relative tolerances of a kernel's result in each precision: float32 keeps about

@@ -154,6 +154,13 @@ def build_parser():
         "no --partitions is given (default: a typical cluster node, docs/scaling.md)",
     )
     model.add_argument(
+        "--replicas", type=int, default=_MODEL.replicas, metavar="R",
+        help="data x model parallelism: the ranks form R copies of the layout (R must "
+        "divide the rank count; --partitions then describes one copy), each working on "
+        "1/R of the instances and of each Gauss-Newton subset; f, the gradient and "
+        "every Gauss-Newton product are summed over the copies (bytes: phase replicas)",
+    )
+    model.add_argument(
         "--dtype", choices=PRECISIONS, default=_MODEL.dtype,
         help="precision of the parameters, data and passes; float32 halves memory and "
         "data moved and runs faster, while f, dot products and CG's scalars are summed "
@@ -509,7 +516,8 @@ def run_train(args):
     _warn_cut(world, test_raw, args.features)
     config = ModelConfig(
         hidden=args.hidden, activation=args.activation, loss=args.loss, C=args.C,
-        partitions=args.partitions, feature_scale=args.feature_scale, center=args.center,
+        partitions=args.partitions, replicas=args.replicas,
+        feature_scale=args.feature_scale, center=args.center,
         standardize=args.standardize, batch_size=args.batch_size, pipeline=args.pipeline,
         dtype=args.dtype, C_grid=tuple(args.C_grid), holdout=args.holdout,
         path_iterations=args.path_iterations, jacobian=args.jacobian, machine=args.machine,

@@ -62,7 +62,11 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
         of every (scaled) feature, as ``--standardize`` (implies `center`;
         constant features are only centred).
     partitions : tuple of int or None, default None
-        P_0..P_L, the block layout under MPI; None splits the widest layers.
+        P_0..P_L, the block layout under MPI (of one copy, with `replicas`); None
+        splits the widest layers.
+    replicas : int, default 1
+        Copies of the layout the MPI ranks form, each fitting 1/replicas of the
+        instances (as ``--replicas``); must divide the rank count.
     batch_size : int, default 4096
     dtype : {"float64", "float32"}, default "float64"
         Precision of training and prediction (as ``--dtype``); X may be either.
@@ -99,7 +103,8 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, hidden=(300, 300), activation="relu", loss="squared", C=0.01,
                  max_iter=100, gn_ratio=0.05, gn_size=None, diagonal=False,
                  sync_fraction=1.0, cg_max=250, xi=0.1, damping=1.0, feature_scale=1.0,
-                 center=False, standardize=False, partitions=None, batch_size=BATCH_SIZE,
+                 center=False, standardize=False, partitions=None, replicas=1,
+                 batch_size=BATCH_SIZE,
                  dtype="float64", random_state=0, verbose=False):
         self.hidden = hidden
         self.activation = activation
@@ -117,6 +122,7 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
         self.center = center
         self.standardize = standardize
         self.partitions = partitions
+        self.replicas = replicas
         self.batch_size = batch_size
         self.dtype = dtype
         self.random_state = random_state
@@ -143,7 +149,8 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
         )
         config = ModelConfig(
             hidden=_widths(self.hidden), activation=self.activation, loss=self.loss, C=self.C,
-            partitions=self.partitions, feature_scale=self.feature_scale,
+            partitions=self.partitions, replicas=self.replicas,
+            feature_scale=self.feature_scale,
             center=self.center, standardize=self.standardize, batch_size=self.batch_size,
             dtype=self.dtype,
         )

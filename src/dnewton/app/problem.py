@@ -17,7 +17,7 @@ from mpi4py import MPI
 from ..constants import BATCH_SIZE, KEEP_MEMORY_SHARE, PARAMETER_COPIES, PRECISIONS
 from ..errors import InputError, ParameterError, agreed, check_parameters, everywhere
 from ..io.data import Classes, Preprocessing, partition
-from ..io.model_file import gather_model
+from ..io.model_file import gather_model, gather_vector
 from ..model.activations import Activation
 from ..model.gauss_newton import JACOBIAN_MODES, stored_bytes
 from ..model.losses import make_loss
@@ -39,7 +39,8 @@ class ModelConfig:
     activation: str = "relu"
     loss: str = "squared"
     C: object = 0.01  # f = theta'theta / (2 C l) + mean loss; "auto": chosen (app.regularization)
-    partitions: object = None  # P_0..P_L, or None: the planner's choice (`planning.planner`)
+    partitions: object = None  # P_0..P_L of one copy, or None: the planner's choice
+    replicas: int = 1  # copies of the layout over the ranks, each on a share of the data
     machine: object = None  # a machine file for the planner (`dnewton calibrate`), or None
     assignment: object = None  # blocks -> ranks with partitions: balanced, aligned; None: cheaper
     feature_scale: float = 1.0
@@ -57,6 +58,7 @@ class ModelConfig:
     RULES = (
         ("hidden", lambda v: all(int(h) >= 1 for h in v),
          "needs positive layer widths, e.g. 300,300"),
+        ("replicas", lambda v: isinstance(v, numbers.Integral) and v >= 1, "must be >= 1"),
         ("C", lambda v: (isinstance(v, str) and v == "auto")
          or (isinstance(v, numbers.Real) and v > 0 and math.isfinite(v)),
          "must be a positive number or auto"),
@@ -109,34 +111,37 @@ class Problem:
                 config.check()
                 classes = Classes.from_training(train_raw.y)
                 widths = [train_raw.n_features, *map(int, config.hidden), len(classes)]
+                n_ranks = _copy_size(world.size, config.replicas, train_raw.n_instances)
                 if config.partitions is None:
                     plan = _plan(widths, train_raw.n_instances, n_subset, world.size, config)
                     choice = plan[0].choice
-                    layout = Layout(widths, choice.partitions, world.size, choice.assignment)
+                    layout = Layout(widths, choice.partitions, n_ranks, choice.assignment)
                 elif config.assignment is not None:
-                    layout = Layout(widths, config.partitions, world.size, config.assignment)
-                    if len(set(layout.owner.tolist())) < world.size:
+                    layout = Layout(widths, config.partitions, n_ranks, config.assignment)
+                    if len(set(layout.owner.tolist())) < n_ranks:
                         raise ParameterError(
                             f"{{assignment}} {config.assignment} leaves a rank without a "
                             f"block with {{partitions}} "
                             f"{','.join(map(str, config.partitions))}: use balanced")
                 else:
-                    layout = Layout.build(widths, config.partitions, world.size)
+                    layout = Layout.build(widths, config.partitions, n_ranks)
                 if test_raw is not None and test_raw.n_features > train_raw.n_features:
                     raise InputError(
                         f"{test_raw.source}: {test_raw.n_features} features, more than the "
                         f"{train_raw.n_features} of the training set"
                     )
-            groups = Groups(world, layout)
+            groups = Groups(world, layout, config.replicas)
             prep = Preprocessing(config.feature_scale, config.center,
                                  standardize=config.standardize)
             with agreed(world):
-                train = partition(train_raw, layout, world.rank, classes, prep, fit=True,
-                                  dtype=config.dtype)
+                share = _share(train_raw.n_instances, groups)
+                train = partition(train_raw, layout, groups.rank, classes, prep, fit=True,
+                                  dtype=config.dtype, share=share)
                 test = None
                 if test_raw is not None:
-                    test = partition(test_raw, layout, world.rank, classes, prep,
-                                     dtype=config.dtype)
+                    test = partition(test_raw, layout, groups.rank, classes, prep,
+                                     dtype=config.dtype,
+                                     share=_share(test_raw.n_instances, groups))
         except BaseException:
             if groups is not None:
                 groups.free()
@@ -160,7 +165,7 @@ class Problem:
         node.Free()
         self.world.Allreduce(MPI.IN_PLACE, need, op=MPI.MAX)
         if available is not None and need[0] > available:
-            total = sum(self.layout.parameters(r).size for r in range(self.world.size))
+            total = sum(self.layout.parameters(r).size for r in range(self.layout.n_ranks))
             raise everywhere(ParameterError(
                 f"the network's {total:,} parameters need about {_size(need[0])} on a node "
                 f"({PARAMETER_COPIES} working copies of each rank's share), more than the "
@@ -198,10 +203,21 @@ class Problem:
         self.world.Allreduce(MPI.IN_PLACE, need, op=MPI.MAX)
         return int(need[0]), int(need[1]) if self.objective.keep else 0
 
+    @property
+    def rank(self):
+        """This rank's place in its copy of the layout (its blocks: `layout.blocks_of`)."""
+        return self.groups.rank
+
     def gather_model(self, theta):
-        """Collective: the dense `io.model_file.Model` of `theta` on rank 0, None elsewhere."""
-        return gather_model(self.world, self.layout, theta, self.preprocessing,
+        """Collective: the dense `io.model_file.Model` of `theta` on rank 0, None on
+        the other ranks of the first copy (every copy gathers its own alike)."""
+        return gather_model(self.groups.comm, self.layout, theta, self.preprocessing,
                             self.config.activation, self.config.loss, self.classes.labels)
+
+    def gather_vector(self, vec):
+        """Collective: the dense form of a parameter-shaped vector on rank 0, as
+        `gather_model` gathers the parameters."""
+        return gather_vector(self.layout, self.groups.comm, vec)
 
     def test_accuracy(self):
         """The test-accuracy callback (collective), or None without a test set."""
@@ -215,16 +231,35 @@ class Problem:
 
 
 def _plan(widths, n_instances, n_subset, n_ranks, config):
-    """The planner's ranked layouts for this run: one model-parallel copy (no
-    replicas) with the configured Jacobian mode; the same on every rank (the same
-    inputs, no randomness)."""
+    """The planner's ranked layouts for this run on `n_ranks` (all the job's ranks),
+    restricted to the configured replicas and Jacobian mode; the same on every rank
+    (the same inputs, no randomness)."""
     machine = Machine.load(config.machine) if config.machine else DEFAULT_MACHINE
     if n_subset is None:
         n_subset = subset_size(n_instances)
-    return choose(widths, n_instances, n_subset, n_ranks, machine, replicas=1,
+    return choose(widths, n_instances, n_subset, n_ranks, machine, replicas=config.replicas,
                   jacobian=config.jacobian, assignment=config.assignment,
                   itemsize=np.dtype(config.dtype).itemsize, loss=config.loss,
                   batch_size=config.batch_size)
+
+
+def _copy_size(n_ranks, replicas, n_instances):
+    """Ranks per copy of the layout, refusing a split that cannot be made."""
+    if replicas > n_ranks or n_ranks % replicas:
+        raise ParameterError(f"{{replicas}} {replicas} does not divide the {n_ranks} rank(s) "
+                             "into copies of equal size")
+    if replicas > n_instances:
+        raise ParameterError(f"{{replicas}} {replicas} exceeds the {n_instances} training "
+                             "instances: every copy needs some")
+    return n_ranks // replicas
+
+
+def _share(n_instances, groups):
+    """This rank's copy's contiguous share of `n_instances`: sizes differ by at most
+    one, the first copies taking the larger ones."""
+    size, extra = divmod(n_instances, groups.n_replicas)
+    start = groups.replica * size + min(groups.replica, extra)
+    return slice(start, start + size + (groups.replica < extra))
 
 
 def _size(nbytes):

@@ -110,6 +110,11 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
         with agreed(comm):
             options.check()
             config.check()
+            if (getattr(options, "diagonal", False) and options.sync_fraction < 1
+                    and config.replicas > 1):
+                raise ParameterError("{sync_fraction} below 1 stops each block's CG when the "
+                                     "vote passes, at a different iteration in each copy of "
+                                     "the layout: with {replicas} > 1 keep it at 1")
             if getattr(options, "diagonal", False) and config.jacobian != "stored":
                 raise ParameterError("{diagonal} needs the stored Jacobian: its blocks' own "
                                      "products come from it (drop {jacobian} recomputed)")
@@ -132,7 +137,7 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
             if outputs.checkpoint:
                 before_commit, after_write = faults.checkpoint_hooks()
                 checkpointer = Checkpointer(
-                    problem.world, problem.layout, problem.gather_model, outputs.checkpoint,
+                    problem.world, problem.gather_model, problem.gather_vector, outputs.checkpoint,
                     outputs.checkpoint_every, options.iterations, run_settings(problem, options),
                     CHECKPOINT_INTERVAL, before_commit, after_write,
                 )
@@ -142,7 +147,7 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
             if checkpoint is not None:
                 with agreed(problem.world):
                     checkpoint.check(run_settings(problem, options))
-                run.resume(checkpoint.state(problem.layout, problem.world.rank),
+                run.resume(checkpoint.state(problem.layout, problem.rank),
                            checkpoint.records())
                 checkpoint.check_f(run.solver.f)
                 monitor.message(f"dnewton: resuming {outputs.resume} after iteration "
@@ -219,6 +224,8 @@ def _describe(problem, options, train_data, monitor, outputs, faults):
         f"dnewton: {train_data.source}: {train_data.n_instances} instances, network "
         f"{'-'.join(map(str, layout.widths))} ({config.activation}, {config.loss} loss), "
         f"{len(layout.blocks)} blocks on {problem.world.size} rank(s)"
+        + (f" ({config.replicas} copies of {layout.n_ranks} rank(s), each on "
+           f"1/{config.replicas} of the instances)" if config.replicas > 1 else "")
     )
     if issparse(train_data.X):
         density = train_data.X.nnz / max(1, train_data.n_instances * train_data.n_features)
@@ -261,7 +268,8 @@ def _planned(problem, layout):
     best = problem.plan[0]
     line = (f"dnewton: layout chosen by the planner: partitions "
             f"{','.join(map(str, layout.partitions))} ({layout.assignment}), predicted "
-            f"{best.seconds_per_iteration:.3g} s per iteration on "
+            f"{best.seconds_per_iteration:.3g} s per iteration"
+            f"{f' with {best.choice.replicas} copies' if best.choice.replicas > 1 else ''} on "
             f"{problem.config.machine or 'the default machine'}")
     runner = next((p for p in problem.plan if p.choice.partitions != best.choice.partitions),
                   None)
@@ -300,10 +308,12 @@ def make_solver(problem, options, faults=None):
     if options.diagonal:
         n_blocks = len(problem.layout.blocks)
         wrap = None if faults is None else faults.block_decorator(problem.world.rank)
+        # The vote counts every copy's blocks: the copies of a block run their CGs in
+        # step (each product is summed over them), so they must stop together.
         direction = BlockDiagonalCG(
             space, n_blocks,
-            lambda: CompletionVote(problem.world, n_blocks, options.sync_fraction,
-                                   groups.ledger),
+            lambda: CompletionVote(problem.world, n_blocks * groups.n_replicas,
+                                   options.sync_fraction, groups.ledger),
             options.xi, options.cg_max, wrap,
         )
     else:

@@ -38,7 +38,6 @@ from .model_file import (
     Model,
     check_writable,
     commit,
-    gather_vector,
     read_arrays_everywhere,
     scatter_vector,
     write_temporary,
@@ -124,9 +123,10 @@ class Checkpointer:
     Parameters
     ----------
     world : mpi4py communicator
-    layout : parallel.layout.Layout
     gather : callable (theta) -> Model or None
         Collective: the dense model on rank 0 (None elsewhere).
+    gather_vector : callable (vector) -> flat array or None
+        Collective: a parameter-shaped vector in dense order on rank 0.
     directory : str or Path
     every : int or None
         Iterations between checkpoints; None: by time, every `interval` seconds.
@@ -141,11 +141,11 @@ class Checkpointer:
         after the rename (tests play crashes there; see `dnewton.fault_injection`).
     """
 
-    def __init__(self, world, layout, gather, directory, every, last, settings, interval=300.0,
-                 before_commit=None, after_write=None):
+    def __init__(self, world, gather, gather_vector, directory, every, last, settings,
+                 interval=300.0, before_commit=None, after_write=None):
         self.world = world
-        self.layout = layout
         self.gather = gather
+        self.gather_vector = gather_vector
         self.path = Path(directory) / NAME
         self.every = every
         self.last = last
@@ -183,7 +183,7 @@ class Checkpointer:
         returns the seconds it took."""
         began = time.perf_counter()
         model = self.gather(state.theta)
-        vectors = {name: gather_vector(self.layout, self.world, vec)
+        vectors = {name: self.gather_vector(vec)
                    for name, vec in sorted(state.vectors.items())}
         with agreed(self.world):
             if self.world.rank == 0:

@@ -205,15 +205,29 @@ def feature_std(block, mean):
 class PartitionedData:
     """This rank's share of a data set.
 
-    ``features[a]`` is the (l, |a|) block of input group a for every group this
+    ``features[a]`` is the (n, |a|) block of input group a for every group this
     rank's layer-1 blocks need: dense, or a `scipy.sparse.csr_matrix` with int32
-    indices when ``sparse``; ``labels`` (l,) class indices on output ranks, else None.
+    indices when ``sparse``; ``labels`` (n,) class indices on output ranks, else None.
+    The n rows are instances ``first .. first + n - 1`` of the set's ``n_total``
+    (all of them, unless the ranks form copies of the layout: ``--replicas``).
     """
 
     n_instances: int
     features: dict
     labels: object
     sparse: bool = False
+    first: int = 0
+    n_total: int = None
+
+    def __post_init__(self):
+        if self.n_total is None:
+            self.n_total = self.n_instances
+
+    def local(self, index):
+        """The rows of this share among the sorted global instance indices `index`,
+        as local indices."""
+        lo, hi = np.searchsorted(index, [self.first, self.first + self.n_instances])
+        return index[lo:hi] - self.first
 
     def rows(self, index):
         """Feature blocks of the instances `index` (a slice or an index array)."""
@@ -262,7 +276,7 @@ def _int32(X):
     return X
 
 
-def partition(raw, layout, rank, classes, prep, fit=False, dtype=np.float64):
+def partition(raw, layout, rank, classes, prep, fit=False, dtype=np.float64, share=None):
     """Keep the columns and labels `rank` needs; apply (and with `fit`, learn) `prep`.
 
     Parameters
@@ -278,6 +292,9 @@ def partition(raw, layout, rank, classes, prep, fit=False, dtype=np.float64):
     dtype : numpy dtype
         Precision of the feature blocks (scaling, centring and standardizing are
         done in float64).
+    share : slice or None
+        The instances to keep (``--replicas``: this copy's rows), contiguous; None:
+        all. `prep` is learnt from all of them either way.
 
     Sparse `raw.X` stays sparse (CSR blocks, memory in proportion to the non-zeros)
     unless `prep` centres (subtracting the means fills every entry; standardizing
@@ -287,7 +304,10 @@ def partition(raw, layout, rank, classes, prep, fit=False, dtype=np.float64):
     input_groups = sorted({blk.row for blk in layout.blocks_of(rank) if blk.layer == 1})
     keep_sparse = (sparse.issparse(raw.X) and not prep.centers
                    and raw.X.nnz <= SPARSE_MAX_DENSITY * np.prod(raw.X.shape))
+    share = slice(0, raw.n_instances) if share is None else share
     X = raw.X.tocsr() if keep_sparse else raw.X  # column slices of CSR stay CSR
+    if keep_sparse:
+        X = csr_rows(X, share)
     features = {}
     for a in input_groups:
         cols = layout.group(0, a)
@@ -310,7 +330,11 @@ def partition(raw, layout, rank, classes, prep, fit=False, dtype=np.float64):
             if fit:
                 prep.stds[a] = feature_std(block, prep.means[a])
             block /= prep.stds[a]
-        features[a] = np.ascontiguousarray(block, dtype=dtype)
+        features[a] = np.ascontiguousarray(block[share], dtype=dtype)
     owns_output = any(blk.layer == layout.n_layers for blk in layout.blocks_of(rank))
-    labels = classes.encode(raw.y, raw.source) if owns_output and classes is not None else None
-    return PartitionedData(raw.n_instances, features, labels, keep_sparse)
+    labels = None
+    if owns_output and classes is not None:
+        labels = classes.encode(raw.y, raw.source)[share]
+    n = share.stop - share.start
+    return PartitionedData(n, features, labels, keep_sparse, first=share.start,
+                           n_total=raw.n_instances)

@@ -44,16 +44,22 @@ class GaussNewtonOperator:
         1 / (C l).
     damping : float
         Levenberg-Marquardt lambda.
+    n_subset : int or None
+        |S| over all copies (``--replicas``: `fwd` holds this copy's share of S);
+        None: ``fwd.n``.
     """
 
-    def __init__(self, network, fwd, jacobian, curvature, loss, regularization, damping):
+    def __init__(self, network, fwd, jacobian, curvature, loss, regularization, damping,
+                 n_subset=None):
         self.network = network
         self.loss = loss
         self.curvature = curvature
         self.regularization = regularization
         self.damping = damping
-        self.n_subset = fwd.n
+        self.n_subset = fwd.n if n_subset is None else n_subset
+        self.n_local = fwd.n
         self.n_outputs = network.n_outputs
+        self._copies = _Copies(network)
         self._Z = []
         self._D = []
         self._U = []
@@ -68,8 +74,8 @@ class GaussNewtonOperator:
                 if issparse(Z) else (K.jacobian_vector_product, K.jacobian_transpose_product))
         # J v for every instance of S, plus one slot that carries the local v.v:
         # float64 in either precision (it meets B_i and is summed over ranks).
-        self._buf = np.empty(self.n_subset * self.n_outputs + 1)
-        self._block_Jv = np.empty((self.n_subset, self.n_outputs))
+        self._buf = np.empty(self.n_local * self.n_outputs + 1)
+        self._block_Jv = np.empty((self.n_local, self.n_outputs))
         # FLOPs of one product (J v and J^T q) by each block: two products Z V and
         # Z^T T (2 |S| |a| |b| each, 2 nnz |b| on a CSR Z) and two sets of |S| small
         # n_L x |b| products.
@@ -82,7 +88,7 @@ class GaussNewtonOperator:
 
     def jacobian_vector(self, v):
         """Local sum over this rank's blocks of J_{i,p} v_p, (|S|, n_L), not reduced."""
-        Jv = self._buf[:-1].reshape(self.n_subset, self.n_outputs)
+        Jv = self._buf[:-1].reshape(self.n_local, self.n_outputs)
         Jv[:] = 0.0
         for (V, vb), Z, D, U, (jv, _) in zip(self.network.parameters.views(v), self._Z,
                                              self._D, self._U, self._kernels):
@@ -101,7 +107,8 @@ class GaussNewtonOperator:
 
         One allreduce of |S| n_L + 1 numbers (phase ``gauss_newton``): the extra
         number is v.v, which with J v gives the quadratic form without another
-        reduction.
+        reduction. With copies of the layout, one more of the product's numbers and
+        the quadratic form over the copies (`_Copies`).
         """
         self.ledger.computed(Phase.GAUSS_NEWTON, sum(self._flops))
         Jv = self.jacobian_vector(v)
@@ -109,9 +116,10 @@ class GaussNewtonOperator:
         self.network.groups.all.allreduce(self._buf, Phase.GAUSS_NEWTON)
         Q = self.loss.apply_curvature(self.curvature, Jv)
         shift = self.regularization + self.damping
-        np.multiply(v, shift, out=out)
+        self._copies.start(v, shift, out)
         self.jacobian_transpose(Q, out, 1.0 / self.n_subset)
-        return float(np.einsum("ij,ij->", Jv, Q)) / self.n_subset + shift * self._buf[-1]
+        quadratic = self._copies.finish(out, float(np.einsum("ij,ij->", Jv, Q)) / self.n_subset)
+        return quadratic + shift * self._buf[-1]
 
     def block_operators(self):
         """The diagonal blocks G_pp + damping I, one per block of this rank.
@@ -139,10 +147,12 @@ class GaussNewtonOperator:
             jv(Z, V, vb, D, U, Jv)
             Q = self.loss.apply_curvature(self.curvature, Jv)
             shift = self.regularization + self.damping
-            np.multiply(v, shift, out=out)
+            self._copies.start(v, shift, out)
             out_W, out_b = block_views(blk, out)
             jtq(Z, D, Q, U, out_W, out_b, 1.0 / self.n_subset)
-            return float(np.einsum("ij,ij->", Jv, Q)) / self.n_subset + shift * K.dot(v, v)
+            quadratic = self._copies.finish(out, float(np.einsum("ij,ij->", Jv, Q))
+                                            / self.n_subset)
+            return quadratic + shift * K.dot(v, v)
 
         return apply
 
@@ -158,7 +168,8 @@ class RecomputedGaussNewtonOperator:
     Same parameters as `GaussNewtonOperator` but `jacobian`; `theta` is the point.
     """
 
-    def __init__(self, network, theta, fwd, curvature, loss, regularization, damping):
+    def __init__(self, network, theta, fwd, curvature, loss, regularization, damping,
+                 n_subset=None):
         self.network = network
         self.theta = theta
         self.fwd = fwd
@@ -166,7 +177,8 @@ class RecomputedGaussNewtonOperator:
         self.loss = loss
         self.regularization = regularization
         self.damping = damping
-        self.n_subset = fwd.n
+        self.n_subset = fwd.n if n_subset is None else n_subset
+        self._copies = _Copies(network)
         self._counts = network.groups.leads_output
         self._sums = GroupSpace(network.groups.all, Phase.GAUSS_NEWTON)
         self._workspace = {}  # the backward sweep's sums, reused by every product
@@ -174,7 +186,7 @@ class RecomputedGaussNewtonOperator:
     def apply(self, v, out):
         """out = (G_S + damping I) v; returns v^T (G_S + damping I) v summed over ranks."""
         shift = self.regularization + self.damping
-        np.multiply(v, shift, out=out)
+        self._copies.start(v, shift, out)
         Jv = self.network.tangent(self.theta, self.fwd, v)
         dout, quadratic = None, 0.0
         if Jv is not None:
@@ -186,10 +198,48 @@ class RecomputedGaussNewtonOperator:
         run(self.network.backward_steps(self.theta, self.fwd, dout, out, self._workspace,
                                         Phase.GAUSS_NEWTON))
         vv, quadratic = self._sums.sum([local_dot(v, v), quadratic])
-        return quadratic + shift * vv
+        return self._copies.finish(out, quadratic) + shift * vv
 
     def block_operators(self):
         raise NotImplementedError("the block-diagonal operator needs the stored Jacobian")
+
+
+class _Copies:
+    """The sum of a product over the copies of the layout (``--replicas``).
+
+    Each copy forms its part of ``(1/|S|) sum_i J_i^T B_i J_i v`` on its share of
+    S; the shift (1/(C l) + lambda) v, the same everywhere, is added by the first
+    copy alone; one allreduce over `Groups.replicas` (phase ``replicas``) adds the
+    parts and, in one more float64 slot, the quadratic form's data term. Without
+    copies it is ``out = shift v`` and nothing more.
+    """
+
+    def __init__(self, network):
+        self.groups = network.groups
+        self.ledger = network.ledger
+        self.active = self.groups.n_replicas > 1
+        self._bufs = {}  # by size: the block-diagonal operators sum one block at a time
+
+    def start(self, v, shift, out):
+        """Set `out` to where this copy's part of the product starts."""
+        if self.active and not self.groups.leads_replicas:
+            out[:] = 0.0
+        else:
+            np.multiply(v, shift, out=out)
+
+    def finish(self, out, quadratic):
+        """Sum `out` over the copies, in place; returns `quadratic` summed likewise."""
+        if not self.active:
+            return quadratic
+        buf = self._bufs.get(out.size)
+        if buf is None:
+            buf = self._bufs[out.size] = np.empty(out.size + 1)
+        buf[:-1] = out
+        buf[-1] = quadratic
+        with self.ledger.phase(Phase.REPLICAS):
+            self.groups.replicas.allreduce(buf, Phase.REPLICAS)
+        out[:] = buf[:-1]
+        return float(buf[-1])
 
 
 def stored_bytes(network, n_subset, jacobian="stored", input_bytes=None):

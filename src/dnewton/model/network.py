@@ -65,7 +65,7 @@ class Network:
         self.groups = groups
         self.activation = int(activation)
         self.ledger = groups.ledger
-        self.parameters = layout.parameters(groups.world.rank)
+        self.parameters = layout.parameters(groups.rank)
         self.blocks = self.parameters.blocks
         self.n_params = self.parameters.size
         self.n_outputs = layout.widths[-1]

@@ -3,6 +3,12 @@
 ``f(theta) = theta^T theta / (2 C l) + (1/l) sum_i loss_i``. Sums over instances
 run in batches of `batch_size` to bound memory; every rank steps through the same
 batches, so each batch's collectives line up.
+
+With ``--replicas`` each copy of the layout holds a contiguous share of the l
+instances (and of every subset S): the sums over instances of each copy are
+added over the copies (`Groups.replicas`, one reduction per f, gradient and
+Gauss-Newton product), and the regularization term, the same in every copy, is
+added once (by the first copy) before that sum.
 """
 
 from dataclasses import dataclass
@@ -50,7 +56,7 @@ class Objective:
     ----------
     network : model.network.Network
     data : io.data.PartitionedData
-        Training data partitioned for this rank.
+        Training data partitioned for this rank (its copy's share of the rows).
     loss : model.losses object
     C : float
         Regularization constant (multiplies the data term, as in LIBLINEAR).
@@ -73,8 +79,9 @@ class Objective:
         self.data = data
         self.loss = loss
         self.C = C
-        self.n_instances = data.n_instances
-        self.regularization = 1.0 / (C * data.n_instances)
+        self.n_instances = data.n_total  # l, over all copies
+        self.n_local = data.n_instances  # this copy's share of them
+        self.regularization = 1.0 / (C * data.n_total)
         self.batch_size = batch_size
         self.keep = keep
         self.pipeline = pipeline
@@ -83,27 +90,44 @@ class Objective:
         self._counts_loss = self.groups.leads_output
         self._sums = GroupSpace(self.groups.all, Phase.FORWARD)
         self._scores = GroupSpace(self.groups.all, Phase.EVALUATION)
+        self._across = GroupSpace(self.groups.replicas, Phase.REPLICAS)
+        self._across_scores = GroupSpace(self.groups.replicas, Phase.EVALUATION)
         self._stores = []
         self._current = None  # the store of the point whose gradient was taken last
 
     def kept_bytes(self):
         """Bytes of this rank's two stores of kept forward passes."""
-        return 2 * self.network.dtype.itemsize * self.n_instances * self.network.pass_numbers()
+        return 2 * self.network.dtype.itemsize * self.n_local * self.network.pass_numbers()
 
     def _batches(self, n):
         for start in range(0, n, self.batch_size):
             yield slice(start, min(start + self.batch_size, n))
 
     def _total(self, theta, loss_sum):
+        with self.ledger.phase(Phase.REPLICAS):
+            (loss_sum,) = self._across.sum([loss_sum])
         with self.ledger.phase(Phase.FORWARD):
             tt, loss_sum = self._sums.sum([local_dot(theta, theta), loss_sum])
         return tt * self.regularization / 2.0 + loss_sum / self.n_instances
+
+    def _start_sum(self, theta):
+        """Where a gradient-like sum over instances starts: theta / (C l) in the
+        first copy, zero in the others (the sum over copies adds it once)."""
+        if self.groups.leads_replicas:
+            return theta * self.regularization
+        return np.zeros_like(theta)
+
+    def _sum_copies(self, vec):
+        """Add `vec` (this copy's part of a sum over instances) over the copies."""
+        with self.ledger.phase(Phase.REPLICAS):
+            self.groups.replicas.allreduce(vec, Phase.REPLICAS)
+        return vec
 
     def _free_store(self):
         if not self.keep:
             return None
         if not self._stores:
-            self._stores = [_Store(self.network, self.n_instances) for _ in range(2)]
+            self._stores = [_Store(self.network, self.n_local) for _ in range(2)]
         store = self._stores[1] if self._current is self._stores[0] else self._stores[0]
         store.generation += 1
         return store
@@ -118,7 +142,7 @@ class Objective:
     def _passes(self, batch_steps):
         """Run one pass per batch (generators, in batch order): pipelined with
         `pipeline` > 1, else one after another. Returns their results in order."""
-        if self.pipeline > 1 and self.n_instances > self.batch_size:
+        if self.pipeline > 1 and self.n_local > self.batch_size:
             return run_pipelined(batch_steps, self.pipeline)
         return [run(steps) for steps in batch_steps]
 
@@ -135,7 +159,7 @@ class Objective:
             return self.loss.value(fwd.output, self.data.labels[rows])
 
         with self.ledger.phase(Phase.FORWARD):
-            losses = self._passes(batch(rows) for rows in self._batches(self.n_instances))
+            losses = self._passes(batch(rows) for rows in self._batches(self.n_local))
         loss_sum = 0.0
         for loss in losses:  # in batch order, as one pass after another would
             loss_sum += loss
@@ -153,7 +177,7 @@ class Objective:
         Reuses the point's forward pass if it is still kept, else runs it again.
         """
         theta, store = evaluation.theta, self._kept(evaluation)
-        grad = theta * self.regularization
+        grad = self._start_sum(theta)
 
         def batch(rows):
             inputs = self.data.rows(rows)
@@ -174,9 +198,9 @@ class Objective:
                 self._workspaces.append(workspace)
 
         with self.ledger.phase(Phase.BACKWARD):
-            self._passes(batch(rows) for rows in self._batches(self.n_instances))
+            self._passes(batch(rows) for rows in self._batches(self.n_local))
         self._current = store
-        return grad
+        return self._sum_copies(grad)
 
     def value_and_gradient(self, theta):
         """(f(theta), local part of the gradient)."""
@@ -190,19 +214,21 @@ class Objective:
         of the gradient of f when B is drawn uniformly. Returns this rank's part,
         shape (n_params,). Collective over the layout's groups, like `value`.
         """
-        grad = theta * self.regularization
+        grad = self._start_sum(theta)
+        local = self.data.local(rows)
         with self.ledger.phase(Phase.FORWARD):
-            fwd = self.network.forward(theta, self.data.rows(rows), len(rows))
+            fwd = self.network.forward(theta, self.data.rows(local), len(local))
             dout = None
             if fwd.output is not None:
-                dout = self.loss.gradient(fwd.output, self.data.labels[rows]) / len(rows)
+                dout = self.loss.gradient(fwd.output, self.data.labels[local]) / len(rows)
         with self.ledger.phase(Phase.BACKWARD):
             self.network.backward(theta, fwd, dout, grad)
-        return grad
+        return self._sum_copies(grad)
 
     def gauss_newton(self, point, subset, damping):
         """The operator v -> (G_S + damping I) v at `point` (an `evaluate`d point,
-        or parameters), on the instances `subset` (sorted).
+        or parameters), on the instances `subset` (sorted, of all l; each copy
+        takes its own).
 
         Takes the forward pass on S from the point's kept pass (or runs it), runs
         the Jacobian pass (n_L vectors per instance), and, for losses whose B
@@ -212,6 +238,7 @@ class Objective:
         if not isinstance(point, Evaluation):
             point = Evaluation(point, np.nan)
         theta, store = point.theta, self._kept(point)
+        n_subset, subset = len(subset), self.data.local(subset)
         with self.ledger.phase(Phase.FORWARD):
             if store is not None:
                 fwd = store.passes.rows(subset)
@@ -229,10 +256,10 @@ class Objective:
                 self.groups.broadcast(curvature, leader, Phase.BACKWARD)
         if not stored:
             return RecomputedGaussNewtonOperator(self.network, theta, fwd, curvature,
-                                                 self.loss, self.regularization, damping)
-        return GaussNewtonOperator(
-            self.network, fwd, jacobian, curvature, self.loss, self.regularization, damping
-        )
+                                                 self.loss, self.regularization, damping,
+                                                 n_subset)
+        return GaussNewtonOperator(self.network, fwd, jacobian, curvature, self.loss,
+                                   self.regularization, damping, n_subset)
 
     def accuracy(self, theta, data):
         """Fraction of `data` (partitioned like the training set) classified right."""
@@ -244,5 +271,6 @@ class Objective:
                 )
                 if self._counts_loss:
                     correct += np.sum(np.argmax(fwd.output, axis=1) == data.labels[rows])
+            (correct,) = self._across_scores.sum([correct])
             (correct,) = self._scores.sum([correct])
-        return correct / data.n_instances
+        return correct / data.n_total

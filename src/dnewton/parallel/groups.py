@@ -7,6 +7,12 @@
 * ``backward(m, a)`` -- K(m, a), m >= 2: owners of (m, a, .) with owners of
   (m-1, ., a); d/dz_a^{m-1} is summed there.
 
+With ``replicas`` R > 1 (data x model parallelism) the job's ranks form R copies
+of the layout, copy c being ranks c k .. c k + k - 1 (k = ranks / R); the groups
+above are built inside each copy, on its own communicator, and ``replicas`` is
+the group of the R ranks that hold the same blocks in each copy: f, the gradient
+and every Gauss-Newton product are summed over it (phase ``replicas``).
+
 Groups with the same members share one communicator, a group of one rank needs none
 (its "allreduce" is a no-op), and a rank outside a group gets ``None`` for it.
 Every rank visits the groups in the same global order, which is what keeps the
@@ -29,7 +35,7 @@ class Group:
     """A set of ranks that reduce together, with byte accounting."""
 
     def __init__(self, members, comm, ledger):
-        self.members = members  # world ranks, sorted
+        self.members = members  # ranks of the copy (of the job, for `Groups.replicas`), sorted
         self.comm = comm  # None when the group is this rank alone
         self.ledger = ledger
 
@@ -39,7 +45,7 @@ class Group:
 
     @property
     def leader(self):
-        """World rank of the group's first member."""
+        """Rank of the group's first member."""
         return self.members[0]
 
     def allreduce(self, buf, phase):
@@ -78,12 +84,32 @@ class Groups:
 
     Collective over `world`: every rank must construct it, in the same order
     relative to other collectives. Call `free` when done.
+
+    Parameters
+    ----------
+    world : mpi4py communicator, every rank of the job
+    layout : parallel.layout.Layout
+        The layout of one copy: ``layout.n_ranks == world.size // replicas``.
+    replicas : int
+        Copies of the layout the ranks form (data x model parallelism).
     """
 
-    def __init__(self, world, layout):
-        self.world = world
+    def __init__(self, world, layout, replicas=1):
+        if replicas < 1 or world.size % replicas or world.size // replicas != layout.n_ranks:
+            raise ValueError(f"{world.size} ranks do not form {replicas} copies of a "
+                             f"{layout.n_ranks}-rank layout")
+        self.job = world
         self.layout = layout
         self.ledger = Ledger()
+        self.n_replicas = replicas
+        k = layout.n_ranks
+        self.replica, self.rank = divmod(world.rank, k)  # which copy; the rank within it
+        # A copy's communicator, then the one across copies (both collective over world).
+        self.comm = world if replicas == 1 else world.Split(self.replica, key=world.rank)
+        across = None if replicas == 1 else world.Split(self.rank, key=world.rank)
+        self._own = [c for c in (self.comm, across) if c is not None and c is not world]
+        self.replicas = Group(tuple(range(self.rank, world.size, k)), across, self.ledger)
+
         L = layout.n_layers
         wanted = {}
         for m in range(1, L + 1):
@@ -92,25 +118,26 @@ class Groups:
         for m in range(2, L + 1):
             for a in range(layout.partitions[m - 1]):
                 wanted[("backward", m, a)] = layout.backward_group(m, a)
-        wanted[("world",)] = tuple(range(world.size))
+        wanted[("all",)] = tuple(range(k))
 
         # One communicator per distinct member set of size > 1, created in a fixed
-        # order on every rank (Split is collective over world).
+        # order on every rank of the copy (Split is collective over the copy).
+        comm = self.comm
         self._comms = {}
         for members in sorted(set(wanted.values())):
             if len(members) == 1:
                 continue
-            if members == wanted[("world",)]:
-                self._comms[members] = world
-                continue
-            color = 0 if world.rank in members else MPI.UNDEFINED
-            comm = world.Split(color, key=world.rank)
-            if comm != MPI.COMM_NULL:
+            if members == wanted[("all",)]:
                 self._comms[members] = comm
+                continue
+            color = 0 if self.rank in members else MPI.UNDEFINED
+            sub = comm.Split(color, key=self.rank)
+            if sub != MPI.COMM_NULL:
+                self._comms[members] = sub
         self._groups = {
             key: Group(members, self._comms.get(members), self.ledger)
             for key, members in wanted.items()
-            if world.rank in members
+            if self.rank in members
         }
 
     def forward(self, m, b):
@@ -121,8 +148,14 @@ class Groups:
 
     @property
     def all(self):
-        """The group of every rank."""
-        return self._groups[("world",)]
+        """The group of every rank of this copy (of the job, without replicas)."""
+        return self._groups[("all",)]
+
+    @property
+    def leads_replicas(self):
+        """Whether this rank is in the first copy: what every copy would add alike
+        (the regularization term) is added there alone before a sum over copies."""
+        return self.replica == 0
 
     @property
     def output(self):
@@ -135,22 +168,25 @@ class Groups:
         outputs, and this one alone adds what depends on them (the loss, J v . B J v)
         to sums over all ranks."""
         output = self.output
-        return output is not None and output.leader == self.world.rank
+        return output is not None and output.leader == self.rank
 
     def broadcast(self, buf, root, phase):
-        """Broadcast `buf` in place from world rank `root` to every rank."""
+        """Broadcast `buf` in place from rank `root` of this copy to its every rank."""
         phase = Phase(phase)
-        if self.world.size == 1:
+        if self.comm.size == 1:
             return
-        if self.world.rank == root:
+        if self.rank == root:
             self.ledger.moved(phase, buf.nbytes)
         with waiting(self.ledger, phase):
-            self.world.Bcast(buf, root=root)
+            self.comm.Bcast(buf, root=root)
 
     def free(self):
         """Release the sub-communicators (MPICH allows only a few thousand live ones)."""
         for comm in self._comms.values():
-            if comm is not self.world:
+            if comm is not self.comm:
                 comm.Free()
+        for comm in self._own:
+            comm.Free()
+        self._own.clear()
         self._comms.clear()
         self._groups.clear()

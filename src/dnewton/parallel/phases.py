@@ -16,3 +16,4 @@ class Phase(Name):
     SYNC = "sync"  # the completion vote of the block-diagonal CG
     OTHER = "other"  # the Newton step's scalars: g'd, d'd, d'Ad, ||g||
     EVALUATION = "evaluation"  # monitoring: test accuracy, SGD's and Adam's f and ||g||
+    REPLICAS = "replicas"  # --replicas: sums of f, g and each product over the copies
