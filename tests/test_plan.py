@@ -43,7 +43,8 @@ def serial(args, timeout=120):
 # -- bytes: predicted equal counted ------------------------------------------------------
 
 # (ranks, partitions, assignment, extra flags): split input, hidden and output layers,
-# one block per rank, both assignments, the recomputed Jacobian, softmax, float32.
+# one block per rank, both assignments, the recomputed Jacobian, softmax, float32,
+# copies of the layout (--replicas).
 RUNS = [
     (2, "1,2,1,1", "balanced", []),
     (2, "1,1,2,1", "aligned", []),
@@ -51,6 +52,8 @@ RUNS = [
     (4, "2,2,2,1", "balanced", ["--dtype", "float32"]),
     (3, "3,1,1,2", "balanced", ["--jacobian", "recomputed"]),
     (2, "2,1,2,1", "aligned", ["--jacobian", "recomputed", "--loss", "softmax"]),
+    (2, "1,1,1,1", "balanced", ["--replicas", "2"]),
+    (4, "1,2,1,1", "balanced", ["--replicas", "2", "--jacobian", "recomputed"]),
 ]
 
 
@@ -66,8 +69,8 @@ def test_predicted_bytes_equal_the_counted_bytes(tmp_path, n_ranks, partitions, 
     workload = Workload(widths, n_train, math.ceil(0.05 * n_train),
                         itemsize=4 if flags.get("--dtype") == "float32" else 8,
                         loss=flags.get("--loss", "squared"))
-    choice = Choice(tuple(map(int, partitions.split(","))), assignment, 1,
-                    flags.get("--jacobian", "stored"))
+    choice = Choice(tuple(map(int, partitions.split(","))), assignment,
+                    int(flags.get("--replicas", 1)), flags.get("--jacobian", "stored"))
     for rec in read_log(log_path)[1:]:
         workload.counts = Counts(cg_iters=rec["cg_iters"], trials=rec["line_search_trials"],
                                  test_instances=n_test)
