@@ -134,7 +134,8 @@ def make_problem(loss="squared", activation="tanh", partitions=None, C=0.7, batc
                  hidden=(5, 4), data=None, dtype="float64"):
     """A 7-5-4-3 network on `synthetic` data, laid out over every rank of the job."""
     config = ModelConfig(hidden=hidden, activation=activation, loss=loss, C=C,
-                         partitions=partitions, batch_size=batch_size, dtype=dtype)
+                         partitions=partitions, batch_size=batch_size, dtype=dtype,
+                         replicas=1)
     return Problem.build(WORLD, data if data is not None else synthetic(), None, config)
 
 

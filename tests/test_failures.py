@@ -140,7 +140,7 @@ CASES = {
     ),
     "memory": (
         GOOD,
-        ["--gn-size", "40"],
+        ["--gn-size", "40", "--replicas", "1"],  # one copy of the parameters
         "more than the 0 MiB available",
     ),
 }

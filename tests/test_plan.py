@@ -83,11 +83,12 @@ def test_train_without_partitions_takes_the_planners_first_choice(tmp_path):
     log_path = tmp_path / "run.jsonl"
     proc = run_dnewton(2, [*COMMON[:-3], "--seed", "3", "--log", log_path])
     n_train, n_test, widths = digits_shape()
-    first = choose(widths, n_train, math.ceil(0.05 * n_train), 2, replicas=1,
-                   jacobian="stored")[0]
+    first = choose(widths, n_train, math.ceil(0.05 * n_train), 2)[0]
     parts = ",".join(map(str, first.choice.partitions))
-    assert (f"layout chosen by the planner: partitions {parts} ({first.choice.assignment})"
-            in proc.stdout), proc.stdout
+    assert (f"layout chosen by the planner: partitions {parts} ({first.choice.assignment}, "
+            f"{first.choice.jacobian} Jacobian)" in proc.stdout), proc.stdout
+    if first.choice.replicas > 1:
+        assert f"with {first.choice.replicas} copies" in proc.stdout, proc.stdout
     workload = Workload(widths, n_train, math.ceil(0.05 * n_train))
     for rec in read_log(log_path)[1:]:
         workload.counts = Counts(rec["cg_iters"], rec["line_search_trials"],

@@ -28,7 +28,8 @@ def with_constants(n_instances=23, n_features=7, seed=3):
 
 def build(partitions, dtype="float64", data=None):
     config = ModelConfig(hidden=(5, 4), activation="tanh", partitions=partitions,
-                         feature_scale=SCALE, standardize=True, batch_size=4, dtype=dtype)
+                         feature_scale=SCALE, standardize=True, batch_size=4, dtype=dtype,
+                         replicas=1)
     return Problem.build(WORLD, data if data is not None else with_constants(), None, config)
 
 
@@ -139,8 +140,11 @@ def test_cli_model_predicts_the_logged_accuracy_and_the_estimator_matches(tmp_pa
 # Digits with the default C = 0.01 (30 iterations, 64,64): raw pixels (0..16) reach 92.2%
 # test accuracy, scaled and centred (the documented recipe, but default C) 76.0%, as
 # DATASETS says; standardized 96.9%: with unit spread per pixel the default C suits.
+# Raw pixels (0..16) make the run sensitive to rounding over 30 iterations (the two
+# Jacobian modes end 3 points of accuracy apart), so the product is pinned to the one
+# the expectation was measured with, rather than left to the planner.
 DEFAULT_C = ["train", "digits", "--hidden", "64,64", "--iterations", "30", "--quiet",
-             "--seed", "1"]
+             "--seed", "1", "--jacobian", "stored"]
 
 
 @pytest.mark.mpi

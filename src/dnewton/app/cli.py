@@ -158,7 +158,8 @@ def build_parser():
         help="data x model parallelism: the ranks form R copies of the layout (R must "
         "divide the rank count; --partitions then describes one copy), each working on "
         "1/R of the instances and of each Gauss-Newton subset; f, the gradient and "
-        "every Gauss-Newton product are summed over the copies (bytes: phase replicas)",
+        "every Gauss-Newton product are summed over the copies (bytes: phase replicas). "
+        "Default: the planner's choice without --partitions (Newton), else 1",
     )
     model.add_argument(
         "--dtype", choices=PRECISIONS, default=_MODEL.dtype,
@@ -171,7 +172,8 @@ def build_parser():
         help="stored: build the Gauss-Newton subset's Jacobian once per iteration and "
         "stream it in every CG iteration (memory |S| n_L widths); recomputed: a tangent "
         "and a backward pass in every CG iteration instead (memory |S| widths; pays "
-        "with many classes or little memory)",
+        "with many classes or little memory). Default: the planner's choice without "
+        "--partitions, else stored",
     )
     model.add_argument("--seed", type=int, default=_DEFAULTS.seed,
                        help="seed of the initial weights, the subsets and the mini-batches")

@@ -64,9 +64,10 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
     partitions : tuple of int or None, default None
         P_0..P_L, the block layout under MPI (of one copy, with `replicas`); None
         splits the widest layers.
-    replicas : int, default 1
+    replicas : int or None, default None
         Copies of the layout the MPI ranks form, each fitting 1/replicas of the
-        instances (as ``--replicas``); must divide the rank count.
+        instances (as ``--replicas``); must divide the rank count. None: the
+        planner's choice without `partitions`, else 1.
     batch_size : int, default 4096
     dtype : {"float64", "float32"}, default "float64"
         Precision of training and prediction (as ``--dtype``); X may be either.
@@ -103,7 +104,7 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, hidden=(300, 300), activation="relu", loss="squared", C=0.01,
                  max_iter=100, gn_ratio=0.05, gn_size=None, diagonal=False,
                  sync_fraction=1.0, cg_max=250, xi=0.1, damping=1.0, feature_scale=1.0,
-                 center=False, standardize=False, partitions=None, replicas=1,
+                 center=False, standardize=False, partitions=None, replicas=None,
                  batch_size=BATCH_SIZE,
                  dtype="float64", random_state=0, verbose=False):
         self.hidden = hidden

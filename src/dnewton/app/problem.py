@@ -9,7 +9,7 @@ caller's own.
 import math
 import numbers
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from mpi4py import MPI
@@ -40,7 +40,7 @@ class ModelConfig:
     loss: str = "squared"
     C: object = 0.01  # f = theta'theta / (2 C l) + mean loss; "auto": chosen (app.regularization)
     partitions: object = None  # P_0..P_L of one copy, or None: the planner's choice
-    replicas: int = 1  # copies of the layout over the ranks, each on a share of the data
+    replicas: object = None  # copies of the layout, each on a share of the data; None: planner's
     machine: object = None  # a machine file for the planner (`dnewton calibrate`), or None
     assignment: object = None  # blocks -> ranks with partitions: balanced, aligned; None: cheaper
     feature_scale: float = 1.0
@@ -49,7 +49,7 @@ class ModelConfig:
     batch_size: int = BATCH_SIZE
     pipeline: int = 1  # batches in flight in a pass over all instances (1: no pipeline)
     dtype: str = "float64"  # precision of parameters, data and passes: float64 or float32
-    jacobian: str = "stored"  # the Gauss-Newton product's J: stored, or recomputed per product
+    jacobian: object = None  # the Gauss-Newton product's J: stored, recomputed; None: planner's
     # -C auto: the grid of C, the held-out share of the training set, iterations per C
     C_grid: tuple = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
     holdout: float = 0.2
@@ -58,7 +58,8 @@ class ModelConfig:
     RULES = (
         ("hidden", lambda v: all(int(h) >= 1 for h in v),
          "needs positive layer widths, e.g. 300,300"),
-        ("replicas", lambda v: isinstance(v, numbers.Integral) and v >= 1, "must be >= 1"),
+        ("replicas", lambda v: v is None or (isinstance(v, numbers.Integral) and v >= 1),
+         "must be >= 1"),
         ("C", lambda v: (isinstance(v, str) and v == "auto")
          or (isinstance(v, numbers.Real) and v > 0 and math.isfinite(v)),
          "must be a positive number or auto"),
@@ -70,7 +71,8 @@ class ModelConfig:
         ("batch_size", lambda v: v >= 1, "must be >= 1"),
         ("pipeline", lambda v: v >= 1, "must be >= 1"),
         ("dtype", lambda v: v in PRECISIONS, f"must be one of {', '.join(PRECISIONS)}"),
-        ("jacobian", lambda v: v in JACOBIAN_MODES, f"must be one of {', '.join(JACOBIAN_MODES)}"),
+        ("jacobian", lambda v: v is None or v in JACOBIAN_MODES,
+         f"must be one of {', '.join(JACOBIAN_MODES)}"),
         ("assignment", lambda v: v in (None, *ASSIGNMENTS),
          f"must be one of {', '.join(ASSIGNMENTS)}"),
     )
@@ -103,7 +105,9 @@ class Problem:
         """Collective over `comm`; every rank passes the same raw data and settings.
 
         Without ``config.partitions`` the planner chooses the layout for the
-        Gauss-Newton subset size `n_subset` (default: 5% of the instances).
+        Gauss-Newton subset size `n_subset` (default: 5% of the instances), and the
+        replicas and Jacobian mode the config leaves open (None); with them, those
+        default to 1 and stored. The problem's ``config`` has them settled.
         """
         world, groups, plan = comm.Dup(), None, None
         try:
@@ -111,10 +115,17 @@ class Problem:
                 config.check()
                 classes = Classes.from_training(train_raw.y)
                 widths = [train_raw.n_features, *map(int, config.hidden), len(classes)]
-                n_ranks = _copy_size(world.size, config.replicas, train_raw.n_instances)
+                if config.replicas is not None:  # refused before the planner looks
+                    _copy_size(world.size, config.replicas, train_raw.n_instances)
                 if config.partitions is None:
                     plan = _plan(widths, train_raw.n_instances, n_subset, world.size, config)
                     choice = plan[0].choice
+                    config = replace(config, replicas=choice.replicas, jacobian=choice.jacobian)
+                else:
+                    config = replace(config, replicas=config.replicas or 1,
+                                     jacobian=config.jacobian or "stored")
+                n_ranks = _copy_size(world.size, config.replicas, train_raw.n_instances)
+                if plan is not None:
                     layout = Layout(widths, choice.partitions, n_ranks, choice.assignment)
                 elif config.assignment is not None:
                     layout = Layout(widths, config.partitions, n_ranks, config.assignment)
@@ -180,11 +191,17 @@ class Problem:
         `available` bytes (None: unknown, no check) for the Gauss-Newton data of
         |S| = n_subset; keeps forward passes for reuse only while both take at most
         `KEEP_MEMORY_SHARE` of it (`objective.keep`). Returns the largest per-rank
-        bytes of the Gauss-Newton data and of the kept passes (0 when not kept).
+        bytes of the Gauss-Newton data, of the kept passes (0 when not kept) and of
+        the Gauss-Newton data in the other Jacobian mode (for comparison).
         """
         inputs = self.objective.data.input_bytes_per_instance()
+        # A copy of the layout (--replicas) holds the members of S in its share of
+        # the instances: |S| / R of them on average, all of S at worst.
+        n_subset = min(n_subset, self.objective.n_local)
+        other = "recomputed" if self.config.jacobian == "stored" else "stored"
         need = np.array([stored_bytes(self.network, n_subset, self.config.jacobian, inputs),
-                         self.objective.kept_bytes()], dtype=np.float64)
+                         self.objective.kept_bytes(),
+                         stored_bytes(self.network, n_subset, other, inputs)], dtype=np.float64)
         node = self.world.Split_type(MPI.COMM_TYPE_SHARED)
         node_need = np.empty_like(need)
         node.Allreduce(need, node_need)
@@ -199,9 +216,10 @@ class Problem:
                 )
         # The same decision on every rank: it is taken from the node sums' maximum.
         self.world.Allreduce(MPI.IN_PLACE, node_need, op=MPI.MAX)
-        self.objective.keep = available is None or node_need.sum() <= KEEP_MEMORY_SHARE * available
+        self.objective.keep = (available is None
+                               or node_need[:2].sum() <= KEEP_MEMORY_SHARE * available)
         self.world.Allreduce(MPI.IN_PLACE, need, op=MPI.MAX)
-        return int(need[0]), int(need[1]) if self.objective.keep else 0
+        return int(need[0]), int(need[1]) if self.objective.keep else 0, int(need[2])
 
     @property
     def rank(self):

@@ -110,8 +110,9 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
         with agreed(comm):
             options.check()
             config.check()
+            config = _planner_bounds(config, options)
             if (getattr(options, "diagonal", False) and options.sync_fraction < 1
-                    and config.replicas > 1):
+                    and (config.replicas or 1) > 1):
                 raise ParameterError("{sync_fraction} below 1 stops each block's CG when the "
                                      "vote passes, at a different iteration in each copy of "
                                      "the layout: with {replicas} > 1 keep it at 1")
@@ -193,6 +194,21 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
                              RunResult.__dataclass_fields__}, model=model, C=config.C)
 
 
+def _planner_bounds(config, options):
+    """Settle in `config` what the planner may not choose for `options`' solver: the
+    mini-batch solvers run one copy of the layout (the cost model knows Newton's
+    iterations, not a mini-batch's); the block-diagonal method needs the stored
+    Jacobian, and with a completion vote below 1, one copy."""
+    if isinstance(options, MiniBatchOptions):
+        return replace(config, replicas=1 if config.replicas is None else config.replicas)
+    if options.diagonal:
+        replicas = config.replicas
+        if replicas is None and options.sync_fraction < 1:
+            replicas = 1
+        return replace(config, jacobian=config.jacobian or "stored", replicas=replicas)
+    return config
+
+
 def _choose_C(comm, train_data, config, options, monitor, faults):
     """-C auto: the regularization path on a held-out split (`app.regularization`);
     returns the config with the chosen C, and the path as the log records it."""
@@ -247,13 +263,15 @@ def _describe(problem, options, train_data, monitor, outputs, faults):
         return
     with alike_everywhere():  # the same options and data size on every rank
         n_subset = options.subset_size(problem.objective.n_instances)
-    jacobian, kept = problem.check_memory(n_subset, available)
-    what = ("its stored Jacobian takes" if config.jacobian == "stored" else
+    jacobian, kept, other = problem.check_memory(n_subset, available)
+    stored = config.jacobian == "stored"
+    what = ("its stored Jacobian takes" if stored else
             "the Jacobian is recomputed in every product (--jacobian recomputed); its data take")
     monitor.message(
         f"dnewton: Gauss-Newton subset {n_subset} instances per iteration"
         f"{' (block-diagonal)' if options.diagonal else ''}; {what} "
-        f"up to {jacobian / 2**20:.1f} MiB per rank (linear in the subset size)"
+        f"up to {jacobian / 2**20:.1f} MiB per rank (linear in the subset size; "
+        f"{'recomputed' if stored else 'stored'} it would be {other / 2**20:.1f} MiB)"
     )
     if kept:
         monitor.message(f"dnewton: forward passes kept for reuse: up to {kept / 2**20:.1f} MiB "
@@ -267,7 +285,8 @@ def _planned(problem, layout):
     """The start-up line that says which layout the planner took, and why."""
     best = problem.plan[0]
     line = (f"dnewton: layout chosen by the planner: partitions "
-            f"{','.join(map(str, layout.partitions))} ({layout.assignment}), predicted "
+            f"{','.join(map(str, layout.partitions))} ({layout.assignment}, "
+            f"{best.choice.jacobian} Jacobian), predicted "
             f"{best.seconds_per_iteration:.3g} s per iteration"
             f"{f' with {best.choice.replicas} copies' if best.choice.replicas > 1 else ''} on "
             f"{problem.config.machine or 'the default machine'}")
