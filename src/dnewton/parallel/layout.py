@@ -211,16 +211,26 @@ class Layout:
             self._parameters[rank] = ParameterLayout(self.blocks_of(rank))
         return self._parameters[rank]
 
-    def _owners(self, predicate):
-        return {int(self.owner[blk.index]) for blk in self.blocks if predicate(blk)}
+    @cached_property
+    def _owner_sets(self):
+        """({(m, b): owners of (m, ., b)}, {(m, a): owners of (m, a, .)}, {m: owners of
+        layer m}) in one sweep over the blocks: layouts of thousands of ranks ask for
+        every group, and a scan of all blocks per group would be quadratic."""
+        columns, rows, layers = {}, {}, {}
+        for blk in self.blocks:
+            owner = int(self.owner[blk.index])
+            columns.setdefault((blk.layer, blk.col), set()).add(owner)
+            rows.setdefault((blk.layer, blk.row), set()).add(owner)
+            layers.setdefault(blk.layer, set()).add(owner)
+        return columns, rows, layers
 
     def column_owners(self, m, b):
         """Ranks owning a block (m, ., b)."""
-        return self._owners(lambda blk: blk.layer == m and blk.col == b)
+        return set(self._owner_sets[0].get((m, b), ()))
 
     def row_owners(self, m, a):
         """Ranks owning a block (m, a, .)."""
-        return self._owners(lambda blk: blk.layer == m and blk.row == a)
+        return set(self._owner_sets[1].get((m, a), ()))
 
     def forward_group(self, m, b):
         """F(m, b): ranks that sum s_b^m and ranks that need z_b^m (sorted tuple).
@@ -230,12 +240,14 @@ class Layout:
         is the same n_L numbers per instance.
         """
         if m == self.n_layers:
-            return tuple(sorted(self._owners(lambda blk: blk.layer == m)))
-        return tuple(sorted(self.column_owners(m, b) | self.row_owners(m + 1, b)))
+            return tuple(sorted(self._owner_sets[2][m]))
+        columns, rows, _ = self._owner_sets
+        return tuple(sorted(columns.get((m, b), set()) | rows.get((m + 1, b), set())))
 
     def backward_group(self, m, a):
         """K(m, a), m >= 2: ranks that sum d/dz_a^{m-1} and ranks that need it."""
-        return tuple(sorted(self.row_owners(m, a) | self.column_owners(m - 1, a)))
+        columns, rows, _ = self._owner_sets
+        return tuple(sorted(rows.get((m, a), set()) | columns.get((m - 1, a), set())))
 
     @cached_property
     def output_group(self):

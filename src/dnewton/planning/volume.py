@@ -6,9 +6,8 @@ N times the numbers' size once; a group of one rank counts nothing. The passes'
 sums move numbers of the run's precision (`itemsize`); f's sums, CG's scalars, J v
 and B's probabilities are float64 in either precision.
 
-`Groups` lists the member ranks of every group of a layout in one sweep over its
-blocks (the layout's own `forward_group` scans all blocks per group: too slow for
-thousands of ranks).
+`Groups` lists the member ranks of every group of a layout (the layout's own
+groups, `parallel.layout.Layout.forward_group` and `backward_group`).
 """
 
 import math
@@ -18,28 +17,16 @@ FLOAT64 = 8
 
 
 class Groups:
-    """Members (sorted world-rank tuples, copy-local) of every group of `layout`."""
+    """Members (sorted rank tuples, copy-local) of every group of `layout`."""
 
     def __init__(self, layout):
         self.layout = layout
         L = layout.n_layers
-        columns, rows = {}, {}
-        for blk in layout.blocks:
-            owner = int(layout.owner[blk.index])
-            columns.setdefault((blk.layer, blk.col), set()).add(owner)
-            rows.setdefault((blk.layer, blk.row), set()).add(owner)
-        self.forward = {}
-        for m in range(1, L):
-            for b in range(layout.partitions[m]):
-                self.forward[(m, b)] = tuple(sorted(columns[(m, b)] | rows[(m + 1, b)]))
-        output = set()
-        for b in range(layout.partitions[L]):
-            output |= columns[(L, b)]
-        self.output = tuple(sorted(output))
-        self.backward = {}
-        for m in range(2, L + 1):
-            for a in range(layout.partitions[m - 1]):
-                self.backward[(m, a)] = tuple(sorted(rows[(m, a)] | columns[(m - 1, a)]))
+        self.forward = {(m, b): layout.forward_group(m, b)
+                        for m in range(1, L) for b in range(layout.partitions[m])}
+        self.output = layout.output_group
+        self.backward = {(m, a): layout.backward_group(m, a)
+                         for m in range(2, L + 1) for a in range(layout.partitions[m - 1])}
 
     def width(self, m, g):
         group = self.layout.group(m, g)
