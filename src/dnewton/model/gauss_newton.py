@@ -20,6 +20,7 @@ from .. import _kernels as K
 from ..parallel.phases import Phase
 from ..parallel.pipeline import run
 from ..parallel.space import GroupSpace, local_dot
+from .copies import Copies
 
 # How the Gauss-Newton product gets J: the Jacobian stored once per Newton
 # iteration and streamed in every CG iteration, or recomputed in every CG
@@ -59,7 +60,7 @@ class GaussNewtonOperator:
         self.n_subset = fwd.n if n_subset is None else n_subset
         self.n_local = fwd.n
         self.n_outputs = network.n_outputs
-        self._copies = _Copies(network)
+        self._copies = Copies(network)
         self._Z = []
         self._D = []
         self._U = []
@@ -108,7 +109,7 @@ class GaussNewtonOperator:
         One allreduce of |S| n_L + 1 numbers (phase ``gauss_newton``): the extra
         number is v.v, which with J v gives the quadratic form without another
         reduction. With copies of the layout, one more of the product's numbers and
-        the quadratic form over the copies (`_Copies`).
+        the quadratic form over the copies (`model.copies`).
         """
         self.ledger.computed(Phase.GAUSS_NEWTON, sum(self._flops))
         Jv = self.jacobian_vector(v)
@@ -118,7 +119,7 @@ class GaussNewtonOperator:
         shift = self.regularization + self.damping
         self._copies.start(v, shift, out)
         self.jacobian_transpose(Q, out, 1.0 / self.n_subset)
-        quadratic = self._copies.finish(out, float(np.einsum("ij,ij->", Jv, Q)) / self.n_subset)
+        quadratic = self._copies.sum_with(out, float(np.einsum("ij,ij->", Jv, Q)) / self.n_subset)
         return quadratic + shift * self._buf[-1]
 
     def block_operators(self):
@@ -150,7 +151,7 @@ class GaussNewtonOperator:
             self._copies.start(v, shift, out)
             out_W, out_b = block_views(blk, out)
             jtq(Z, D, Q, U, out_W, out_b, 1.0 / self.n_subset)
-            quadratic = self._copies.finish(out, float(np.einsum("ij,ij->", Jv, Q))
+            quadratic = self._copies.sum_with(out, float(np.einsum("ij,ij->", Jv, Q))
                                             / self.n_subset)
             return quadratic + shift * K.dot(v, v)
 
@@ -178,7 +179,7 @@ class RecomputedGaussNewtonOperator:
         self.regularization = regularization
         self.damping = damping
         self.n_subset = fwd.n if n_subset is None else n_subset
-        self._copies = _Copies(network)
+        self._copies = Copies(network)
         self._counts = network.groups.leads_output
         self._sums = GroupSpace(network.groups.all, Phase.GAUSS_NEWTON)
         self._workspace = {}  # the backward sweep's sums, reused by every product
@@ -198,48 +199,10 @@ class RecomputedGaussNewtonOperator:
         run(self.network.backward_steps(self.theta, self.fwd, dout, out, self._workspace,
                                         Phase.GAUSS_NEWTON))
         vv, quadratic = self._sums.sum([local_dot(v, v), quadratic])
-        return self._copies.finish(out, quadratic) + shift * vv
+        return self._copies.sum_with(out, quadratic) + shift * vv
 
     def block_operators(self):
         raise NotImplementedError("the block-diagonal operator needs the stored Jacobian")
-
-
-class _Copies:
-    """The sum of a product over the copies of the layout (``--replicas``).
-
-    Each copy forms its part of ``(1/|S|) sum_i J_i^T B_i J_i v`` on its share of
-    S; the shift (1/(C l) + lambda) v, the same everywhere, is added by the first
-    copy alone; one allreduce over `Groups.replicas` (phase ``replicas``) adds the
-    parts and, in one more float64 slot, the quadratic form's data term. Without
-    copies it is ``out = shift v`` and nothing more.
-    """
-
-    def __init__(self, network):
-        self.groups = network.groups
-        self.ledger = network.ledger
-        self.active = self.groups.n_replicas > 1
-        self._bufs = {}  # by size: the block-diagonal operators sum one block at a time
-
-    def start(self, v, shift, out):
-        """Set `out` to where this copy's part of the product starts."""
-        if self.active and not self.groups.leads_replicas:
-            out[:] = 0.0
-        else:
-            np.multiply(v, shift, out=out)
-
-    def finish(self, out, quadratic):
-        """Sum `out` over the copies, in place; returns `quadratic` summed likewise."""
-        if not self.active:
-            return quadratic
-        buf = self._bufs.get(out.size)
-        if buf is None:
-            buf = self._bufs[out.size] = np.empty(out.size + 1)
-        buf[:-1] = out
-        buf[-1] = quadratic
-        with self.ledger.phase(Phase.REPLICAS):
-            self.groups.replicas.allreduce(buf, Phase.REPLICAS)
-        out[:] = buf[:-1]
-        return float(buf[-1])
 
 
 def stored_bytes(network, n_subset, jacobian="stored", input_bytes=None):

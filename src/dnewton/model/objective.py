@@ -19,6 +19,7 @@ from ..constants import BATCH_SIZE
 from ..parallel.phases import Phase
 from ..parallel.pipeline import run, run_pipelined
 from ..parallel.space import GroupSpace, local_dot
+from .copies import Copies
 from .gauss_newton import GaussNewtonOperator, RecomputedGaussNewtonOperator
 
 
@@ -91,6 +92,7 @@ class Objective:
         self._sums = GroupSpace(self.groups.all, Phase.FORWARD)
         self._scores = GroupSpace(self.groups.all, Phase.EVALUATION)
         self._across = GroupSpace(self.groups.replicas, Phase.REPLICAS)
+        self._copies = Copies(network)
         self._across_scores = GroupSpace(self.groups.replicas, Phase.EVALUATION)
         self._stores = []
         self._current = None  # the store of the point whose gradient was taken last
@@ -109,19 +111,6 @@ class Objective:
         with self.ledger.phase(Phase.FORWARD):
             tt, loss_sum = self._sums.sum([local_dot(theta, theta), loss_sum])
         return tt * self.regularization / 2.0 + loss_sum / self.n_instances
-
-    def _start_sum(self, theta):
-        """Where a gradient-like sum over instances starts: theta / (C l) in the
-        first copy, zero in the others (the sum over copies adds it once)."""
-        if self.groups.leads_replicas:
-            return theta * self.regularization
-        return np.zeros_like(theta)
-
-    def _sum_copies(self, vec):
-        """Add `vec` (this copy's part of a sum over instances) over the copies."""
-        with self.ledger.phase(Phase.REPLICAS):
-            self.groups.replicas.allreduce(vec, Phase.REPLICAS)
-        return vec
 
     def _free_store(self):
         if not self.keep:
@@ -177,7 +166,7 @@ class Objective:
         Reuses the point's forward pass if it is still kept, else runs it again.
         """
         theta, store = evaluation.theta, self._kept(evaluation)
-        grad = self._start_sum(theta)
+        grad = self._copies.start(theta, self.regularization)
 
         def batch(rows):
             inputs = self.data.rows(rows)
@@ -200,7 +189,7 @@ class Objective:
         with self.ledger.phase(Phase.BACKWARD):
             self._passes(batch(rows) for rows in self._batches(self.n_local))
         self._current = store
-        return self._sum_copies(grad)
+        return self._copies.sum(grad)
 
     def value_and_gradient(self, theta):
         """(f(theta), local part of the gradient)."""
@@ -214,7 +203,7 @@ class Objective:
         of the gradient of f when B is drawn uniformly. Returns this rank's part,
         shape (n_params,). Collective over the layout's groups, like `value`.
         """
-        grad = self._start_sum(theta)
+        grad = self._copies.start(theta, self.regularization)
         local = self.data.local(rows)
         with self.ledger.phase(Phase.FORWARD):
             fwd = self.network.forward(theta, self.data.rows(local), len(local))
@@ -223,7 +212,7 @@ class Objective:
                 dout = self.loss.gradient(fwd.output, self.data.labels[local]) / len(rows)
         with self.ledger.phase(Phase.BACKWARD):
             self.network.backward(theta, fwd, dout, grad)
-        return self._sum_copies(grad)
+        return self._copies.sum(grad)
 
     def gauss_newton(self, point, subset, damping):
         """The operator v -> (G_S + damping I) v at `point` (an `evaluate`d point,
