@@ -24,7 +24,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml meson.build
 
 demo: $(VENV)/.installed
 	$(BIN)/python -c "import dnewton._kernels"
-	$(BIN)/mpiexec -n $(NP) $(BIN)/dnewton train digits --hidden 64,64 --feature-scale 16 --center -C 0.1 --iterations 30
+	$(BIN)/mpiexec -n $(NP) $(BIN)/dnewton train digits --hidden 64,64 --feature-scale 16 --center --iterations 30
 
 # The suite on one process (it starts mpiexec itself where a test needs a whole
 # run), then its in-process tests again on 3 ranks, as mpi4py's own suite runs:

@@ -35,7 +35,7 @@ def run(ranks, extra, log, env_extra=None, iterations=100, partitions="2,2,2,1")
     cmd = [
         str(mpiexec), "-n", str(ranks), sys.executable, "-m", "dnewton", "train",
         str(DATA / "mnist-demo.svm"), "--test", str(DATA / "mnist-demo.t.svm"),
-        "--hidden", "300,300", "--feature-scale", "255", "--center", "--quiet",
+        "--hidden", "300,300", "--feature-scale", "255", "--center", "--paper", "--quiet",
         "--iterations", str(iterations), "--partitions", partitions, "--log", str(log),
         *extra,
     ]

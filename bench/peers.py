@@ -456,7 +456,7 @@ def int_list(text):
 
 
 def parse(argv):
-    from dnewton.app.problem import ModelConfig
+    from dnewton.app.problem import PAPER_OBJECTIVE, ModelConfig
     from dnewton.model.activations import HIDDEN_ACTIVATIONS
     from dnewton.solvers.newton import NewtonOptions
 
@@ -472,8 +472,9 @@ def parse(argv):
                         "the timing")
     parser.add_argument("--hidden", type=int_list, default=(300, 300), metavar="N1,N2,...")
     parser.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default=model.activation)
-    parser.add_argument("--loss", choices=list(LOSSES), default=model.loss)
-    parser.add_argument("-C", type=float, default=model.C, dest="C")
+    # The reference problem is the paper's objective, not the package's defaults.
+    parser.add_argument("--loss", choices=list(LOSSES), default=PAPER_OBJECTIVE["loss"])
+    parser.add_argument("-C", type=float, default=PAPER_OBJECTIVE["C"], dest="C")
     parser.add_argument("--feature-scale", type=float, default=255.0, metavar="S")
     parser.add_argument("--center", action=argparse.BooleanOptionalAction, default=True,
                         help="subtract the training mean of each feature")

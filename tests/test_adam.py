@@ -138,7 +138,7 @@ def test_adam_learns_the_digits(tmp_path):
     path = tmp_path / "run.jsonl"
     proc = run_dnewton(1, ["train", "digits", "--solver", "adam", "--hidden", "64",
                            "--epochs", "10", "--learning-rate", "0.003", "--feature-scale",
-                           "16", "--center", "-C", "0.1", "--log", path])
+                           "16", "--center", "--loss", "squared", "-C", "0.1", "--log", path])
     assert ("Adam, mini-batches of 128, learning rate 0.003, beta1 0.9, beta2 0.999, "
             "eps 1e-08") in proc.stdout
     assert "stopped after 10 epoch(s): reached the epoch limit" in proc.stdout

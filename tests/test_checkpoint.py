@@ -11,6 +11,7 @@ import pytest
 from helpers import read_log, run_dnewton, without_timings
 from mpi4py import MPI
 
+from dnewton.app.problem import ModelConfig
 from dnewton.fault_injection import KILL_AFTER, KILL_IN_WRITE
 from dnewton.io.checkpoint import NAME, Checkpoint
 
@@ -96,7 +97,7 @@ def test_resume_on_another_layout_ends_at_the_same_f(uninterrupted, tmp_path, n_
 @pytest.mark.parametrize("change, message", [
     (["--hidden", "16,11"], "widths = [64, 16, 12, 10], this run has [64, 16, 11, 10]"),
     (["--seed", "8"], "seed = 7, this run has 8"),
-    (["-C", "0.1"], "C = 0.01, this run has 0.1"),
+    (["-C", "0.1"], f"C = {ModelConfig.C}, this run has 0.1"),
     (["--feature-scale", "15"], "feature_scale = 16.0, this run has 15.0"),
     (["--dtype", "float32"], "dtype = float64, this run has float32"),
 ])

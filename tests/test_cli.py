@@ -7,7 +7,7 @@ import pytest
 from helpers import read_log, run_dnewton
 
 from dnewton.app.cli import build_parser, flags
-from dnewton.app.problem import ModelConfig
+from dnewton.app.problem import PAPER_OBJECTIVE, ModelConfig
 from dnewton.app.training import Outputs
 from dnewton.errors import ParameterError
 from dnewton.solvers.adam import AdamOptions
@@ -58,6 +58,12 @@ def test_every_parameter_has_a_flag_with_the_library_default(settings):
         if field.name in PER_SOLVER:
             assert default is None and f"{field.default:g} with {settings.NAME}" in help_text
             continue
+        if field.name in PAPER_OBJECTIVE:  # None: the library's, or the paper's with --paper
+            shown = [f"{v:g}" if isinstance(v, float) else v
+                     for v in (field.default, PAPER_OBJECTIVE[field.name])]
+            assert default is None
+            assert f"(default: {shown[0]}; {shown[1]} with --paper)" in help_text
+            continue
         assert default == field.default, (field.name, default, field.default)
         if default not in (None, False):
             assert f"(default: {default})" in help_text or f"default: {default}" in help_text
@@ -89,3 +95,16 @@ def test_trains_a_libsvm_file_on_two_ranks(tiny_libsvm, tmp_path):
         assert key in records[-1]
     assert set(records[-1]["bytes"]) >= {"forward", "backward", "gauss_newton"}
     assert 0 <= records[-1]["test_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("given, want", [
+    ([], (ModelConfig.loss, ModelConfig.C)),
+    (["--paper"], (PAPER_OBJECTIVE["loss"], PAPER_OBJECTIVE["C"])),
+    (["--paper", "-C", "0.1"], (PAPER_OBJECTIVE["loss"], 0.1)),
+    (["--loss", "squared"], ("squared", ModelConfig.C)),
+])
+def test_paper_switches_the_objective_defaults_only(given, want):
+    from dnewton.app.cli import _objective
+
+    args = build_parser().parse_args(["train", "digits", *given])
+    assert _objective(args) == want

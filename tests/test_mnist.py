@@ -1,10 +1,10 @@
-"""Convergence on real data: the reference's setting on the shared MNIST subset,
-in float64 and in float32."""
+"""Convergence on real data: the reference's setting (the paper's objective) on the
+shared MNIST subset, in float64 and in float32."""
 
 import pytest
 from helpers import read_log, run_dnewton
 
-REFERENCE = ["--hidden", "300,300", "--feature-scale", "255", "--center", "--quiet"]
+REFERENCE = ["--hidden", "300,300", "--feature-scale", "255", "--center", "--paper", "--quiet"]
 
 
 @pytest.fixture(scope="module")

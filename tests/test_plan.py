@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from helpers import WORLD, make_problem, read_log, run_dnewton, run_environment
 
+from dnewton.app.problem import ModelConfig
 from dnewton.errors import InputError
 from dnewton.io.data import read_dataset
 from dnewton.model.gauss_newton import stored_bytes
@@ -68,7 +69,7 @@ def test_predicted_bytes_equal_the_counted_bytes(tmp_path, n_ranks, partitions, 
     flags = dict(zip(extra[::2], extra[1::2]))
     workload = Workload(widths, n_train, math.ceil(0.05 * n_train),
                         itemsize=4 if flags.get("--dtype") == "float32" else 8,
-                        loss=flags.get("--loss", "squared"))
+                        loss=flags.get("--loss", ModelConfig.loss))
     choice = Choice(tuple(map(int, partitions.split(","))), assignment,
                     int(flags.get("--replicas", 1)), flags.get("--jacobian", "stored"))
     for rec in read_log(log_path)[1:]:
@@ -89,7 +90,7 @@ def test_train_without_partitions_takes_the_planners_first_choice(tmp_path):
             f"{first.choice.jacobian} Jacobian)" in proc.stdout), proc.stdout
     if first.choice.replicas > 1:
         assert f"with {first.choice.replicas} copies" in proc.stdout, proc.stdout
-    workload = Workload(widths, n_train, math.ceil(0.05 * n_train))
+    workload = Workload(widths, n_train, math.ceil(0.05 * n_train), loss=ModelConfig.loss)
     for rec in read_log(log_path)[1:]:
         workload.counts = Counts(rec["cg_iters"], rec["line_search_trials"],
                                  test_instances=n_test)

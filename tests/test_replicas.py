@@ -65,10 +65,11 @@ def test_bytes_of_copies_match_the_formulas(tmp_path, n_ranks, replicas, partiti
     copy's passes run on its share), with the per-copy scalars once per copy; across
     them, per iteration: f's loss sum per trial (8 bytes by each of the k ranks of a
     copy), the gradient (8 n) and per CG iteration the product with its quadratic
-    form (8 (n + k)), n the parameters of the whole network."""
+    form (8 (n + k)), n the parameters of the whole network. The squared loss: the
+    softmax's sums over the output group add to the backward bytes (test_mpi's formulas)."""
     path = tmp_path / "run.jsonl"
     run_dnewton(n_ranks, [*COMMON, "--partitions", partitions, "--replicas", replicas,
-                          "--log", path])
+                          "--loss", "squared", "--log", path])
     train, _ = read_dataset("digits")
     widths = (train.n_features, *HIDDEN, 10)
     k = n_ranks // replicas

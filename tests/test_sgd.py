@@ -117,7 +117,8 @@ def test_diverging_sgd_keeps_the_last_finite_model(tmp_path):
     path, model = tmp_path / "run.jsonl", tmp_path / "model.npz"
     proc = run_dnewton(1, ["train", "digits", "--solver", "sgd", "--hidden", "16",
                            "--epochs", "5", "--learning-rate", "1e4", "--feature-scale", "16",
-                           "--quiet", "--log", path, "--model", model], check=False)
+                           "--loss", "squared", "--quiet", "--log", path, "--model", model],
+                       check=False)
     assert proc.returncode == 3, proc.stderr
     assert "the learning rate is too large?" in proc.stderr
     log = read_log(path)

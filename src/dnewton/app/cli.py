@@ -32,7 +32,7 @@ from ..model.losses import LOSSES
 from ..solvers.adam import AdamOptions
 from ..solvers.newton import NewtonOptions
 from ..solvers.sgd import SGDOptions
-from .problem import ModelConfig
+from .problem import PAPER_OBJECTIVE, ModelConfig
 from .stopping import EXIT_RESUMABLE, parse_duration
 
 _DEFAULTS = NewtonOptions()
@@ -132,8 +132,16 @@ def build_parser():
     model.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default=_MODEL.activation,
                        help="activation of the hidden layers (the output layer is linear)")
     model.add_argument(
-        "--loss", choices=list(LOSSES), default="squared",
-        help="squared: ||z - onehot(y)||^2 (the reference's); softmax: cross-entropy",
+        "--loss", choices=list(LOSSES), default=None,
+        help=f"softmax: cross-entropy; squared: ||z - onehot(y)||^2 (the paper's) "
+        f"(default: {_MODEL.loss}; {PAPER_OBJECTIVE['loss']} with --paper)",
+    )
+    model.add_argument(
+        "--paper", action="store_true",
+        help=f"the paper's objective, for reproducing its runs: --loss "
+        f"{PAPER_OBJECTIVE['loss']} -C {PAPER_OBJECTIVE['C']:g} unless given (the defaults, "
+        f"--loss {_MODEL.loss} -C {_MODEL.C:g}, fit real data better: README, "
+        f"'Default settings')",
     )
     model.add_argument(
         "--partitions", type=_int_list, default=None, metavar="P0,P1,...,PL",
@@ -205,9 +213,10 @@ def build_parser():
                      help="newton: subsampled Gauss-Newton (the options below); sgd: "
                      "mini-batch SGD with momentum, adam: Adam, both on the same model "
                      "(the mini-batch options)")
-    opt.add_argument("-C", type=_C, default=_MODEL.C, dest="C",
+    opt.add_argument("-C", type=_C, default=None, dest="C",
                      help="regularization: f = theta'theta/(2 C l) + mean loss; 'auto' "
-                     "chooses it by held-out accuracy over --C-grid, then trains with it")
+                     "chooses it by held-out accuracy over --C-grid, then trains with it "
+                     f"(default: {_MODEL.C:g}; {PAPER_OBJECTIVE['C']:g} with --paper)")
     opt.add_argument("--C-grid", type=_float_list, default=_MODEL.C_grid, dest="C_grid",
                      metavar="C1,C2,...", help="with -C auto: the values tried, each fit "
                      "warm-started from the one before (largest first)")
@@ -377,7 +386,7 @@ def _add_plan(commands):
                       help="instances in each Gauss-Newton subset (instead of --gn-ratio)")
     plan.add_argument("--dtype", choices=PRECISIONS, default=_MODEL.dtype,
                       help="precision of the run")
-    plan.add_argument("--loss", choices=list(LOSSES), default="squared", help="loss")
+    plan.add_argument("--loss", choices=list(LOSSES), default=_MODEL.loss, help="loss")
     plan.add_argument("--jacobian", choices=JACOBIAN_MODES, default=None,
                       help="consider only this product mode (default: both)")
     plan.add_argument("--replicas", type=int, default=None, metavar="R",
@@ -516,8 +525,9 @@ def run_train(args):
         options = (_newton_options(args) if args.solver == "newton"
                    else _minibatch_options(args))
     _warn_cut(world, test_raw, args.features)
+    loss, C = _objective(args)
     config = ModelConfig(
-        hidden=args.hidden, activation=args.activation, loss=args.loss, C=args.C,
+        hidden=args.hidden, activation=args.activation, loss=loss, C=C,
         partitions=args.partitions, replicas=args.replicas,
         feature_scale=args.feature_scale, center=args.center,
         standardize=args.standardize, batch_size=args.batch_size, pipeline=args.pipeline,
@@ -541,6 +551,13 @@ def run_train(args):
     if result.status in (RunStatus.INTERRUPTED, RunStatus.TIME_LIMIT):
         return EXIT_RESUMABLE
     return 0
+
+
+def _objective(args):
+    """(loss, C): as given, else the defaults, or the paper's with --paper."""
+    base = PAPER_OBJECTIVE if args.paper else {"loss": _MODEL.loss, "C": _MODEL.C}
+    return (args.loss if args.loss is not None else base["loss"],
+            args.C if args.C is not None else base["C"])
 
 
 def _newton_options(args):

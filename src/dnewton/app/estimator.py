@@ -44,10 +44,12 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
     hidden : tuple of int, default (300, 300)
         Hidden layer widths; () is a linear model.
     activation : {"relu", "sigmoid", "tanh"}, default "relu"
-    loss : {"squared", "softmax"}, default "squared"
-    C : float or "auto", default 0.01
+    loss : {"softmax", "squared"}, default "softmax"
+        Cross-entropy of the softmax of the outputs, or the paper's squared loss.
+    C : float or "auto", default 1.0
         f = theta'theta / (2 C l) + mean loss. "auto" chooses it by held-out
         accuracy over a grid (as ``dnewton train -C auto``; `C_` is the choice).
+        The paper's objective is ``loss="squared", C=0.01``.
     max_iter : int, default 100
         Newton iterations (the run stops earlier only if the line search fails).
     gn_ratio, gn_size, diagonal, sync_fraction, cg_max, xi, damping
@@ -101,7 +103,7 @@ class NewtonClassifier(ClassifierMixin, BaseEstimator):
     so ``argmax(predict_proba) == predict``.
     """
 
-    def __init__(self, hidden=(300, 300), activation="relu", loss="squared", C=0.01,
+    def __init__(self, hidden=(300, 300), activation="relu", loss="softmax", C=1.0,
                  max_iter=100, gn_ratio=0.05, gn_size=None, diagonal=False,
                  sync_fraction=1.0, cg_max=250, xi=0.1, damping=1.0, feature_scale=1.0,
                  center=False, standardize=False, partitions=None, replicas=None,

@@ -58,8 +58,8 @@ def _digits():
 DATASETS = {
     "digits": (
         "scikit-learn's handwritten digits: 1,347 train / 450 test, 64 features "
-        "(0..16), 10 classes; use --feature-scale 16 --center -C 0.1 (the default C = 0.01, "
-        "meant for far more instances, over-regularises it to ~76% test accuracy)",
+        "(0..16), 10 classes; use --feature-scale 16 --center (with --paper, C = 0.01, "
+        "meant for far more instances, over-regularises it: say -C 0.1 there)",
         _digits,
     ),
 }
