@@ -1,26 +1,41 @@
-"""Newton versus SGD on real data: the experiment behind docs/experiment.md.
+"""Newton versus SGD and Adam on real data: the experiment behind docs/experiment.md.
 
-Runs, on the shared MNIST subset and on the embedded digits set, every method
-below with several seeds, each as ``mpiexec -n R python -m dnewton train ...``
+Runs, on the shared MNIST subset, the embedded digits set or Fashion-MNIST, every
+method below with several seeds, each as ``mpiexec -n R python -m dnewton train ...``
 (one process per run, so no run inherits another's state), and writes
 
 * ``OUT/report.md``: the exact command line, the machine, and per data set a
-  table of test accuracy (mean and min-max over seeds), final f, training time
-  and bytes communicated;
+  table of test accuracy (mean and min-max over seeds), final f, training time,
+  steps and bytes communicated;
 * ``OUT/accuracy-vs-time.png``: test accuracy against training time, every run;
-* ``OUT/runs/<data>/<method>-seed<k>.jsonl``: the logs the tables come from.
+* ``OUT/runs/<data>/<method>-seed<k>.jsonl``: the logs the tables come from
+  (``.json`` for the scikit-learn baselines).
 
-Methods: Newton with its default settings (full Gauss-Newton matrix on a 5%
-subset), Newton block-diagonal (5%), Newton full with a 20% subset, and SGD with
-momentum over a grid of learning rates. All minimise the same f (same C) on the
-same network and layout; only the optimizer differs. Times are training seconds
-from the logs (the per-iteration test scoring is not counted), so they are
-comparable between methods run in the same invocation. Do not run anything else
-on the machine meanwhile, and use no more ranks than cores.
+Methods (``--methods``, by family): ``newton``, Newton with its default settings
+(full Gauss-Newton matrix on a 5% subset); ``newton-auto``, the same with ``-C
+auto`` (its time includes the search for C); ``newton-diagonal``, block-diagonal
+(5%); ``newton-gn20``, full with a 20% subset; ``sgd``, SGD with momentum over the
+``--rates`` grid; ``adam``, Adam over the ``--adam-rates`` grid; ``mlp-adam`` and
+``mlp-lbfgs``, scikit-learn's MLPClassifier (same hidden widths, its own defaults
+and loss, one process with R BLAS threads). The dnewton methods minimise the same f
+(same loss and C, except newton-auto's C) on the same network; only the optimizer
+differs. Times are training seconds from the logs (the per-iteration
+test scoring is not counted), so they are comparable between methods run in the
+same invocation. Do not run anything else on the machine meanwhile, and use no
+more ranks than cores.
 
-    python bench/experiment.py                      # the full report (~15 min on 2 cores)
+Data sets (``--datasets``): ``mnist`` (../shared/data), ``digits`` (embedded) and
+``fashion``: Fashion-MNIST, 60,000 / 10,000 images, from the Debian package
+dataset-fashion-mnist (/usr/share/datasets/fashion-mnist), converted once to
+OUT/data/*.npz; trained with the package defaults (softmax, C = 1).
+
+    python bench/experiment.py                      # the full report (about 20 min on 2 cores)
     python bench/experiment.py --datasets digits --seeds 1 --rates 0.01,0.1 \\
-        --iterations 5 --epochs 5 --out /tmp/smoke  # a smoke run
+        --adam-rates 0.001 --iterations 5 --epochs 5 --out /tmp/smoke  # a smoke run
+    python bench/experiment.py --datasets fashion \\
+        --methods newton,newton-auto,newton-diagonal,sgd,adam,mlp-adam,mlp-lbfgs \\
+        --rates 0.01,0.03,0.1 --adam-rates 0.0003,0.001,0.003 --epochs 20 \\
+        --out docs/experiment-fashion                 # the full-size Fashion-MNIST run
 """
 
 import argparse
@@ -43,7 +58,9 @@ from dnewton.app.plot import read_log
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 NUMERICAL_ERROR = 3  # dnewton's exit status when f turns non-finite (SGD diverging)
-TRAINING_PHASES = ("forward", "backward", "gauss_newton", "sync", "other")
+# "replicas": the sums over data-parallel copies, which the planner may choose for
+# Newton; "evaluation" (test scoring, monitoring) is left out.
+TRAINING_PHASES = ("forward", "backward", "gauss_newton", "sync", "other", "replicas")
 
 
 @dataclass
@@ -52,20 +69,60 @@ class Dataset:
     train: str
     test: list  # ["--test", FILE] or [] for an embedded set (its own test part)
     options: list  # preprocessing and C
+    prepare: object = None  # makes the files on first use; SystemExit if it cannot
+
+    @property
+    def scale(self):
+        """--feature-scale, which the scikit-learn baselines divide by too."""
+        options = self.options
+        return float(options[options.index("--feature-scale") + 1]) \
+            if "--feature-scale" in options else 1.0
 
 
-def datasets(data_dir):
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def fashion_npz(folder):
+    """Fashion-MNIST's IDX files as OUT/data/fashion-{train,test}.npz, once: uint8
+    pixels: dnewton reads any numeric X, and uint8 takes an eighth of float64's
+    bytes."""
+    paths = {part: folder / f"fashion-{part}.npz" for part in ("train", "test")}
+    if all(path.exists() for path in paths.values()):
+        return paths
+    if not FASHION.exists():
+        raise SystemExit(f"experiment: Fashion-MNIST needs {FASHION} (Debian package "
+                         "dataset-fashion-mnist: apt-get install dataset-fashion-mnist)")
+    from suite import _idx  # bench/ is on sys.path when this runs as a script
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for part, prefix in (("train", "train"), ("test", "t10k")):
+        X = _idx(FASHION / f"{prefix}-images-idx3-ubyte.gz").reshape(-1, 784)
+        y = _idx(FASHION / f"{prefix}-labels-idx1-ubyte.gz")
+        partial = paths[part].with_suffix(".partial")
+        with open(partial, "wb") as f:  # a file object: np.savez would append ".npz"
+            np.savez(f, X=X, y=y)
+        partial.replace(paths[part])  # an interrupted conversion leaves no half file
+    return paths
+
+
+def datasets(data_dir, out):
+    fashion = out / "data"
     return {
         "mnist": Dataset(
             "MNIST subset (2,000 train / 1,000 test, 784 features)",
             str(data_dir / "mnist-demo.svm"), ["--test", str(data_dir / "mnist-demo.t.svm")],
-            ["--feature-scale", "255", "--center", "-C", "0.01"],
+            ["--feature-scale", "255", "--center", "--paper"],
         ),
         # C = 0.01 (the reference's, meant for 60,000 instances) over-regularises
         # 1,347: every method then stops near 76% test accuracy. C = 0.1 does not.
         "digits": Dataset(
             "scikit-learn digits (1,347 train / 450 test, 64 features)",
-            "digits", [], ["--feature-scale", "16", "--center", "-C", "0.1"],
+            "digits", [], ["--feature-scale", "16", "--center", "--paper", "-C", "0.1"],
+        ),
+        "fashion": Dataset(
+            "Fashion-MNIST (60,000 train / 10,000 test, 784 features)",
+            str(fashion / "fashion-train.npz"), ["--test", str(fashion / "fashion-test.npz")],
+            ["--feature-scale", "255", "--center"], lambda: fashion_npz(fashion),
         ),
     }
 
@@ -74,25 +131,50 @@ def datasets(data_dir):
 class Method:
     key: str
     label: str
-    options: list
-    solver: str  # "newton" or "sgd"
+    options: list  # dnewton's, or for "mlp" MLPClassifier's solver
+    solver: str  # "newton", "sgd", "adam" or "mlp"
+
+    @property
+    def unit(self):
+        """What the steps column counts: Newton (and L-BFGS) iterations, or epochs."""
+        return "it" if self.solver == "newton" or self.options == ["lbfgs"] else "ep"
 
 
-def methods(rates, iterations, epochs, batch, momentum):
+FAMILIES = ("newton", "newton-auto", "newton-diagonal", "newton-gn20", "sgd", "adam",
+            "mlp-adam", "mlp-lbfgs")
+DEFAULT_FAMILIES = "newton,newton-diagonal,newton-gn20,sgd,adam"
+
+
+def methods(families, rates, adam_rates, iterations, epochs, batch, momentum):
+    """The runs per seed, in the order of `families` (sgd and adam: one per rate)."""
     newton = ["--iterations", str(iterations)]
-    found = [
-        Method("newton", "Newton, defaults (full G, 5% subset)", newton, "newton"),
-        Method("newton-diagonal", "Newton, block-diagonal G, 5% subset",
-               [*newton, "--diagonal"], "newton"),
-        Method("newton-gn20", "Newton, full G, 20% subset",
-               [*newton, "--gn-ratio", "0.2"], "newton"),
-    ]
-    for rate in rates:
-        found.append(Method(
-            f"sgd-{rate:g}", f"SGD, eta = {rate:g}",
-            ["--solver", "sgd", "--learning-rate", f"{rate:g}", "--epochs", str(epochs),
-             "--mini-batch", str(batch), "--momentum", f"{momentum:g}"], "sgd",
-        ))
+    mini = ["--epochs", str(epochs), "--mini-batch", str(batch)]
+    fixed = {
+        "newton": Method("newton", "Newton, defaults (full G, 5% subset)", newton, "newton"),
+        "newton-auto": Method("newton-auto", "Newton, -C auto (full G, 5% subset)",
+                              [*newton, "-C", "auto"], "newton"),
+        "newton-diagonal": Method("newton-diagonal", "Newton, block-diagonal G, 5% subset",
+                                  [*newton, "--diagonal"], "newton"),
+        "newton-gn20": Method("newton-gn20", "Newton, full G, 20% subset",
+                              [*newton, "--gn-ratio", "0.2"], "newton"),
+        "mlp-adam": Method("mlp-adam", "scikit-learn MLPClassifier, adam", ["adam"], "mlp"),
+        "mlp-lbfgs": Method("mlp-lbfgs", "scikit-learn MLPClassifier, lbfgs", ["lbfgs"],
+                            "mlp"),
+    }
+    found = []
+    for family in families:
+        if family == "sgd":
+            found += [Method(f"sgd-{rate:g}", f"SGD, eta = {rate:g}",
+                             ["--solver", "sgd", "--learning-rate", f"{rate:g}", *mini,
+                              "--momentum", f"{momentum:g}"], "sgd") for rate in rates]
+        elif family == "adam":
+            found += [Method(f"adam-{rate:g}", f"Adam, eta = {rate:g}",
+                             ["--solver", "adam", "--learning-rate", f"{rate:g}", *mini],
+                             "adam") for rate in adam_rates]
+        elif family in fixed:
+            found.append(fixed[family])
+        else:
+            raise SystemExit(f"experiment: unknown method {family!r}; know {list(FAMILIES)}")
     return found
 
 
@@ -104,6 +186,8 @@ def mpiexec():
 def run(dataset, method, seed, args, log):
     """One training run; returns (exit status, wall seconds). Skips finished runs
     when resuming (a run counts as finished once its status file exists)."""
+    if method.solver == "mlp":
+        return run_mlp(dataset, method, seed, args, log.with_suffix(".json"))
     status = log.with_suffix(".status")
     if args.resume and status.exists():
         done = json.loads(status.read_text())
@@ -124,6 +208,55 @@ def run(dataset, method, seed, args, log):
     return proc.returncode, wall
 
 
+def run_mlp(dataset, method, seed, args, result):
+    """A scikit-learn baseline in its own process (no state shared with the others,
+    like the mpiexec runs); its result is the JSON `fit_mlp` writes."""
+    began = time.perf_counter()
+    if not (args.resume and result.exists()):
+        spec = {"train": dataset.train, "test": dataset.test[1:], "scale": dataset.scale,
+                "hidden": args.hidden, "solver": method.options[0], "seed": seed,
+                "max_iter": args.mlp_max_iter, "threads": args.ranks, "out": str(result)}
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--_mlp", json.dumps(spec)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout + 60)
+        if proc.returncode != 0:
+            raise SystemExit(f"experiment: {shlex.join(cmd)} failed ({proc.returncode}):\n"
+                             f"{proc.stderr}")
+    return 0, time.perf_counter() - began
+
+
+def fit_mlp(spec):
+    """The child of `run_mlp`: MLPClassifier with scikit-learn's defaults but the
+    hidden widths and seed, on the same instances dnewton trains and tests on (read
+    by dnewton's own reader; dense, divided by --feature-scale, not centred)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+    from threadpoolctl import threadpool_limits
+
+    from dnewton.io.data import read_dataset
+
+    train, test = read_dataset(spec["train"])
+    if spec["test"]:
+        test = read_dataset(spec["test"][0], n_features=train.n_features, cut=True)[0]
+    X, Xt = (data.X.toarray() if hasattr(data.X, "toarray") else np.asarray(data.X)
+             for data in (train, test))
+    X, Xt = X / spec["scale"], Xt / spec["scale"]
+    mlp = MLPClassifier(hidden_layer_sizes=tuple(int(w) for w in spec["hidden"].split(",")),
+                        solver=spec["solver"], max_iter=spec["max_iter"],
+                        random_state=spec["seed"])
+    # As many BLAS threads as the mpiexec runs have cores: the same machine share.
+    with threadpool_limits(limits=spec["threads"]), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # a budget, not a failure
+        began = time.perf_counter()
+        mlp.fit(X, train.y)
+        seconds = time.perf_counter() - began
+        accuracy = float(np.mean(mlp.predict(Xt) == test.y))
+    Path(spec["out"]).write_text(json.dumps({
+        "test_accuracy": accuracy, "loss": float(mlp.loss_), "seconds": seconds,
+        "n_iter": int(mlp.n_iter_), "solver": spec["solver"], "seed": spec["seed"]}))
+
+
 @dataclass
 class Outcome:
     """One run, from its log: the last record is the model the run kept."""
@@ -131,18 +264,35 @@ class Outcome:
     accuracy: float
     f: float
     time: float  # training seconds
-    mib: float  # training bytes communicated, MiB
-    steps: int  # Newton iterations or SGD epochs completed
+    mib: float  # training bytes communicated, MiB (None: one process, none)
+    steps: int  # Newton iterations or SGD/Adam epochs completed (MLP: n_iter_)
     diverged: bool
     curve: tuple  # (times, accuracies)
+    path_steps: int = 0  # -C auto: the iterations spent on the path, before `steps`
+    C: float = None  # -C auto: the C it chose
 
     @classmethod
     def from_log(cls, records, returncode):
         last = records[-1]
         mib = sum(rec["bytes"].get(p, 0) for rec in records for p in TRAINING_PHASES) / 2**20
-        curve = ([rec["time"] for rec in records], [rec["test_accuracy"] for rec in records])
-        return cls(last["test_accuracy"], last["f"], last["time"], mib, last["iter"],
-                   returncode == NUMERICAL_ERROR, curve)
+        # -C auto logs its path in iteration 0 but counts time from after it: the
+        # path is part of what the method costs, so its seconds go first.
+        path = records[0].get("regularization_path") or []
+        before = sum(point["seconds"] for point in path)
+        curve = ([before + rec["time"] for rec in records],
+                 [rec["test_accuracy"] for rec in records])
+        chosen = max(path, key=lambda p: (p["holdout_accuracy"], -p["C"]))["C"] if path \
+            else None  # dnewton's rule (app.regularization.best_C): ties to the smaller C
+        return cls(last["test_accuracy"], last["f"], curve[0][-1], mib, last["iter"],
+                   returncode == NUMERICAL_ERROR, curve,
+                   sum(point["iterations"] for point in path), chosen)
+
+    @classmethod
+    def from_mlp(cls, result):
+        """A scikit-learn run: f is MLPClassifier's own loss_ (cross-entropy plus its
+        alpha penalty), not dnewton's f; one point, at the end of fit."""
+        return cls(result["test_accuracy"], result["loss"], result["seconds"], None,
+                   result["n_iter"], False, ([result["seconds"]], [result["test_accuracy"]]))
 
 
 def spread(values, fmt):
@@ -165,14 +315,22 @@ def table(outcomes, found):
         if finite:
             times = [r.time for r in finite]
             seconds = f"{np.median(times):.1f} ({min(times):.1f}-{max(times):.1f})"
+        f = f"{np.median([r.f for r in runs]):.4g}"
+        if method.solver == "mlp":
+            f += " (MLP loss)"  # scikit-learn's own objective: not comparable to f
+        chosen = sorted({r.C for r in runs if r.C is not None})
+        if chosen:
+            f += f" (C = {', '.join(f'{c:g}' for c in chosen)})"
+        steps = f"{int(np.median([r.steps for r in runs]))} {method.unit}"
+        path = int(np.median([r.path_steps for r in runs]))
+        if path:
+            steps += f" + {path} on the C path"
+        mib = [r.mib for r in runs if r.mib is not None]
         rows.append(
             f"| {method.label} | {len(runs)} | {sum(r.diverged for r in runs)} "
             f"| {spread([100 * r.accuracy for r in runs], '{:.1f}')} "
-            f"| {np.median([r.f for r in runs]):.4g} "
-            f"| {seconds} "
-            f"| {int(np.median([r.steps for r in runs]))} "
-            f"{'it' if method.solver == 'newton' else 'ep'} "
-            f"| {np.median([r.mib for r in runs]):.1f} |"
+            f"| {f} | {seconds} | {steps} "
+            f"| {f'{np.median(mib):.1f}' if mib else '-'} |"
         )
     return "\n".join(rows)
 
@@ -185,19 +343,27 @@ def plot(results, found, path):
 
     fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 4.8),
                              squeeze=False)
-    sgd = [m for m in found if m.solver == "sgd"]
-    colours = dict(zip((m.key for m in sgd),
-                       plt.cm.viridis(np.linspace(0.0, 0.9, max(len(sgd), 1)))))
-    newton_styles = {"newton": ("black", "-"), "newton-diagonal": ("tab:red", "--"),
-                     "newton-gn20": ("tab:orange", "-.")}
+    colours = {}
+    for solver, cmap in (("sgd", plt.cm.viridis), ("adam", plt.cm.plasma)):
+        keys = [m.key for m in found if m.solver == solver]
+        colours.update(zip(keys, cmap(np.linspace(0.0, 0.85, max(len(keys), 1)))))
+    styles = {"newton": ("black", "-"), "newton-auto": ("tab:blue", "-"),
+              "newton-diagonal": ("tab:red", "--"), "newton-gn20": ("tab:orange", "-."),
+              "mlp-adam": ("tab:green", "*"), "mlp-lbfgs": ("tab:brown", "P")}
     for ax, (dataset, outcomes) in zip(axes[0], results.values()):
         for method in found:
-            colour, style = newton_styles.get(method.key, (colours.get(method.key), ":"))
+            colour, style = styles.get(
+                method.key, (colours.get(method.key), ":" if method.solver == "sgd" else "--"))
             width = 2.0 if method.solver == "newton" else 1.2
             for k, run_ in enumerate(outcomes[method.key]):
                 times, accuracy = run_.curve
+                label = method.label if k == 0 else None
+                if method.solver == "mlp":  # one point: where its fit ended
+                    ax.plot(times, 100 * np.asarray(accuracy, dtype=float), style,
+                            color=colour, ms=11, ls="none", label=label)
+                    continue
                 ax.plot(times, 100 * np.asarray(accuracy, dtype=float), style, color=colour,
-                        lw=width, alpha=0.85, label=method.label if k == 0 else None)
+                        lw=width, alpha=0.85, label=label)
         ax.set_title(dataset.name, fontsize=10)
         ax.set_xlabel("training time (s)")
         ax.set_ylabel("test accuracy (%)")
@@ -243,24 +409,67 @@ def machine(args):
     ]
 
 
+def setup(args, found):
+    """The report's paragraph on what ran: only the solvers in `found`."""
+    solvers = {method.solver for method in found}
+    text = [f"Network: hidden layers {args.hidden}, ReLU; the loss, preprocessing and C "
+            "of each data set are its options below (`--paper`: squared loss and C = 0.01 "
+            "unless -C is given; otherwise dnewton's defaults, softmax and C = 1). Seeds "
+            f"0-{args.seeds - 1} (initial weights, Gauss-Newton subsets, mini-batches)."]
+    if "newton" in solvers:
+        text.append(f"Newton: {args.iterations} iterations with dnewton's settings except "
+                    "where named.")
+    if any(method.key == "newton-auto" for method in found):
+        text.append("-C auto: its time includes its search for C (the path's iterations "
+                    "are counted apart, its bytes not at all: the log has none), and its f "
+                    "is at the C it chose.")
+    if "sgd" in solvers:
+        text.append(f"SGD: {args.epochs} epochs, mini-batch {args.mini_batch}, momentum "
+                    f"{args.momentum:g}, constant learning rate eta.")
+    if "adam" in solvers:
+        text.append(f"Adam: {args.epochs} epochs, mini-batch {args.mini_batch}, dnewton's "
+                    "betas and eps, constant learning rate eta.")
+    if "mlp" in solvers:
+        text.append("MLPClassifier: scikit-learn's defaults (alpha 1e-4, its own "
+                    f"cross-entropy loss, at most {args.mlp_max_iter} iterations, "
+                    "early stopping off) but the hidden widths and random_state = seed, on "
+                    "the same instances divided by the same --feature-scale, not centred, "
+                    f"in one process with {args.ranks} BLAS thread(s); its f column is its "
+                    "own loss_, its time the fit's wall seconds (no scoring during it), its "
+                    "steps n_iter_; it communicates nothing.")
+    text.append("Accuracy is the model the run ends with (for a diverged run: its last "
+                "finite epoch). Training time excludes the per-step scoring of the test set; "
+                "bytes exclude it too.")
+    return text
+
+
 def parse(argv):
     parser = argparse.ArgumentParser(
-        description="Newton versus SGD on the shared MNIST subset and the digits set; "
-        "writes a markdown report and a plot of test accuracy against time.")
+        description="Newton versus SGD, Adam and scikit-learn's MLPClassifier on the shared "
+        "MNIST subset, the digits set or Fashion-MNIST; writes a markdown report and a plot "
+        "of test accuracy against time.")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "experiment",
                         help="directory for report.md, the figure and the run logs")
     parser.add_argument("--data", type=Path, default=SHARED_DATA,
                         help="directory holding mnist-demo.svm and mnist-demo.t.svm")
-    parser.add_argument("--datasets", default="mnist,digits", help="which data sets")
+    parser.add_argument("--datasets", default="mnist,digits",
+                        help="which data sets: mnist, digits, fashion")
+    parser.add_argument("--methods", default=DEFAULT_FAMILIES,
+                        help=f"which methods, by family: {', '.join(FAMILIES)} "
+                        "(sgd and adam: one run per rate)")
     parser.add_argument("--ranks", type=int, default=2, help="MPI ranks per run")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per method (0..N-1)")
     parser.add_argument("--hidden", default="300,300", help="hidden layer widths")
     parser.add_argument("--iterations", type=int, default=100, help="Newton iterations")
-    parser.add_argument("--epochs", type=int, default=100, help="SGD epochs")
+    parser.add_argument("--epochs", type=int, default=100, help="SGD and Adam epochs")
     parser.add_argument("--rates", default="0.001,0.003,0.01,0.03,0.1,0.3,1",
                         help="SGD learning rates")
-    parser.add_argument("--mini-batch", type=int, default=128, help="SGD mini-batch")
+    parser.add_argument("--adam-rates", default="0.0003,0.001,0.003",
+                        help="Adam learning rates")
+    parser.add_argument("--mini-batch", type=int, default=128, help="SGD and Adam mini-batch")
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    parser.add_argument("--mlp-max-iter", type=int, default=200,
+                        help="MLPClassifier's max_iter (its default: 200)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per run, at most")
     parser.add_argument("--resume", action="store_true",
                         help="keep the runs an interrupted invocation finished")
@@ -268,18 +477,24 @@ def parse(argv):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--_mlp"]:  # run_mlp's child
+        return fit_mlp(json.loads(argv[1]))
     args = parse(argv)
-    command = shlex.join(["python", "bench/experiment.py", *(sys.argv[1:] if argv is None
-                                                             else argv)])
+    command = shlex.join(["python", "bench/experiment.py", *argv])
     if mpiexec() is None:
         raise SystemExit("experiment: no mpiexec (pip install mpich, or load your MPI)")
-    rates = [float(r) for r in args.rates.split(",")]
-    found = methods(rates, args.iterations, args.epochs, args.mini_batch, args.momentum)
-    every = datasets(args.data)
+    found = methods(args.methods.split(","), [float(r) for r in args.rates.split(",")],
+                    [float(r) for r in args.adam_rates.split(",")], args.iterations,
+                    args.epochs, args.mini_batch, args.momentum)
+    every = datasets(args.data, args.out)
     chosen = args.datasets.split(",")
     unknown = [name for name in chosen if name not in every]
     if unknown:
         raise SystemExit(f"experiment: unknown data set {unknown[0]!r}; know {list(every)}")
+    for name in chosen:  # before any run: a missing data set stops nothing half-way
+        if every[name].prepare is not None:
+            every[name].prepare()
     started = datetime.datetime.now().astimezone()
     results = {}
     for name in chosen:
@@ -292,10 +507,14 @@ def main(argv=None):
             for seed in range(args.seeds):
                 log = folder / f"{method.key}-seed{seed}.jsonl"
                 returncode, wall = run(dataset, method, seed, args, log)
-                outcome = Outcome.from_log(read_log(log), returncode)
+                if method.solver == "mlp":
+                    outcome = Outcome.from_mlp(json.loads(log.with_suffix(".json").read_text()))
+                else:
+                    outcome = Outcome.from_log(read_log(log), returncode)
                 outcomes[method.key].append(outcome)
                 print(f"{name:7s} {method.label:38s} seed {seed}: accuracy "
-                      f"{100 * outcome.accuracy:5.1f}%  f {outcome.f:.4g}  "
+                      f"{100 * outcome.accuracy:5.1f}%  "
+                      f"{'loss' if method.solver == 'mlp' else 'f'} {outcome.f:.4g}  "
                       f"{outcome.time:6.1f} s{'  diverged' if outcome.diverged else ''}"
                       f"  ({wall:.0f} s wall)", flush=True)
         results[name] = (dataset, outcomes)
@@ -303,19 +522,13 @@ def main(argv=None):
     plot(results, found, figure)
     finished = datetime.datetime.now().astimezone()
     lines = [
-        "# Newton versus SGD: the generated report",
+        "# Newton versus SGD and Adam: the generated report",
         "",
         f"Generated by `{command}` from {started:%Y-%m-%d %H:%M} to {finished:%H:%M %Z}.",
         "",
         *machine(args),
         "",
-        f"Network: hidden layers {args.hidden}, ReLU, squared loss; seeds 0-{args.seeds - 1} "
-        "(initial weights, Gauss-Newton subsets, mini-batches). Newton: "
-        f"{args.iterations} iterations with the reference's settings except where named. "
-        f"SGD: {args.epochs} epochs, mini-batch {args.mini_batch}, momentum "
-        f"{args.momentum:g}, constant learning rate eta. Accuracy is the model the run "
-        "ends with (for a diverged run: its last finite epoch). Training time excludes "
-        "the per-step scoring of the test set; bytes exclude it too.",
+        " ".join(setup(args, found)),
         "",
     ]
     for dataset, outcomes in results.values():
