@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from dnewton.app.plot import read_log
+from dnewton.app.regularization import PathPoint, best_C
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -281,8 +282,7 @@ class Outcome:
         before = sum(point["seconds"] for point in path)
         curve = ([before + rec["time"] for rec in records],
                  [rec["test_accuracy"] for rec in records])
-        chosen = max(path, key=lambda p: (p["holdout_accuracy"], -p["C"]))["C"] if path \
-            else None  # dnewton's rule (app.regularization.best_C): ties to the smaller C
+        chosen = best_C([PathPoint(**point) for point in path]) if path else None
         return cls(last["test_accuracy"], last["f"], curve[0][-1], mib, last["iter"],
                    returncode == NUMERICAL_ERROR, curve,
                    sum(point["iterations"] for point in path), chosen)
