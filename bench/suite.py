@@ -1,6 +1,7 @@
 """Default settings on several real data sets against scikit-learn's MLPClassifier().
 
-    python bench/suite.py [--sets digits,wine,...] [--threads 2] [--json out.json]
+    python bench/suite.py [--sets digits,wine,...] [--methods defaults,mlp] [--seeds 3]
+                          [--threads 2] [--json out.json]
 
 For every set of the suite (scikit-learn's embedded sets, the shared MNIST subset,
 a 10,000-image sample of Fashion-MNIST when the Debian package
@@ -14,7 +15,10 @@ split, features and cores, in one process:
 * ``MLPClassifier()`` with its defaults (adam, 200 epochs) at the same hidden
   layers (300, 300),
 
-and prints test accuracy and wall seconds (fit only) per method. Features are
+and prints test accuracy and wall seconds (fit only) per method; with ``--seeds N``
+every method runs with random_state 0..N-1 (initial weights, subsets, MLP's
+batches), and the table gives the mean accuracy with its range and the median
+seconds: one seed's trajectory can move test accuracy by tenths of a point. Features are
 what a user would hand both: pixels divided by 255 (and centred for dnewton, as
 its reference runs do), the other sets as they come (dnewton gets ``center``).
 Every method sees the same training and test instances; the split of a set
@@ -101,60 +105,113 @@ def suite():
     return sets
 
 
-def methods(scale):
+# The methods by short name (--methods), in the order they run.
+METHODS = {"defaults": "dnewton defaults", "auto": "dnewton -C auto",
+           "paper": "dnewton --paper", "mlp": "MLPClassifier()"}
+
+
+def methods(scale, seed=0, chosen=tuple(METHODS)):
+    """The estimators to compare, by display name; `seed` is every method's random_state."""
     from sklearn.neural_network import MLPClassifier
 
     from dnewton import NewtonClassifier
     from dnewton.app.problem import PAPER_OBJECTIVE
 
-    common = dict(hidden=HIDDEN, feature_scale=scale, center=True)
-    return {
-        "dnewton defaults": lambda: NewtonClassifier(**common),
-        "dnewton -C auto": lambda: NewtonClassifier(**common, C="auto"),
-        "dnewton --paper": lambda: NewtonClassifier(**common, **PAPER_OBJECTIVE),
-        "MLPClassifier()": lambda: MLPClassifier(hidden_layer_sizes=HIDDEN, random_state=0),
+    common = dict(hidden=HIDDEN, feature_scale=scale, center=True, random_state=seed)
+    makers = {
+        "defaults": lambda: NewtonClassifier(**common),
+        "auto": lambda: NewtonClassifier(**common, C="auto"),
+        "paper": lambda: NewtonClassifier(**common, **PAPER_OBJECTIVE),
+        "mlp": lambda: MLPClassifier(hidden_layer_sizes=HIDDEN, random_state=seed),
     }
+    return {METHODS[key]: makers[key] for key in chosen}
 
 
-def run_set(name, load, threads):
+def run_set(name, load, threads, seeds=(0,), chosen=tuple(METHODS)):
+    """One row per method and seed: test accuracy, fit seconds, the chosen C."""
     X, Xt, y, yt, scale = load()
     rows = []
-    for method, make in methods(scale).items():
-        estimator = make()
-        # MLPClassifier gets the same scaled pixels dnewton divides by itself.
-        fit_X, test_X = (X / scale, Xt / scale) if method.startswith("MLP") else (X, Xt)
-        with threadpool_limits(limits=threads), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # MLP's ConvergenceWarning at 200 epochs
-            began = time.perf_counter()
-            estimator.fit(fit_X, y)
-            seconds = time.perf_counter() - began
-        accuracy = float(estimator.score(test_X, yt))
-        extra = {"C": getattr(estimator, "C_", None)}
-        rows.append({"set": name, "method": method, "accuracy": accuracy,
-                     "seconds": seconds, "n_train": len(y), "n_features": X.shape[1],
-                     "n_classes": len(np.unique(y)), **extra})
-        print(f"{name:14s} {method:30s} accuracy {100 * accuracy:6.2f}%  {seconds:7.2f} s"
-              + (f"  C = {extra['C']:g}" if extra["C"] is not None else ""), flush=True)
+    for seed in seeds:
+        for method, make in methods(scale, seed, chosen).items():
+            estimator = make()
+            # MLPClassifier gets the same scaled pixels dnewton divides by itself.
+            fit_X, test_X = (X / scale, Xt / scale) if method.startswith("MLP") else (X, Xt)
+            with threadpool_limits(limits=threads), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # MLP's ConvergenceWarning at 200 epochs
+                began = time.perf_counter()
+                estimator.fit(fit_X, y)
+                seconds = time.perf_counter() - began
+            accuracy = float(estimator.score(test_X, yt))
+            extra = {"C": getattr(estimator, "C_", None)}
+            rows.append({"set": name, "method": method, "seed": seed, "accuracy": accuracy,
+                         "seconds": seconds, "n_train": len(y), "n_features": X.shape[1],
+                         "n_classes": len(np.unique(y)), **extra})
+            print(f"{name:14s} {method:30s} seed {seed}  accuracy {100 * accuracy:6.2f}%  "
+                  f"{seconds:7.2f} s"
+                  + (f"  C = {extra['C']:g}" if extra["C"] is not None else ""), flush=True)
     return rows
+
+
+def summarize(rows):
+    """Rows grouped by (set, method): mean and spread of accuracy, median seconds."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["set"], r["method"]), []).append(r)
+    table = []
+    for (name, method), runs in groups.items():
+        acc = np.array([r["accuracy"] for r in runs])
+        secs = np.array([r["seconds"] for r in runs])
+        Cs = sorted({r["C"] for r in runs if r["C"] is not None})
+        table.append({"set": name, "method": method, "seeds": len(runs),
+                      "accuracy_mean": float(acc.mean()), "accuracy_min": float(acc.min()),
+                      "accuracy_max": float(acc.max()), "seconds_median": float(np.median(secs)),
+                      "seconds_min": float(secs.min()), "seconds_max": float(secs.max()),
+                      "n_train": runs[0]["n_train"], "n_features": runs[0]["n_features"],
+                      "n_classes": runs[0]["n_classes"], "C": Cs})
+    return table
+
+
+def markdown(table):
+    """The README's table: one line per set and method."""
+    several = any(t["seeds"] > 1 for t in table)
+    lines = ["| set (train x features, classes) | method | test accuracy"
+             + (" (mean, min-max over seeds)" if several else "")
+             + " | fit seconds" + (" (median, min-max)" if several else "") + " |",
+             "| --- | --- | --- | --- |"]
+    for t in table:
+        chosen = (" (C = " + ", ".join(f"{c:g}" for c in t["C"]) + ")"
+                  if "auto" in t["method"] else "")
+        acc = f"{100 * t['accuracy_mean']:.2f}%"
+        secs = f"{t['seconds_median']:.2f}"
+        if t["seeds"] > 1:
+            acc += f" ({100 * t['accuracy_min']:.2f}-{100 * t['accuracy_max']:.2f})"
+            secs += f" ({t['seconds_min']:.2f}-{t['seconds_max']:.2f})"
+        lines.append(f"| {t['set']} ({t['n_train']} x {t['n_features']}, {t['n_classes']}) | "
+                     f"{t['method']}{chosen} | {acc} | {secs} |")
+    return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", help="comma-separated subset of: " + ", ".join(suite()))
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated subset of: " + ", ".join(METHODS))
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="random_state 0..N-1 of every method (the split stays fixed)")
     parser.add_argument("--threads", type=int, default=2, help="BLAS threads for every method")
-    parser.add_argument("--json", help="write the rows to this file")
+    parser.add_argument("--json", help="write the rows (one per method and seed) to this file")
     args = parser.parse_args(argv)
     sets = suite()
     names = args.sets.split(",") if args.sets else list(sets)
+    chosen = tuple(args.methods.split(","))
+    unknown = [m for m in chosen if m not in METHODS] + [n for n in names if n not in sets]
+    if unknown:
+        parser.error("unknown set or method: " + ", ".join(unknown))
     rows = []
     for name in names:
-        rows += run_set(name, sets[name], args.threads)
-    print("\n| set (train x features, classes) | method | test accuracy | fit seconds |")
-    print("| --- | --- | --- | --- |")
-    for r in rows:
-        chosen = f" (C = {r['C']:g})" if "auto" in r["method"] else ""
-        print(f"| {r['set']} ({r['n_train']} x {r['n_features']}, {r['n_classes']}) | "
-              f"{r['method']}{chosen} | {100 * r['accuracy']:.2f}% | {r['seconds']:.2f} |")
+        rows += run_set(name, sets[name], args.threads, range(args.seeds), chosen)
+    print()
+    print(markdown(summarize(rows)))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 
