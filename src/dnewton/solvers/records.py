@@ -5,7 +5,7 @@ solver fills the fields it knows; the caller adds the clock, the bytes and the
 test accuracy. Iteration 0 is the starting point.
 """
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 
 import numpy as np
@@ -49,7 +49,9 @@ class IterationRecord:
     checkpoint_seconds: object = None  # a checkpoint of this iteration was written in this
 
     def as_dict(self):
-        record = asdict(self)
+        # Shallow: the nested dicts (bytes, flops, seconds) are shared, not copied;
+        # `asdict` deep-copied them for every record (the estimator converts them all).
+        record = {f.name: getattr(self, f.name) for f in fields(self)}
         record["lambda"] = record.pop("lambda_")
         if record["regularization_path"] is None:  # only -C auto runs have one
             del record["regularization_path"]
