@@ -11,6 +11,7 @@ Two kinds of test use them:
   (`run_dnewton`), so that a hang fails one test instead of blocking the suite.
 """
 
+import importlib.util
 import json
 import os
 import shutil
@@ -30,6 +31,16 @@ from dnewton.planning import volume
 
 WORLD = MPI.COMM_WORLD
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def load_bench(name):
+    """The module bench/<name>.py (bench/ is not a package): for tests of its pieces."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 # -- whole runs under mpiexec ----------------------------------------------------------
 

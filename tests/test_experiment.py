@@ -2,24 +2,19 @@
 diverged SGD run as such, and writes the report and the figure; and its pieces:
 the runs --methods names, and -C auto's path counted in a run's time."""
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import mpiexec_path
+from helpers import load_bench, mpiexec_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_experiment():
-    spec = importlib.util.spec_from_file_location("experiment",
-                                                  ROOT / "bench" / "experiment.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("experiment")
 
 
 def test_methods_expands_the_families_in_order():

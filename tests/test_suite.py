@@ -2,20 +2,14 @@
 set and method (mean and range of accuracy, median seconds), the chosen C, and a
 tiny end-to-end run on iris with two seeds."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import load_bench
 
 
 def load_suite():
-    spec = importlib.util.spec_from_file_location("suite", ROOT / "bench" / "suite.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("suite")
 
 
 def row(method, seed, accuracy, seconds, C=None):
