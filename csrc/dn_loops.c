@@ -13,6 +13,20 @@
 #define DN_REASSOCIATED_SUM
 #endif
 
+/* With DN_TARGET_CLONES (meson checks that the compiler and the loader support
+ * it), every loop is compiled twice, for AVX2 and for the baseline x86-64 (SSE2
+ * only), and the loader picks the version the CPU can run (GCC's target_clones,
+ * an ifunc): one portable build, vector width where the CPU has it. The per-
+ * instance loops of the Jacobian kernels ran 1.2x (J v) and 2x (J^T q) faster.
+ * Under -ffp-contract=off and without reassociation, float64 results are the
+ * same bits in either version; float32's reassociated sums may differ in their
+ * last bits (wider vectors, another order of the partial sums). */
+#ifdef DN_TARGET_CLONES
+#define DN_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define DN_CLONES
+#endif
+
 /* Loops over instances (or elements) whose iterations are independent run on
  * the rank's OpenMP threads when built with OpenMP and the loop is long enough
  * to repay starting them; each thread then does the same arithmetic in the same

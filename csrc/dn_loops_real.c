@@ -12,6 +12,7 @@ static REAL NAME(sigmoid)(REAL s)
     return e / (1 + e);
 }
 
+DN_CLONES
 void NAME(dn_activation_forward)(int kind, const REAL *s, REAL *z, size_t n)
 {
     switch (kind) {
@@ -48,6 +49,7 @@ static REAL NAME(derivative)(int kind, REAL s, REAL z)
     }
 }
 
+DN_CLONES
 void NAME(dn_activation_scale)(int kind, const REAL *s, const REAL *z, REAL *g,
                                size_t rows, size_t repeat, size_t k)
 {
@@ -70,6 +72,7 @@ void NAME(dn_activation_scale)(int kind, const REAL *s, const REAL *z, REAL *g,
     }
 }
 
+DN_CLONES
 void NAME(dn_batched_matvec)(const REAL *D, const REAL *u, double *out,
                              size_t n, size_t nl, size_t k)
 {
@@ -114,6 +117,7 @@ void NAME(dn_batched_matvec)(const REAL *D, const REAL *u, double *out,
     }
 }
 
+DN_CLONES
 void NAME(dn_batched_matvec_t)(const REAL *D, const double *q, REAL *t,
                                size_t n, size_t nl, size_t k)
 {
@@ -131,6 +135,7 @@ void NAME(dn_batched_matvec_t)(const REAL *D, const double *q, REAL *t,
     }
 }
 
+DN_CLONES
 void NAME(dn_add_row)(REAL *out, const REAL *row, size_t n, size_t k)
 {
     DN_PARALLEL_FOR(n * k)
@@ -140,6 +145,7 @@ void NAME(dn_add_row)(REAL *out, const REAL *row, size_t n, size_t k)
     }
 }
 
+DN_CLONES
 void NAME(dn_add_column_sums)(const REAL *a, REAL *sums, double scale, size_t n, size_t k)
 {
     REAL w = (REAL)scale;
@@ -149,6 +155,7 @@ void NAME(dn_add_column_sums)(const REAL *a, REAL *sums, double scale, size_t n,
     }
 }
 
+DN_CLONES
 double NAME(dn_cg_step)(REAL *x, REAL *r, const REAL *p, const REAL *q, REAL *ax,
                         double alpha, size_t n)
 {
@@ -163,6 +170,7 @@ double NAME(dn_cg_step)(REAL *x, REAL *r, const REAL *p, const REAL *q, REAL *ax
     return rr;
 }
 
+DN_CLONES
 void NAME(dn_cg_direction)(REAL *p, const REAL *r, double beta, size_t n)
 {
     REAL b = (REAL)beta;
@@ -170,6 +178,7 @@ void NAME(dn_cg_direction)(REAL *p, const REAL *r, double beta, size_t n)
     for (size_t i = 0; i < n; i++) p[i] = r[i] + b * p[i];
 }
 
+DN_CLONES
 double NAME(dn_dot)(const REAL *a, const REAL *b, size_t n)
 {
     double acc = 0.0;
@@ -179,6 +188,7 @@ double NAME(dn_dot)(const REAL *a, const REAL *b, size_t n)
 
 /* The CSR products touch only the stored entries: 2 nnz b FLOPs each, where the
  * dense GEMM would take 2 n a b. Indices are int32 (io/data.py converts once). */
+DN_CLONES
 void NAME(dn_csr_matmul)(const REAL *data, const int32_t *indices, const int32_t *indptr,
                          size_t n, const REAL *W, size_t b, REAL *out, int accumulate)
 {
@@ -198,6 +208,7 @@ void NAME(dn_csr_matmul)(const REAL *data, const int32_t *indices, const int32_t
     }
 }
 
+DN_CLONES
 void NAME(dn_csr_t_matmul)(const REAL *data, const int32_t *indices, const int32_t *indptr,
                            size_t n, const REAL *T, size_t b, REAL *out, double scale)
 {
