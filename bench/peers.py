@@ -437,6 +437,27 @@ def table(timings):
     return "\n".join(rows)
 
 
+def run_median(records):
+    """Median seconds per iteration of one run, iteration 1 (warm-up) apart."""
+    return float(np.median([r["iteration_time"] for r in records if r["iter"] >= 2]))
+
+
+def paired(numerator, denominator):
+    """The ratio of two kinds of run, taken repetition by repetition (the two ran one
+    after the other, on a machine in about the same state): median, min, max."""
+    ratios = [run_median(a) / run_median(b)
+              for a, b in zip(numerator.runs, denominator.runs)]
+    return float(np.median(ratios)), min(ratios), max(ratios)
+
+
+def paired_bound(timing, rates):
+    """Each repetition's time over its own FLOP bound (FLOPs over the DGEMM rate measured
+    right after that repetition's runs): median, min, max."""
+    ratios = [run_median(run) * rate * 1e9 / training_flops(run)
+              for run, rate in zip(timing.runs, rates)]
+    return float(np.median(ratios)), min(ratios), max(ratios)
+
+
 def agreement(peer_records, dnewton_records, tolerance=1e-6):
     """A line on how closely the peer's f follows dnewton's, iteration by iteration."""
     pairs = [(a["f"], b["f"]) for a, b in zip(peer_records, dnewton_records)]
@@ -671,6 +692,17 @@ def run_compare(args):
         bound = flops / (rate * 1e9)
         print(f"{timing.label}: {flops / 1e9:.2f} GFLOP per iteration, bound {bound:.4f} s; "
               f"time / bound {timing.median / bound:.2f}")
+    # The pooled medians above mix repetitions run minutes apart; ratios taken within
+    # each repetition are what to read against a target.
+    comparisons = [(timing, timings[0]) for timing in timings[1:]]
+    if args.threads > 1:  # float32 against float64; the second thread against one
+        comparisons += [(timings[2], timings[1]), (timings[4], timings[3])]
+    print(f"\nRatios within each repetition, median (min-max) over {args.repeat}:")
+    for a, b in comparisons:
+        print(f"{a.label} / {b.label}: {'{:.2f} ({:.2f}-{:.2f})'.format(*paired(a, b))}")
+    for timing in timings[1:]:
+        print(f"{timing.label} / its FLOP bound: "
+              f"{'{:.2f} ({:.2f}-{:.2f})'.format(*paired_bound(timing, rates))}")
 
 
 def main(argv=None):
