@@ -442,20 +442,22 @@ def run_median(records):
     return float(np.median([r["iteration_time"] for r in records if r["iter"] >= 2]))
 
 
+def _median_range(ratios):
+    return float(np.median(ratios)), min(ratios), max(ratios)
+
+
 def paired(numerator, denominator):
     """The ratio of two kinds of run, taken repetition by repetition (the two ran one
     after the other, on a machine in about the same state): median, min, max."""
-    ratios = [run_median(a) / run_median(b)
-              for a, b in zip(numerator.runs, denominator.runs)]
-    return float(np.median(ratios)), min(ratios), max(ratios)
+    return _median_range([run_median(a) / run_median(b)
+                          for a, b in zip(numerator.runs, denominator.runs)])
 
 
 def paired_bound(timing, rates):
     """Each repetition's time over its own FLOP bound (FLOPs over the DGEMM rate measured
     right after that repetition's runs): median, min, max."""
-    ratios = [run_median(run) * rate * 1e9 / training_flops(run)
-              for run, rate in zip(timing.runs, rates)]
-    return float(np.median(ratios)), min(ratios), max(ratios)
+    return _median_range([run_median(run) * rate * 1e9 / training_flops(run)
+                          for run, rate in zip(timing.runs, rates)])
 
 
 def agreement(peer_records, dnewton_records, tolerance=1e-6):
@@ -697,12 +699,11 @@ def run_compare(args):
     comparisons = [(timing, timings[0]) for timing in timings[1:]]
     if args.threads > 1:  # float32 against float64; the second thread against one
         comparisons += [(timings[2], timings[1]), (timings[4], timings[3])]
+    lines = [(f"{a.label} / {b.label}", paired(a, b)) for a, b in comparisons]
+    lines += [(f"{t.label} / its FLOP bound", paired_bound(t, rates)) for t in timings[1:]]
     print(f"\nRatios within each repetition, median (min-max) over {args.repeat}:")
-    for a, b in comparisons:
-        print(f"{a.label} / {b.label}: {'{:.2f} ({:.2f}-{:.2f})'.format(*paired(a, b))}")
-    for timing in timings[1:]:
-        print(f"{timing.label} / its FLOP bound: "
-              f"{'{:.2f} ({:.2f}-{:.2f})'.format(*paired_bound(timing, rates))}")
+    for what, (mid, low, high) in lines:
+        print(f"{what}: {mid:.2f} ({low:.2f}-{high:.2f})")
 
 
 def main(argv=None):

@@ -19,13 +19,14 @@ after every iteration:
 """
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from dnewton.app.plot import read_log
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import suite  # noqa: E402  -- the benchmark sets and their split
@@ -38,8 +39,7 @@ def train_log(train, test, scale, iterations, log):
     subprocess.run([sys.executable, "-m", "dnewton", "train", str(train), "--test", str(test),
                     "--feature-scale", str(scale), "--center", "--iterations", str(iterations),
                     "--quiet", "--log", str(log)], check=True)
-    records = [json.loads(line) for line in open(log)]
-    return [r for r in records if "iteration_time" in r]
+    return read_log(log)
 
 
 def early_stop(held_out, patience):
@@ -89,7 +89,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     sets = suite.suite()
     patiences = [int(p) for p in args.patience.split(",")]
-    names = [s for s in args.sets.split(",") if s in sets]
+    names = args.sets.split(",")
+    unknown = [n for n in names if n not in sets]
+    if unknown:
+        parser.error("unknown set: " + ", ".join(unknown))
     print("| set | " + " | ".join(f"{k} iterations" for k in CHECKPOINTS) + " |")
     print("| --- |" + " --- |" * len(CHECKPOINTS))
     rows = []

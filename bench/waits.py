@@ -3,13 +3,16 @@ arriving apart.
 
     mpiexec -n 2 python bench/waits.py train DATA [dnewton train's options ...]
 
-Runs ``dnewton train`` with every collective of the layout's groups preceded by a
-barrier on the same communicator, and times the two apart: the barrier is the
+Runs ``dnewton train`` with every blocking allreduce over the layout's groups (the
+passes' sums, the Gauss-Newton products', CG's and the line search's scalars)
+preceded by a barrier on the same communicator, and times the two apart: the barrier is the
 time until the last rank of the group arrives (imbalance, jitter), the allreduce
 after it the sum alone. At the end rank 0 prints, per phase and payload, the
 calls and both times of every rank, in ms per Newton iteration. The barriers
 add a meeting point each, so the run itself is slower: read the split, not the
-total. Diagnostics only; the training and its log are the ordinary ones.
+total. Not probed: the broadcast of softmax's curvature data and, with
+``--pipeline``, the non-blocking sums. Diagnostics only; the training and its log
+are the ordinary ones.
 """
 
 import collections
@@ -18,6 +21,7 @@ import time
 
 from mpi4py import MPI
 
+from dnewton.app.cli import build_parser
 from dnewton.app.cli import main as dnewton_main
 from dnewton.parallel import groups
 
@@ -42,8 +46,8 @@ def probed(stats):
 
 
 def iterations(argv):
-    """The run's --iterations (dnewton's default: 100)."""
-    return int(argv[argv.index("--iterations") + 1]) if "--iterations" in argv else 100
+    """The run's --iterations, as the command line reads it (its default included)."""
+    return build_parser().parse_args(argv).iterations
 
 
 def main(argv=None):

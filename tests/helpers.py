@@ -65,12 +65,18 @@ def run_dnewton(n_ranks, args, timeout=120, check=True, env=None):
 
     `env` adds variables (the fault injections of `dnewton.fault_injection`).
     """
+    return run_python(n_ranks, ["-m", "dnewton", *args], timeout, check, env)
+
+
+def run_python(n_ranks, args, timeout=120, check=True, env=None):
+    """Run ``mpiexec -n n_ranks python ARGS`` (a module or a script and its
+    arguments), as `run_dnewton`."""
     if WORLD.size > 1:
         pytest.skip("starts mpiexec itself: runs in the one-process suite only")
     mpiexec = mpiexec_path()
     if mpiexec is None:
         pytest.skip("no mpiexec found (pip install mpich, or load your MPI)")
-    cmd = [mpiexec, "-n", str(n_ranks), sys.executable, "-m", "dnewton", *map(str, args)]
+    cmd = [mpiexec, "-n", str(n_ranks), sys.executable, *map(str, args)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30,
                           env=run_environment(timeout, **(env or {})))
     if check and proc.returncode != 0:
