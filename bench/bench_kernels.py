@@ -11,8 +11,8 @@ kernel / DGEMM is the figure to read: the kernels are that GEMM plus the
 per-instance n_L x |b| products, which are memory-bound. Beside it, the floor of
 any kernel that reads the stored Jacobian D after the GEMM: GEMM / (GEMM + one
 read of D), the read timed alone as NumPy's max over D (a vectorized pass that
-only reads; medians); where the floor
-is below a target ratio, no ordering of the per-instance loops reaches it.
+only reads; medians). Where the floor is below a target ratio, no ordering of the
+per-instance loops reaches it.
 
 BLAS runs on one thread (threadpoolctl), the setting of one rank per core.
 """
