@@ -390,6 +390,11 @@ def run_peer(train_raw, test_raw, config, options, threads, on_record=None):
 # -- timings ------------------------------------------------------------------------------
 
 
+def steady_times(records):
+    """Seconds of iterations 2.. of one run: iteration 1 is the warm-up."""
+    return [r["iteration_time"] for r in records if r["iter"] >= 2]
+
+
 class Timing:
     """Seconds per iteration of one kind of run over its repetitions: iteration 1
     (warm-up) apart, the median and spread of iterations 2.. pooled."""
@@ -399,10 +404,8 @@ class Timing:
         self.warm_up, self.steady, self.final_f, self.runs = [], [], [], []
 
     def add(self, records):
-        steps = [r for r in records if r["iter"] >= 1]
-        if steps:
-            self.warm_up.append(steps[0]["iteration_time"])
-        self.steady += [r["iteration_time"] for r in steps[1:]]
+        self.warm_up += [r["iteration_time"] for r in records if r["iter"] == 1]
+        self.steady += steady_times(records)
         self.final_f.append(records[-1]["f"])
         self.runs.append(records)
 
@@ -439,7 +442,7 @@ def table(timings):
 
 def run_median(records):
     """Median seconds per iteration of one run, iteration 1 (warm-up) apart."""
-    return float(np.median([r["iteration_time"] for r in records if r["iter"] >= 2]))
+    return float(np.median(steady_times(records)))
 
 
 def _median_range(ratios):
