@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from dnewton.app.plot import read_log
+from dnewton.io.data import EMBEDDED_DATA  # the MNIST subset shipped with the package
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = EMBEDDED_DATA
 SLOW_RANK_VARIABLE = "DNEWTON_TEST_SLOW_RANK"
 
 
@@ -34,7 +35,7 @@ def run(ranks, extra, log, env_extra=None, iterations=100, partitions="2,2,2,1")
     mpiexec = Path(sys.executable).parent / "mpiexec"
     cmd = [
         str(mpiexec), "-n", str(ranks), sys.executable, "-m", "dnewton", "train",
-        str(DATA / "mnist-demo.svm"), "--test", str(DATA / "mnist-demo.t.svm"),
+        str(DATA / "mnist-demo.svm.gz"), "--test", str(DATA / "mnist-demo.t.svm.gz"),
         "--hidden", "300,300", "--feature-scale", "255", "--center", "--paper", "--quiet",
         "--iterations", str(iterations), "--partitions", partitions, "--log", str(log),
         *extra,
@@ -74,8 +75,8 @@ def main(argv=None):
                         "long enough for a straggler to matter")
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
     args = parser.parse_args(argv)
-    if not (DATA / "mnist-demo.svm").exists():
-        sys.exit(f"shared data not found at {DATA}")
+    if not (DATA / "mnist-demo.svm.gz").exists():
+        sys.exit(f"the MNIST subset is missing from {DATA}")
 
     slow_env = {SLOW_RANK_VARIABLE: f"{args.slow_rank}:{args.slow}"}
     configs = [

@@ -24,7 +24,7 @@ test scoring is not counted), so they are comparable between methods run in the
 same invocation. Do not run anything else on the machine meanwhile, and use no
 more ranks than cores.
 
-Data sets (``--datasets``): ``mnist`` (../shared/data), ``digits`` (embedded) and
+Data sets (``--datasets``): ``mnist`` (the subset shipped in src/dnewton/datasets), ``digits`` (embedded) and
 ``fashion``: Fashion-MNIST, 60,000 / 10,000 images, from the Debian package
 dataset-fashion-mnist (/usr/share/datasets/fashion-mnist), converted once to
 OUT/data/*.npz; trained with the package defaults (softmax, C = 1).
@@ -54,10 +54,11 @@ from pathlib import Path
 import numpy as np
 
 from dnewton.app.plot import read_log
+from dnewton.io.data import EMBEDDED_DATA  # the MNIST subset shipped with the package
 from dnewton.app.regularization import PathPoint, best_C
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = EMBEDDED_DATA
 NUMERICAL_ERROR = 3  # dnewton's exit status when f turns non-finite (SGD diverging)
 # "replicas": the sums over data-parallel copies, which the planner may choose for
 # Newton; "evaluation" (test scoring, monitoring) is left out.
@@ -111,7 +112,7 @@ def datasets(data_dir, out):
     return {
         "mnist": Dataset(
             "MNIST subset (2,000 train / 1,000 test, 784 features)",
-            str(data_dir / "mnist-demo.svm"), ["--test", str(data_dir / "mnist-demo.t.svm")],
+            str(data_dir / "mnist-demo.svm.gz"), ["--test", str(data_dir / "mnist-demo.t.svm.gz")],
             ["--feature-scale", "255", "--center", "--paper"],
         ),
         # C = 0.01 (the reference's, meant for 60,000 instances) over-regularises
@@ -375,7 +376,7 @@ def plot(results, found, path):
 
 
 def shown(path):
-    """`path` relative to the repository when it lies beside it (../shared/data)."""
+    """`path` relative to the repository when it lies inside it."""
     if not os.path.isabs(path):
         return path
     return os.path.relpath(path, ROOT)
@@ -445,13 +446,13 @@ def setup(args, found):
 
 def parse(argv):
     parser = argparse.ArgumentParser(
-        description="Newton versus SGD, Adam and scikit-learn's MLPClassifier on the shared "
+        description="Newton versus SGD, Adam and scikit-learn's MLPClassifier on the "
         "MNIST subset, the digits set or Fashion-MNIST; writes a markdown report and a plot "
         "of test accuracy against time.")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "experiment",
                         help="directory for report.md, the figure and the run logs")
     parser.add_argument("--data", type=Path, default=SHARED_DATA,
-                        help="directory holding mnist-demo.svm and mnist-demo.t.svm")
+                        help="directory holding mnist-demo.svm.gz and mnist-demo.t.svm.gz")
     parser.add_argument("--datasets", default="mnist,digits",
                         help="which data sets: mnist, digits, fashion")
     parser.add_argument("--methods", default=DEFAULT_FAMILIES,

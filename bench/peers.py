@@ -70,12 +70,12 @@ from pathlib import Path
 
 import numpy as np
 
+from dnewton.io.data import EMBEDDED_DATA  # the MNIST subset shipped with the package
 from dnewton.solvers.newton import RHO_GOOD, RHO_POOR  # the damping thresholds
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-REFERENCE_TRAIN = SHARED_DATA / "mnist-demo.svm"
-REFERENCE_TEST = SHARED_DATA / "mnist-demo.t.svm"
+REFERENCE_TRAIN = EMBEDDED_DATA / "mnist-demo.svm.gz"
+REFERENCE_TEST = EMBEDDED_DATA / "mnist-demo.t.svm.gz"
 
 
 def import_torch():
@@ -490,7 +490,7 @@ def parse(argv):
     parser = argparse.ArgumentParser(
         description="The PyTorch peer of dnewton's Newton method (float64, one process); "
         "with --compare, dnewton on the same cores alongside. Defaults: the reference "
-        "problem (the shared MNIST subset, 784-300-300-10, 30 iterations).",
+        "problem (the MNIST subset, 784-300-300-10, 30 iterations).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--train", default=str(REFERENCE_TRAIN), help="training set")
     parser.add_argument("--test", default=str(REFERENCE_TEST),

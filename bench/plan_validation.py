@@ -3,7 +3,7 @@
 
     python bench/plan_validation.py [--machine FILE] [--iterations 30] [--markdown OUT.md]
 
-Runs the reference problem (the shared MNIST subset, --hidden 300,300
+Runs the reference problem (the MNIST subset shipped with the package, --hidden 300,300
 --feature-scale 255 --center) on several layouts and modes with 1 and 2 ranks, and
 with 3 and 4 ranks marked "oversubscribed" (this machine has 2 cores: printed,
 not judged). Without --machine it first runs ``mpiexec -n 2 dnewton calibrate``.
@@ -30,12 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from dnewton.io.data import EMBEDDED_DATA  # the MNIST subset shipped with the package
 from dnewton.planning.cost import TRAINING_PHASES, Choice, Workload, predict
 from dnewton.planning.machine import Machine
 from dnewton.planning.volume import Counts
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "mnist-demo.svm"
+DATA = EMBEDDED_DATA / "mnist-demo.svm.gz"
 # The reference problem (the paper's objective: the planner's Workload has its loss).
 ARGS = ["--hidden", "300,300", "--feature-scale", "255", "--center", "--paper"]
 BIN = Path(sys.executable).parent
@@ -144,7 +145,7 @@ def main():
     parser.add_argument("--only", help="run only the runs whose name contains this")
     args = parser.parse_args()
     if not DATA.exists():
-        raise SystemExit(f"{DATA} not found (the shared data sit beside the project)")
+        raise SystemExit(f"{DATA} not found")
     work = Path(tempfile.mkdtemp(prefix="plan-validation-"))
     machine_path = Path(args.machine) if args.machine else work / "machine.json"
     if not args.machine:

@@ -36,8 +36,10 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from dnewton.io.data import EMBEDDED_DATA  # the MNIST subset shipped with the package
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = EMBEDDED_DATA
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 HIDDEN = (300, 300)
 
@@ -58,8 +60,8 @@ def _sklearn(loader):
 def _mnist_subset():
     from sklearn.datasets import load_svmlight_file
 
-    X, y = load_svmlight_file(str(SHARED_DATA / "mnist-demo.svm"), n_features=784)
-    Xt, yt = load_svmlight_file(str(SHARED_DATA / "mnist-demo.t.svm"), n_features=784)
+    X, y = load_svmlight_file(str(SHARED_DATA / "mnist-demo.svm.gz"), n_features=784)
+    Xt, yt = load_svmlight_file(str(SHARED_DATA / "mnist-demo.t.svm.gz"), n_features=784)
     return X.toarray(), Xt.toarray(), y, yt, 255.0
 
 
@@ -98,7 +100,7 @@ def suite():
         "breast_cancer": _sklearn(datasets.load_breast_cancer),
         "synthetic": _synthetic,
     }
-    if (SHARED_DATA / "mnist-demo.svm").exists():
+    if (SHARED_DATA / "mnist-demo.svm.gz").exists():
         sets["mnist_subset"] = _mnist_subset
     if FASHION.exists():
         sets["fashion_10k"] = _fashion

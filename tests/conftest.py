@@ -12,7 +12,7 @@ import sys
 import tempfile
 
 import pytest
-from helpers import SHARED_DATA, WORLD
+from helpers import MNIST_DATA, WORLD
 
 
 @pytest.hookimpl(trylast=True)  # after the terminal reporter exists
@@ -49,7 +49,6 @@ def pytest_runtest_logreport(report):
 
 
 @pytest.fixture(scope="session")
-def shared_data():
-    if not (SHARED_DATA / "mnist-demo.svm").exists():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
-    return SHARED_DATA
+def mnist_data():
+    """The folder of the MNIST subset shipped with the package."""
+    return MNIST_DATA

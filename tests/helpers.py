@@ -24,13 +24,14 @@ import pytest
 from mpi4py import MPI
 
 from dnewton.app.problem import ModelConfig, Problem
-from dnewton.io.data import RawData, read_dataset
+from dnewton.io.data import EMBEDDED_DATA, RawData, read_dataset
 from dnewton.io.model_file import gather_parameters
 from dnewton.parallel.layout import Layout
 from dnewton.planning import volume
 
 WORLD = MPI.COMM_WORLD
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The MNIST subset that ships with the package (src/dnewton/datasets).
+MNIST_DATA = EMBEDDED_DATA
 
 
 def load_bench(name):

@@ -8,14 +8,14 @@ REFERENCE = ["--hidden", "300,300", "--feature-scale", "255", "--center", "--pap
 
 
 @pytest.fixture(scope="module")
-def reference_logs(shared_data, tmp_path_factory):
+def reference_logs(mnist_data, tmp_path_factory):
     """dtype -> the records of the reference run (100 iterations, 2 ranks)."""
     folder = tmp_path_factory.mktemp("mnist")
     logs = {}
     for dtype in ("float64", "float32"):
         log = folder / f"{dtype}.jsonl"
-        run_dnewton(2, ["train", shared_data / "mnist-demo.svm",
-                        "--test", shared_data / "mnist-demo.t.svm", *REFERENCE,
+        run_dnewton(2, ["train", mnist_data / "mnist-demo.svm.gz",
+                        "--test", mnist_data / "mnist-demo.t.svm.gz", *REFERENCE,
                         "--dtype", dtype, "--log", log], timeout=600)
         logs[dtype] = read_log(log)
     return logs

@@ -9,6 +9,7 @@ layer-1 blocks (1, a, .), and the labels if it owns an output block. Sparse
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from scipy import sparse
@@ -54,6 +55,18 @@ def _digits():
     )
 
 
+# The data sets that ship inside the package (datasets/README.md: provenance).
+EMBEDDED_DATA = Path(__file__).resolve().parents[1] / "datasets"
+
+
+def _mnist_demo():
+    """The MNIST subset shipped with the package: 2,000 train / 1,000 test, 784 pixels."""
+    train = read_libsvm(EMBEDDED_DATA / "mnist-demo.svm.gz", 784)
+    test = read_libsvm(EMBEDDED_DATA / "mnist-demo.t.svm.gz", 784)
+    train.source, test.source = "mnist-demo", "mnist-demo (test)"
+    return train, test
+
+
 # name -> (description, loader returning (train, test))
 DATASETS = {
     "digits": (
@@ -61,6 +74,11 @@ DATASETS = {
         "(0..16), 10 classes; use --feature-scale 16 --center (with --paper, C = 0.01, "
         "meant for far more instances, over-regularises it: say -C 0.1 there)",
         _digits,
+    ),
+    "mnist-demo": (
+        "a 2,000 / 1,000 subset of MNIST shipped with dnewton: 784 pixels (0..255), "
+        "10 classes; use --feature-scale 255 --center",
+        _mnist_demo,
     ),
 }
 
