@@ -1,10 +1,13 @@
-"""The command line: its help, and a run that trains and logs what a run reports."""
+"""The command line: its help, the options it refuses, and runs that train, log and
+predict."""
 
+import sys
 from dataclasses import fields
+from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import read_log, run_dnewton
+from helpers import WORLD, read_log, run_dnewton
 
 from dnewton.app.cli import build_parser, flags
 from dnewton.app.problem import PAPER_OBJECTIVE, ModelConfig
@@ -108,3 +111,229 @@ def test_paper_switches_the_objective_defaults_only(given, want):
 
     args = build_parser().parse_args(["train", "digits", *given])
     assert _objective(args) == want
+
+
+# -- options that apply to some runs only ----------------------------------------------
+
+# Runs in which every option of `APPLIES` applies, and in which each of them does not.
+BASES = [[*solver, *mode] for solver in (["--solver", "newton"], ["--solver", "sgd"],
+                                         ["--solver", "adam"])
+         for mode in ([], ["-C", "auto", "--checkpoint", "ck"])]
+BASES.append(["--solver", "newton", "--diagonal", "-C", "auto", "--checkpoint", "ck"])
+
+
+def refusal(argv):
+    """The message refusing `argv`'s inapplicable option, as the command line prints
+    it, or None."""
+    from dnewton.app.cli import given_options, refuse_inapplicable
+
+    args = build_parser().parse_args(argv)
+    try:
+        refuse_inapplicable(args, given_options(argv))
+    except ParameterError as exc:
+        return exc.render(flags(build_parser()).get)
+    return None
+
+
+def a_value(action):
+    """Command-line words that set `action` to a valid value."""
+    if action.nargs == 0:
+        return []
+    if action.choices:
+        return [list(action.choices)[-1]]
+    if isinstance(action.default, tuple):
+        return [",".join(map(str, action.default))]
+    return ["1" if action.default is None else str(action.default)]
+
+
+def test_every_option_of_the_table_is_refused_by_name_where_it_does_not_apply():
+    from dnewton.app.cli import APPLIES
+
+    actions = {a.dest: a for a in train_parser()._actions if a.option_strings}
+    for dest in APPLIES:
+        if dest not in actions:  # another command's (predict --proba: below)
+            continue
+        flag = max(actions[dest].option_strings, key=len)
+        given = [flag, *a_value(actions[dest])]
+        outcomes = [refusal(["train", "digits", *base, *given]) for base in BASES]
+        assert None in outcomes, f"{flag} applies to no run"
+        refused = [m for m in outcomes if m is not None]
+        assert refused, f"{flag} applies to every run: it needs no line in APPLIES"
+        assert all(m.startswith(f"{flag} applies ") for m in refused), refused
+
+
+@pytest.mark.parametrize("given, message", [
+    # given at its default value is still given: the user asked for something
+    (["--epochs", "20"], "--epochs applies to --solver sgd or adam only, not to newton"),
+    (["--learning-rate", "0.1"],
+     "--learning-rate applies to --solver sgd or adam only, not to newton"),
+    (["--mini-batch", "64"], "--mini-batch applies to --solver sgd or adam only, not to newton"),
+    (["--solver", "sgd", "--iterations", "5"],
+     "--iterations applies to --solver newton only, not to sgd"),
+    (["--solver", "adam", "--lambda", "2"], "--lambda applies to --solver newton only, not to adam"),
+    (["--solver", "sgd", "--xi", "0.1"], "--xi applies to --solver newton only, not to sgd"),
+    (["--solver", "sgd", "--gn-ratio", "0.1"], "--gn-ratio applies to --solver newton only, not to sgd"),
+    (["--solver", "adam", "--momentum", "0.5"], "--momentum applies to --solver sgd only, not to adam"),
+    (["--solver", "sgd", "--beta1", "0.5"], "--beta1 applies to --solver adam only, not to sgd"),
+    (["--C-grid", "1,2"], "--C-grid applies only with -C auto"),
+    (["-C", "0.5", "--holdout", "0.3"], "--holdout applies only with -C auto"),
+    (["--path-iterations", "5"], "--path-iterations applies only with -C auto"),
+    (["--sync-fraction", "0.5"], "--sync-fraction applies only with --diagonal"),
+    (["--solver", "sgd", "--diagonal", "--sync-fraction", "0.5"],
+     "--diagonal applies to --solver newton only, not to sgd"),
+    (["--checkpoint-every", "2"], "--checkpoint-every applies only with --checkpoint"),
+])
+def test_an_option_that_does_not_apply_is_refused_by_name(given, message):
+    assert refusal(["train", "digits", *given]) == message
+
+
+@pytest.mark.parametrize("given", [
+    [], ["--solver", "sgd", "--epochs", "2", "--momentum", "0.5", "--learning-rate", "0.1"],
+    ["--solver", "adam", "--beta2", "0.99", "--mini-batch", "10"],
+    ["--diagonal", "--sync-fraction", "0.5", "--iterations", "3", "--xi", "0.2"],
+    ["-C", "auto", "--C-grid", "1,2", "--holdout", "0.3", "--path-iterations", "2"],
+    ["--checkpoint", "ck", "--checkpoint-every", "2"],
+])
+def test_options_that_apply_are_accepted(given):
+    assert refusal(["train", "digits", *given]) is None
+
+
+def test_predict_refuses_proba_without_output():
+    assert refusal(["predict", "m.npz", "digits", "--proba"]) == "--proba applies only with --output"
+    assert refusal(["predict", "m.npz", "digits", "--proba", "--output", "-"]) is None
+
+
+def test_a_refusal_ends_the_command_with_one_message_and_status_2(capsys, monkeypatch):
+    # In-process: one rank here, and every rank alike in the suite's mpiexec -n 3 run
+    # (the refusal comes before any collective; rank 0 alone prints it).
+    from dnewton.app.cli import main
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # main installs its own
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "digits", "--solver", "adam", "--iterations", "3"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    expected = "dnewton: error: --iterations applies to --solver newton only, not to adam\n"
+    assert err == (expected if WORLD.rank == 0 else "")
+
+
+@pytest.mark.mpi
+def test_a_refusal_on_three_ranks_is_one_message_and_status_2():
+    proc = run_dnewton(3, ["train", "digits", "--epochs", "3"], check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == ("dnewton: error: --epochs applies to --solver sgd or adam only, "
+                           "not to newton\n"), proc.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "predict", "plan"])
+def test_the_memory_chunk_is_chunk_size_and_batch_size_says_so(command, capsys):
+    head = {"train": ["train", "digits"], "predict": ["predict", "m.npz", "digits"],
+            "plan": ["plan", "digits", "--ranks", "2"]}[command]
+    assert build_parser().parse_args([*head, "--chunk-size", "64"]).batch_size == 64
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([*head, "--batch-size", "64"])
+    assert exited.value.code == 2
+    assert ("--batch-size is now --chunk-size (instances per pass through memory); the "
+            "mini-batch of --solver sgd and adam is --mini-batch") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, widths", [("", ()), ("0", ()), ("16", (16,)),
+                                          ("16,8", (16, 8))])
+def test_hidden_empty_or_zero_is_no_hidden_layer(text, widths):
+    assert build_parser().parse_args(["train", "digits", "--hidden", text]).hidden == widths
+
+
+def test_a_command_line_from_a_file(tmp_path):
+    from dnewton.app.cli import given_options
+
+    path = write(tmp_path / "run.args", "train digits\n"
+                 "--hidden 16,8   # two hidden layers\n"
+                 "--solver sgd --epochs 2\n"
+                 "--log 'my run.jsonl'\n")
+    argv = [f"@{path}", "--seed", "3"]
+    args = build_parser().parse_args(argv)
+    assert (args.train, args.hidden, args.solver, args.epochs, args.log, args.seed) == (
+        "digits", (16, 8), "sgd", 2, "my run.jsonl", 3)
+    assert {"hidden", "solver", "epochs", "log", "seed"} <= given_options(argv)
+    assert "iterations" not in given_options(argv)
+
+
+def subcommands():
+    return build_parser()._subparsers._group_actions[0].choices
+
+
+@pytest.mark.parametrize("name", list(subcommands()))
+def test_every_subcommand_lists_its_exit_statuses(name):
+    text = " ".join(subcommands()[name].format_help().split())
+    assert "Exit status: 0 " in text and "1 internal error." in text
+    if name != "datasets":
+        assert "; 2 " in text
+    if name == "train":
+        assert "; 3 numerical failure" in text and "; 75 stopped early" in text
+
+
+# -- a linear model, its predictions, unlabelled data ------------------------------------
+
+
+def shared_folder(tmp_path):
+    """Rank 0's tmp_path, on every rank (files one rank writes and all read)."""
+    return Path(WORLD.bcast(str(tmp_path), root=0))
+
+
+def test_a_linear_model_predicts_exact_labels_and_probabilities(tmp_path, capsys):
+    from dnewton.app.cli import given_options, run_predict, run_train
+
+    folder = shared_folder(tmp_path)
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((60, 5))
+    classes = np.array([1234567.0, 2.5, -3.0])
+    y = classes[np.argmax(X[:, :3], axis=1)]
+    if WORLD.rank == 0:
+        np.savez(folder / "train.npz", X=X, y=y)
+        np.savez(folder / "unlabelled.npz", X=X[:7])
+    WORLD.Barrier()
+
+    def run(run, *argv):
+        argv = [str(word) for word in argv]
+        args = build_parser().parse_args(argv)
+        args.given = given_options(argv)
+        return run(args)
+
+    assert run(run_train, "train", folder / "train.npz", "--hidden", "", "--iterations", "4",
+               "--quiet") == 0
+    assert "warning: neither --model nor --checkpoint" in capsys.readouterr().err or WORLD.rank
+    model = folder / "model.npz"
+    assert run(run_train, "train", folder / "train.npz", "--hidden", "0", "--iterations", "10",
+               "--quiet", "--model", model) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert tuple(np.load(model)["widths"]) == (5, 3)
+
+    out = folder / "labels.txt"
+    assert run(run_predict, "predict", model, folder / "unlabelled.npz", "--output", out,
+               "--proba") == 0
+    summary = capsys.readouterr().out
+    if WORLD.rank == 0:
+        assert summary == (f"dnewton: {folder / 'unlabelled.npz'}: 7 instances; labels and "
+                           f"probabilities written to {out}\n")
+        header, *rows = out.read_text().splitlines()
+        assert header == "# label p(-3) p(2.5) p(1234567)"
+        words = [row.split() for row in rows]
+        proba = np.array([[float(p) for p in row[1:]] for row in words])
+        np.testing.assert_allclose(proba.sum(axis=1), 1)
+        assert [row[0] for row in words] == [
+            {-3.0: "-3", 2.5: "2.5", 1234567.0: "1234567"}[c]
+            for c in np.sort(classes)[np.argmax(proba, axis=1)]]
+        # a linear model this long separates what a linear rule made
+        assert sum(row[0] == text for row, text in zip(words, [
+            {-3.0: "-3", 2.5: "2.5", 1234567.0: "1234567"}[c] for c in y[:7]])) >= 6
+    WORLD.Barrier()  # rank 0 has read the file before another test's rank 0 may reuse names
+
+
+@pytest.mark.parametrize("label, text", [(1234567.0, "1234567"), (-3.0, "-3"), (2.5, "2.5"),
+                                         (0.1, "0.1"), (1e20, "100000000000000000000"),
+                                         (1 / 3, repr(1 / 3))])
+def test_labels_are_written_exactly(label, text):
+    from dnewton.app.cli import label_text
+
+    assert label_text(np.float64(label)) == text
+    assert float(label_text(label)) == label

@@ -13,6 +13,7 @@ from dnewton.io import libsvm
 
 TIMEOUT = 60
 SMALL = ["--hidden", "8", "--iterations", "2", "--quiet"]
+MINI_BATCH_SMALL = ["--hidden", "8", "--epochs", "2", "--quiet"]  # with --solver sgd, adam
 GOOD = "".join(f"{i % 3} 1:{i / 40:.3f} 2:{(i * 7 % 11) / 11:.3f} 4:0.5\n" for i in range(40))
 
 
@@ -116,7 +117,7 @@ CASES = {
     "sync without diagonal": (
         GOOD,
         ["--sync-fraction", "0.5"],
-        "--sync-fraction needs --diagonal",
+        "--sync-fraction applies only with --diagonal",
     ),
     "feature scale": (
         GOOD,
@@ -156,7 +157,8 @@ def test_bad_input_ends_all_ranks_with_one_message(tmp_path, case):
     # Room for the parameters (6 KiB on the node), not for the Gauss-Newton data.
     env = {MEMORY_LIMIT: "10000"} if case == "memory" else None
     log = write(tmp_path / "previous.jsonl", '{"iter": 0}\n')
-    proc = run_dnewton(3, ["train", train, *SMALL, *extra, "--log", log], TIMEOUT, check=False,
+    small = SMALL if "--solver" not in extra else MINI_BATCH_SMALL
+    proc = run_dnewton(3, ["train", train, *small, *extra, "--log", log], TIMEOUT, check=False,
                        env=env)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("dnewton: error") == 1, proc.stderr

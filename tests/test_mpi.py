@@ -186,7 +186,7 @@ def test_pipelined_passes_give_the_unpipelined_run(tmp_path, loss, n_ranks, part
     for depth in ("1", "3"):
         path = tmp_path / f"d{depth}.jsonl"
         run_dnewton(n_ranks, [*COMMON, "--loss", loss, "--partitions", partitions,
-                              "--batch-size", "200", "--pipeline", depth, "--log", path])
+                              "--chunk-size", "200", "--pipeline", depth, "--log", path])
         logs.append(without_timings(read_log(path)))
     assert logs[0] == logs[1]
     assert len(logs[0]) == 6 and logs[0][-1]["f"] < logs[0][0]["f"]

@@ -9,7 +9,8 @@ from dnewton.errors import InputError
 
 TIMEOUT = 120
 RUN = ["train", "digits", "--hidden", "16", "--feature-scale", "16", "--center",
-       "--iterations", "5", "--path-iterations", "5", "--quiet"]
+       "--iterations", "5", "--quiet"]
+AUTO = ["-C", "auto", "--path-iterations", "5"]
 
 
 def test_the_split_is_stratified_seeded_and_a_partition():
@@ -43,7 +44,7 @@ def test_auto_chooses_the_known_best_and_trains_as_that_C_would(tmp_path, n_rank
     accuracy, C = 1 learns the digits. The run after the path is the -C 1 run."""
     auto, fixed = tmp_path / "auto.jsonl", tmp_path / "fixed.jsonl"
     loud = [arg for arg in RUN if arg != "--quiet"]
-    proc = run_dnewton(n_ranks, [*loud, "-C", "auto", "--C-grid", "1e-6,1", "--log", auto],
+    proc = run_dnewton(n_ranks, [*loud, *AUTO, "--C-grid", "1e-6,1", "--log", auto],
                        TIMEOUT)
     records = read_log(auto)
     path = records[0]["regularization_path"]
@@ -58,7 +59,7 @@ def test_auto_chooses_the_known_best_and_trains_as_that_C_would(tmp_path, n_rank
 @pytest.mark.mpi
 def test_a_resumed_auto_run_keeps_the_C_it_chose(tmp_path):
     log, folder = tmp_path / "run.jsonl", tmp_path / "ck"
-    auto = [*RUN, "-C", "auto", "--C-grid", "1e-6,1"]
+    auto = [*RUN, *AUTO, "--C-grid", "1e-6,1"]
     run_dnewton(2, [*auto, "--iterations", "2", "--checkpoint", folder, "--log", log], TIMEOUT)
     loud = [arg for arg in auto if arg != "--quiet"]
     proc = run_dnewton(2, [*loud, "--checkpoint", folder, "--resume", folder, "--log", log],
@@ -81,6 +82,6 @@ def test_a_resumed_auto_run_keeps_the_C_it_chose(tmp_path):
     (["--path-iterations", "0"], "--path-iterations must be >= 1"),
 ])
 def test_bad_search_settings_end_every_rank_with_one_message(args, message):
-    proc = run_dnewton(2, [*RUN, "-C", "auto", *args], TIMEOUT, check=False)
+    proc = run_dnewton(2, [*RUN, *AUTO, *args], TIMEOUT, check=False)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("dnewton: error") == 1 and message in proc.stderr, proc.stderr

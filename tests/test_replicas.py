@@ -14,8 +14,9 @@ from dnewton.io.data import RawData, read_dataset
 from dnewton.parallel.layout import Layout
 
 HIDDEN = (16, 12)
-COMMON = ["train", "digits", "--hidden", "16,12", "--iterations", "5", "--feature-scale", "16",
-          "--center", "--quiet", "--seed", "3"]
+MINI = ["train", "digits", "--hidden", "16,12", "--feature-scale", "16", "--center", "--quiet",
+        "--seed", "3"]  # --solver sgd or adam with these
+COMMON = [*MINI, "--iterations", "5"]
 TIMEOUT = 120
 
 
@@ -23,9 +24,13 @@ def final_values(log):
     return np.array([rec["f"] for rec in log])
 
 
+def common(args):
+    return MINI if "--solver" in args else COMMON
+
+
 def one_rank(tmp_path, *args):
     path = tmp_path / "one.jsonl"
-    run_dnewton(1, [*COMMON, *args, "--log", path])
+    run_dnewton(1, [*common(args), *args, "--log", path])
     return read_log(path)
 
 
@@ -45,7 +50,8 @@ def test_replicas_give_the_single_rank_result(tmp_path, n_ranks, replicas, parti
     layout = ["--partitions", partitions] if partitions else []
     reference = one_rank(tmp_path, *extra, *(layout if "--diagonal" in extra else []))
     path = tmp_path / "copies.jsonl"
-    run_dnewton(n_ranks, [*COMMON, *extra, *layout, "--replicas", replicas, "--log", path])
+    run_dnewton(n_ranks, [*common(extra), *extra, *layout, "--replicas", replicas,
+                          "--log", path])
     log = read_log(path)
     assert len(log) == len(reference) > 3
     np.testing.assert_allclose(final_values(log), final_values(reference), rtol=1e-9)

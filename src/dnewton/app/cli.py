@@ -1,7 +1,7 @@
 """The ``dnewton`` command line.
 
     mpiexec -n K dnewton train TRAIN [--test TEST] [--model FILE] [options]
-    [mpiexec -n K] dnewton predict MODEL DATA [--output FILE]
+    [mpiexec -n K] dnewton predict MODEL DATA [--output FILE] [--proba]
     dnewton plot RUN.jsonl [--vs OTHER.jsonl] -o FIGURE.png
     dnewton datasets
     dnewton plan (TRAIN | --instances L --features N --classes K) --ranks R --hidden H1,...
@@ -12,11 +12,14 @@ which the Python API calls too. Every rank parses the same command line. Errors
 that one rank meets are agreed on by all (`errors.agreed`), and anything
 unexpected aborts the whole job, so a failure never leaves ranks waiting in a
 collective. Library messages name parameters (``damping``); printed here, they
-name the flags (``--lambda``).
+name the flags (``--lambda``). An option that does not apply to the run asked for
+(``--epochs`` with Newton) is refused by name: `APPLIES` says where each applies.
+Any command line may come from files: ``dnewton @run.args`` (`Parser`).
 """
 
 import argparse
 import os
+import shlex
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 
@@ -24,11 +27,11 @@ import numpy as np
 
 from .. import __version__
 from ..constants import BATCH_SIZE, CHECKPOINT_INTERVAL, PRECISIONS
-from ..errors import NumericalError, ParameterError
+from ..errors import NumericalError, ParameterError, alike_everywhere
 from ..io.data import DATASETS
 from ..model.activations import HIDDEN_ACTIVATIONS
 from ..model.gauss_newton import JACOBIAN_MODES
-from ..model.losses import LOSSES
+from ..model.losses import LOSSES, make_loss
 from ..solvers.adam import AdamOptions
 from ..solvers.newton import NewtonOptions
 from ..solvers.sgd import SGDOptions
@@ -69,6 +72,138 @@ def _C(text):
         raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
 
 
+def _hidden(text):
+    """--hidden: widths "N1,N2,..."; "" or "0" is no hidden layer (a linear model)."""
+    if text.strip() in ("", "0"):
+        return ()
+    return _int_list(text)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reads ``@FILE`` arguments as shell words (quotes work, ``#``
+    starts a comment, several arguments may share a line)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("fromfile_prefix_chars", "@")
+        super().__init__(*args, **kwargs)
+
+    def convert_arg_line_to_args(self, arg_line):
+        return shlex.split(arg_line, comments=True)
+
+
+# -- options that apply to some runs only ------------------------------------------------
+
+
+class Applies:
+    """Where an option applies: `holds(args)`, and the end of the refusal's sentence
+    (a template naming parameters as ``{name}``), given the run's `args`."""
+
+    def __init__(self, holds, where):
+        self.holds = holds
+        self.where = where
+
+
+def _solvers(*names):
+    return Applies(lambda args: args.solver in names,
+                   lambda args: f"to {{solver}} {' or '.join(names)} only, not to {args.solver}")
+
+
+def _with(parameter, holds=None):
+    holds = holds or (lambda args: bool(getattr(args, parameter)))
+    return Applies(holds, lambda args: f"only with {{{parameter}}}")
+
+
+NEWTON = _solvers("newton")
+MINI_BATCH = _solvers("sgd", "adam")
+SGD = _solvers("sgd")
+ADAM = _solvers("adam")
+C_AUTO = Applies(lambda args: args.C == "auto", lambda args: "only with {C} auto")
+DIAGONAL = _with("diagonal")
+CHECKPOINT = _with("checkpoint")
+OUTPUT = _with("output")
+
+# option (its dest) -> where it applies, checked in order. Any other option applies
+# to every run. A new option that applies to some runs only is one more line here.
+APPLIES = {
+    "gn_ratio": (NEWTON,),
+    "gn_size": (NEWTON,),
+    "jacobian": (NEWTON,),
+    "diagonal": (NEWTON,),
+    "sync_fraction": (NEWTON, DIAGONAL),
+    "iterations": (NEWTON,),
+    "cg_max": (NEWTON,),
+    "xi": (NEWTON,),
+    "damping": (NEWTON,),
+    "learning_rate": (MINI_BATCH,),
+    "mini_batch": (MINI_BATCH,),
+    "epochs": (MINI_BATCH,),
+    "lr_decay": (MINI_BATCH,),
+    "momentum": (SGD,),
+    "beta1": (ADAM,),
+    "beta2": (ADAM,),
+    "eps": (ADAM,),
+    "C_grid": (C_AUTO,),
+    "holdout": (C_AUTO,),
+    "path_iterations": (C_AUTO,),
+    "checkpoint_every": (CHECKPOINT,),
+    "proba": (OUTPUT,),
+}
+
+
+def given_options(argv):
+    """The dests of the options that `argv` sets, whatever their values (a second
+    parse in which no option has a default)."""
+    parser = build_parser()
+    for command in _parsers(parser):
+        for action in command._actions:
+            if action.option_strings:
+                action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+def _parsers(parser):
+    """`parser` and every subcommand's."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                yield from _parsers(command)
+
+
+def refuse_inapplicable(args, given):
+    """Raise ParameterError naming the first option in `given` (dests set on the
+    command line) that does not apply to the run `args` describes (`APPLIES`)."""
+    for parameter, conditions in APPLIES.items():
+        if parameter in given:
+            for condition in conditions:
+                if not condition.holds(args):
+                    raise ParameterError(f"{{{parameter}}} applies {condition.where(args)}")
+
+
+class _Renamed(argparse.Action):
+    """An option under its former name: refused, naming what replaced it."""
+
+    def __init__(self, option_strings, dest, message, **kwargs):
+        super().__init__(option_strings, "_renamed", nargs=None, default=argparse.SUPPRESS,
+                         help=argparse.SUPPRESS, **kwargs)
+        self.message = message
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} {self.message}")
+
+
+_BATCH_SIZE_RENAMED = ("is now --chunk-size (instances per pass through memory); the "
+                       "mini-batch of --solver sgd and adam is --mini-batch")
+
+
+def _exit_statuses(*lines):
+    """The epilog that lists a subcommand's exit statuses."""
+    return "Exit status: " + "; ".join((*lines, "1 internal error")) + "."
+
+
+_BAD_INPUT = "2 bad input or options"
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows an option's default where it has one (not for None or off)."""
 
@@ -86,13 +221,14 @@ def _duration(text):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="dnewton",
         description=(
             "Train fully connected neural networks with a distributed subsampled "
             "Gauss-Newton method, the model split into blocks over MPI ranks."
         ),
-        epilog="Run under MPI with: mpiexec -n K dnewton train ...",
+        epilog="Run under MPI with: mpiexec -n K dnewton train ... Arguments may come "
+        "from a file: dnewton @run.args (shell words, # comments).",
     )
     parser.add_argument("--version", action="version", version=f"dnewton {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -108,9 +244,12 @@ def build_parser():
             "wall time and the test accuracy."
         ),
         formatter_class=_HelpFormatter,
-        epilog=f"Exit status: 0 finished; 2 bad input; 3 numerical failure (the last good "
-        f"model is still saved); {EXIT_RESUMABLE} stopped early by SIGTERM, SIGUSR1, SIGINT "
-        "or --time-limit, with a checkpoint to --resume from; 1 internal error.",
+        epilog=_exit_statuses(
+            "0 finished (the line search could not decrease f any more counts as finished)",
+            f"{_BAD_INPUT}, or an option that does not apply to the chosen --solver or mode",
+            "3 numerical failure (the last good model is still saved)",
+            f"{EXIT_RESUMABLE} stopped early by SIGTERM, SIGUSR1, SIGINT or --time-limit, "
+            "with a checkpoint to --resume from"),
     )
     train.add_argument(
         "train",
@@ -126,8 +265,8 @@ def build_parser():
     )
     model = train.add_argument_group("model")
     model.add_argument(
-        "--hidden", type=_int_list, default=(300, 300), metavar="N1,N2,...",
-        help="widths of the hidden layers",
+        "--hidden", type=_hidden, default=(300, 300), metavar="N1,N2,...",
+        help='widths of the hidden layers; "" or 0: none (a linear model)',
     )
     model.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default=_MODEL.activation,
                        help="activation of the hidden layers (the output layer is linear)")
@@ -202,8 +341,11 @@ def build_parser():
                       help="after --feature-scale, subtract the training mean of each feature "
                       "and divide by its training standard deviation (implies --center; "
                       "constant features are only centred); predict applies the same")
-    data.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="N",
-                      help="instances per forward/backward batch (bounds memory)")
+    data.add_argument("--chunk-size", type=int, default=BATCH_SIZE, dest="batch_size",
+                      metavar="N", help="instances per pass through memory: the forward "
+                      "and backward passes over all instances go in chunks of N (bounds "
+                      "memory; not the mini-batch, which is --mini-batch)")
+    data.add_argument("--batch-size", action=_Renamed, message=_BATCH_SIZE_RENAMED)
     data.add_argument("--pipeline", type=int, default=_MODEL.pipeline, metavar="D",
                       help="pipeline the passes over all instances: keep D batches in "
                       "flight, each batch's sums travelling (non-blocking) while the next "
@@ -282,14 +424,16 @@ def build_parser():
                      "lambda, rho, time, test_accuracy, bytes by phase)")
     out.add_argument("--model", metavar="FILE",
                      help="save the trained network to FILE (.npz, for dnewton predict on "
-                     "any number of ranks)")
+                     "any number of ranks); without --model or --checkpoint nothing is "
+                     "saved, and the run warns at start")
     out.add_argument("--checkpoint", metavar="DIR",
                      help="keep the solver's state in DIR/checkpoint.npz (replaced "
                      "atomically) every --checkpoint-every iterations, or every "
                      f"{CHECKPOINT_INTERVAL:g} s of training without it, and at the last; "
                      "also when a signal or --time-limit stops the run")
     out.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
-                     help="iterations (epochs) between checkpoints (default: by time)")
+                     help="with --checkpoint: iterations (epochs) between checkpoints "
+                     "(default: by time)")
     out.add_argument("--time-limit", type=_duration, default=None, metavar="T",
                      help="stop, with a checkpoint, when the next iteration would end "
                      "after T (seconds, or [D-]H:MM:SS as Slurm writes it) from the start; "
@@ -313,17 +457,24 @@ def build_parser():
 
     predict = commands.add_parser(
         "predict",
-        help="predict with a saved model; print the accuracy",
-        description="Label DATA with MODEL (from train --model, or a checkpoint.npz) and "
-        "print the accuracy against DATA's labels. Runs on any number of ranks with any "
-        "layout, whatever the training used.",
+        help="predict with a saved model; print the accuracy if DATA has labels",
+        description="Label DATA with MODEL (from train --model, or a checkpoint.npz) and, "
+        "when DATA has labels, print the accuracy against them. Runs on any number of "
+        "ranks with any layout, whatever the training used.",
+        epilog=_exit_statuses("0 predicted", _BAD_INPUT + " (the model or DATA unreadable, "
+                              "DATA's features not the model's, --output not writable)"),
     )
     predict.add_argument("model", metavar="MODEL", help="model file (.npz)")
     predict.add_argument("data", metavar="DATA",
-                         help="LIBSVM file, .npz with X and y, or an embedded set (its "
-                         "test part)")
+                         help="LIBSVM file, .npz with X and y, or with X only (unlabelled), "
+                         "or an embedded set (its test part)")
     predict.add_argument("--output", metavar="FILE",
-                         help="write the predicted label of every instance, one a line")
+                         help="write the predicted label of every instance, one a line, "
+                         "exactly as the training labels were ('-': standard output, and "
+                         "the summary goes to standard error)")
+    predict.add_argument("--proba", action="store_true",
+                         help="with --output: each line is the label, then the probability "
+                         "of every class, in the order of a first '#' line that names them")
     predict.add_argument("--features", type=int, default=None, metavar="N",
                          help="confirm the model's n_0 = N: DATA's columns beyond it are "
                          "then dropped with a warning instead of refused")
@@ -331,8 +482,10 @@ def build_parser():
                          help="as train --data-cache")
     predict.add_argument("--partitions", type=_int_list, default=None, metavar="P0,...,PL",
                          help="layout for this job (default: split the widest layers)")
-    predict.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="N",
-                         help=f"instances per forward batch (default {BATCH_SIZE})")
+    predict.add_argument("--chunk-size", type=int, default=BATCH_SIZE, dest="batch_size",
+                         metavar="N", help=f"instances per forward pass through memory "
+                         f"(default {BATCH_SIZE})")
+    predict.add_argument("--batch-size", action=_Renamed, message=_BATCH_SIZE_RENAMED)
     predict.set_defaults(run=run_predict)
 
     plot = commands.add_parser(
@@ -340,6 +493,8 @@ def build_parser():
         help="plot run logs (needs matplotlib: pip install 'dnewton[plot]')",
         description="Draw f, ||g|| and the test accuracy of one or more --log files "
         "against Newton iterations and against time.",
+        epilog=_exit_statuses("0 drawn", "2 a log unreadable, the figure not writable or "
+                              "matplotlib missing"),
     )
     plot.add_argument("log", metavar="RUN.jsonl", help="log written by train --log")
     plot.add_argument("--vs", action="append", default=[], metavar="OTHER.jsonl",
@@ -348,7 +503,8 @@ def build_parser():
                       help="image to write; its suffix sets the format (.png, .pdf, .svg)")
     plot.set_defaults(run=run_plot)
 
-    datasets = commands.add_parser("datasets", help="list the embedded data sets")
+    datasets = commands.add_parser("datasets", help="list the embedded data sets",
+                                   epilog=_exit_statuses("0 listed"))
     datasets.set_defaults(run=run_datasets)
     _add_plan(commands)
     _add_calibrate(commands)
@@ -366,7 +522,9 @@ def _add_plan(commands):
         "Only the data's shape is used (docs/scaling.md describes the model).",
         formatter_class=_HelpFormatter,
         epilog="Example: dnewton plan --instances 1000000 --features 784 --classes 1000 "
-        "--ranks 64 --hidden 8192,8192,8192 --machine machine.json",
+        "--ranks 64 --hidden 8192,8192,8192 --machine machine.json. "
+        + _exit_statuses("0 at least one layout fits",
+                         _BAD_INPUT + ", or no layout fits --memory-per-rank"),
     )
     plan.add_argument("train", metavar="TRAIN", nargs="?", default=None,
                       help="LIBSVM file, .npz or embedded set whose shape to plan for "
@@ -378,8 +536,8 @@ def _add_plan(commands):
     plan.add_argument("--classes", type=int, default=None, metavar="K",
                       help="classes n_L (without TRAIN)")
     plan.add_argument("--ranks", type=int, required=True, metavar="R", help="MPI ranks")
-    plan.add_argument("--hidden", type=_int_list, default=(300, 300), metavar="N1,N2,...",
-                      help="widths of the hidden layers")
+    plan.add_argument("--hidden", type=_hidden, default=(300, 300), metavar="N1,N2,...",
+                      help='widths of the hidden layers; "" or 0: none')
     plan.add_argument("--gn-ratio", type=float, default=_DEFAULTS.gn_ratio, metavar="R",
                       help="fraction of instances in each Gauss-Newton subset")
     plan.add_argument("--gn-size", type=int, default=None, metavar="N",
@@ -391,8 +549,9 @@ def _add_plan(commands):
                       help="consider only this product mode (default: both)")
     plan.add_argument("--replicas", type=int, default=None, metavar="R",
                       help="consider only R replicas (default: every R dividing --ranks)")
-    plan.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="N",
-                      help="instances per forward/backward batch")
+    plan.add_argument("--chunk-size", type=int, default=BATCH_SIZE, dest="batch_size",
+                      metavar="N", help="instances per pass through memory (as train's)")
+    plan.add_argument("--batch-size", action=_Renamed, message=_BATCH_SIZE_RENAMED)
     plan.add_argument("--cg-iters", type=float, default=5, metavar="N",
                       help="CG iterations per Newton iteration to predict for")
     plan.add_argument("--trials", type=float, default=1, metavar="N",
@@ -419,7 +578,8 @@ def _add_calibrate(commands):
         "Figures it cannot measure here (between nodes; MPI on one rank) keep the "
         "documented defaults, and it says so.",
         formatter_class=_HelpFormatter,
-        epilog="Example: mpiexec -n 2 dnewton calibrate --output machine.json",
+        epilog="Example: mpiexec -n 2 dnewton calibrate --output machine.json. "
+        + _exit_statuses("0 written", "2 --output not writable or bad options"),
     )
     calibrate.add_argument("--output", metavar="FILE", default="machine.json",
                            help="where to write the machine description")
@@ -512,6 +672,8 @@ def run_train(args):
     from .training import Outputs, train
 
     world = MPI.COMM_WORLD
+    with alike_everywhere():
+        refuse_inapplicable(args, args.given)
     given = args.features is not None
     with agreed(world):
         if given and args.features < 1:
@@ -539,6 +701,12 @@ def run_train(args):
                       checkpoint_every=args.checkpoint_every, resume=args.resume,
                       time_limit=args.time_limit,
                       show_layout=args.show_layout, log_view=args.log_view)
+    with alike_everywhere():  # as train() will: a refused run warns of nothing
+        options.check()
+        config.check()
+    if args.model is None and args.checkpoint is None and world.rank == 0:
+        print("dnewton: warning: neither --model nor --checkpoint is given: the trained "
+              "network will not be saved", file=sys.stderr, flush=True)
     monitor = Monitor(world.rank, args.quiet, iterations=options.iterations)
     result = train(train_raw, test_raw, config, options, outputs, comm=world, monitor=monitor,
                    blas_threads=args.blas_threads)
@@ -569,23 +737,8 @@ def _newton_options(args):
 
 
 def _minibatch_options(args):
-    """`SGDOptions` or `AdamOptions` from the command line; the options of another
-    solver are refused by name (those that differ from their defaults)."""
-    from ..errors import ParameterError
-
-    only = {
-        "newton": [("diagonal", args.diagonal), ("sync_fraction", args.sync_fraction != 1.0),
-                   ("gn_size", args.gn_size is not None)],
-        "sgd": [("momentum", args.momentum != _SGD.momentum)],
-        "adam": [("beta1", args.beta1 != _ADAM.beta1), ("beta2", args.beta2 != _ADAM.beta2),
-                 ("eps", args.eps != _ADAM.eps)],
-    }
-    for owner, checks in only.items():
-        for parameter, given in checks:
-            if given and owner != args.solver:
-                raise ParameterError(
-                    f"{{{parameter}}} applies to {{solver}} {owner} only, not to {args.solver}"
-                )
+    """`SGDOptions` or `AdamOptions` from the command line (`refuse_inapplicable` has
+    refused the options of another solver)."""
     common = dict(mini_batch=args.mini_batch, epochs=args.epochs, lr_decay=args.lr_decay,
                   seed=args.seed)
     if args.learning_rate is not None:
@@ -612,6 +765,8 @@ def run_predict(args):
     from .prediction import Predictor
 
     world = MPI.COMM_WORLD
+    with alike_everywhere():
+        refuse_inapplicable(args, args.given)
     model = load_model(world, args.model)
     given = args.features is not None
     with agreed(world):
@@ -619,31 +774,57 @@ def run_predict(args):
             raise ParameterError(f"{{features}} {args.features} differs from the model's "
                                  f"{model.widths[0]} features")
         train_part, test_part = read_dataset(args.data, n_features=model.widths[0], cut=given,
-                                             cache=args.data_cache)
+                                             cache=args.data_cache, labelled=False)
     raw = test_part if test_part is not None else train_part
     _warn_cut(world, raw, model.widths[0])
     predictor = Predictor(world, model, args.partitions, args.batch_size)
     try:
-        labels = predictor.labels(raw)
+        outputs = predictor.outputs(raw)
     finally:
         predictor.close()
-    correct = int(np.sum(labels == raw.y))
+    labels = model.classes[np.argmax(outputs, axis=1)]
+    summary = f"dnewton: {raw.source}: {raw.n_instances} instances"
+    if raw.y is not None:
+        correct = int(np.sum(labels == raw.y))
+        summary += (f", accuracy {100 * correct / raw.n_instances:.2f}% "
+                    f"({correct}/{raw.n_instances})")
     with agreed(world):
         if world.rank == 0:
             if args.output:
-                _write_labels(args.output, labels)
-            print(f"dnewton: {raw.source}: {raw.n_instances} instances, accuracy "
-                  f"{100 * correct / raw.n_instances:.2f}% ({correct}/{raw.n_instances})"
-                  + (f"; labels written to {args.output}" if args.output else ""), flush=True)
+                proba = make_loss(model.loss).probabilities(outputs) if args.proba else None
+                _write_predictions(args.output, labels, model.classes, proba)
+                if args.output != "-":
+                    summary += f"; {'labels and probabilities' if args.proba else 'labels'} "
+                    summary += f"written to {args.output}"
+            print(summary, file=sys.stderr if args.output == "-" else sys.stdout, flush=True)
     return 0
 
 
-def _write_labels(path, labels):
+def label_text(label):
+    """A class label as written: a whole number in full (1234567, not 1.23457e+06),
+    else the shortest text that reads back as the same float."""
+    value = float(label)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _write_predictions(path, labels, classes, proba=None):
+    """Write one line per instance to `path` ('-': standard output): its label, then
+    with `proba` (l, n_L) the probability of each class, after a '#' line naming them."""
     from ..errors import InputError
 
+    lines = [label_text(label) for label in labels]
+    if proba is not None:
+        header = "# label " + " ".join(f"p({label_text(c)})" for c in classes)
+        lines = [header] + [f"{text} " + " ".join(repr(float(p)) for p in row)
+                            for text, row in zip(lines, proba)]
+    text = "".join(f"{line}\n" for line in lines)
+    if path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
     try:
         with open(path, "w", encoding="utf-8") as f:
-            f.writelines(f"{label:g}\n" for label in labels)
+            f.write(text)
     except OSError as exc:
         raise InputError(f"{path}: cannot write the labels ({exc.strerror})") from None
 
@@ -704,6 +885,7 @@ def main(argv=None):
                 args = parser.parse_args(argv)
         else:
             args = parser.parse_args(argv)
+        args.given = given_options(argv)
         return args.run(args)
 
     sys.exit(run_main(dispatch, argv, lambda parameter: names.get(parameter, parameter)))

@@ -27,7 +27,8 @@ SPARSE_MAX_DENSITY = 0.1
 
 @dataclass
 class RawData:
-    """A whole data set as read: ``X`` (l, n_features) CSR or dense, ``y`` (l,) labels."""
+    """A whole data set as read: ``X`` (l, n_features) CSR or dense, ``y`` (l,) labels
+    (None for a set read without labels, to predict them)."""
 
     X: object
     y: np.ndarray
@@ -105,8 +106,9 @@ def _fit_columns(raw, n_features, cut, limit):
                    raw.n_features)
 
 
-def read_npz(path, n_features=None, cut=False, limit=None):
-    """A dense data set from a NumPy ``.npz`` holding ``X`` (l, n_0) and numeric ``y`` (l,).
+def read_npz(path, n_features=None, cut=False, limit=None, labelled=True):
+    """A dense data set from a NumPy ``.npz`` holding ``X`` (l, n_0) and numeric ``y`` (l,);
+    unless `labelled`, ``y`` may be absent (then `RawData.y` is None).
 
     With `n_features` (a test set read for a model, or ``{features}``) X must have
     exactly that many columns, or more with `cut` (the rest are dropped).
@@ -118,9 +120,10 @@ def read_npz(path, n_features=None, cut=False, limit=None):
         raise InputError(f"{path}: no such file") from None
     except Exception as exc:  # noqa: BLE001 -- a damaged archive: zip, zlib or format errors
         raise InputError(f"{path}: not a readable .npz file ({exc})") from None
-    if set(arrays) != {"X", "y"}:
+    if "X" not in arrays or ("y" not in arrays and labelled):
         raise InputError(f"{path}: a data .npz needs arrays X (instances x features) and y")
-    X, y = arrays["X"], arrays["y"]
+    X = arrays["X"]
+    y = arrays.get("y", np.zeros(len(X)) if X.ndim else np.zeros(0))
     problem = None
     if X.ndim != 2 or y.ndim != 1 or len(y) != len(X):
         problem = f"X is {X.shape} and y {y.shape}; need (l, n) and (l,)"
@@ -134,11 +137,12 @@ def read_npz(path, n_features=None, cut=False, limit=None):
         problem = f"X has {X.shape[1]} features, the model {n_features}"
     if problem:
         raise InputError(f"{path}: {problem}")
-    raw = RawData(np.ascontiguousarray(X, dtype=np.float64), y.astype(np.float64), str(path))
+    raw = RawData(np.ascontiguousarray(X, dtype=np.float64),
+                  y.astype(np.float64) if "y" in arrays else None, str(path))
     return _fit_columns(raw, n_features, cut, limit)
 
 
-def read_dataset(source, n_features=None, cut=False, limit=None, cache=None):
+def read_dataset(source, n_features=None, cut=False, limit=None, cache=None, labelled=True):
     """(train, test or None) from an embedded name, a ``.npz`` or a LIBSVM path.
 
     With `n_features`, the data get exactly that many features: a LIBSVM file's
@@ -147,14 +151,15 @@ def read_dataset(source, n_features=None, cut=False, limit=None, cache=None):
     `RawData.cut_from` says how many there were). `limit` is how the message names
     the source of `n_features` (a template: ``"{features} 64"``); the default is
     "the model's N features". `cache`: a folder for LIBSVM files' binary cache
-    (`io.cache`), or None.
+    (`io.cache`), or None. Unless `labelled`, a ``.npz`` may hold no ``y`` (a LIBSVM
+    line always starts with a label).
     """
     if str(source) in DATASETS:
         parts = DATASETS[str(source)][1]()
         return tuple(_fit_columns(raw, n_features, cut, limit) if raw is not None else None
                      for raw in parts)
     if str(source).endswith(".npz"):
-        return read_npz(source, n_features, cut, limit), None
+        return read_npz(source, n_features, cut, limit, labelled), None
     return read_libsvm(source, n_features, cut, limit, cache), None
 
 
