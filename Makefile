@@ -1,11 +1,13 @@
 # Two entry points for a fresh machine (see README):
-#   make demo   -- build into .venv and train on the embedded digits set with 2 ranks
+#   make demo   -- build into .venv and train on the embedded MNIST subset with 2 ranks
 #   make test   -- build into .venv and run the test suite (what CI runs)
 # Everything needed is created on first use; nothing outside this folder is touched.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 NP     ?= 2
+# Newton iterations of make demo
+ITERATIONS ?= 30
 # Last resort against a hung job: MPICH's mpiexec kills the job after this many seconds.
 export MPIEXEC_TIMEOUT ?= 900
 
@@ -24,7 +26,8 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml meson.build
 
 demo: $(VENV)/.installed
 	$(BIN)/python -c "import dnewton._kernels"
-	$(BIN)/mpiexec -n $(NP) $(BIN)/dnewton train digits --hidden 64,64 --feature-scale 16 --center --iterations 30
+	$(BIN)/mpiexec -n $(NP) $(BIN)/dnewton train mnist-demo --hidden 300,300 --feature-scale 255 \
+	    --center --iterations $(ITERATIONS)
 
 # The suite on one process (it starts mpiexec itself where a test needs a whole
 # run), then its in-process tests again on 3 ranks, as mpi4py's own suite runs:

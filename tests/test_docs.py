@@ -1,0 +1,67 @@
+"""The documents' commands run, and print what the documents show (docs/regenerate.py)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from helpers import WORLD
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_regenerate():
+    spec = importlib.util.spec_from_file_location("regenerate", ROOT / "docs" / "regenerate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+regenerate = load_regenerate()
+
+
+def test_console_blocks_split_into_commands_and_outputs():
+    text = ("intro\n```console\n$ dnewton train digits \\\n    --iterations 3\niter 0\n...\n"
+            "iter 3\n$ echo $?\n0\n```\n```sh\npip install .\n```\n")
+    found = regenerate.blocks(text)
+    assert [b.kind for b in found] == ["console", "sh"]
+    steps = found[0].steps()
+    assert [s.command for s in steps] == ["dnewton train digits \\\n    --iterations 3", "echo $?"]
+    assert [s.shown for s in steps] == [["iter 0", "...", "iter 3"], ["0"]]
+
+
+@pytest.mark.parametrize("shown, printed, same", [
+    (["f 1.5 at 0.2s"], ["f 2.25e-03 at 10s"], True),  # numbers vary
+    (["f 1.5"], ["g 1.5"], False),  # words do not
+    (["iter 0  f 1", "iter 1  f 2  cg 3", "...", "iter 100  f 3  cg 4", "stopped after 100"],
+     ["iter 0  f 1", "iter 1  f 2  cg 3", "iter 2  f 2  cg 3", "stopped after 2"], True),
+    (["a", "...", "z"], ["a", "b", "c", "z"], True),
+    (["a", "...", "z"], ["a", "b"], False),
+    (["a", "b"], ["a"], False),
+    (["a", "dnewton: warning: x", "b"], ["dnewton: warning: x", "a", "b"], True),
+    (["a", "b"], ["dnewton: warning: x", "a", "b"], False),  # a warning not shown
+])
+def test_outputs_match_apart_from_numbers(shown, printed, same):
+    assert regenerate.matches(shown, printed) is same
+
+
+def test_quick_runs_are_shorter():
+    assert regenerate.shorten("dnewton train x --iterations 100 --epochs 20") == (
+        "dnewton train x --iterations 3 --epochs 2")
+    assert regenerate.shorten("make demo") == "make demo ITERATIONS=3"
+
+
+def test_a_regenerated_output_keeps_the_documents_cut():
+    printed = [f"line {i}" for i in range(10)]
+    assert regenerate.abridged(["a", "b", "...", "z"], printed) == [
+        "line 0", "line 1", "...", "line 9"]
+    assert regenerate.abridged(["a"], printed) == printed
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("document", regenerate.DOCUMENTS)
+def test_every_command_of_a_document_prints_what_it_shows(document, tmp_path):
+    if WORLD.size > 1:
+        pytest.skip("starts mpiexec itself: one-process suite only")
+    differences = regenerate.process(document, tmp_path, quick=True)
+    assert not differences, "\n\n".join(differences) + (
+        f"\n\n(python docs/regenerate.py {document} rewrites the outputs)")
