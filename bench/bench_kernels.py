@@ -13,8 +13,8 @@ ratio a kernel that reads the stored Jacobian D after the BLAS's GEMM can reach:
 GEMM / (its own GEMM + one read of D), where J v's own GEMM is that Z V and J^T
 q's the transposed product Z^T T (a x n x b, the same FLOPs, not always the same
 speed), each timed alone, and the read as NumPy's max over D (a vectorized pass
-that only reads); medians. Where the bound is below a target ratio, no ordering of
-the per-instance loops reaches it.
+that only reads); medians. No ordering of the per-instance loops reaches a ratio
+above that bound.
 
 BLAS runs on one thread (threadpoolctl), the setting of one rank per core.
 """

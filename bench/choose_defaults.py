@@ -7,8 +7,8 @@ On every set of bench/suite.py (same splits and features: pixels divided by 255,
 every set centred) this fits ``NewtonClassifier`` for each loss (squared, the
 paper's; softmax) and each C of the grid with everything else at its default
 (300, 300 hidden, 100 iterations), and prints one table of test accuracy, with
-``MLPClassifier()``'s as the bar. Accuracy only: the wall times that decide the
-suite's other half come from bench/suite.py on an idle machine.
+``MLPClassifier()``'s beside it. Accuracy only: wall times come from
+bench/suite.py on an idle machine.
 """
 
 import argparse

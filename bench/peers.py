@@ -698,7 +698,7 @@ def run_compare(args):
         print(f"{timing.label}: {flops / 1e9:.2f} GFLOP per iteration, bound {bound:.4f} s; "
               f"time / bound {timing.median / bound:.2f}")
     # The pooled medians above mix repetitions run minutes apart; ratios taken within
-    # each repetition are what to read against a target.
+    # each repetition are the figures to compare.
     comparisons = [(timing, timings[0]) for timing in timings[1:]]
     if args.threads > 1:  # float32 against float64; the second thread against one
         comparisons += [(timings[2], timings[1]), (timings[4], timings[3])]

@@ -174,7 +174,7 @@ def summarize(rows):
 
 
 def markdown(table):
-    """The README's table: one line per set and method."""
+    """The table of docs/benchmarks.md: one line per set and method."""
     several = any(t["seeds"] > 1 for t in table)
     lines = ["| set (train x features, classes) | method | test accuracy"
              + (" (mean, min-max over seeds)" if several else "")

@@ -11,8 +11,8 @@ PATH; ``make`` runs in the repository.
     python docs/regenerate.py [DOCUMENT ...]           rewrite the outputs in place
     python docs/regenerate.py --check [DOCUMENT ...]   compare only; exit 1 if any differs
 
-``--quick`` caps ``--iterations`` at 3 and ``--epochs`` at 2 (the test suite's
-setting). The comparison ignores every number (timings, f, accuracies vary), treats
+``--quick`` runs a tenth of the iterations, epochs and calibration seconds (the test
+suite's setting). The comparison ignores every number (timings, f, accuracies vary), treats
 "..." as any run of lines, a run of lines that differ only in their numbers as one
 line (fewer iterations print fewer lines of the same form), and the place of a
 warning (standard error).
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = ("README.md",)
+DOCUMENTS = ("README.md", "docs/usage.md", "docs/scaling.md")
 ELLIPSIS = "..."
 PROMPT = "$ "
 WARNING = "dnewton: warning: "
@@ -83,10 +83,10 @@ def blocks(text):
 
 
 def shorten(command):
-    """The command with fewer iterations (--quick)."""
-    command = re.sub(r"--iterations (\d+)",
-                     lambda m: f"--iterations {min(int(m.group(1)), 3)}", command)
-    command = re.sub(r"--epochs (\d+)", lambda m: f"--epochs {min(int(m.group(1)), 2)}",
+    """The command with a tenth of its iterations and epochs, rounded up (--quick):
+    a resumed run still goes beyond its checkpoint."""
+    tenth = lambda m: f"{m.group(1)} {-(-int(m.group(2)) // 10)}"  # noqa: E731
+    command = re.sub(r"(--iterations|--epochs|--path-iterations|--seconds) (\d+)", tenth,
                      command)
     return re.sub(r"^make demo\b", "make demo ITERATIONS=3", command)
 
@@ -158,14 +158,23 @@ def matches(shown, printed):
 
 
 def abridged(shown, printed):
-    """`printed` cut as `shown` is: its first lines, "...", its last lines."""
+    """`printed` cut as `shown` is: its first lines, "...", its last lines (and every
+    warning)."""
     if ELLIPSIS not in [line.strip() for line in shown]:
         return printed
     cut = [line.strip() for line in shown].index(ELLIPSIS)
-    head, tail = cut, len(shown) - cut - 1
-    if len(printed) <= head + tail + 1:
+    head = len([line for line in shown[:cut] if not _warning(line)])
+    tail = len(shown) - cut - 1
+    # the first `head` lines that are not warnings, and the warnings among them
+    stop = 0
+    while head and stop < len(printed):
+        head -= not _warning(printed[stop])
+        stop += 1
+    if len(printed) <= stop + tail + 1:
         return printed
-    return printed[:head] + [ELLIPSIS] + (printed[-tail:] if tail else [])
+    left_out = printed[stop:len(printed) - tail]
+    return (printed[:stop] + [line for line in left_out if _warning(line)] + [ELLIPSIS]
+            + printed[len(printed) - tail:])
 
 
 def process(document, folder, quick=False, write=False):
@@ -221,7 +230,7 @@ def main(argv=None):
                         help="paths from the repository's root (default: %(default)s)")
     parser.add_argument("--check", action="store_true", help="compare only")
     parser.add_argument("--quick", action="store_true",
-                        help="at most 3 iterations and 2 epochs per command")
+                        help="a tenth of the iterations and epochs")
     args = parser.parse_args(argv)
     differences = []
     for document in args.documents:

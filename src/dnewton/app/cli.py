@@ -279,8 +279,8 @@ def build_parser():
         "--paper", action="store_true",
         help=f"the paper's objective, for reproducing its runs: --loss "
         f"{PAPER_OBJECTIVE['loss']} -C {PAPER_OBJECTIVE['C']:g} unless given (the defaults, "
-        f"--loss {_MODEL.loss} -C {_MODEL.C:g}, fit real data better: README, "
-        f"'Default settings')",
+        f"--loss {_MODEL.loss} -C {_MODEL.C:g}, fit real data better: "
+        f"docs/benchmarks.md, 'Default settings')",
     )
     model.add_argument(
         "--partitions", type=_int_list, default=None, metavar="P0,P1,...,PL",
