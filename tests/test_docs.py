@@ -70,3 +70,23 @@ def test_every_command_of_a_document_prints_what_it_shows(document, tmp_path):
     differences = regenerate.process(document, tmp_path, quick=True)
     assert not differences, "\n\n".join(differences) + (
         f"\n\n(python docs/regenerate.py {document} rewrites the outputs)")
+
+
+# Flags of other tools that the documents show: pip, sbatch, bench/peers.py.
+OTHER_TOOLS = {"--no-binary", "--compare", "--repeat", "--cpus-per-task", "--job-name",
+               "--nodes", "--ntasks", "--ntasks-per-node", "--open-mode", "--requeue",
+               "--signal", "--time"}
+
+
+@pytest.mark.parametrize("document", [*regenerate.DOCUMENTS, "docs/design.md"])
+def test_every_flag_a_document_names_exists(document):
+    import argparse
+    import re
+
+    from dnewton.app.cli import _parsers, build_parser
+
+    known = {flag for parser in _parsers(build_parser()) for action in parser._actions
+             if action.help != argparse.SUPPRESS  # a former name, refused
+             for flag in action.option_strings}
+    named = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", (ROOT / document).read_text()))
+    assert named - known - OTHER_TOOLS == set()
