@@ -116,10 +116,11 @@ def test_paper_switches_the_objective_defaults_only(given, want):
 # -- options that apply to some runs only ----------------------------------------------
 
 # Runs in which every option of `APPLIES` applies, and in which each of them does not.
+MODES = ["-C", "auto", "--checkpoint", "ck", "--early-stopping"]
 BASES = [[*solver, *mode] for solver in (["--solver", "newton"], ["--solver", "sgd"],
                                          ["--solver", "adam"])
-         for mode in ([], ["-C", "auto", "--checkpoint", "ck"])]
-BASES.append(["--solver", "newton", "--diagonal", "-C", "auto", "--checkpoint", "ck"])
+         for mode in ([], MODES)]
+BASES.append(["--solver", "newton", "--diagonal", "--sample-size", "100", *MODES])
 
 
 def refusal(argv):
@@ -182,6 +183,12 @@ def test_every_option_of_the_table_is_refused_by_name_where_it_does_not_apply():
     (["--solver", "sgd", "--diagonal", "--sync-fraction", "0.5"],
      "--diagonal applies to --solver newton only, not to sgd"),
     (["--checkpoint-every", "2"], "--checkpoint-every applies only with --checkpoint"),
+    (["--solver", "sgd", "--sample-size", "100"],
+     "--sample-size applies to --solver newton only, not to sgd"),
+    (["--sample-growth", "2"], "--sample-growth applies only with --sample-size"),
+    (["--tol", "0.01"], "--tol applies only with --early-stopping"),
+    (["--solver", "adam", "--validation-fraction", "0.2"],
+     "--validation-fraction applies only with --early-stopping"),
 ])
 def test_an_option_that_does_not_apply_is_refused_by_name(given, message):
     assert refusal(["train", "digits", *given]) == message
@@ -193,6 +200,8 @@ def test_an_option_that_does_not_apply_is_refused_by_name(given, message):
     ["--diagonal", "--sync-fraction", "0.5", "--iterations", "3", "--xi", "0.2"],
     ["-C", "auto", "--C-grid", "1,2", "--holdout", "0.3", "--path-iterations", "2"],
     ["--checkpoint", "ck", "--checkpoint-every", "2"],
+    ["--sample-size", "100", "--sample-growth", "1.5"],
+    ["--solver", "sgd", "--early-stopping", "--n-iter-no-change", "3", "--tol", "0"],
 ])
 def test_options_that_apply_are_accepted(given):
     assert refusal(["train", "digits", *given]) is None
