@@ -97,3 +97,38 @@ def test_every_flag_a_document_names_exists(document):
     for flag in named & former:
         assert all("refused" in text[max(0, i - 200):i + 200]
                    for i in (m.start() for m in re.finditer(re.escape(flag), text))), flag
+
+
+def bench_commands():
+    """(script, flags) of every bench/NAME.py command the documents show, its flags
+    being those on the same line after it (up to a backtick, ')' or '#')."""
+    import re
+
+    found = set()
+    for document in (*regenerate.DOCUMENTS, "docs/benchmarks.md", "docs/experiment.md",
+                     "docs/design.md"):
+        for match in re.finditer(r"bench/(\w+)\.py([^`)#\n]*)", (ROOT / document).read_text()):
+            flags = tuple(sorted(set(re.findall(r"(?<![\w-])--[a-z][\w-]*", match.group(2)))))
+            found.add((match.group(1), flags))
+    return sorted(found)
+
+
+def test_every_bench_command_of_the_documents_exists_with_its_flags():
+    import subprocess
+    import sys
+
+    if WORLD.size > 1:
+        pytest.skip("starts processes itself: one-process suite only")
+    helps = {}
+    for script, flags in bench_commands():
+        path = ROOT / "bench" / f"{script}.py"
+        assert path.exists(), f"bench/{script}.py"
+        if script == "waits":  # it passes dnewton train's own flags through
+            continue
+        if script not in helps:
+            proc = subprocess.run([sys.executable, str(path), "--help"], capture_output=True,
+                                  text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr
+            helps[script] = proc.stdout
+        missing = [flag for flag in flags if flag not in helps[script]]
+        assert not missing, f"bench/{script}.py has no {missing}"
