@@ -102,7 +102,10 @@ def environment():
 def run(command, folder, status=0):
     """(exit status, printed lines) of `command` run by bash in `folder` (the
     repository for make), after a command that ended with `status` (for ``$?``)."""
-    where = ROOT if command.startswith("make ") else folder
+    where = folder
+    if command.startswith("make "):
+        # in the repository, with the .venv as it is: never a rebuild in passing
+        where, command = ROOT, command.replace("make ", "make -o .venv/.installed ", 1)
     proc = subprocess.run(["bash", "-c", f"(exit {status}); {command}"], cwd=where,
                           env=environment(), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT)
