@@ -21,7 +21,9 @@ import argparse
 import os
 import shlex
 import sys
+from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -96,13 +98,13 @@ class Parser(argparse.ArgumentParser):
 # -- options that apply to some runs only ------------------------------------------------
 
 
+@dataclass(frozen=True)
 class Applies:
-    """Where an option applies: `holds(args)`, and the end of the refusal's sentence
-    (a template naming parameters as ``{name}``), given the run's `args`."""
+    """Where an option applies: `holds(args)`, and `where(args)`, the end of the
+    refusal's sentence (a template naming parameters as ``{name}``)."""
 
-    def __init__(self, holds, where):
-        self.holds = holds
-        self.where = where
+    holds: Callable
+    where: Callable
 
 
 def _solvers(*names):
@@ -193,7 +195,7 @@ class _Renamed(argparse.Action):
     """An option under its former name: refused, naming what replaced it."""
 
     def __init__(self, option_strings, dest, message, **kwargs):
-        super().__init__(option_strings, "_renamed", nargs=None, default=argparse.SUPPRESS,
+        super().__init__(option_strings, "_renamed", nargs="?", default=argparse.SUPPRESS,
                          help=argparse.SUPPRESS, **kwargs)
         self.message = message
 
