@@ -11,8 +11,8 @@ PATH; ``make`` runs in the repository.
     python docs/regenerate.py [DOCUMENT ...]           rewrite the outputs in place
     python docs/regenerate.py --check [DOCUMENT ...]   compare only; exit 1 if any differs
 
-``--quick`` runs a tenth of the iterations, epochs and calibration seconds (the test
-suite's setting). The comparison ignores every number (timings, f, accuracies vary), treats
+``--quick`` runs a tenth of the iterations, epochs and calibration seconds, and of a
+python block's ``max_iter`` (the test suite's setting). The comparison ignores every number (timings, f, accuracies vary), treats
 "..." as any run of lines, a run of lines that differ only in their numbers as one
 line (fewer iterations print fewer lines of the same form), and the place of a
 warning (standard error); what ``echo $?`` prints (an exit status) must be exact.
@@ -88,6 +88,8 @@ def shorten(command):
     tenth = lambda m: f"{m.group(1)} {-(-int(m.group(2)) // 10)}"  # noqa: E731
     command = re.sub(r"(--iterations|--epochs|--path-iterations|--seconds) (\d+)", tenth,
                      command)
+    command = re.sub(r"(max_iter=)(\d+)", lambda m: f"{m.group(1)}{-(-int(m.group(2)) // 10)}",
+                     command)  # the estimator's, in a python block
     return re.sub(r"^make demo\b", "make demo ITERATIONS=3", command)
 
 
@@ -116,8 +118,9 @@ _NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
 
 
 def pattern(line):
-    """`line` with every number as '#' and runs of spaces as one."""
-    return " ".join(_NUMBER.sub("#", line).split())
+    """`line` with every number as '#' and no spaces (columns align by the numbers'
+    widths)."""
+    return "".join(_NUMBER.sub("#", line).split())
 
 
 def _squeezed(lines):
@@ -190,6 +193,7 @@ def process(document, folder, quick=False, write=False):
     for block in blocks(text):
         if block.kind == "python":
             script = "\n".join(block.lines)
+            script = shorten(script) if quick else script
             name = re.match(r"# (\w+\.py)\s*$", block.lines[0]) if block.lines else None
             target = Path(folder) / (name.group(1) if name else "block.py")
             target.write_text(script + "\n")

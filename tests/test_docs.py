@@ -32,6 +32,7 @@ def test_console_blocks_split_into_commands_and_outputs():
 @pytest.mark.parametrize("shown, printed, same", [
     (["f 1.5 at 0.2s"], ["f 2.25e-03 at 10s"], True),  # numbers vary
     (["f 1.5"], ["g 1.5"], False),  # words do not
+    (["[[0.    1.   ]"], ["[[0.001 0.999]"], True),  # nor do columns
     (["iter 0  f 1", "iter 1  f 2  cg 3", "...", "iter 100  f 3  cg 4", "stopped after 100"],
      ["iter 0  f 1", "iter 1  f 2  cg 3", "iter 2  f 2  cg 3", "stopped after 2"], True),
     (["a", "...", "z"], ["a", "b", "c", "z"], True),
@@ -48,6 +49,7 @@ def test_quick_runs_are_shorter():
     assert regenerate.shorten("dnewton train x --iterations 100 --epochs 21 --path-iterations 5") == (
         "dnewton train x --iterations 10 --epochs 3 --path-iterations 1")
     assert regenerate.shorten("make demo") == "make demo ITERATIONS=3"
+    assert regenerate.shorten("NewtonClassifier(max_iter=50)") == "NewtonClassifier(max_iter=5)"
 
 
 def test_a_regenerated_output_keeps_the_documents_cut():
