@@ -76,6 +76,16 @@ def _C(text):
         raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
 
 
+def _sample_size(text):
+    """--sample-size: a number of instances, or 'all' (every instance: None)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or all, got {text!r}") from None
+
+
 def _hidden(text):
     """--hidden: widths "N1,N2,..."; "" or "0" is no hidden layer (a linear model)."""
     if text.strip() in ("", "0"):
@@ -384,11 +394,12 @@ def build_parser():
                      help="instances in each Gauss-Newton subset (instead of --gn-ratio); "
                      "the stored Jacobian grows linearly with it: about 8 N (n_L |b| + |a|) "
                      "bytes per block (a, b), printed at start-up")
-    opt.add_argument("--sample-size", type=int, default=None, metavar="N",
+    opt.add_argument("--sample-size", type=_sample_size, default=None, metavar="N",
                      help="stochastic Newton: each iteration takes f, the gradient and the "
                      "line search on a fresh random sample of N instances, and its "
                      "Gauss-Newton subset inside it (--gn-ratio of N); the log's f and "
-                     "||g|| are the samples' (default: all instances, the paper's method)")
+                     "||g|| are the samples'; all: every instance, the paper's method "
+                     "(default: all)")
     opt.add_argument("--sample-growth", type=float, default=_DEFAULTS.sample_growth,
                      metavar="G", help="with --sample-size: the next iteration's sample "
                      "has G times the instances, until it holds them all")
