@@ -28,6 +28,7 @@ class DNewtonError(Exception):
     """
 
     exit_status = 2
+    label = "error"  # how the command line introduces the message
     agreed = False  # set once every rank knows of it
     template = None  # the message with ``{parameter}`` placeholders, if it names any
 
@@ -82,6 +83,15 @@ class NumericalError(DNewtonError, ArithmeticError):
     """The iteration produced a non-finite value or cannot make progress."""
 
     exit_status = 3
+
+
+class StoppedEarly(DNewtonError):
+    """A stop request (signal, time limit) honoured before the run had anything to
+    resume from: the message says so; the status (`app.stopping.EXIT_NOTHING_SAVED`)
+    tells a requeue script not to requeue."""
+
+    exit_status = 76
+    label = "stopped"
 
 
 def everywhere(error):
@@ -190,7 +200,7 @@ def run_main(main, argv=None, parameter_name=str):
             abort_on_exception(type(exc), exc, exc.__traceback__)
         world = _world()
         if world is None or world.rank == 0:
-            print(f"dnewton: error: {describe(exc)}", file=sys.stderr, flush=True)
+            print(f"dnewton: {exc.label}: {describe(exc)}", file=sys.stderr, flush=True)
         return exc.exit_status
     except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 -- must end every rank
         abort_on_exception(type(exc), exc, exc.__traceback__)

@@ -33,7 +33,7 @@ from ..solvers.adam import AdamOptions
 from ..solvers.newton import NewtonOptions
 from ..solvers.sgd import SGDOptions
 from .problem import PAPER_OBJECTIVE, ModelConfig
-from .stopping import EXIT_RESUMABLE, parse_duration
+from .stopping import EXIT_RESUMABLE, parse_duration, release_from_start
 
 _DEFAULTS = NewtonOptions()
 _SGD = SGDOptions()
@@ -704,6 +704,8 @@ def main(argv=None):
                 args = parser.parse_args(argv)
         else:
             args = parser.parse_args(argv)
+        if args.run is not run_train:  # only training turns a signal into a clean stop
+            release_from_start()
         return args.run(args)
 
     sys.exit(run_main(dispatch, argv, lambda parameter: names.get(parameter, parameter)))

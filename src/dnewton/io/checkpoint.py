@@ -154,6 +154,7 @@ class Checkpointer:
         self.before_commit = before_commit
         self.after_write = after_write
         self.written = time.perf_counter()  # when the last checkpoint was written
+        self.saved = None  # the iteration of the last checkpoint this run wrote
         with agreed(world):
             if every is not None and every < 1:
                 raise ParameterError("{checkpoint_every} must be >= 1")
@@ -189,6 +190,7 @@ class Checkpointer:
             if self.world.rank == 0:
                 self._write(model, vectors, state, history)
         self.written = time.perf_counter()
+        self.saved = state.iteration
         return self.written - began
 
     def _write(self, model, vectors, state, history):
