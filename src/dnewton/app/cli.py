@@ -192,7 +192,7 @@ def build_parser():
                       "columns beyond N are dropped with a warning")
     data.add_argument("--data-cache", metavar="DIR", default=None,
                       help="keep a binary copy of every LIBSVM file read in DIR and read "
-                      "it from there while the file is unchanged (path, size and mtime): "
+                      "it from there while the file's bytes are unchanged (a fingerprint): "
                       "seconds instead of a parse; a DIR that cannot be written is skipped")
     data.add_argument("--feature-scale", type=float, default=1.0, metavar="S",
                       help="divide every feature by S (255 for raw pixels)")

@@ -116,20 +116,21 @@ def load(path, n_features=None, cut=False, limit=None, cache=None):
     non-finite values, an index beyond `n_features` (unless `cut`: then the
     columns beyond it are dropped), or no instances at all. `limit` names where
     `n_features` comes from (a message template; see `check_line`). With `cache`
-    (a folder), a file read before (same path, size and mtime) comes from its
-    binary entry there (`io.cache`), and a file parsed here is stored there.
+    (a folder), a file read before (the same bytes) comes from its binary entry
+    there (`io.cache`), and a file parsed here is stored there.
     """
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not a data file")
     if not path.exists():
         raise InputError(f"{path}: no such file")
-    cached = data_cache.load(cache, path) if cache is not None else None
+    # The file's identity only with a cache (a pipe has none), taken before parsing.
+    key = data_cache.Key(path) if cache is not None else None
+    cached = data_cache.load(cache, key) if cache is not None else None
     if cached is None:
-        key = data_cache.identity(path)  # before parsing: a file changed meanwhile is not kept
         X, y = _parse(path, n_features, cut, limit)
         if cache is not None:
-            data_cache.store(cache, path, key, X, y)
+            data_cache.store(cache, key, X, y)
     else:
         X, y = cached
     n_read = X.shape[1]
