@@ -213,3 +213,65 @@ def test_a_rank_stopped_for_a_while_and_continued_changes_nothing(tmp_path):
     job.communicate(timeout=TIMEOUT)
     assert job.returncode == 0
     assert without_timings(read_log(log)) == without_timings(read_log(whole))
+
+
+# -- outputs that are not regular files ---------------------------------------------------
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return path
+
+
+def _read_in_background(path):
+    """Open `path` for reading in a thread (as `cat fifo` would); returns what it read."""
+    import threading
+
+    got = []
+    reader = threading.Thread(target=lambda: got.append(Path(path).read_text()), daemon=True)
+    reader.start()
+    return reader, got
+
+
+@pytest.mark.parametrize("what", ["log", "labels", "machine file"])
+def test_a_named_pipe_nobody_reads_is_refused_at_once(fifo, what):
+    from dnewton.app.monitor import Monitor
+    from dnewton.errors import InputError
+    from dnewton.io.text_output import TextOutput
+
+    began = time.monotonic()
+    with pytest.raises(InputError, match="a named pipe that no process reads"):
+        if what == "log":
+            Monitor(0).open_log(str(fifo))
+        else:
+            TextOutput(fifo, what)
+    assert time.monotonic() - began < 2
+
+
+def test_a_named_pipe_that_a_process_reads_works(fifo):
+    from dnewton.io.text_output import TextOutput
+
+    reader, got = _read_in_background(fifo)
+    deadline = time.monotonic() + 10
+    while True:  # the reader's open may not have happened yet
+        try:
+            output = TextOutput(fifo, "labels")
+            break
+        except Exception:  # noqa: BLE001 -- until the reader is there
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    output.write("1\n2\n")
+    reader.join(10)
+    assert got == ["1\n2\n"]
+
+
+@pytest.mark.mpi
+def test_train_and_predict_outputs_on_a_pipe_nobody_reads_end_at_once(tmp_path, fifo, saved):
+    began = time.monotonic()
+    one_message(run_dnewton(2, [*SMALL, "--log", fifo], TIMEOUT, check=False), 2,
+                "a named pipe that no process reads")
+    one_message(run_dnewton(2, ["predict", saved / "model.npz", "digits", "--output", fifo],
+                            TIMEOUT, check=False), 2, "a named pipe that no process reads")
+    assert time.monotonic() - began < TIMEOUT

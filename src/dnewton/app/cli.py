@@ -483,9 +483,14 @@ def run_calibrate(args):
     from mpi4py import MPI
 
     from ..errors import agreed
+    from ..io.text_output import TextOutput
     from ..planning.calibrate import measure
 
     world = MPI.COMM_WORLD
+    output = None
+    with agreed(world):  # a pipe nobody reads is refused before the measuring
+        if world.rank == 0:
+            output = TextOutput(args.output, "machine file")
 
     def say(text):
         if world.rank == 0:
@@ -494,7 +499,7 @@ def run_calibrate(args):
     machine = measure(args.seconds, world if world.size > 1 else None, say)
     with agreed(world):
         if world.rank == 0:
-            machine.save(args.output)
+            output.write(machine.text())
     say(f"dnewton calibrate: wrote {args.output} (GEMM "
         f"{machine.gemm[-1][1] / 1e9:.1f} GFLOP/s per core, stream "
         f"{machine.stream_bandwidth / 1e9:.1f} GB/s, MPI latency "
@@ -609,9 +614,14 @@ def run_predict(args):
     from ..errors import agreed
     from ..io.data import read_dataset
     from ..io.model_file import load_model
+    from ..io.text_output import TextOutput
     from .prediction import Predictor
 
     world = MPI.COMM_WORLD
+    output = None
+    with agreed(world):  # a pipe nobody reads is refused before the work
+        if world.rank == 0 and args.output:
+            output = TextOutput(args.output, "labels")
     model = load_model(world, args.model)
     given = args.features is not None
     with agreed(world):
@@ -630,22 +640,12 @@ def run_predict(args):
     correct = int(np.sum(labels == raw.y))
     with agreed(world):
         if world.rank == 0:
-            if args.output:
-                _write_labels(args.output, labels)
+            if output is not None:
+                output.write("".join(f"{label:g}\n" for label in labels))
             print(f"dnewton: {raw.source}: {raw.n_instances} instances, accuracy "
                   f"{100 * correct / raw.n_instances:.2f}% ({correct}/{raw.n_instances})"
                   + (f"; labels written to {args.output}" if args.output else ""), flush=True)
     return 0
-
-
-def _write_labels(path, labels):
-    from ..errors import InputError
-
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            f.writelines(f"{label:g}\n" for label in labels)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write the labels ({exc.strerror})") from None
 
 
 def run_plot(args):

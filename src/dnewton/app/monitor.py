@@ -12,6 +12,7 @@ import shutil
 import sys
 
 from ..errors import InputError
+from ..io.text_output import open_text
 
 
 def format_record(rec):
@@ -90,8 +91,8 @@ class Monitor:
         if not (self.active and path):
             return
         self.log_path = path
+        self.log = open_text(path, "log")  # a pipe nobody reads is refused, not waited on
         try:
-            self.log = open(path, "w", encoding="utf-8")
             for record in previous:
                 self.log.write(json.dumps(record) + "\n")
             self.log.flush()

@@ -128,13 +128,14 @@ class Machine:
         record["gemm"] = [list(point) for point in self.gemm]
         return record
 
+    def text(self):
+        """The machine file's JSON text."""
+        return json.dumps(self.to_json(), indent=2) + "\n"
+
     def save(self, path):
-        try:
-            with open(path, "w", encoding="utf-8") as f:
-                json.dump(self.to_json(), f, indent=2)
-                f.write("\n")
-        except OSError as exc:
-            raise InputError(f"{path}: cannot write the machine file ({exc.strerror})") from None
+        from ..io.text_output import TextOutput
+
+        TextOutput(path, "machine file").write(self.text())
 
     @classmethod
     def from_json(cls, record, where="the machine description"):
