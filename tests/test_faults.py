@@ -275,3 +275,54 @@ def test_train_and_predict_outputs_on_a_pipe_nobody_reads_end_at_once(tmp_path, 
     one_message(run_dnewton(2, ["predict", saved / "model.npz", "digits", "--output", fifo],
                             TIMEOUT, check=False), 2, "a named pipe that no process reads")
     assert time.monotonic() - began < TIMEOUT
+
+
+# -- tracebacks that became messages ------------------------------------------------------
+
+
+def _damaged_gz(tmp_path):
+    import gzip
+
+    text = "".join(f"{i % 2} 1:{i} 3:{i / 3:.5f}\n" for i in range(400)).encode()
+    data = bytearray(gzip.compress(text))
+    data[len(data) // 2] ^= 0xFF  # inside the deflate stream: zlib.error, not OSError
+    path = tmp_path / "damaged.svm.gz"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_damaged_gz_is_one_input_error(tmp_path):
+    from dnewton.errors import InputError
+    from dnewton.io.data import read_dataset
+
+    with pytest.raises(InputError, match="damaged.svm.gz: cannot be read"):
+        read_dataset(_damaged_gz(tmp_path))
+
+
+@pytest.mark.parametrize("fraction", [0.999, 0.995])
+def test_a_holdout_that_leaves_the_fit_without_every_class_is_refused(fraction):
+    from dnewton.app.regularization import holdout_split
+    from dnewton.errors import InputError
+    from dnewton.io.data import read_dataset
+
+    y = read_dataset("digits")[0].y
+    with pytest.raises(InputError, match="fewer than the 10 classes") as caught:
+        holdout_split(y, fraction, 0)
+    assert caught.value.render(lambda p: "--" + p).endswith("give a smaller --holdout")
+    fit, held = holdout_split(y, 0.99, 0)  # 14 left to fit: every class on both sides
+    assert len(np.unique(y[fit])) == len(np.unique(y[held])) == 10
+
+
+@pytest.mark.mpi
+def test_damaged_gz_and_overflowing_data_end_in_messages_not_tracebacks(tmp_path, saved):
+    damaged_gz = _damaged_gz(tmp_path)
+    for args in ([*SMALL[:1], damaged_gz, *SMALL[2:]], ["plan", damaged_gz, "--ranks", "2"],
+                 ["predict", saved / "model.npz", damaged_gz]):
+        one_message(run_dnewton(2, args, TIMEOUT, check=False), 2, "cannot be read")
+    big = tmp_path / "big.svm"
+    big.write_text("1 1:1e300 2:3\n2 1:-1e300 2:1\n1 1:5e299 2:2\n2 1:1 2:-1e308\n")
+    proc = run_dnewton(2, ["train", big, "--hidden", "4", "--iterations", "2", "--quiet"],
+                       TIMEOUT, check=False)
+    one_message(proc, 3, "the starting point has f")
+    assert "RuntimeWarning" not in proc.stderr and "dnewton: warning" in proc.stderr
+    assert all(line.startswith("dnewton: ") for line in proc.stderr.splitlines()), proc.stderr

@@ -14,6 +14,7 @@ follows -- goes to `abort_on_exception`, which ends the whole job with
 import re
 import sys
 import traceback
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -182,6 +183,18 @@ def abort_on_exception(exc_type, exc, tb):
     sys.exit(status)
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None):
+    """`warnings.showwarning` of the front ends: a warning (NumPy's overflow in a sum,
+    say) as one line of dnewton's own, without the code line that raised it."""
+    world = _world()
+    rank = f" on rank {world.rank}" if world is not None and world.size > 1 else ""
+    text = f"dnewton: warning{rank}: {message}\n"
+    try:
+        (file or sys.stderr).write(text)
+    except (OSError, ValueError):
+        pass
+
+
 def run_main(main, argv=None, parameter_name=str):
     """Call ``main(argv)`` with the package's failure rules; return the exit status.
 
@@ -193,6 +206,7 @@ def run_main(main, argv=None, parameter_name=str):
     global _parameter_name
     _parameter_name = parameter_name
     sys.excepthook = abort_on_exception
+    warnings.showwarning = show_warning
     try:
         return main(argv) or 0
     except DNewtonError as exc:

@@ -10,6 +10,7 @@ Python to name the first offending line.
 
 import bz2
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +87,7 @@ def diagnose(path, n_features=None, limit=None):
                 problem = check_line(line.partition("#")[0], n_features, limit)
                 if problem:
                     return f"line {number}: {problem}"
-    except (OSError, EOFError, ValueError) as exc:
+    except (OSError, EOFError, ValueError, zlib.error) as exc:  # zlib: a damaged .gz
         return f"cannot be read ({exc})"
     return None
 

@@ -23,6 +23,7 @@ import os
 import stat
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -310,7 +311,8 @@ def read_arrays(path, what):
                 raise ValueError("a single array, not an .npz archive")
             with archive:
                 return {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
+            NotImplementedError) as exc:  # zlib, NotImplementedError: a member's compression
         raise InputError(f"{path}: not a readable {what} ({exc})") from None
 
 
