@@ -326,3 +326,24 @@ def test_damaged_gz_and_overflowing_data_end_in_messages_not_tracebacks(tmp_path
     one_message(proc, 3, "the starting point has f")
     assert "RuntimeWarning" not in proc.stderr and "dnewton: warning" in proc.stderr
     assert all(line.startswith("dnewton: ") for line in proc.stderr.splitlines()), proc.stderr
+
+
+# -- options ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("threads", [-5, 0])
+def test_blas_threads_below_one_are_refused_by_name(threads):
+    from dnewton.app.training import train
+    from dnewton.errors import ParameterError
+    from dnewton.io.data import read_dataset
+
+    with pytest.raises(ParameterError, match="blas_threads must be a whole number >= 1") as e:
+        train(read_dataset("digits")[0], blas_threads=threads)
+    assert e.value.agreed  # raised alike on every rank
+
+
+def test_the_time_left_that_squeue_prints_for_a_job_without_a_limit_is_accepted():
+    from dnewton.app.cli import build_parser
+
+    args = build_parser().parse_args(["train", "digits", "--time-limit", "UNLIMITED"])
+    assert args.time_limit is None

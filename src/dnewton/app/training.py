@@ -119,6 +119,11 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
     faults = Faults.from_environment() if faults is None else faults
     newton = isinstance(options, NewtonOptions)
     stops = StopRequests(outputs.time_limit, started)
+    with alike_everywhere():  # the same argument on every rank
+        if blas_threads is not None and not (isinstance(blas_threads, int)
+                                             and blas_threads >= 1):
+            raise ParameterError(f"{{blas_threads}} must be a whole number >= 1, got "
+                                 f"{blas_threads}")
     with compute_threads(blas_threads or default_threads(comm.size)), stops.installed():
         with agreed(comm):
             options.check()
@@ -146,9 +151,9 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
             with agreed(comm):
                 n_subset = options.subset_size(train_data.n_instances)
         problem = Problem.build(comm, train_data, test_data, config, n_subset)
+        checkpointer = None
         try:
             _describe(problem, options, train_data, monitor, outputs, faults)
-            checkpointer = None
             if outputs.checkpoint:
                 before_commit, after_write = faults.checkpoint_hooks()
                 checkpointer = Checkpointer(
@@ -209,6 +214,8 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
             stops.settle(EXIT_STATUS.get(result.status, 0))
         finally:
             monitor.close()
+            if checkpointer is not None:
+                checkpointer.close()
             problem.close()
     return TrainingResult(**{field: getattr(result, field) for field in
                              RunResult.__dataclass_fields__}, model=model, C=config.C)

@@ -10,9 +10,13 @@ among them); generator, scalars, history and settings are JSON text. Parameters
 and vectors are dense, so a run may resume on another number of ranks with
 another layout.
 
-Writing: rank 0 writes ``checkpoint.npz.tmp``, fsyncs it and renames it over the
-previous checkpoint, so a kill at any moment leaves the previous checkpoint or the
-new one, whole; a leftover ``.tmp`` is never read and the next write replaces it.
+Writing: rank 0 writes a temporary file (``.checkpoint.npz.XXXXXXXX.tmp``), fsyncs
+it and renames it over the previous checkpoint, so a kill at any moment leaves the
+previous checkpoint or the new one, whole; a leftover temporary file is never read,
+and the next run that takes the folder removes it.
+
+A run holds the folder for its lifetime (`FolderLock`, in ``.lock``): a second run
+given the same ``--checkpoint`` is refused with a message naming the first.
 
 Resuming: the state is restored and f recomputed at the iterate (it must match
 the record: `Checkpoint.check_f`), so the iterations that follow are those of the
@@ -22,9 +26,12 @@ equals the uninterrupted run's log (apart from timings) even when the killed run
 had logged iterations past its last checkpoint.
 """
 
+import fcntl
 import json
 import math
 import os
+import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +51,7 @@ from .model_file import (
 )
 
 NAME = "checkpoint.npz"
+LOCK = ".lock"
 
 _STATE_KEYS = ("iteration", "generator", "scalars", "history", "settings")
 _JSON_KEYS = ("generator", "scalars", "history", "settings")
@@ -116,6 +124,50 @@ class Checkpoint:
         return [IterationRecord.from_dict(record) for record in self.history]
 
 
+class FolderLock:
+    """Rank 0's hold on a checkpoint folder for the run's lifetime.
+
+    An advisory ``flock`` on ``DIR/.lock``, which names the holder (host, process,
+    command line); the system drops it when the process ends, however it ends, so
+    it is never stale. On a file system without locks the folder is not locked.
+    Raises ParameterError, naming the other run, when another process holds it.
+    """
+
+    def __init__(self, directory):
+        self.fd = None
+        path = Path(directory) / LOCK
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ParameterError(f"{{checkpoint}} {directory}: cannot write in it "
+                                 f"({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another run"
+            os.close(fd)
+            raise ParameterError(f"{{checkpoint}} {directory} is in use by another run "
+                                 f"({holder}): give each run its own folder") from None
+        except OSError:  # no locks on this file system: go on unlocked
+            os.close(fd)
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {os.getpid()} on {socket.gethostname()}, started "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(sys.argv)}\n".encode())
+        self.fd = fd
+        # Temporary files of runs that died writing: only a holder may write here.
+        for leftover in Path(directory).glob(f".{NAME}.*.tmp"):
+            try:
+                leftover.unlink()
+            except OSError:
+                pass
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)  # closing the only descriptor drops the lock
+            self.fd = None
+
+
 class Checkpointer:
     """The training run's checkpoint writer. Collective to build (rank 0 creates
     `directory`) and to call; the caller decides when (`due`).
@@ -155,6 +207,7 @@ class Checkpointer:
         self.after_write = after_write
         self.written = time.perf_counter()  # when the last checkpoint was written
         self.saved = None  # the iteration of the last checkpoint this run wrote
+        self.lock = None
         with agreed(world):
             if every is not None and every < 1:
                 raise ParameterError("{checkpoint_every} must be >= 1")
@@ -167,7 +220,18 @@ class Checkpointer:
                     ) from None
                 if not os.access(directory, os.W_OK | os.X_OK):
                     raise ParameterError(f"{{checkpoint}} {directory}: cannot write in it")
-                check_writable(self.path, "checkpoint")
+                self.lock = FolderLock(directory)
+                try:
+                    check_writable(self.path, "checkpoint")
+                except ParameterError:
+                    self.close()
+                    raise
+
+    def close(self):
+        """Let the folder go (the run is over)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def due(self, iteration):
         """This rank's view of whether iteration `iteration`'s state is to be written:

@@ -270,19 +270,46 @@ def check_writable(path, parameter):
 
 
 def write_temporary(path, arrays):
-    """Write `arrays` next to `path`'s `target` (``.tmp``) and fsync it; returns it."""
-    temporary = Path(f"{target(path)}.tmp")
-    with open(temporary, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    return temporary
+    """Write `arrays` to a new temporary file next to `path`'s `target` and fsync it;
+    returns it. Its name (``.NAME.XXXXXXXX.tmp``) is this writer's alone, so two
+    runs writing one path never write one file; on failure (a full disk) it is
+    removed."""
+    real = target(path)
+    fd, name = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # as open() would create it, not mkstemp's 0600
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        _remove(name)
+        raise
+    return Path(name)
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _remove(name):
+    try:
+        os.unlink(name)
+    except OSError:
+        pass
 
 
 def commit(temporary, path):
-    """Rename `temporary` over `path`'s `target` (atomic) and make the rename durable."""
+    """Rename `temporary` over `path`'s `target` (atomic) and make the rename durable;
+    `temporary` is removed if the rename fails."""
     real = target(path)
-    os.replace(temporary, real)
+    try:
+        os.replace(temporary, real)
+    except BaseException:
+        _remove(temporary)
+        raise
     folder = os.open(real.parent, os.O_RDONLY)
     try:
         os.fsync(folder)
