@@ -180,11 +180,16 @@ class Machine:
                 text = f.read()
         except OSError as exc:
             raise InputError(f"{path}: cannot read the machine file ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: not a text file, so not a machine file") from None
         try:
             record = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise InputError(f"{path}: not a valid JSON machine file ({exc})") from None
-        machine = cls.from_json(record, str(path))
+        try:
+            machine = cls.from_json(record, str(path))
+        except OverflowError:  # a whole number beyond any float
+            raise InputError(f"{path}: a figure of the machine file is out of range") from None
         return replace(machine, source=str(path))
 
 
