@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from helpers import mpiexec_path, read_log, run_dnewton, run_environment, without_timings
@@ -277,3 +278,19 @@ def test_commands_that_do_not_train_act_on_a_signal_noted_at_start():
     proc = subprocess.run([sys.executable, "-c", BEFORE_TRAINING], capture_output=True,
                           text=True, timeout=30)
     assert proc.returncode == -signal.SIGTERM and "not reached" not in proc.stdout
+
+
+@pytest.mark.mpi
+def test_sigterm_at_random_times_ends_as_documented():
+    """bench/sigterm_trials.py with 3 trials (the lead runs 20): start-up, a checkpoint
+    write, the model write; each ends with 75 and a resumable checkpoint, 76 and
+    nothing claimed, or 0 with everything written."""
+    if mpiexec_path() is None:
+        pytest.skip("no mpiexec found")
+    script = Path(__file__).resolve().parents[1] / "bench" / "sigterm_trials.py"
+    proc = subprocess.run([sys.executable, script, "--trials", "3", "--seed", "1",
+                           "--phases", "startup,checkpoint,model", "--timeout", str(TIMEOUT)],
+                          capture_output=True, text=True, timeout=10 * TIMEOUT,
+                          env=run_environment(TIMEOUT))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "3 of 3 trials ended as documented" in proc.stdout
