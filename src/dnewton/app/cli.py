@@ -33,7 +33,7 @@ from ..solvers.adam import AdamOptions
 from ..solvers.newton import NewtonOptions
 from ..solvers.sgd import SGDOptions
 from .problem import PAPER_OBJECTIVE, ModelConfig
-from .stopping import EXIT_RESUMABLE, parse_duration, release_from_start
+from .stopping import EXIT_NOTHING_SAVED, EXIT_RESUMABLE, parse_duration, release_from_start
 
 _DEFAULTS = NewtonOptions()
 _SGD = SGDOptions()
@@ -110,7 +110,8 @@ def build_parser():
         formatter_class=_HelpFormatter,
         epilog=f"Exit status: 0 finished; 2 bad input; 3 numerical failure (the last good "
         f"model is still saved); {EXIT_RESUMABLE} stopped early by SIGTERM, SIGUSR1, SIGINT "
-        "or --time-limit, with a checkpoint to --resume from; 1 internal error.",
+        f"or --time-limit, with a checkpoint to --resume from; {EXIT_NOTHING_SAVED} stopped "
+        "so during the -C auto search, nothing to resume from; 1 internal error.",
     )
     train.add_argument(
         "train",
@@ -292,9 +293,9 @@ def build_parser():
                      help="iterations (epochs) between checkpoints (default: by time)")
     out.add_argument("--time-limit", type=_duration, default=None, metavar="T",
                      help="stop, with a checkpoint, when the next iteration would end "
-                     "after T (seconds, or [D-]H:MM:SS as Slurm writes it) from the start; "
-                     f"the run then exits with status {EXIT_RESUMABLE}, as after SIGTERM, "
-                     "SIGUSR1 or SIGINT")
+                     "after T (seconds, or [D-]H:MM:SS or UNLIMITED as Slurm writes it) "
+                     f"from the start; the run then exits with status {EXIT_RESUMABLE}, as "
+                     "after SIGTERM, SIGUSR1 or SIGINT")
     out.add_argument("--resume", metavar="DIR",
                      help="continue the run checkpointed in DIR, with the same settings "
                      "(any ranks and --partitions); the --log is rewritten with the "
