@@ -411,3 +411,31 @@ def test_the_corpus_loads():
     key, where = _cache_setup(Path(tempfile.mkdtemp()))
     shutil.copy(CORPUS / "cache-entry.npz", where)
     same_data(cache.load(where.parent, key), (X, y))
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.sampled_from(["iter", "f", "gnorm", "lambda", "x"]),
+                                      inner, max_size=4),
+                    max_leaves=8)
+
+
+@FUZZ
+@given(st.sampled_from(["generator", "scalars", "history", "settings"]), JSON,
+       st.sampled_from([None, np.array(-1), np.array(2.5), np.array([2]), np.array(7)]))
+def test_a_checkpoint_with_crafted_state_is_refused_or_resumable(tmp_path_factory,
+                                                                 corpus_checkpoint, field,
+                                                                 value, iteration):
+    folder = tmp_path_factory.getbasetemp() / "crafted-ck"
+    folder.mkdir(exist_ok=True)
+    with np.load(CORPUS / NAME) as a:
+        arrays = {k: a[k] for k in a.files}
+    arrays[field] = np.array(json.dumps(value))
+    if iteration is not None:
+        arrays["iteration"] = iteration
+    np.savez(folder / NAME, **arrays)
+    loaded = loads_or_refuses(lambda: Checkpoint.load(MPI.COMM_SELF, folder))
+    if loaded is not None:  # what a resumption reads of it works
+        assert loaded.records()[-1].iter == loaded.iteration
+        np.random.Generator(getattr(np.random, loaded.generator["bit_generator"])()
+                            ).bit_generator.state = loaded.generator

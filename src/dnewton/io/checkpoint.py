@@ -82,10 +82,13 @@ class Checkpoint:
             model = Model.from_arrays(arrays, path)
             try:
                 state = {key: json.loads(str(arrays[key])) for key in _JSON_KEYS}
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, RecursionError) as exc:
                 raise InputError(f"{path}: damaged optimizer state ({exc})") from None
+            iteration = _state_problem(arrays, state, model)
+            if isinstance(iteration, str):
+                raise InputError(f"{path}: damaged optimizer state ({iteration})")
         vectors = {key[len(_VECTOR):]: arrays[key] for key in arrays if key.startswith(_VECTOR)}
-        return cls(model, int(arrays["iteration"]), vectors=vectors, **state)
+        return cls(model, iteration, vectors=vectors, **state)
 
     def check(self, settings):
         """Raise InputError naming the first setting this run changes."""
@@ -122,6 +125,41 @@ class Checkpoint:
     def records(self):
         """The log records of iterations 0..iteration, as `IterationRecord`."""
         return [IterationRecord.from_dict(record) for record in self.history]
+
+
+def _state_problem(arrays, state, model):
+    """The iteration of a checkpoint's state, or what is wrong with the state (a str):
+    every field of the kind the writer gives it, the history's records complete."""
+    iteration = arrays["iteration"]
+    if np.ndim(iteration) != 0 or iteration.dtype.kind not in "iu" or int(iteration) < 0:
+        return "the iteration is not a whole number >= 0"
+    iteration = int(iteration)
+    if not all(isinstance(state[key], dict) for key in ("generator", "scalars", "settings")):
+        return "the generator, scalars or settings are not records"
+    kind = getattr(np.random, str(state["generator"].get("bit_generator")), None)
+    if not (isinstance(kind, type) and issubclass(kind, np.random.BitGenerator)):
+        return "the generator names no NumPy bit generator"
+    try:
+        kind().state = state["generator"]  # what resuming will do
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        return f"the generator's state cannot be restored ({exc})"
+    history = state["history"]
+    if not (isinstance(history, list) and history and all(isinstance(r, dict)
+                                                          for r in history)):
+        return "the history is not a list of records"
+    try:
+        records = [IterationRecord.from_dict(record) for record in history]
+    except (TypeError, KeyError) as exc:
+        return f"a record of the history is incomplete ({exc})"
+    last = records[-1]
+    if last.iter != iteration or not isinstance(last.f, (int, float)):
+        return f"the history ends at {last.iter!r}, not at iteration {iteration}"
+    n_parameters = sum(W.size + b.size for W, b in zip(model.weights, model.biases))
+    for name, vector in arrays.items():
+        if name.startswith(_VECTOR) and (vector.ndim != 1 or vector.dtype.kind != "f"
+                                         or len(vector) != n_parameters):
+            return f"{name} is not a vector of the model's parameters"
+    return iteration
 
 
 class FolderLock:
