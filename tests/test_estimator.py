@@ -109,7 +109,7 @@ def test_string_labels_pickling_and_params(digits):
     again = pickle.loads(pickle.dumps(clf))
     np.testing.assert_array_equal(again.predict(X_test), clf.predict(X_test))
     assert clone(clf).set_params(C=0.1).get_params()["C"] == 0.1
-    with pytest.raises(ValueError, match="^C must be a positive number"):
+    with pytest.raises(ValueError, match="^The 'C' parameter of NewtonClassifier must be"):
         NewtonClassifier(**SMALL, C=-1).fit(X, y)
 
 
