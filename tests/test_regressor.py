@@ -117,7 +117,8 @@ def objective(coefs, intercepts, C, X, y):
         if m < len(coefs) - 1:
             z = np.maximum(z, 0.0)
     theta = np.concatenate([a.ravel() for pair in zip(coefs, intercepts) for a in pair])
-    return theta @ theta / (2 * C * len(X)) + np.mean(np.sum((z - y.reshape(z.shape)) ** 2, axis=1))
+    residual = z - y.reshape(z.shape)
+    return theta @ theta / (2 * C * len(X)) + np.mean(np.sum(residual**2, axis=1))
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

@@ -5,8 +5,13 @@ with ``mpiexec -n K python script.py``: they work over a duplicate of their
 `comm` (default ``MPI.COMM_WORLD``), so every rank of it must call `fit` (and
 `predict`, ...) with the same data, and every rank gets the same fitted model and
 the same predictions. Several estimators on disjoint sub-communicators fit side
-by side (a distributed grid search). Fitted, an estimator holds the dense weights
-only (no MPI state), so it pickles and clones like any other.
+by side (a distributed grid search)::
+
+    group = MPI.COMM_WORLD.Split(color=MPI.COMM_WORLD.rank % 2)
+    clf = NewtonClassifier(C=(1.0, 0.1)[MPI.COMM_WORLD.rank % 2], comm=group).fit(X, y)
+
+Fitted, an estimator holds the dense weights only (no MPI state), so it pickles
+and clones like any other.
 
 The two share `NewtonNetwork`: the same network, solvers and parameters; the
 classifier fits class labels (softmax or squared loss), the regressor real

@@ -103,6 +103,8 @@ def rank(workload, n_ranks, machine=DEFAULT, memory_per_rank=None, **restrict):
     """(fitting predictions, fastest first; refused predictions) for `workload`."""
     fits, refused = [], []
     for choice in candidates(workload.widths, n_ranks, diagonal=workload.diagonal, **restrict):
+        if choice.replicas > workload.n_instances:  # a copy without instances cannot run
+            continue
         prediction = predict(workload, choice, n_ranks, machine, memory_per_rank)
         (refused if prediction.refused else fits).append(prediction)
     if fits:
