@@ -189,6 +189,7 @@ class NewtonNetwork(BaseEstimator):
     }
 
     _LOSS = None  # the loss of the subclass, or None: its `loss` parameter
+    _Y_CHECKS = {}  # how `validate_data` checks y: the subclass's targets
 
     def __init__(self, hidden=(300, 300), activation="relu", solver="newton", C=1.0,
                  max_iter=100, gn_ratio=0.05, gn_size=None, diagonal=False,
@@ -257,8 +258,7 @@ class NewtonNetwork(BaseEstimator):
         self._validate_params()
         warm = self.warm_start and hasattr(self, "coefs_")
         X, y = validate_data(self, X, y, accept_sparse="csr", dtype=_INPUT_DTYPES,
-                             multi_output=self._LOSS is not None, y_numeric=self._LOSS is not None,
-                             reset=not warm)
+                             reset=not warm, **self._Y_CHECKS)
         targets = self._targets(y, warm)
         initial = self._network_model() if warm else None
         with _duplicate(self.comm) as comm:
@@ -471,6 +471,7 @@ class NewtonRegressor(RegressorMixin, NewtonNetwork):
     """
 
     _LOSS = "squared"
+    _Y_CHECKS = {"multi_output": True, "y_numeric": True}
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
