@@ -7,7 +7,7 @@ classifier's.
 
 import numpy as np
 import pytest
-from helpers import WORLD
+from helpers import WORLD, load_bench
 from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
 
@@ -88,70 +88,16 @@ def test_a_regressor_is_not_written_to_a_classifiers_model_file(centred, tmp_pat
 
 # -- against scikit-learn's MLPRegressor on the diabetes set ----------------------------
 
-# C and MLPRegressor's alpha weigh the same penalty: f l / 2 is MLPRegressor's loss times
-# l with alpha = 1 / (2 C) (it leaves the biases out).
-C_GRID = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 1.0)
-HIDDEN = (16,)
 
-
-@pytest.fixture(scope="module")
-def diabetes():
-    """scikit-learn's diabetes set, a quarter held out (fixed split); X and y
-    standardized with the training part's means and deviations."""
-    from sklearn.datasets import load_diabetes
-    from sklearn.model_selection import train_test_split
-    from sklearn.preprocessing import StandardScaler
-
-    X, y = load_diabetes(return_X_y=True)
-    X, X_test, y, y_test = train_test_split(X, y, test_size=0.25, random_state=0)
-    scaler = StandardScaler().fit(X)
-    mean, std = y.mean(), y.std()
-    return scaler.transform(X), (y - mean) / std, scaler.transform(X_test), (y_test - mean) / std
-
-
-def objective(coefs, intercepts, C, X, y):
-    """dnewton's f of a ReLU network with a linear output (docs/design.md, "Model")."""
-    z = X
-    for m, (W, b) in enumerate(zip(coefs, intercepts)):
-        z = z @ W + b
-        if m < len(coefs) - 1:
-            z = np.maximum(z, 0.0)
-    theta = np.concatenate([a.ravel() for pair in zip(coefs, intercepts) for a in pair])
-    residual = z - y.reshape(z.shape)
-    return theta @ theta / (2 * C * len(X)) + np.mean(np.sum(residual**2, axis=1))
-
-
-@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-@pytest.mark.parametrize("C", [0.02, 0.2])
-def test_newton_reaches_a_lower_objective_than_mlp_regressor(diabetes, C):
-    from sklearn.neural_network import MLPRegressor
-
-    X, y, _, _ = diabetes
-    newton = NewtonRegressor(hidden=HIDDEN, C=C, random_state=0).fit(X, y)
-    mlp = MLPRegressor(hidden_layer_sizes=HIDDEN, alpha=1 / (2 * C), max_iter=1000,
-                       random_state=0).fit(X, y)
-    ours = objective(newton.coefs_, newton.intercepts_, C, X, y)
-    assert ours == pytest.approx(newton.objective_, rel=1e-9)
-    assert ours < objective(mlp.coefs_, mlp.intercepts_, C, X, y)
-
-
-@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.skipif(WORLD.size > 1, reason="a one-process comparison; mpiexec repeats it")
 @pytest.mark.xfail(strict=True, reason=(
     "not met on this split (random_state 0): R^2 0.338 (C = 0.05) against "
     "MLPRegressor's 0.365 (alpha = 5). Over the splits of random_state 0..9 the same "
-    "protocol puts Newton ahead on 8 (mean R^2 0.469 against 0.461): this split is one of "
-    "the two where MLPRegressor, whose tolerance stops Adam early, overfits less"))
-def test_tuned_alike_newton_predicts_held_out_diabetes_as_well_as_mlp_regressor(diabetes):
+    "protocol puts Newton ahead on 8 (mean R^2 0.469 against 0.461; "
+    "python bench/regressor_diabetes.py): this split is one of the two where it is behind"))
+def test_tuned_alike_newton_predicts_held_out_diabetes_as_well_as_mlp_regressor():
     """Each estimator's regularization chosen by the same cross-validation on the
-    training part, over the same grid; R^2 on the held-out quarter."""
-    from sklearn.model_selection import GridSearchCV, RepeatedKFold
-    from sklearn.neural_network import MLPRegressor
-
-    X, y, X_test, y_test = diabetes
-    folds = RepeatedKFold(n_splits=5, n_repeats=3, random_state=0)
-    newton = GridSearchCV(NewtonRegressor(hidden=HIDDEN, random_state=0), {"C": C_GRID},
-                          cv=folds).fit(X, y)
-    mlp = GridSearchCV(MLPRegressor(hidden_layer_sizes=HIDDEN, random_state=0),
-                       {"alpha": [1 / (2 * C) for C in C_GRID]}, cv=folds).fit(X, y)
-    assert newton.score(X_test, y_test) >= mlp.score(X_test, y_test)
+    training part, over the same grid; R^2 on the held-out quarter
+    (bench/regressor_diabetes.py's protocol)."""
+    result = load_bench("regressor_diabetes").compare(random_state=0, hidden=(16,))
+    assert result["newton"] >= result["mlp"]
