@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from helpers import WORLD, mpiexec_path, read_log, run_dnewton
 from sklearn.base import clone
+from sklearn.model_selection import cross_val_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from threadpoolctl import threadpool_limits
 
@@ -285,15 +286,20 @@ def test_fits_side_by_side_on_sub_communicators_match_their_single_process_fits(
     try:
         clf = NewtonClassifier(**DIGITS, C=grid[color], comm=group).fit(X, y)
         labels = clf.predict(X_test)
+        # scikit-learn's tools clone the estimator: the clones fit on the group too.
+        assert clone(clf).comm is group
+        folds = cross_val_score(clf, X, y, cv=2)
     finally:
         group.Free()
-    alone = NewtonClassifier(**DIGITS, C=grid[color], comm=MPI.COMM_SELF).fit(X, y)
+    alone = NewtonClassifier(**DIGITS, C=grid[color], comm=MPI.COMM_SELF)
+    alone_folds = cross_val_score(alone, X, y, cv=2)
+    alone.fit(X, y)
     np.testing.assert_allclose(clf.objective_, alone.objective_, rtol=1e-9)
     np.testing.assert_array_equal(labels, alone.predict(X_test))
+    np.testing.assert_array_equal(folds, alone_folds)
     scores = WORLD.allgather((color, clf.objective_))
     assert len({f for c, f in scores if c == color}) == 1  # one model per group
-    # The fitted estimator clones and pickles without its communicator's state.
-    assert clone(clf).get_params()["comm"] is not None
+    # Fitted, it pickles once the communicator is left out.
     assert pickle.loads(pickle.dumps(clf.set_params(comm=None))).objective_ == clf.objective_
 
 

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 
 import numpy as np
 from scipy.sparse import issparse
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 # scikit-learn's own parameter validation (its estimators' `_parameter_constraints`,
@@ -134,7 +134,9 @@ class NewtonNetwork(BaseEstimator):
         Rank 0 prints the progress of every iteration.
     comm : mpi4py communicator or None, default None
         The ranks that fit together (every one of them calls `fit` alike); None:
-        ``MPI.COMM_WORLD``. The estimator works on a duplicate of it.
+        ``MPI.COMM_WORLD``. The estimator works on a duplicate of it; a clone
+        shares it. To pickle an estimator given another communicator, set it to
+        None first (a communicator cannot leave its process).
 
     Attributes
     ----------
@@ -234,6 +236,15 @@ class NewtonNetwork(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True  # CSR input stays sparse on the ranks unless centred
         return tags
+
+    def __sklearn_clone__(self):
+        """An unfitted copy with the same parameters, as `sklearn.base.clone` makes,
+        sharing `comm`: a communicator is a handle to the ranks, which cannot be
+        copied (scikit-learn would deep-copy it), and the clone fits on the same ranks."""
+        params = self.get_params(deep=False)
+        comm = params.pop("comm")
+        return type(self)(**{name: clone(value, safe=False) for name, value in params.items()},
+                          comm=comm)
 
     # -- what the subclasses say --------------------------------------------------
 
