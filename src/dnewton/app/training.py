@@ -82,7 +82,7 @@ class TrainingResult(RunResult):
 
 def train(train_data, test_data=None, config=None, options=None, outputs=None, *,
           comm=None, monitor=None, blas_threads=None, faults=None, return_model=False,
-          early_stopping=None):
+          early_stopping=None, initial=None):
     """Train a network; collective over `comm` (default: every rank of the job).
 
     Parameters
@@ -105,6 +105,9 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
         Set a validation split aside, score it after every iteration (epoch), stop
         when it stalls, and return the best validated model (``RunStatus.NO_IMPROVEMENT``
         when it stopped the run).
+    initial : io.model_file.Model or None
+        Start from this network (a warm start; its widths must be the run's)
+        instead of the seeded initialisation. The same on every rank.
 
     Returns
     -------
@@ -192,7 +195,7 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
             with agreed(problem.world):
                 monitor.open_log(outputs.log, checkpoint.history if checkpoint else ())
             if checkpoint is None:
-                run.start(problem.network.initial_parameters(options.seed))
+                run.start(_starting_point(problem, options, initial))
             result = run.finish()
             unit = "iteration" if newton else "epoch"
             # A log that cannot be written stopped the run: the model is still saved
@@ -235,6 +238,20 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
             problem.close()
     return TrainingResult(**{field: getattr(result, field) for field in
                              RunResult.__dataclass_fields__}, model=model, C=config.C)
+
+
+def _starting_point(problem, options, initial):
+    """This rank's part of the first iterate: `initial`'s weights (a Model), or the
+    seeded initialisation without one."""
+    if initial is None:
+        return problem.network.initial_parameters(options.seed)
+    with alike_everywhere():  # the same model and data on every rank
+        if tuple(initial.widths) != tuple(problem.layout.widths):
+            raise InputError(f"the network to start from has widths "
+                             f"{'-'.join(map(str, initial.widths))}, this run's are "
+                             f"{'-'.join(map(str, problem.layout.widths))}")
+    theta = initial.local_parameters(problem.layout, problem.rank)
+    return theta.astype(problem.network.dtype, copy=False)
 
 
 def _planner_bounds(config, options):
