@@ -253,6 +253,11 @@ def build_parser():
     opt.add_argument("--sample-growth", type=float, default=_DEFAULTS.sample_growth,
                      metavar="G", help="with --sample-size: the next iteration's sample "
                      "has G times the instances, until it holds them all")
+    opt.add_argument("--average", type=float, default=_DEFAULTS.average, metavar="BETA",
+                     help="score and return the moving average of the iterates, "
+                     "avg = BETA avg + (1 - BETA) theta after each iteration (bias-"
+                     "corrected); it steadies stochastic Newton's jittery steps (0: the "
+                     "last iterate)")
     opt.add_argument("--diagonal", action="store_true",
                      help="block-diagonal Gauss-Newton: every block solves its own CG with "
                      "no communication (the paper's diagonalization)")
@@ -611,7 +616,7 @@ def _objective(args):
 def _newton_options(args):
     return NewtonOptions(
         gn_ratio=args.gn_ratio, gn_size=args.gn_size, sample_size=args.sample_size,
-        sample_growth=args.sample_growth, diagonal=args.diagonal,
+        sample_growth=args.sample_growth, average=args.average, diagonal=args.diagonal,
         sync_fraction=args.sync_fraction, iterations=args.iterations, cg_max=args.cg_max,
         xi=args.xi, damping=args.damping, seed=args.seed,
     )

@@ -492,7 +492,7 @@ class SolverRun:
             message = self.stops.describe(self.stopped)
         elif self.stopped == 4:
             status, message = RunStatus.NO_IMPROVEMENT, self.best.message()
-        theta, f, gnorm = solver.theta, solver.f, solver.gnorm
+        theta, f, gnorm = solver.model, solver.f, solver.gnorm
         if self.best is not None and self.best.theta is not None:
             best = next(r for r in self.history if r.iter == self.best.iteration)
             theta = self.best.theta.astype(solver.theta.dtype, copy=False)
@@ -527,12 +527,12 @@ class SolverRun:
             record = self.solver.measure(record)
         if record is not None and self.validate is not None and record.iter > 0:
             began = time.perf_counter()  # part of the method: its time is training's
-            record.validation_score = float(self.validate(self.solver.theta))
+            record.validation_score = float(self.validate(self.solver.model))
             seconds += time.perf_counter() - began
-            if self.best.update(record.iter, record.validation_score, self.solver.theta):
+            if self.best.update(record.iter, record.validation_score, self.solver.model):
                 self.stopped = self.stopped or 4
         if record is not None and self.evaluate is not None:
-            record.test_accuracy = float(self.evaluate(self.solver.theta))
+            record.test_accuracy = float(self.evaluate(self.solver.model))
         monitoring = self.ledger.collect(world)
         if signalled or out_of_time or broken:
             self.stopped = 3 if broken else 1 if signalled else 2
