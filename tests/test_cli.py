@@ -187,6 +187,7 @@ def test_every_option_of_the_table_is_refused_by_name_where_it_does_not_apply():
      "--sample-size applies to --solver newton only, not to sgd"),
     (["--sample-growth", "2"], "--sample-growth applies only with --sample-size"),
     (["--tol", "0.01"], "--tol applies only with --early-stopping"),
+    (["--solver", "sgd", "--average", "0.9"], "--average applies to --solver newton only, not to sgd"),
     (["--solver", "adam", "--validation-fraction", "0.2"],
      "--validation-fraction applies only with --early-stopping"),
 ])

@@ -39,7 +39,7 @@ from ..solvers.newton import NewtonOptions
 from ..solvers.sgd import SGDOptions
 from .early_stopping import EarlyStopping
 from .problem import PAPER_OBJECTIVE, ModelConfig
-from .stopping import EXIT_RESUMABLE, parse_duration
+from .stopping import EXIT_NOTHING_SAVED, EXIT_RESUMABLE, parse_duration, release_from_start
 
 _DEFAULTS = NewtonOptions()
 _SGD = SGDOptions()
@@ -145,6 +145,7 @@ APPLIES = {
     "gn_size": (NEWTON,),
     "sample_size": (NEWTON,),
     "sample_growth": (NEWTON, SAMPLE),
+    "average": (NEWTON,),
     "jacobian": (NEWTON,),
     "diagonal": (NEWTON,),
     "sync_fraction": (NEWTON, DIAGONAL),
@@ -270,7 +271,9 @@ def build_parser():
             f"{_BAD_INPUT}, or an option that does not apply to the chosen --solver or mode",
             "3 numerical failure (the last good model is still saved)",
             f"{EXIT_RESUMABLE} stopped early by SIGTERM, SIGUSR1, SIGINT or --time-limit, "
-            "with a checkpoint to --resume from"),
+            "with a checkpoint to --resume from",
+            f"{EXIT_NOTHING_SAVED} stopped so during the -C auto search, nothing to resume "
+            "from"),
     )
     train.add_argument(
         "train",
@@ -352,7 +355,7 @@ def build_parser():
                       "columns beyond N are dropped with a warning")
     data.add_argument("--data-cache", metavar="DIR", default=None,
                       help="keep a binary copy of every LIBSVM file read in DIR and read "
-                      "it from there while the file is unchanged (path, size and mtime): "
+                      "it from there while the file's bytes are unchanged (a fingerprint): "
                       "seconds instead of a parse; a DIR that cannot be written is skipped")
     data.add_argument("--feature-scale", type=float, default=1.0, metavar="S",
                       help="divide every feature by S (255 for raw pixels)")
@@ -403,6 +406,11 @@ def build_parser():
     opt.add_argument("--sample-growth", type=float, default=_DEFAULTS.sample_growth,
                      metavar="G", help="with --sample-size: the next iteration's sample "
                      "has G times the instances, until it holds them all")
+    opt.add_argument("--average", type=float, default=_DEFAULTS.average, metavar="BETA",
+                     help="score and return the moving average of the iterates, "
+                     "avg = BETA avg + (1 - BETA) theta after each iteration (bias-"
+                     "corrected); it steadies stochastic Newton's jittery steps (0: the "
+                     "last iterate)")
     opt.add_argument("--diagonal", action="store_true",
                      help="block-diagonal Gauss-Newton: every block solves its own CG with "
                      "no communication (the paper's diagonalization)")
@@ -483,9 +491,9 @@ def build_parser():
                      "(default: by time)")
     out.add_argument("--time-limit", type=_duration, default=None, metavar="T",
                      help="stop, with a checkpoint, when the next iteration would end "
-                     "after T (seconds, or [D-]H:MM:SS as Slurm writes it) from the start; "
-                     f"the run then exits with status {EXIT_RESUMABLE}, as after SIGTERM, "
-                     "SIGUSR1 or SIGINT")
+                     "after T (seconds, or [D-]H:MM:SS or UNLIMITED as Slurm writes it) "
+                     f"from the start; the run then exits with status {EXIT_RESUMABLE}, as "
+                     "after SIGTERM, SIGUSR1 or SIGINT")
     out.add_argument("--resume", metavar="DIR",
                      help="continue the run checkpointed in DIR, with the same settings "
                      "(any ranks and --partitions); the --log is rewritten with the "
@@ -690,9 +698,14 @@ def run_calibrate(args):
     from mpi4py import MPI
 
     from ..errors import agreed
+    from ..io.text_output import TextOutput
     from ..planning.calibrate import measure
 
     world = MPI.COMM_WORLD
+    output = None
+    with agreed(world):  # a pipe nobody reads is refused before the measuring
+        if world.rank == 0:
+            output = TextOutput(args.output, "machine file")
 
     def say(text):
         if world.rank == 0:
@@ -701,7 +714,7 @@ def run_calibrate(args):
     machine = measure(args.seconds, world if world.size > 1 else None, say)
     with agreed(world):
         if world.rank == 0:
-            machine.save(args.output)
+            output.write(machine.text())
     say(f"dnewton calibrate: wrote {args.output} (GEMM "
         f"{machine.gemm[-1][1] / 1e9:.1f} GFLOP/s per core, stream "
         f"{machine.stream_bandwidth / 1e9:.1f} GB/s, MPI latency "
@@ -782,7 +795,7 @@ def _objective(args):
 def _newton_options(args):
     return NewtonOptions(
         gn_ratio=args.gn_ratio, gn_size=args.gn_size, sample_size=args.sample_size,
-        sample_growth=args.sample_growth, diagonal=args.diagonal,
+        sample_growth=args.sample_growth, average=args.average, diagonal=args.diagonal,
         sync_fraction=args.sync_fraction, iterations=args.iterations, cg_max=args.cg_max,
         xi=args.xi, damping=args.damping, seed=args.seed,
     )
@@ -814,11 +827,16 @@ def run_predict(args):
     from ..errors import agreed
     from ..io.data import read_dataset
     from ..io.model_file import load_model
+    from ..io.text_output import TextOutput
     from .prediction import Predictor
 
     world = MPI.COMM_WORLD
     with alike_everywhere():
         refuse_inapplicable(args, args.given)
+    output = None
+    with agreed(world):  # a pipe nobody reads is refused before the work
+        if world.rank == 0 and args.output and args.output != "-":
+            output = TextOutput(args.output, "labels")
     model = load_model(world, args.model)
     given = args.features is not None
     with agreed(world):
@@ -844,8 +862,12 @@ def run_predict(args):
         if world.rank == 0:
             if args.output:
                 proba = make_loss(model.loss).probabilities(outputs) if args.proba else None
-                _write_predictions(args.output, labels, model.classes, proba)
-                if args.output != "-":
+                text = _prediction_text(labels, model.classes, proba)
+                if output is None:  # standard output
+                    sys.stdout.write(text)
+                    sys.stdout.flush()
+                else:
+                    output.write(text)
                     summary += f"; {'labels and probabilities' if args.proba else 'labels'} "
                     summary += f"written to {args.output}"
             print(summary, file=sys.stderr if args.output == "-" else sys.stdout, flush=True)
@@ -854,31 +876,22 @@ def run_predict(args):
 
 def label_text(label):
     """A class label as written: a whole number in full (1234567, not 1.23457e+06),
-    else the shortest text that reads back as the same float."""
+    else the shortest text that reads back as the same float; text as it is."""
+    if isinstance(label, str):
+        return label
     value = float(label)
     return str(int(value)) if value.is_integer() else repr(value)
 
 
-def _write_predictions(path, labels, classes, proba=None):
-    """Write one line per instance to `path` ('-': standard output): its label, then
-    with `proba` (l, n_L) the probability of each class, after a '#' line naming them."""
-    from ..errors import InputError
-
+def _prediction_text(labels, classes, proba=None):
+    """One line per instance: its label, then with `proba` (l, n_L) the probability
+    of each class, after a '#' line naming them."""
     lines = [label_text(label) for label in labels]
     if proba is not None:
         header = "# label " + " ".join(f"p({label_text(c)})" for c in classes)
         lines = [header] + [f"{text} " + " ".join(repr(float(p)) for p in row)
                             for text, row in zip(lines, proba)]
-    text = "".join(f"{line}\n" for line in lines)
-    if path == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write the labels ({exc.strerror})") from None
+    return "".join(f"{line}\n" for line in lines)
 
 
 def run_plot(args):
@@ -938,6 +951,8 @@ def main(argv=None):
         else:
             args = parser.parse_args(argv)
         args.given = given_options(argv)
+        if args.run is not run_train:  # only training turns a signal into a clean stop
+            release_from_start()
         return args.run(args)
 
     sys.exit(run_main(dispatch, argv, lambda parameter: names.get(parameter, parameter)))
