@@ -14,7 +14,7 @@ from dnewton.app.problem import PAPER_OBJECTIVE, ModelConfig
 from dnewton.app.training import Outputs
 from dnewton.errors import ParameterError
 from dnewton.solvers.adam import AdamOptions
-from dnewton.solvers.newton import NewtonOptions
+from dnewton.solvers.newton import STOCHASTIC, NewtonOptions
 from dnewton.solvers.sgd import SGDOptions
 
 # Library parameters with no flag: the line search's and the damping's constants.
@@ -60,6 +60,12 @@ def test_every_parameter_has_a_flag_with_the_library_default(settings):
         default = actions[field.name].default
         if field.name in PER_SOLVER:
             assert default is None and f"{field.default:g} with {settings.NAME}" in help_text
+            continue
+        if field.name in STOCHASTIC:  # unset: the library's, or beyond STOCHASTIC_FROM
+            # instances the recommended setting's, which --sample-size's help lists
+            assert default in (None, "auto")
+            flag = "--" + field.name.replace("_", "-")
+            assert f"{flag} {STOCHASTIC[field.name]:g}" in help_text
             continue
         if field.name in PAPER_OBJECTIVE:  # None: the library's, or the paper's with --paper
             shown = [f"{v:g}" if isinstance(v, float) else v
@@ -185,7 +191,8 @@ def test_every_option_of_the_table_is_refused_by_name_where_it_does_not_apply():
     (["--checkpoint-every", "2"], "--checkpoint-every applies only with --checkpoint"),
     (["--solver", "sgd", "--sample-size", "100"],
      "--sample-size applies to --solver newton only, not to sgd"),
-    (["--sample-growth", "2"], "--sample-growth applies only with --sample-size"),
+    (["--sample-size", "all", "--sample-growth", "2"],
+     "--sample-growth applies only with --sample-size"),
     (["--tol", "0.01"], "--tol applies only with --early-stopping"),
     (["--solver", "sgd", "--average", "0.9"], "--average applies to --solver newton only, not to sgd"),
     (["--solver", "adam", "--validation-fraction", "0.2"],
