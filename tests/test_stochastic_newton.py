@@ -187,3 +187,15 @@ def test_a_gauss_newton_size_above_the_sample_takes_the_whole_sample():
         assert [r.sample_size for r in result.history] == [6, 6, 6]
     finally:
         problem.close()
+
+
+def test_the_recommended_setting_samples_large_sets_only():
+    """Beyond STOCHASTIC_FROM instances the unset options are the stochastic setting's;
+    what the user sets wins, and a sample size of None is the paper's method."""
+    from dnewton.solvers.newton import STOCHASTIC, STOCHASTIC_FROM, recommended
+
+    assert recommended(STOCHASTIC_FROM, {"iterations": 7}) == NewtonOptions(iterations=7)
+    large = recommended(STOCHASTIC_FROM + 1, {"iterations": 7, "cg_max": 3})
+    assert large == NewtonOptions(iterations=7, **{**STOCHASTIC, "cg_max": 3})
+    assert recommended(10**6, {"sample_size": None}) == NewtonOptions()
+    assert recommended(10**6, {"sample_size": 50}) == NewtonOptions(sample_size=50)
