@@ -169,6 +169,9 @@ def test_the_planner_ranks_by_predicted_seconds_and_respects_restrictions():
     assert all(Layout.count_blocks(p.choice.partitions) >= 2 for p in ranked)
     every = choose(widths, 2000, 100, 4)
     assert {p.choice.replicas for p in every} == {1, 2, 4}
+    # Every copy of the layout needs instances: no more copies than there are.
+    few = choose((5, 8, 1), 2, 1, 4)
+    assert {p.choice.replicas for p in few} == {1, 2}
 
 
 def test_replicas_add_their_own_phase():

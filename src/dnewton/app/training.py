@@ -82,7 +82,7 @@ class TrainingResult(RunResult):
 
 def train(train_data, test_data=None, config=None, options=None, outputs=None, *,
           comm=None, monitor=None, blas_threads=None, faults=None, return_model=False,
-          early_stopping=None):
+          early_stopping=None, initial=None):
     """Train a network; collective over `comm` (default: every rank of the job).
 
     Parameters
@@ -105,6 +105,9 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
         Set a validation split aside, score it after every iteration (epoch), stop
         when it stalls, and return the best validated model (``RunStatus.NO_IMPROVEMENT``
         when it stopped the run).
+    initial : io.model_file.Model or None
+        Start from this network (a warm start; its widths must be the run's)
+        instead of the seeded initialisation. The same on every rank.
 
     Returns
     -------
@@ -163,7 +166,7 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
         n_subset = None
         if newton:
             with agreed(comm):
-                n_subset = options.subset_size(train_data.n_instances)
+                n_subset = options.largest_subset(train_data.n_instances)
         problem = Problem.build(comm, train_data, test_data, config, n_subset, validation_data)
         checkpointer = None
         try:
@@ -192,7 +195,7 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
             with agreed(problem.world):
                 monitor.open_log(outputs.log, checkpoint.history if checkpoint else ())
             if checkpoint is None:
-                run.start(problem.network.initial_parameters(options.seed))
+                run.start(_starting_point(problem, options, initial))
             result = run.finish()
             unit = "iteration" if newton else "epoch"
             # A log that cannot be written stopped the run: the model is still saved
@@ -235,6 +238,20 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
             problem.close()
     return TrainingResult(**{field: getattr(result, field) for field in
                              RunResult.__dataclass_fields__}, model=model, C=config.C)
+
+
+def _starting_point(problem, options, initial):
+    """This rank's part of the first iterate: `initial`'s weights (a Model), or the
+    seeded initialisation without one."""
+    if initial is None:
+        return problem.network.initial_parameters(options.seed)
+    with alike_everywhere():  # the same model and data on every rank
+        if tuple(initial.widths) != tuple(problem.layout.widths):
+            raise InputError(f"the network to start from has widths "
+                             f"{'-'.join(map(str, initial.widths))}, this run's are "
+                             f"{'-'.join(map(str, problem.layout.widths))}")
+    theta = initial.local_parameters(problem.layout, problem.rank)
+    return theta.astype(problem.network.dtype, copy=False)
 
 
 def _planner_bounds(config, options):
@@ -316,7 +333,17 @@ def _describe(problem, options, train_data, monitor, outputs, faults):
         monitor.message(f"dnewton: {options.describe()}")
         return
     with alike_everywhere():  # the same options and data size on every rank
-        n_subset = options.subset_size(problem.objective.n_instances)
+        n_subset = options.largest_subset(problem.objective.n_instances)
+    if options.sample_size is not None and options.sample_size < problem.objective.n_instances:
+        growth = (f", {options.sample_growth:g} times larger each iteration"
+                  if options.sample_growth > 1 else "")
+        average = (f"; the model is the moving average of the iterates (beta "
+                   f"{options.average:g})" if options.average else "")
+        monitor.message(
+            f"dnewton: stochastic Newton: f, the gradient and the line search on a fresh "
+            f"random sample of {options.sample_size} instances{growth} every iteration, "
+            f"CG at most {options.cg_max} iterations{average} (--sample-size all: the "
+            "paper's method)")
     jacobian, kept, other = problem.check_memory(n_subset, available)
     stored = config.jacobian == "stored"
     what = ("its stored Jacobian takes" if stored else
@@ -475,7 +502,7 @@ class SolverRun:
             message = self.stops.describe(self.stopped)
         elif self.stopped == 4:
             status, message = RunStatus.NO_IMPROVEMENT, self.best.message()
-        theta, f, gnorm = solver.theta, solver.f, solver.gnorm
+        theta, f, gnorm = solver.model, solver.f, solver.gnorm
         if self.best is not None and self.best.theta is not None:
             best = next(r for r in self.history if r.iter == self.best.iteration)
             theta = self.best.theta.astype(solver.theta.dtype, copy=False)
@@ -510,12 +537,12 @@ class SolverRun:
             record = self.solver.measure(record)
         if record is not None and self.validate is not None and record.iter > 0:
             began = time.perf_counter()  # part of the method: its time is training's
-            record.validation_score = float(self.validate(self.solver.theta))
+            record.validation_score = float(self.validate(self.solver.model))
             seconds += time.perf_counter() - began
-            if self.best.update(record.iter, record.validation_score, self.solver.theta):
+            if self.best.update(record.iter, record.validation_score, self.solver.model):
                 self.stopped = self.stopped or 4
         if record is not None and self.evaluate is not None:
-            record.test_accuracy = float(self.evaluate(self.solver.theta))
+            record.test_accuracy = float(self.evaluate(self.solver.model))
         monitoring = self.ledger.collect(world)
         if signalled or out_of_time or broken:
             self.stopped = 3 if broken else 1 if signalled else 2

@@ -116,11 +116,13 @@ class Model:
             std = arrays["std"] if version >= STD_VERSION else None
         except KeyError as exc:
             raise bad(f"the model file lacks {exc}") from None
-        numeric = [a for a in (*weights, *biases, mean, classes) + ((std,) if std is not None
-                                                                    else ())]
-        if any(np.asarray(a).dtype.kind not in "biuf" for a in numeric):
+        numeric = [a for a in (*weights, *biases, mean) + ((std,) if std is not None else ())]
+        # Class labels are numbers or text (the estimator keeps scikit-learn's labels).
+        text = classes.dtype.kind == "U"
+        if any(np.asarray(a).dtype.kind not in "biuf" for a in numeric) or not (
+                text or classes.dtype.kind in "biuf"):
             raise bad("the model holds arrays that are not numbers")
-        if not (np.isfinite(scale) and scale > 0) or not np.isfinite(classes).all():
+        if not (np.isfinite(scale) and scale > 0) or not (text or np.isfinite(classes).all()):
             raise bad("the feature scale or the class labels are not finite positive numbers")
         shapes_ok = (
             L >= 1 and min(widths) >= 1
