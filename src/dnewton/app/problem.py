@@ -16,7 +16,8 @@ from mpi4py import MPI
 
 from ..constants import BATCH_SIZE, KEEP_MEMORY_SHARE, PARAMETER_COPIES, PRECISIONS
 from ..errors import InputError, ParameterError, agreed, check_parameters, everywhere
-from ..io.data import Classes, Preprocessing, partition
+from ..io.data import Classes, Preprocessing
+from ..io.shards import share_of
 from ..io.model_file import gather_model, gather_vector
 from ..model.activations import Activation
 from ..model.gauss_newton import JACOBIAN_MODES, stored_bytes
@@ -152,13 +153,12 @@ class Problem:
                                  standardize=config.standardize)
             with agreed(world):
                 share = _share(train_raw.n_instances, groups)
-                train = partition(train_raw, layout, groups.rank, classes, prep, fit=True,
-                                  dtype=config.dtype, share=share)
-                test = None
-                if test_raw is not None:
-                    test = partition(test_raw, layout, groups.rank, classes, prep,
-                                     dtype=config.dtype,
-                                     share=_share(test_raw.n_instances, groups))
+            train = share_of(train_raw, groups, layout, classes, prep, fit=True,
+                             dtype=config.dtype, share=share)
+            test = None
+            if test_raw is not None:
+                test = share_of(test_raw, groups, layout, classes, prep, dtype=config.dtype,
+                                share=_share(test_raw.n_instances, groups))
         except BaseException:
             if groups is not None:
                 groups.free()

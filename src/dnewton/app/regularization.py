@@ -66,6 +66,12 @@ def _rows(raw, index, part):
     return RawData(raw.X[index], raw.y[index], f"{raw.source} ({part})")
 
 
+def _whole(comm, raw):
+    """`raw` in memory on every rank (collective for a set read by shares): the
+    held-out split takes instances from anywhere in it."""
+    return raw if isinstance(raw, RawData) else raw.whole()
+
+
 def regularization_path(comm, train_raw, config, options, run_fit, report=None):
     """Fit every C of ``config.C_grid`` on a held-out split; returns the path, a
     list of `PathPoint` from the largest C down (collective over `comm`).
@@ -76,6 +82,7 @@ def regularization_path(comm, train_raw, config, options, run_fit, report=None):
     """
     with agreed(comm):
         fit, held = holdout_split(train_raw.y, config.holdout, options.seed)
+    train_raw = _whole(comm, train_raw)
     fit_raw, held_raw = _rows(train_raw, fit, "fitted part"), _rows(train_raw, held, "held out")
     if isinstance(options, NewtonOptions):
         short = replace(options, iterations=config.path_iterations)

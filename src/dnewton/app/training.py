@@ -17,7 +17,6 @@ import time
 from dataclasses import asdict, dataclass, replace
 
 from mpi4py import MPI
-from scipy.sparse import issparse
 
 from ..constants import CHECKPOINT_INTERVAL
 from ..errors import InputError, ParameterError, agreed, alike_everywhere
@@ -25,6 +24,7 @@ from ..fault_injection import Faults
 from ..io.checkpoint import Checkpoint, Checkpointer
 from ..io.data import SPARSE_MAX_DENSITY
 from ..io.model_file import Model, broadcast_arrays, check_writable, save_model
+from ..io.shards import stored_entries
 from ..parallel.phases import Phase
 from ..parallel.space import GroupSpace
 from ..parallel.vote import CompletionVote
@@ -243,11 +243,12 @@ def _describe(problem, options, train_data, monitor, outputs, faults):
         + (f" ({config.replicas} copies of {layout.n_ranks} rank(s), each on "
            f"1/{config.replicas} of the instances)" if config.replicas > 1 else "")
     )
-    if issparse(train_data.X):
-        density = train_data.X.nnz / max(1, train_data.n_instances * train_data.n_features)
+    nnz = stored_entries(train_data)
+    if nnz is not None:
+        density = nnz / max(1, train_data.n_instances * train_data.n_features)
         if problem.objective.data.sparse:
             monitor.message(
-                f"dnewton: sparse input ({train_data.X.nnz:,} non-zeros, {density:.2%}): "
+                f"dnewton: sparse input ({nnz:,} non-zeros, {density:.2%}): "
                 "layer 1 works on CSR blocks, memory in proportion to the non-zeros"
             )
         else:
