@@ -1,0 +1,217 @@
+"""Data read by shares (io/shards.py): every format, layout and number of copies gives
+the one-rank objective, and no rank keeps more than its share.
+
+The in-process tests also run under ``mpiexec -n 3`` (and `test_every_rank_count`
+runs this file on 4 ranks in one launch); the data files are written once into a
+folder every rank sees.
+"""
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import LAYOUTS, WORLD, n_global, run_python, unflatten
+from mpi4py import MPI
+from scipy import sparse
+from sklearn.datasets import dump_svmlight_file
+
+from dnewton.app.prediction import Predictor
+from dnewton.app.problem import ModelConfig, Problem
+from dnewton.errors import InputError
+from dnewton.io.data import RawData
+from dnewton.io.shards import ShardedData, convert, open_dataset
+
+N, N_FEATURES = 41, 9
+PREPROCESSING = {
+    "raw": {},
+    "scaled": {"feature_scale": 4.0},
+    "standardized": {"feature_scale": 4.0, "standardize": True},
+}
+
+
+def dense_set():
+    """Dense values with a constant column, a zero column and a wide spread."""
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((N, N_FEATURES)) * np.arange(1, N_FEATURES + 1) + 3
+    X[:, 2], X[:, 6] = 1.5, 0.0
+    return X, (np.arange(N) % 3 + 1).astype(np.float64)
+
+
+def sparse_set():
+    """About 8% non-zero: below `SPARSE_MAX_DENSITY`, so it stays CSR unless centred."""
+    rng = np.random.default_rng(12)
+    X = sparse.random(N, N_FEATURES * 3, density=0.08, random_state=rng, format="csr")
+    X.data = np.round(X.data * 10, 3) + 1
+    X = X.toarray()
+    X[0, -1] = 2.0  # the files' widths are their largest index
+    return X, (np.arange(N) % 4).astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def files():
+    """{(set, format): path}: each set as LIBSVM text, .npz (stored and compressed)
+    and a dnewton-npy folder (by `convert`, collective), in one folder on every rank."""
+    folder = WORLD.bcast(tempfile.mkdtemp(prefix="dnewton-shards-") if WORLD.rank == 0
+                         else None)
+    folder = Path(folder)
+    paths = {}
+    for name, (X, y) in (("dense", dense_set()), ("sparse", sparse_set())):
+        paths[name, "libsvm"] = folder / f"{name}.svm"
+        paths[name, "npz"] = folder / f"{name}.npz"
+        paths[name, "npz-compressed"] = folder / f"{name}.c.npz"
+        if WORLD.rank == 0:
+            dump_svmlight_file(X, y, str(paths[name, "libsvm"]), zero_based=False)
+            np.savez(paths[name, "npz"], X=X, y=y)
+            np.savez_compressed(paths[name, "npz-compressed"], X=X.astype(np.float32), y=y)
+        WORLD.Barrier()
+        paths[name, "npy"] = folder / f"{name}.npyd"
+        convert(WORLD, paths[name, "libsvm"], paths[name, "npy"])
+    return paths
+
+
+def reference(name):
+    """The set in memory (the one-rank input), with the values its files hold."""
+    X, y = dense_set() if name == "dense" else sparse_set()
+    return RawData(X, y, name)
+
+
+def objective(comm, data, replicas, partitions, **prep):
+    """f, the gradient and a Gauss-Newton product at the initial parameters, vectors
+    gathered on rank 0 (None elsewhere), and the model's means and stds."""
+    config = ModelConfig(hidden=(5, 4), activation="tanh", C=0.3, replicas=replicas,
+                         partitions=partitions, batch_size=8, **prep)
+    problem = Problem.build(comm, data, None, config)
+    try:
+        objective = problem.objective
+        evaluation = objective.evaluate(problem.network.initial_parameters(2))
+        grad = objective.gradient(evaluation)
+        operator = objective.gauss_newton(evaluation, np.arange(0, N, 3), 0.5)
+        # v the same global vector on every layout: each rank takes its part
+        v = np.linspace(-1.0, 1.0, n_global(problem))
+        v = problem.layout.parameters(problem.rank).scatter(*unflatten(problem, v))
+        product = np.empty_like(v)
+        operator.apply(v, product)
+        model = problem.gather_model(problem.network.initial_parameters(2))
+        return (evaluation.f, problem.gather_vector(grad), problem.gather_vector(product),
+                model, objective.data.sparse)
+    finally:
+        problem.close()
+
+
+def copy_counts():
+    return [r for r in range(1, WORLD.size + 1) if WORLD.size % r == 0]
+
+
+@pytest.mark.parametrize("name", ["dense", "sparse"])
+@pytest.mark.parametrize("fmt", ["libsvm", "npz", "npz-compressed", "npy"])
+@pytest.mark.parametrize("prep", list(PREPROCESSING))
+def test_every_format_layout_and_copy_count_gives_the_one_rank_objective(files, name, fmt,
+                                                                         prep):
+    if fmt == "npz-compressed" and name == "sparse":
+        pytest.skip("one compressed .npz is enough")
+    raw = reference(name)
+    if fmt == "npz-compressed":  # stored as float32: compare with those values
+        raw = RawData(raw.X.astype(np.float32).astype(np.float64), raw.y, raw.source)
+    if name == "sparse" and fmt in ("libsvm", "npy"):
+        raw = RawData(sparse.csr_matrix(raw.X), raw.y, raw.source)
+    f1, grad1, product1, model1, sparse1 = objective(MPI.COMM_SELF, raw, 1, None,
+                                                     **PREPROCESSING[prep])
+    data, _ = open_dataset(WORLD, files[name, fmt])
+    assert isinstance(data, ShardedData)
+    assert data.n_instances == N and data.n_features == raw.n_features
+    np.testing.assert_array_equal(data.y, raw.y)
+    for replicas in copy_counts():
+        for partitions in LAYOUTS if replicas == 1 else [None]:
+            f, grad, product, model, kept_sparse = objective(
+                WORLD, data, replicas, partitions, **PREPROCESSING[prep])
+            assert f == pytest.approx(f1, rel=1e-9, abs=0)
+            assert kept_sparse == sparse1
+            if WORLD.rank == 0:
+                np.testing.assert_allclose(grad, grad1, rtol=1e-9, atol=1e-12)
+                np.testing.assert_allclose(product, product1, rtol=1e-9, atol=1e-12)
+                for part in ("mean", "std"):
+                    if getattr(model1, part) is None:
+                        assert getattr(model, part) is None
+                    else:
+                        np.testing.assert_allclose(getattr(model, part),
+                                                   getattr(model1, part), rtol=1e-12)
+
+
+def test_a_rank_keeps_only_its_share(files):
+    """Each copy's ranks hold its rows, each rank the columns of its input groups."""
+    data, _ = open_dataset(WORLD, files["dense", "libsvm"])
+    X, _ = dense_set()
+    config = ModelConfig(hidden=(5,), replicas=WORLD.size, partitions=(1, 1, 1))
+    problem = Problem.build(WORLD, data, None, config)
+    try:
+        share = problem.objective.data
+        rows = slice(share.first, share.first + share.n_instances)
+        assert share.n_instances in (N // WORLD.size, N // WORLD.size + 1)
+        np.testing.assert_allclose(share.features[0], X[rows], rtol=1e-15)  # text: 17 digits
+    finally:
+        problem.close()
+
+
+def test_predictions_read_by_shares_equal_those_of_the_whole_set(files):
+    raw = reference("dense")
+    config = ModelConfig(hidden=(5,), replicas=1, partitions=(1, 1, 1), center=True)
+    problem = Problem.build(MPI.COMM_SELF, raw, None, config)
+    try:
+        model = problem.gather_model(problem.network.initial_parameters(3))
+    finally:
+        problem.close()
+    model = WORLD.bcast(model)
+    data, _ = open_dataset(WORLD, files["dense", "npz"])
+    for partitions in (None, (1, 2, 2)):
+        predictor = Predictor(WORLD, model, partitions)
+        try:
+            sharded = predictor.outputs(data)
+            whole = predictor.outputs(raw)
+        finally:
+            predictor.close()
+        np.testing.assert_allclose(sharded, whole, rtol=1e-12)
+
+
+def test_the_npy_folder_holds_the_libsvm_file(files):
+    data, _ = open_dataset(WORLD, files["sparse", "npy"])
+    whole = data.whole()
+    X, y = sparse_set()
+    np.testing.assert_allclose(whole.X.toarray(), X[:, :whole.n_features], rtol=1e-15)
+    np.testing.assert_array_equal(whole.y, y)
+    meta = json.loads((files["sparse", "npy"] / "meta.json").read_text())
+    assert meta["nnz"] == np.count_nonzero(X)
+
+
+def test_a_libsvm_file_read_by_shares_equals_the_whole_file(files):
+    data, _ = open_dataset(WORLD, files["sparse", "libsvm"])
+    whole = data.whole()
+    X, y = sparse_set()
+    np.testing.assert_allclose(whole.X.toarray(), X[:, :whole.n_features], rtol=1e-15)
+    np.testing.assert_array_equal(whole.y, y)
+    assert data.nnz == np.count_nonzero(X)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("1 1:0.5\n2 3:x\n", "line 52: value of feature 3 'x' is not a number"),
+    ("1 1:0.5\n2 3:1 2:1\n", "line 52: feature index 2 after 3"),
+    ("1 1:nan\n", "line 51: value of feature 1 nan is not finite"),
+])
+def test_a_bad_line_fails_every_rank_with_one_message(text, message):
+    folder = WORLD.bcast(tempfile.mkdtemp(prefix="dnewton-bad-") if WORLD.rank == 0
+                         else None)
+    path = Path(folder) / "bad.svm"
+    if WORLD.rank == 0:
+        path.write_text("1 2:1\n" * 50 + text + "1 2:1\n" * 50)
+    WORLD.Barrier()
+    with pytest.raises(InputError, match=message):
+        open_dataset(WORLD, path)
+
+
+@pytest.mark.mpi
+def test_every_rank_count():
+    """This file's in-process tests on 4 ranks (2 and 4 copies and one), in one launch."""
+    proc = run_python(4, ["-m", "pytest", "-q", "-x", "-m", "not mpi", "-p",
+                          "no:cacheprovider", __file__], timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
