@@ -100,6 +100,12 @@ def objective(comm, data, replicas, partitions, **prep):
         problem.close()
 
 
+def layouts(n_ranks):
+    """The shared test layouts that give each of `n_ranks` ranks a block."""
+    return [p for p in LAYOUTS
+            if p is None or sum(a * b for a, b in zip(p, p[1:])) >= n_ranks]
+
+
 def copy_counts():
     return [r for r in range(1, WORLD.size + 1) if WORLD.size % r == 0]
 
@@ -123,7 +129,7 @@ def test_every_format_layout_and_copy_count_gives_the_one_rank_objective(files, 
     assert data.n_instances == N and data.n_features == raw.n_features
     np.testing.assert_array_equal(data.y, raw.y)
     for replicas in copy_counts():
-        for partitions in LAYOUTS if replicas == 1 else [None]:
+        for partitions in layouts(WORLD.size // replicas):
             f, grad, product, model, kept_sparse = objective(
                 WORLD, data, replicas, partitions, **PREPROCESSING[prep])
             assert f == pytest.approx(f1, rel=1e-9, abs=0)
