@@ -131,7 +131,9 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
         if newton:
             with agreed(comm):
                 n_subset = options.subset_size(train_data.n_instances)
-        problem = Problem.build(comm, train_data, test_data, config, n_subset)
+        available = (faults.memory_limit if faults.memory_limit is not None
+                     else available_memory())
+        problem = Problem.build(comm, train_data, test_data, config, n_subset, available)
         try:
             _describe(problem, options, train_data, monitor, outputs, faults)
             checkpointer = None
@@ -255,6 +257,10 @@ def _describe(problem, options, train_data, monitor, outputs, faults):
             why = ("centring fills every entry" if config.center or config.standardize else
                    f"above {SPARSE_MAX_DENSITY:.0%} non-zero the dense products are faster")
             monitor.message(f"dnewton: sparse input ({density:.2%} non-zero) made dense: {why}")
+    data, parameters = problem.memory_per_rank()
+    monitor.message(f"dnewton: memory per rank: training data up to {data / 2**20:.1f} MiB "
+                    f"(a rank keeps its copy's instances in its feature columns), parameters "
+                    f"up to {parameters / 2**20:.1f} MiB")
     if problem.plan is not None:
         monitor.message(_planned(problem, layout))
     if outputs.show_layout:

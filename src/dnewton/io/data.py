@@ -42,6 +42,12 @@ class RawData:
     def n_features(self):
         return self.X.shape[1]
 
+    def density(self):
+        """Stored entries over l n_0 (1 when dense)."""
+        if not sparse.issparse(self.X):
+            return 1.0
+        return self.X.nnz / max(1, self.n_instances * self.n_features)
+
 
 def _digits():
     """scikit-learn's 8x8 digits (1,797 images, pixels 0..16): every 4th image is test."""
