@@ -555,10 +555,11 @@ def run_train(args):
             raise ParameterError("{features} must be >= 1")
         limit = f"{{features}} {args.features}" if given else None
         train_raw, test_raw = open_dataset(world, args.train, args.features, limit=limit,
-                                           cache=args.data_cache)
+                                           cache=args.data_cache, once=True)
         if args.test is not None:
             test_raw, _ = open_dataset(world, args.test, n_features=train_raw.n_features,
-                                       cut=given, limit=limit, cache=args.data_cache)
+                                       cut=given, limit=limit, cache=args.data_cache,
+                                       once=True)
         options = (_newton_options(args) if args.solver == "newton"
                    else _minibatch_options(args))
     _warn_cut(world, test_raw, args.features)
@@ -656,7 +657,7 @@ def run_predict(args):
             raise ParameterError(f"{{features}} {args.features} differs from the model's "
                                  f"{model.widths[0]} features")
         train_part, test_part = open_dataset(world, args.data, n_features=model.widths[0],
-                                             cut=given, cache=args.data_cache)
+                                             cut=given, cache=args.data_cache, once=True)
     raw = test_part if test_part is not None else train_part
     _warn_cut(world, raw, model.widths[0])
     predictor = Predictor(world, model, args.partitions, args.batch_size)

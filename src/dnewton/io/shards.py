@@ -182,6 +182,7 @@ class ShardedData:
     csr: object = None
     parsed: object = None
     first: int = 0
+    once: bool = False  # drop the parsed rows after the first `partition`
 
     @property
     def sparse(self):
@@ -208,14 +209,19 @@ class ShardedData:
         input_groups = sorted({blk.row for blk in layout.blocks_of(rank) if blk.layer == 1})
         keep_sparse = (self.sparse and not prep.centers
                        and self.nnz <= SPARSE_MAX_DENSITY * self.n_instances * self.n_features)
+        received = None
+        if self.parsed is None and self.once:
+            raise RuntimeError(f"{self.source} was read for one partition, and has been")
         if self.parsed is not None:
             received = exchange(groups.job, self.parsed, self.first, layout,
                                 groups.n_replicas, self.n_instances)
+            if self.once:  # the rows a rank parsed are not its share: no longer needed
+                self.parsed = None
         blocks = {}
         with agreed(groups.job):
             for a in input_groups:
                 cols = layout.group(0, a)
-                if self.parsed is not None:
+                if received is not None:
                     block = received[:, cols]
                 elif self.csr is not None:
                     block = self.csr.rows(share)[:, cols]
@@ -232,6 +238,7 @@ class ShardedData:
                 if not np.isfinite(values).all():
                     raise InputError(f"{self.source}: X holds a value that is not finite")
                 blocks[a] = block
+        del received  # its columns are in the blocks now
         features = {}
         across = groups.replicas.comm
         for a, block in blocks.items():
@@ -395,39 +402,48 @@ def exchange(comm, X, first, layout, n_copies, n_instances):
     copy's share holds them, in the columns its layer-1 blocks use; return this rank's
     rows of its share (global order) as CSR (share rows, n_0) with int64 indices.
 
-    Moves three buffers with ``Alltoallv``: the rows' lengths, the column indices
-    (int64) and the values (float64).
+    Moves three buffers with ``Alltoallv``, one after the other so that one send
+    buffer exists at a time: the rows' lengths, the column indices (int64) and the
+    values (float64).
     """
     k = layout.n_ranks
     shares = copy_shares(n_instances, n_copies)
     masks = [needed_columns(layout, r) for r in range(k)]
-    lengths, indices, values = [], [], []
-    counts = np.zeros((3, comm.size), dtype=np.int64)
+    pieces = []  # per destination: (first entry, last entry, which of them it takes)
+    counts = np.zeros((2, comm.size), dtype=np.int64)
     for dest in range(comm.size):
         copy, r = divmod(dest, k)
         lo = min(max(shares[copy][0] - first, 0), X.shape[0])
         hi = max(lo, min(shares[copy][1] - first, X.shape[0]))
-        a, b = X.indptr[lo], X.indptr[hi]
+        a, b = int(X.indptr[lo]), int(X.indptr[hi])
         keep = masks[r][X.indices[a:b]]
-        row_of = np.repeat(np.arange(hi - lo), np.diff(X.indptr[lo:hi + 1]))
-        lengths.append(np.bincount(row_of[keep], minlength=hi - lo).astype(np.int64))
-        indices.append(X.indices[a:b][keep].astype(np.int64))
-        values.append(X.data[a:b][keep])
-        counts[:, dest] = hi - lo, keep.sum(), keep.sum()
+        pieces.append((lo, hi, a, b, keep))
+        counts[:, dest] = hi - lo, int(keep.sum())
     received = np.empty_like(counts)
-    for i in range(2):  # values come as many as indices
+    for i in range(2):
         comm.Alltoall(np.ascontiguousarray(counts[i]), received[i])
-    received[2] = received[1]
+
+    def lengths(lo, hi, a, b, keep):
+        row_of = np.repeat(np.arange(hi - lo), np.diff(X.indptr[lo:hi + 1]))
+        return np.bincount(row_of[keep], minlength=hi - lo)
+
     out = []
-    for i, (parts, kind) in enumerate(((lengths, MPI.INT64_T), (indices, MPI.INT64_T),
-                                       (values, MPI.DOUBLE))):
-        send = np.concatenate(parts) if parts else np.empty(0)
-        send = np.ascontiguousarray(send, dtype=np.float64 if i == 2 else np.int64)
-        recv = np.empty(int(received[i].sum()), dtype=send.dtype)
-        comm.Alltoallv([send, (counts[i], _displacements(counts[i])), kind],
-                       [recv, (received[i], _displacements(received[i])), kind])
-        out.append(recv)
+    for part, which, dtype, kind in ((lengths, 0, np.int64, MPI.INT64_T),
+                                     (lambda lo, hi, a, b, keep: X.indices[a:b][keep], 1,
+                                      np.int64, MPI.INT64_T),
+                                     (lambda lo, hi, a, b, keep: X.data[a:b][keep], 1,
+                                      np.float64, MPI.DOUBLE)):
+        send = np.empty(int(counts[which].sum()), dtype=dtype)
+        at = 0
+        for piece in pieces:
+            values = part(*piece)
+            send[at:at + len(values)] = values
+            at += len(values)
+        recv = np.empty(int(received[which].sum()), dtype=dtype)
+        comm.Alltoallv([send, (counts[which], _displacements(counts[which])), kind],
+                       [recv, (received[which], _displacements(received[which])), kind])
         del send
+        out.append(recv)
     lengths, indices, values = out
     indptr = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=indptr[1:])
@@ -459,13 +475,16 @@ def _allgather_csr(comm, X):
 # -- opening a data set ------------------------------------------------------------
 
 
-def open_dataset(comm, source, n_features=None, cut=False, limit=None, cache=None):
+def open_dataset(comm, source, n_features=None, cut=False, limit=None, cache=None,
+                 once=False):
     """Collective: (train, test or None) of `source`, as `data.read_dataset` reads
     it, but each rank keeping only what `ShardedData.partition` gives it.
 
     An embedded set (``digits``, ``mnist-demo``) is small and read whole
     (`data.RawData`). A ``.npz``, a folder made by `dnewton convert` and a LIBSVM
-    file (or, with `cache`, its cache entry) become a `ShardedData`.
+    file (or, with `cache`, its cache entry) become a `ShardedData`. With `once`, a
+    LIBSVM file's parsed rows are dropped after the first `ShardedData.partition`
+    (the command line's runs read each set once), which halves a rank's memory.
     """
     if str(source) in DATASETS:
         return read_dataset(source, n_features, cut, limit)
@@ -488,7 +507,7 @@ def open_dataset(comm, source, n_features=None, cut=False, limit=None, cache=Non
     nnz = _summed(comm, np.array([float(X.nnz)]))[0]
     return ShardedData(comm, n_instances, X.shape[1], y, str(path), nnz=int(nnz),
                        cut_from=n_read if n_read > X.shape[1] else 0, parsed=X,
-                       first=first), None
+                       first=first, once=once), None
 
 
 def _width(path, n_read, n_features, cut, limit):
