@@ -221,3 +221,86 @@ def test_every_rank_count():
     proc = run_python(4, ["-m", "pytest", "-q", "-x", "-m", "not mpi", "-p",
                           "no:cacheprovider", __file__], timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_an_unseen_test_label_fails_every_copy_alike(files):
+    """Only one copy's share holds the bad label; every rank raises the same error."""
+    folder = WORLD.bcast(tempfile.mkdtemp(prefix="dnewton-unseen-") if WORLD.rank == 0
+                         else None)
+    test = Path(folder) / "test.svm"
+    if WORLD.rank == 0:
+        test.write_text("1 1:0.5\n" * 5 + "9 2:0.5\n")
+    WORLD.Barrier()
+    train, _ = open_dataset(WORLD, files["dense", "libsvm"])
+    test, _ = open_dataset(WORLD, test, n_features=train.n_features)
+    config = ModelConfig(hidden=(5,), replicas=WORLD.size, partitions=(1, 1, 1))
+    with pytest.raises(InputError, match=r"label 9 \(instance 6\) was never seen"):
+        Problem.build(WORLD, train, test, config)
+
+
+# Each rank of the job below builds a problem from a LIBSVM file far larger than the
+# model (30,000 x 200, 5% non-zero; 2 hidden units) and reports the bytes of the arrays
+# it keeps, of the rows it parsed, and tracemalloc's peak while reading (imports done
+# before, so only the data's allocations count).
+MEMORY_SCRIPT = r"""
+import json, sys, tracemalloc
+import scipy.sparse, sklearn.datasets  # imported before counting
+from mpi4py import MPI
+from dnewton.app.problem import ModelConfig, Problem
+from dnewton.io.shards import open_dataset
+world = MPI.COMM_WORLD
+for center in (False, True):
+    tracemalloc.start()
+    data, _ = open_dataset(world, sys.argv[1], once=True)
+    X = data.parsed
+    parsed = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
+    config = ModelConfig(hidden=(2,), replicas=world.size, partitions=(1, 1, 1),
+                         center=center)
+    problem = Problem.build(world, data, None, config)
+    share = problem.objective.data
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    labels = share.labels.nbytes if share.labels is not None else 0
+    with open(f"{sys.argv[2]}.{world.rank}.{int(center)}.json", "w") as f:
+        json.dump(dict(rank=world.rank, center=center, kept=share.stored_bytes() + labels,
+                       parsed=parsed, peak=peak, first=share.first, rows=share.n_instances,
+                       sparse=share.sparse, y=data.y.nbytes, still=data.parsed is not None), f)
+    problem.close()
+"""
+
+
+@pytest.mark.mpi
+def test_no_rank_holds_more_than_its_share(tmp_path):
+    """3 ranks, 3 copies: a rank keeps exactly its copy's rows (CSR: their entries;
+    centred: dense), drops the rows it parsed, and at its peak held no more than that,
+    all labels and the transients of its own byte range (parsed, then sent and
+    received: at most 4 times its CSR bytes); centred, under half the whole set."""
+    rng = np.random.default_rng(0)
+    l, n = 30000, 200
+    X = sparse.random(l, n, density=0.05, random_state=rng, format="csr")
+    X.data = np.round(X.data * 100, 2) + 1
+    X = X.tolil()
+    X[0, n - 1] = 1.0  # the file's width is its largest index
+    X = X.tocsr()
+    y = rng.integers(0, 3, l)
+    path = tmp_path / "big.svm"
+    dump_svmlight_file(X, y, str(path), zero_based=False)
+    script = tmp_path / "memory.py"
+    script.write_text(MEMORY_SCRIPT)
+    run_python(3, [script, path, tmp_path / "report"], timeout=240)
+    reports = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("report.*.json"))]
+    assert len(reports) == 6
+    for rep in reports:
+        rows = slice(rep["first"], rep["first"] + rep["rows"])
+        assert rep["rows"] == l // 3
+        if rep["center"]:
+            assert not rep["sparse"]
+            share = rep["rows"] * n * 8
+        else:
+            assert rep["sparse"]
+            share = X[rows].nnz * 12 + (rep["rows"] + 1) * 4
+        assert rep["kept"] == share + rep["rows"] * 8  # + its labels (int64)
+        assert not rep["still"]
+        assert rep["peak"] <= rep["kept"] + rep["y"] + 4 * rep["parsed"]
+        if rep["center"]:  # a rank that read the whole file would hold all of it
+            assert rep["peak"] < 0.5 * l * n * 8
