@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import LAYOUTS, WORLD, n_global, run_python, unflatten
+from helpers import LAYOUTS, WORLD, n_global, read_log, run_dnewton, run_python, unflatten
 from mpi4py import MPI
 from scipy import sparse
 from sklearn.datasets import dump_svmlight_file
@@ -304,3 +304,27 @@ def test_no_rank_holds_more_than_its_share(tmp_path):
         assert rep["peak"] <= rep["kept"] + rep["y"] + 4 * rep["parsed"]
         if rep["center"]:  # a rank that read the whole file would hold all of it
             assert rep["peak"] < 0.5 * l * n * 8
+
+
+@pytest.mark.mpi
+def test_convert_then_train_on_copies_gives_the_one_rank_run(tmp_path):
+    """`dnewton convert` on 2 ranks, then training from the folder on 2 copies, gives
+    the log of one rank training from the text; the start-up says the memory."""
+    X, y = sparse_set()
+    text = tmp_path / "train.svm"
+    dump_svmlight_file(X, y, str(text), zero_based=False)
+    folder = tmp_path / "train.npyd"
+    proc = run_dnewton(2, ["convert", text, folder])
+    assert f"{N} instances, {X.shape[1]} features, {np.count_nonzero(X):,} non-zeros" \
+        in proc.stdout
+    common = ["--hidden", "4", "--iterations", "3", "--standardize", "--feature-scale", "4",
+              "--batch-size", "8", "--partitions", "1,1,1"]
+    one = run_dnewton(1, ["train", text, *common, "--log", tmp_path / "one.jsonl"])
+    two = run_dnewton(2, ["train", folder, *common, "--replicas", "2",
+                          "--log", tmp_path / "two.jsonl"])
+    assert "memory per rank: training data up to" in two.stdout
+    f_one = [rec["f"] for rec in read_log(tmp_path / "one.jsonl")]
+    f_two = [rec["f"] for rec in read_log(tmp_path / "two.jsonl")]
+    assert len(f_one) == 4
+    np.testing.assert_allclose(f_two, f_one, rtol=1e-9)
+    assert one.stdout.count("memory per rank") == 1
