@@ -328,3 +328,36 @@ def test_convert_then_train_on_copies_gives_the_one_rank_run(tmp_path):
     assert len(f_one) == 4
     np.testing.assert_allclose(f_two, f_one, rtol=1e-9)
     assert one.stdout.count("memory per rank") == 1
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"X": np.zeros((3, 2))}, "needs arrays X (instances x features) and y"),
+    ({"X": np.zeros(3), "y": np.zeros(3)}, "need (l, n) and (l,)"),
+    ({"X": np.zeros((3, 2)), "y": np.zeros(2)}, "need (l, n) and (l,)"),
+    ({"X": np.zeros((0, 2)), "y": np.zeros(0)}, "holds no instances"),
+    ({"X": np.zeros((2, 2)), "y": np.array(["a", "b"])}, "must be numeric"),
+    ({"X": np.array([[0, np.inf], [1, 1]]), "y": np.arange(2.0)}, "not finite"),
+])
+def test_a_bad_npz_read_by_shares_fails_every_rank_with_a_reason(arrays, message):
+    folder = WORLD.bcast(tempfile.mkdtemp(prefix="dnewton-npz-") if WORLD.rank == 0
+                         else None)
+    path = Path(folder) / "data.npz"
+    if WORLD.rank == 0:
+        np.savez(path, **arrays)
+    WORLD.Barrier()
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        data, _ = open_dataset(WORLD, path)
+        # values are checked where they are read: by the ranks that keep them
+        Problem.build(WORLD, data, None, ModelConfig(hidden=(2,), replicas=WORLD.size,
+                                                     partitions=(1, 1, 1)))
+
+
+def test_a_narrower_sparse_test_set_is_padded_with_zero_columns(files):
+    train, _ = open_dataset(WORLD, files["sparse", "npy"])
+    wide = train.n_features + 5
+    for fmt in ("npy", "libsvm"):
+        data, _ = open_dataset(WORLD, files["sparse", fmt], n_features=wide)
+        assert data.n_features == wide
+        whole = data.whole()
+        assert whole.X.shape == (N, wide)
+        assert whole.X[:, train.n_features:].nnz == 0

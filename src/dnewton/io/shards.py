@@ -140,7 +140,8 @@ def _take(array, rows, cols=None):
 
 @dataclass
 class _MappedCSR:
-    """A CSR matrix whose arrays are memory maps (or in memory): rows read by slices."""
+    """A CSR matrix whose arrays are memory maps (or in memory): rows read by slices.
+    ``shape`` may be wider than the largest index (trailing columns of zeros)."""
 
     data: object
     indices: object
@@ -274,7 +275,7 @@ class ShardedData:
         if self.parsed is not None:
             X = _allgather_csr(self.comm, self.parsed)
         elif self.csr is not None:
-            X = self.csr.rows(slice(0, self.n_instances))
+            X = self.csr.rows(slice(0, self.n_instances))[:, :self.n_features]
         else:
             X = _take(self.dense, slice(0, self.n_instances),
                       slice(0, self.n_features)).astype(np.float64)
@@ -499,7 +500,10 @@ def open_dataset(comm, source, n_features=None, cut=False, limit=None, cache=Non
         if str(source).endswith(".npz"):
             return _open_npz(comm, path, n_features, cut, limit), None
         entry = _cache_entry(cache, path) if cache is not None else None
-        if entry is not None:
+    # Every rank reads the entry, or none does: a cache on node-local disks may
+    # hold it on some nodes only.
+    if cache is not None and comm.allreduce(entry is not None, op=MPI.LAND):
+        with agreed(comm):
             return _open_csr(comm, entry, path, n_features, cut, limit), None
     if cache is not None and comm.size == 1:  # one rank reads all anyway: fill the cache
         raw = read_dataset(source, n_features, cut, limit, cache)[0]
@@ -514,11 +518,14 @@ def open_dataset(comm, source, n_features=None, cut=False, limit=None, cache=Non
                        first=first, once=once), None
 
 
-def _width(path, n_read, n_features, cut, limit):
+def _width(path, n_read, n_features, cut, limit, pad=False):
     """The feature count of a binary set of `n_read` columns for `n_features`
-    (None: all), and the cut_from of `data.RawData`; InputError when it cannot be."""
+    (None: all), and the cut_from of `data.RawData`; InputError when it cannot be.
+    With `pad` (a sparse set, as LIBSVM's), fewer columns are zeros added."""
     if n_features is None or n_read == n_features:
         return n_read, 0
+    if n_read < n_features and pad:
+        return n_features, 0
     if n_read < n_features:
         raise InputError(f"{path}: X has {n_read} features, the model {n_features}")
     if not cut:
@@ -527,10 +534,11 @@ def _width(path, n_read, n_features, cut, limit):
     return n_features, n_read
 
 
-def _labels(path, y, n_instances):
+def _labels(path, y, n_instances, n_features):
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != n_instances:
-        raise InputError(f"{path}: y is {y.shape}; need ({n_instances},)")
+        raise InputError(f"{path}: X is {(n_instances, n_features)} and y {y.shape}; "
+                         "need (l, n) and (l,)")
     if y.dtype.kind not in "biuf":
         raise InputError(f"{path}: y ({y.dtype}) must be numeric")
     y = y.astype(np.float64)
@@ -558,7 +566,7 @@ def _open_npz(comm, path, n_features, cut, limit):
         raise InputError(f"{path}: X is {X.shape} and y {y.shape}; need (l, n) and (l,)")
     if X.shape[0] == 0:
         raise InputError(f"{path}: the file holds no instances")
-    y = _labels(path, y, X.shape[0])
+    y = _labels(path, y, X.shape[0], X.shape[1])
     width, cut_from = _width(path, X.shape[1], n_features, cut, limit)
     return ShardedData(comm, X.shape[0], width, y, str(path), cut_from=cut_from, dense=X)
 
@@ -580,9 +588,10 @@ def _open_npy_folder(comm, path, n_features, cut, limit):
         raise InputError(f"{path}: not a readable dnewton-npy folder ({exc})") from None
     if len(arrays["indptr"]) != n_instances + 1 or n_instances == 0:
         raise InputError(f"{path}: X.indptr.npy does not hold {n_instances} + 1 offsets")
-    y = _labels(path, np.array(y), n_instances)
-    width, cut_from = _width(path, n_read, n_features, cut, limit)
-    csr = _MappedCSR(arrays["data"], arrays["indices"], arrays["indptr"], (n_instances, n_read))
+    y = _labels(path, np.array(y), n_instances, n_read)
+    width, cut_from = _width(path, n_read, n_features, cut, limit, pad=True)
+    csr = _MappedCSR(arrays["data"], arrays["indices"], arrays["indptr"],
+                     (n_instances, max(width, n_read)))
     return ShardedData(comm, n_instances, width, y, str(meta.get("source", path)),
                        nnz=int(arrays["indptr"][-1]), cut_from=cut_from, csr=csr)
 
@@ -611,7 +620,8 @@ def _open_csr(comm, entry, path, n_features, cut, limit):
             f"feature index {n_read} beyond {limit or libsvm.default_limit(n_features)}")
         raise InputError.naming(f"{path}: {problem}")
     width = n_read if n_features is None else n_features
-    csr = _MappedCSR(arrays["data"], arrays["indices"], arrays["indptr"], (n_instances, n_read))
+    csr = _MappedCSR(arrays["data"], arrays["indices"], arrays["indptr"],
+                     (n_instances, max(width, n_read)))
     return ShardedData(comm, n_instances, width, np.array(arrays["y"], dtype=np.float64),
                        str(path), nnz=int(arrays["indptr"][-1]),
                        cut_from=n_read if n_read > width else 0, csr=csr)
