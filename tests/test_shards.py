@@ -336,7 +336,8 @@ def test_convert_then_train_on_copies_gives_the_one_rank_run(tmp_path):
     ({"X": np.zeros((3, 2)), "y": np.zeros(2)}, "need (l, n) and (l,)"),
     ({"X": np.zeros((0, 2)), "y": np.zeros(0)}, "holds no instances"),
     ({"X": np.zeros((2, 2)), "y": np.array(["a", "b"])}, "must be numeric"),
-    ({"X": np.array([[0, np.inf], [1, 1]]), "y": np.arange(2.0)}, "not finite"),
+    ({"X": np.array([[0, np.inf], [1, 1], [2, 2], [3, 3]]), "y": np.arange(4.0) % 2},
+     "not finite"),
 ])
 def test_a_bad_npz_read_by_shares_fails_every_rank_with_a_reason(arrays, message):
     folder = WORLD.bcast(tempfile.mkdtemp(prefix="dnewton-npz-") if WORLD.rank == 0
