@@ -469,7 +469,7 @@ def run_plan(args):
     from mpi4py import MPI
 
     from ..errors import agreed
-    from ..io.data import read_dataset
+    from ..io.shards import open_dataset
     from ..planning.cost import Workload
     from ..planning.machine import DEFAULT, Machine
     from ..planning.planner import rank
@@ -481,7 +481,7 @@ def run_plan(args):
         if args.train is not None:
             if args.instances is not None or args.classes is not None:
                 raise ParameterError("give TRAIN or {instances} and {classes}, not both")
-            raw, _ = read_dataset(args.train, args.features)
+            raw, _ = open_dataset(world, args.train, args.features)  # sizes and labels
             shape = (raw.n_instances, raw.n_features, len(np.unique(raw.y)))
         else:
             missing = [name for name in ("instances", "features", "classes")
