@@ -32,12 +32,14 @@ from ..model.losses import LOSSES
 from ..solvers.adam import AdamOptions
 from ..solvers.newton import NewtonOptions
 from ..solvers.sgd import SGDOptions
+from .early_stopping import EarlyStopping
 from .problem import PAPER_OBJECTIVE, ModelConfig
 from .stopping import EXIT_RESUMABLE, parse_duration
 
 _DEFAULTS = NewtonOptions()
 _SGD = SGDOptions()
 _ADAM = AdamOptions()
+_EARLY = EarlyStopping()
 _MODEL = ModelConfig()
 
 
@@ -67,6 +69,16 @@ def _C(text):
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
+
+
+def _sample_size(text):
+    """--sample-size: a number of instances, or 'all' (every instance: None)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or all, got {text!r}") from None
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -231,6 +243,15 @@ def build_parser():
                      help="instances in each Gauss-Newton subset (instead of --gn-ratio); "
                      "the stored Jacobian grows linearly with it: about 8 N (n_L |b| + |a|) "
                      "bytes per block (a, b), printed at start-up")
+    opt.add_argument("--sample-size", type=_sample_size, default=None, metavar="N",
+                     help="stochastic Newton: each iteration takes f, the gradient and the "
+                     "line search on a fresh random sample of N instances, and its "
+                     "Gauss-Newton subset inside it (--gn-ratio of N); the log's f and "
+                     "||g|| are the samples'; all: every instance, the paper's method "
+                     "(default: all)")
+    opt.add_argument("--sample-growth", type=float, default=_DEFAULTS.sample_growth,
+                     metavar="G", help="with --sample-size: the next iteration's sample "
+                     "has G times the instances, until it holds them all")
     opt.add_argument("--diagonal", action="store_true",
                      help="block-diagonal Gauss-Newton: every block solves its own CG with "
                      "no communication (the paper's diagonalization)")
@@ -276,6 +297,23 @@ def build_parser():
                       help="decay b2 of the second moment v")
     adam.add_argument("--adam-eps", type=float, default=_ADAM.eps, dest="eps", metavar="EPS",
                       help="eps added to sqrt(v_hat)")
+    early = train.add_argument_group(
+        "early stopping (every solver; scikit-learn's names and meanings)",
+        "With --early-stopping a stratified share of the training set is set aside and "
+        "scored after every iteration (epoch); the run stops once the score has not "
+        "risen by --tol for more than --n-iter-no-change iterations in a row, and the "
+        "model kept is the best validated one (the log's validation_score).")
+    early.add_argument("--early-stopping", action="store_true",
+                       help="stop when the validation score stops improving")
+    early.add_argument("--validation-fraction", type=float,
+                       default=_EARLY.validation_fraction, metavar="F",
+                       help="with --early-stopping: the share of the training set set aside")
+    early.add_argument("--n-iter-no-change", type=int, default=_EARLY.n_iter_no_change,
+                       metavar="N", help="with --early-stopping: iterations (epochs) "
+                       "without improvement before the run stops")
+    early.add_argument("--tol", type=float, default=_EARLY.tol,
+                       help="with --early-stopping: the least rise of the validation "
+                       "score (accuracy, 0..1) that counts as an improvement")
     out = train.add_argument_group("output")
     out.add_argument("--log", metavar="FILE",
                      help="write one JSON object per iteration (f, gnorm, cg_iters, alpha, "
@@ -578,8 +616,12 @@ def run_train(args):
                       time_limit=args.time_limit,
                       show_layout=args.show_layout, log_view=args.log_view)
     monitor = Monitor(world.rank, args.quiet, iterations=options.iterations)
+    early_stopping = None
+    if args.early_stopping:
+        early_stopping = EarlyStopping(args.validation_fraction, args.n_iter_no_change,
+                                       args.tol)
     result = train(train_raw, test_raw, config, options, outputs, comm=world, monitor=monitor,
-                   blas_threads=args.blas_threads)
+                   blas_threads=args.blas_threads, early_stopping=early_stopping)
     # A line search that cannot decrease f ends training normally (the message says
     # so); non-finite values are an error, reported after the last good state is kept.
     if result.status == RunStatus.NUMERICAL_ERROR:
@@ -600,7 +642,8 @@ def _objective(args):
 
 def _newton_options(args):
     return NewtonOptions(
-        gn_ratio=args.gn_ratio, gn_size=args.gn_size, diagonal=args.diagonal,
+        gn_ratio=args.gn_ratio, gn_size=args.gn_size, sample_size=args.sample_size,
+        sample_growth=args.sample_growth, diagonal=args.diagonal,
         sync_fraction=args.sync_fraction, iterations=args.iterations, cg_max=args.cg_max,
         xi=args.xi, damping=args.damping, seed=args.seed,
     )
@@ -613,7 +656,8 @@ def _minibatch_options(args):
 
     only = {
         "newton": [("diagonal", args.diagonal), ("sync_fraction", args.sync_fraction != 1.0),
-                   ("gn_size", args.gn_size is not None)],
+                   ("gn_size", args.gn_size is not None),
+                   ("sample_size", args.sample_size is not None)],
         "sgd": [("momentum", args.momentum != _SGD.momentum)],
         "adam": [("beta1", args.beta1 != _ADAM.beta1), ("beta2", args.beta2 != _ADAM.beta2),
                  ("eps", args.eps != _ADAM.eps)],

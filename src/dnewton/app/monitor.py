@@ -14,9 +14,15 @@ import sys
 from ..errors import InputError
 
 
+def _scores(rec):
+    """The accuracies of a progress line: validation (early stopping) and test."""
+    val = "" if rec.validation_score is None else f"  val {100 * rec.validation_score:6.2f}%"
+    return val + ("" if rec.test_accuracy is None else f"  acc {100 * rec.test_accuracy:6.2f}%")
+
+
 def format_record(rec):
     """The progress line of one `IterationRecord`."""
-    acc = "" if rec.test_accuracy is None else f"  acc {100 * rec.test_accuracy:6.2f}%"
+    acc = _scores(rec)
     if rec.iter == 0:
         return f"iter {rec.iter:4d}  f {rec.f:.6e}  |g| {rec.gnorm:.3e}{acc}"
     if rec.lambda_ is None:  # an SGD or Adam epoch: alpha is its learning rate
@@ -44,7 +50,7 @@ def format_live(rec, iterations, seconds_per_iteration):
     the mean so far (None before the first iteration).
     """
     of = "" if iterations is None else f"/{iterations}"
-    acc = "" if rec.test_accuracy is None else f"  acc {100 * rec.test_accuracy:6.2f}%"
+    acc = _scores(rec)
     unit = "epoch" if rec.iter > 0 and rec.lambda_ is None else "iter"  # SGD, Adam: epochs
     line = f"{unit} {rec.iter}{of}  f {rec.f:.6e}  |g| {rec.gnorm:.3e}{acc}"
     if seconds_per_iteration is not None:

@@ -97,7 +97,7 @@ class Problem:
     """This rank's share of a training problem. Collective to build; call `close`."""
 
     def __init__(self, world, layout, groups, network, objective, test, classes, prep,
-                 config, plan=None):
+                 config, plan=None, validation=None):
         self.world = world
         self.layout = layout
         self.groups = groups
@@ -108,19 +108,21 @@ class Problem:
         self.preprocessing = prep
         self.config = config
         self.plan = plan  # the planner's ranked predictions when it chose the layout
+        self.validation = validation  # early stopping's split, partitioned like `test`
 
     @classmethod
-    def build(cls, comm, train_raw, test_raw, config, n_subset=None, available=None):
+    def build(cls, comm, train_raw, test_raw, config, n_subset=None, validation_raw=None,
+              available=None):
         """Collective over `comm`; every rank passes the same raw data and settings
         (a `io.data.RawData` or a `io.shards.ShardedData`, read here by shares).
-
-        With `available` (bytes a node has), a data share that would not fit is
-        refused on every rank before it is read.
 
         Without ``config.partitions`` the planner chooses the layout for the
         Gauss-Newton subset size `n_subset` (default: 5% of the instances), and the
         replicas and Jacobian mode the config leaves open (None); with them, those
         default to 1 and stored. The problem's ``config`` has them settled.
+        `validation_raw` (early stopping's split) is partitioned like the test set.
+        With `available` (bytes a node has), a data share that would not fit is
+        refused on every rank before it is read.
         """
         world, groups, plan = comm.Dup(), None, None
         try:
@@ -166,10 +168,11 @@ class Problem:
                                train_raw.density() if keep_sparse else None, available)
             train = share_of(train_raw, groups, layout, classes, prep, fit=True,
                              dtype=config.dtype, share=share)
-            test = None
-            if test_raw is not None:
-                test = share_of(test_raw, groups, layout, classes, prep, dtype=config.dtype,
-                                share=_share(test_raw.n_instances, groups))
+            test, validation = (
+                None if raw is None else
+                share_of(raw, groups, layout, classes, prep, dtype=config.dtype,
+                         share=_share(raw.n_instances, groups))
+                for raw in (test_raw, validation_raw))
         except BaseException:
             if groups is not None:
                 groups.free()
@@ -180,7 +183,7 @@ class Problem:
                               config.batch_size, pipeline=config.pipeline,
                               jacobian=config.jacobian)
         return cls(world, layout, groups, network, objective, test, classes, prep, config,
-                   plan)
+                   plan, validation)
 
     def memory_per_rank(self):
         """Collective: the largest bytes on a rank of its training data share (feature
@@ -267,9 +270,16 @@ class Problem:
 
     def test_accuracy(self):
         """The test-accuracy callback (collective), or None without a test set."""
-        if self.test is None:
+        return self._accuracy(self.test)
+
+    def validation_accuracy(self):
+        """The validation-accuracy callback (collective), or None without early stopping."""
+        return self._accuracy(self.validation)
+
+    def _accuracy(self, data):
+        if data is None:
             return None
-        return lambda theta: self.objective.accuracy(theta, self.test)
+        return lambda theta: self.objective.accuracy(theta, data)
 
     def close(self):
         self.groups.free()

@@ -42,19 +42,20 @@ class PathPoint:
                 "iterations": self.iterations, "seconds": self.seconds}
 
 
-def holdout_split(y, fraction, seed):
+def holdout_split(y, fraction, seed, purpose="-C auto"):
     """(fit, held-out) sorted instance indices: a stratified, seeded split of labels `y`.
 
     Raises InputError when a class has fewer than two instances (it could not be
-    on both sides).
+    on both sides); the message names `purpose`, what the split is for.
     """
     from sklearn.model_selection import train_test_split
 
     classes, counts = np.unique(y, return_counts=True)
     if counts.min() < 2:
         raise InputError(
-            f"-C auto holds out part of the training set per class, but class "
-            f"{classes[counts.argmin()]:g} has {counts.min()} instance; give a number for C"
+            f"{purpose} holds out part of the training set per class, but class "
+            f"{classes[counts.argmin()]:g} has {counts.min()} instance"
+            + ("; give a number for C" if purpose == "-C auto" else "")
         )
     index = np.arange(len(y))
     n_held = max(len(classes), int(round(fraction * len(y))))
@@ -62,14 +63,19 @@ def holdout_split(y, fraction, seed):
     return np.sort(fit), np.sort(held)
 
 
+def split_rows(raw, fraction, seed, purpose):
+    """(fitted part, held-out part) of `raw`, split by `holdout_split`, as `RawData`.
+
+    A set read by shares (`io.shards.ShardedData`) is first gathered whole on every
+    rank (collective): the split takes instances from anywhere in it.
+    """
+    fit, held = holdout_split(raw.y, fraction, seed, purpose)
+    raw = raw if isinstance(raw, RawData) else raw.whole()
+    return _rows(raw, fit, "fitted part"), _rows(raw, held, "held out")
+
+
 def _rows(raw, index, part):
     return RawData(raw.X[index], raw.y[index], f"{raw.source} ({part})")
-
-
-def _whole(comm, raw):
-    """`raw` in memory on every rank (collective for a set read by shares): the
-    held-out split takes instances from anywhere in it."""
-    return raw if isinstance(raw, RawData) else raw.whole()
 
 
 def regularization_path(comm, train_raw, config, options, run_fit, report=None):
@@ -81,9 +87,7 @@ def regularization_path(comm, train_raw, config, options, run_fit, report=None):
     if given, is called after each fit (rank 0 prints).
     """
     with agreed(comm):
-        fit, held = holdout_split(train_raw.y, config.holdout, options.seed)
-    train_raw = _whole(comm, train_raw)
-    fit_raw, held_raw = _rows(train_raw, fit, "fitted part"), _rows(train_raw, held, "held out")
+        fit_raw, held_raw = split_rows(train_raw, config.holdout, options.seed, "-C auto")
     if isinstance(options, NewtonOptions):
         short = replace(options, iterations=config.path_iterations)
     else:

@@ -34,10 +34,11 @@ from ..solvers.minibatch import MiniBatchOptions
 from ..solvers.newton import NewtonOptions, NewtonSolver
 from ..solvers.records import RunResult, RunStatus
 from ..solvers.sgd import SGDOptions, SGDSolver
+from .early_stopping import BestModel
 from .log_view import log_view
 from .monitor import Monitor
 from .problem import ModelConfig, Problem, available_memory
-from .regularization import best_C, regularization_path
+from .regularization import best_C, regularization_path, split_rows
 from .stopping import StopRequests
 from .threads import compute_threads, default_threads
 
@@ -68,7 +69,8 @@ class TrainingResult(RunResult):
 
 
 def train(train_data, test_data=None, config=None, options=None, outputs=None, *,
-          comm=None, monitor=None, blas_threads=None, faults=None, return_model=False):
+          comm=None, monitor=None, blas_threads=None, faults=None, return_model=False,
+          early_stopping=None):
     """Train a network; collective over `comm` (default: every rank of the job).
 
     Parameters
@@ -87,6 +89,10 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
     faults : fault_injection.Faults (default: from the environment, for tests)
     return_model : bool
         Gather the trained network into ``result.model`` on every rank.
+    early_stopping : app.early_stopping.EarlyStopping or None
+        Set a validation split aside, score it after every iteration (epoch), stop
+        when it stalls, and return the best validated model (``RunStatus.NO_IMPROVEMENT``
+        when it stopped the run).
 
     Returns
     -------
@@ -110,6 +116,8 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
         with agreed(comm):
             options.check()
             config.check()
+            if early_stopping is not None:
+                early_stopping.check()
             config = _planner_bounds(config, options)
             if (getattr(options, "diagonal", False) and options.sync_fraction < 1
                     and (config.replicas or 1) > 1):
@@ -127,13 +135,20 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
             config = replace(config, C=checkpoint.settings["C"])
         elif config.C == "auto":
             config, path = _choose_C(comm, train_data, config, options, monitor, faults)
+        validation_data = None
+        if early_stopping is not None:
+            with agreed(comm):
+                train_data, validation_data = split_rows(
+                    train_data, early_stopping.validation_fraction, options.seed,
+                    "early stopping")
         n_subset = None
         if newton:
             with agreed(comm):
                 n_subset = options.subset_size(train_data.n_instances)
         available = (faults.memory_limit if faults.memory_limit is not None
                      else available_memory())
-        problem = Problem.build(comm, train_data, test_data, config, n_subset, available)
+        problem = Problem.build(comm, train_data, test_data, config, n_subset, validation_data,
+                                available)
         try:
             _describe(problem, options, train_data, monitor, outputs, faults)
             checkpointer = None
@@ -141,15 +156,17 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
                 before_commit, after_write = faults.checkpoint_hooks()
                 checkpointer = Checkpointer(
                     problem.world, problem.gather_model, problem.gather_vector, outputs.checkpoint,
-                    outputs.checkpoint_every, options.iterations, run_settings(problem, options),
+                    outputs.checkpoint_every, options.iterations,
+                    run_settings(problem, options, early_stopping),
                     CHECKPOINT_INTERVAL, before_commit, after_write,
                 )
             run = SolverRun(problem, make_solver(problem, options, faults), monitor,
-                            checkpointer, stops)
+                            checkpointer, stops,
+                            None if early_stopping is None else BestModel(early_stopping))
             run.regularization_path = path
             if checkpoint is not None:
                 with agreed(problem.world):
-                    checkpoint.check(run_settings(problem, options))
+                    checkpoint.check(run_settings(problem, options, early_stopping))
                 run.resume(checkpoint.state(problem.layout, problem.rank),
                            checkpoint.records())
                 checkpoint.check_f(run.solver.f)
@@ -305,15 +322,17 @@ def _planned(problem, layout):
     return line + " (dnewton plan lists them; --partitions sets one)"
 
 
-def run_settings(problem, options):
+def run_settings(problem, options, early_stopping=None):
     """What a resumed run must share with the checkpointed one, as stored (JSON types).
 
     Everything that changes the iterates beyond rounding: the optimizer's options
-    except the iteration count, the network, C, the preprocessing and the
-    training set's size and classes. The layout and the batch size may change.
+    except the iteration count, the network, C, the preprocessing, the training
+    set's size and classes, and early stopping's settings. The layout and the
+    batch size may change.
     """
     config = problem.config
-    settings = {"solver": options.NAME, "C": config.C}
+    settings = {"solver": options.NAME, "C": config.C,
+                "early_stopping": None if early_stopping is None else asdict(early_stopping)}
     settings.update((key, value) for key, value in asdict(options).items()
                     if key not in ("iterations", "epochs"))
     settings.update(
@@ -375,19 +394,25 @@ class SolverRun:
     monitor : callable (IterationRecord), optional
     checkpoint : io.checkpoint.Checkpointer, optional
     stops : app.stopping.StopRequests, optional
+    best : app.early_stopping.BestModel, optional
+        Early stopping: scores the problem's validation split after every
+        iteration (its time counts as training), stops when it stalls, and makes
+        the result the best validated model.
     """
 
-    def __init__(self, problem, solver, monitor=None, checkpoint=None, stops=None):
+    def __init__(self, problem, solver, monitor=None, checkpoint=None, stops=None, best=None):
         self.problem = problem
         self.solver = solver
         self.monitor = monitor
         self.checkpoint = checkpoint
         self.stops = stops
         self.evaluate = problem.test_accuracy()
+        self.best = best
+        self.validate = problem.validation_accuracy() if best is not None else None
         self.ledger = problem.groups.ledger
         self.history = []
         self.clock = 0.0
-        self.stopped = None  # the agreed stop reason (see StopRequests.local_reason)
+        self.stopped = None  # the agreed stop reason (StopRequests.local_reason; 4: early)
         self.regularization_path = None  # -C auto's path, for iteration 0's record
         self._checkpoint_seconds = 0.0
 
@@ -397,6 +422,10 @@ class SolverRun:
 
     def resume(self, state, history):
         """Continue from a solver state whose run logged `history` (records)."""
+        if self.best is not None:
+            self.best.restore(state.scalars, state.vectors)
+            if self.best.no_improvement > self.best.options.n_iter_no_change:
+                self.stopped = 4  # it had stopped early: nothing left to do
         self.solver.resume(state, history[-1])
         self.history = list(history)
         self.clock = self.history[-1].time  # the run's clock goes on from the checkpoint
@@ -414,8 +443,16 @@ class SolverRun:
         if self.stopped in (1, 2):
             status = RunStatus.INTERRUPTED if self.stopped == 1 else RunStatus.TIME_LIMIT
             message = self.stops.describe(self.stopped)
-        return RunResult(solver.theta, solver.f, solver.gnorm, solver.iteration, status,
-                         message, self.history)
+        elif self.stopped == 4:
+            status, message = RunStatus.NO_IMPROVEMENT, self.best.message()
+        theta, f, gnorm = solver.theta, solver.f, solver.gnorm
+        if self.best is not None and self.best.theta is not None:
+            best = next(r for r in self.history if r.iter == self.best.iteration)
+            theta = self.best.theta.astype(solver.theta.dtype, copy=False)
+            f, gnorm = best.f, best.gnorm
+            if self.stopped != 4:
+                message += f"; kept the best validated model, of iteration {best.iter}"
+        return RunResult(theta, f, gnorm, solver.iteration, status, message, self.history)
 
     def _local_flags(self, iteration, seconds):
         """This rank's [a signal came, the time budget is out, a checkpoint is due, the
@@ -441,6 +478,12 @@ class SolverRun:
         # all the evaluation phase's.
         if record is not None:
             record = self.solver.measure(record)
+        if record is not None and self.validate is not None and record.iter > 0:
+            began = time.perf_counter()  # part of the method: its time is training's
+            record.validation_score = float(self.validate(self.solver.theta))
+            seconds += time.perf_counter() - began
+            if self.best.update(record.iter, record.validation_score, self.solver.theta):
+                self.stopped = self.stopped or 4
         if record is not None and self.evaluate is not None:
             record.test_accuracy = float(self.evaluate(self.solver.theta))
         monitoring = self.ledger.collect(world)
@@ -464,10 +507,20 @@ class SolverRun:
         self.history.append(record)
         resumable = record.iter > 0 and self.solver.status != RunStatus.LINE_SEARCH_FAILED
         if self.checkpoint is not None and resumable and (due or self.stopped):
-            self._checkpoint_seconds = self.checkpoint(self.solver.state(), self.history)
+            self._checkpoint_seconds = self.checkpoint(self._state(), self.history)
             record.checkpoint_seconds = self._checkpoint_seconds
         if self.monitor is not None:
             self.monitor(record)
+
+
+    def _state(self):
+        """The solver's state, with early stopping's beside it."""
+        state = self.solver.state()
+        if self.best is not None:
+            scalars, vectors = self.best.state()
+            state.scalars = {**state.scalars, **scalars}
+            state.vectors = {**state.vectors, **vectors}
+        return state
 
 
 def solve(problem, options, theta=None, monitor=None, faults=None):

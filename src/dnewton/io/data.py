@@ -260,6 +260,16 @@ class PartitionedData:
         lo, hi = np.searchsorted(index, [self.first, self.first + self.n_instances])
         return index[lo:hi] - self.first
 
+    def take(self, index):
+        """The share of the sample `index` (sorted global instance indices): a
+        `PartitionedData` whose instances are the sample's, numbered 0..len(index)-1
+        in its order, this copy holding those of its own rows (copies of them)."""
+        local = self.local(index)
+        labels = None if self.labels is None else self.labels[local]
+        features = self.rows(local)
+        first = int(np.searchsorted(index, self.first))
+        return PartitionedData(len(local), features, labels, self.sparse, first, len(index))
+
     def rows(self, index):
         """Feature blocks of the instances `index` (a slice or an index array)."""
         if self.sparse:

@@ -11,6 +11,7 @@ Gauss-Newton product), and the regularization term, the same in every copy, is
 added once (by the first copy) before that sum.
 """
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,6 +97,30 @@ class Objective:
         self._across_scores = GroupSpace(self.groups.replicas, Phase.EVALUATION)
         self._stores = []
         self._current = None  # the store of the point whose gradient was taken last
+        self._sample_stores = []  # the stores the samples share, for the largest so far
+
+    def sample(self, index):
+        """The objective on the instances `index` (sorted, of all l) alone:
+
+        ``f_B(theta) = theta^T theta / (2 C l) + (1/|B|) sum_{i in B} loss_i``,
+
+        an unbiased estimate of f (the regularization keeps the whole set's l, so
+        its minimiser is f's when B is everything). Its instances are numbered
+        0..|B|-1 in `index`'s order: its Gauss-Newton subsets index those. It
+        shares this objective's groups and workspaces, and its forward-pass stores
+        with the other samples (sized for the largest so far). Collective only in
+        what it then computes; this call itself communicates nothing.
+        """
+        if len(index) == self.n_instances:
+            return self
+        view = copy.copy(self)
+        view.data = self.data.take(index)
+        view.n_instances, view.n_local = view.data.n_total, view.data.n_instances
+        if self.keep and (not self._sample_stores
+                          or self._sample_stores[0].passes.n < view.n_local):
+            self._sample_stores = [_Store(self.network, view.n_local) for _ in range(2)]
+        view._stores, view._current = self._sample_stores, None
+        return view
 
     def kept_bytes(self):
         """Bytes of this rank's two stores of kept forward passes."""

@@ -68,18 +68,21 @@ class Counts:
 
 def iteration_bytes(layout, n_instances, n_subset, counts, *, world, itemsize=FLOAT64,
                     jacobian="stored", loss="squared", diagonal=False, keep=True,
-                    groups=None):
+                    groups=None, sampled=False):
     """Bytes per phase of one Newton iteration of ONE model-parallel copy.
 
     `world` is the copy's rank count (its all-rank sums count only when > 1);
     n_instances and n_subset are the copy's. Keys are the `Phase` values
-    (``replicas`` excluded: `replica_bytes`).
+    (``replicas`` excluded: `replica_bytes`). `sampled`: stochastic Newton on a
+    sample of n_instances, the same size from one iteration to the next: f and g
+    at the new point are the next sample's, so a forward pass more (docs/design.md,
+    "Stochastic Newton").
     """
     groups = groups or Groups(layout)
     many = world > 1
     scalar = FLOAT64 if many else 0
     n_out = layout.widths[-1]
-    t = counts.trials
+    t = counts.trials + (1 if sampled else 0)
     f_sums = 2 * scalar  # theta'theta and the loss sum, one allreduce
     pass_l = forward_bytes(layout, n_instances, itemsize, groups)
     pass_s = forward_bytes(layout, n_subset, itemsize, groups)

@@ -1,5 +1,11 @@
 """Subsampled Gauss-Newton with Levenberg-Marquardt damping and a line search
-(docs/design.md, "One Newton iteration").
+(docs/design.md, "One Newton iteration"), on all the data or on samples.
+
+With a `sample_size`, every iteration works on a fresh random sample B of the
+instances (docs/design.md, "Stochastic Newton"): f, its gradient, the line search
+and rho are those of B's objective (`Objective.sample`), the Gauss-Newton subset
+S is drawn inside B, and |B| may grow geometrically from one iteration to the
+next. Without one (the paper's method) B is always the whole training set.
 
 `NewtonSolver` runs one iteration per `step`; the caller owns the loop, the
 clock, the bytes, the progress output and the checkpoints. The solver sees the
@@ -39,6 +45,8 @@ class NewtonOptions:
 
     gn_ratio: float = 0.05  # |S| = ceil(gn_ratio * l)
     gn_size: object = None  # |S| as a number of instances, instead of gn_ratio
+    sample_size: object = None  # |B| of the first iteration; None: all instances
+    sample_growth: float = 1.0  # |B| of the next iteration = ceil(growth |B|), at most l
     diagonal: bool = False  # block-diagonal Gauss-Newton
     sync_fraction: float = 1.0  # with diagonal: stop CG once this fraction of blocks is done
     iterations: int = 100
@@ -55,6 +63,10 @@ class NewtonOptions:
     RULES = (
         ("gn_ratio", lambda v: 0 < v <= 1, "must be in (0, 1]"),
         ("gn_size", lambda v: v is None or v >= 1, "must be >= 1"),
+        ("sample_size", lambda v: v is None or v >= 1, "must be >= 1"),
+        ("sample_growth", lambda v: v >= 1 and math.isfinite(v), "must be >= 1"),
+        (None, lambda o: o.sample_growth == 1 or o.sample_size is not None,
+         "{sample_growth} needs {sample_size}"),
         ("sync_fraction", lambda v: 0 < v <= 1, "must be in (0, 1]"),
         (None, lambda o: o.sync_fraction == 1 or o.diagonal, "{sync_fraction} needs {diagonal}"),
         ("iterations", lambda v: v >= 0, "must be >= 0"),
@@ -73,8 +85,14 @@ class NewtonOptions:
         """Raise ParameterError naming the first nonsensical value."""
         check_parameters(self, self.RULES)
 
-    def subset_size(self, n_instances):
-        """|S|: `gn_size` if given (at most l), else ceil(gn_ratio l), at least 1."""
+    def subset_size(self, n_instances, sample=None):
+        """|S| for l = `n_instances`: `gn_size` if given (at most l), else
+        ceil(gn_ratio l), at least 1. With a `sample` of |B| instances: of |B|
+        (`gn_size` then taken as at most |B|)."""
+        if sample is not None and sample < n_instances:
+            if self.gn_size is not None:
+                return min(int(self.gn_size), sample)
+            return max(1, math.ceil(self.gn_ratio * sample))
         if self.gn_size is not None:
             if self.gn_size > n_instances:
                 raise ParameterError(
@@ -114,8 +132,10 @@ class NewtonSolver:
     def __init__(self, objective, space, direction, options):
         with alike_everywhere():  # the same options and data size on every rank
             options.check()
-            self.n_subset = options.subset_size(objective.n_instances)
+            options.subset_size(objective.n_instances)  # refuses a gn_size beyond l
         self.objective = objective
+        self.sampling = (options.sample_size is not None
+                         and options.sample_size < objective.n_instances)
         self.space = space
         self.direction = direction
         self.options = options
@@ -128,14 +148,16 @@ class NewtonSolver:
     def start(self, theta):
         """Evaluate the starting point; returns the record of iteration 0."""
         self.iteration, self.damping = 0, self.options.damping
+        self.sample_size = self.options.sample_size
         self._evaluate_start(theta.copy())
-        return IterationRecord(0, self.f, self.gnorm)
+        return IterationRecord(0, self.f, self.gnorm, sample_size=self._logged_sample_size())
 
     def resume(self, state, record=None):
         """Continue from a `records.SolverState` of this solver: what follows is what
         the uninterrupted run did. f and g are recomputed at the state's theta (the
         log record of that iteration is not needed)."""
         self.iteration, self.damping = state.iteration, state.scalars["damping"]
+        self.sample_size = state.scalars.get("sample_size", self.options.sample_size)
         self.subsets.bit_generator.state = state.generator
         self._evaluate_start(state.theta.copy())
 
@@ -147,17 +169,20 @@ class NewtonSolver:
         """One Newton iteration; returns its record, or None if it failed before a step."""
         k, options = self.iteration + 1, self.options
         self.iteration = k
-        operator = self.objective.gauss_newton(self.point, self._draw_subset(), self.damping)
+        objective = self.current  # B's objective (all instances without sampling)
+        operator = objective.gauss_newton(self.point, self._draw_subset(objective.n_instances),
+                                          self.damping)
         step = self.direction(operator, self.g, self.gnorm)
         if step.cg_reason.failed:
             return self._stop(RunStatus.NUMERICAL_ERROR, f"iteration {k}: {step.failure}")
         d = step.d
         gd, dd, dAd = self.space.dots([(self.g, d), (d, d), (d, step.Ad)])
-        search = line_search(self.objective.evaluate, self.theta, d, self.f, gd, options.eta,
+        search = line_search(objective.evaluate, self.theta, d, self.f, gd, options.eta,
                              options.max_halvings)
         record = IterationRecord(
             k, self.f, self.gnorm, step.cg_iters, step.cg_reason, step.cg_iters_per_block,
             step.sync_stopped_blocks, search.alpha, search.trials, search.reason, self.damping,
+            sample_size=self._logged_sample_size(),
         )
         if search.alpha == 0.0:
             message = _STOP_MESSAGES[search.reason].format(n=options.max_halvings)
@@ -166,12 +191,19 @@ class NewtonSolver:
         rho = self._reduction_ratio(search, gd, dd, dAd)
         self.damping = self._next_damping(rho)
         point = search.point
-        f, g = float(point), self.objective.gradient(point)
+        if self.sampling:  # f and g at the new point on the next iteration's sample
+            self.sample_size = min(self.objective.n_instances,
+                                   math.ceil(self.sample_size * options.sample_growth))
+            objective = self._draw_sample()
+            if objective is not self.current:  # (once B is all instances, it stays so)
+                point = objective.evaluate(point.theta)
+        f, g = float(point), objective.gradient(point)
         gnorm = self.space.norm(g)
         if not (np.isfinite(f) and np.isfinite(gnorm)):
             # Keep the last good iterate: the caller can still save it.
             return self._stop(RunStatus.NUMERICAL_ERROR,
                               f"iteration {k}: f = {f}, ||g|| = {gnorm} after the step")
+        self.current = objective
         self.point, self.theta, self.f, self.g, self.gnorm = point, point.theta, f, g, gnorm
         record.f, record.gnorm, record.rho = f, gnorm, float(rho)
         if k >= options.iterations:
@@ -183,15 +215,21 @@ class NewtonSolver:
         return record
 
     def state(self):
-        """The `records.SolverState` after the last completed iteration."""
-        return SolverState(self.iteration, self.theta, self.subsets.bit_generator.state,
-                           {"damping": self.damping})
+        """The `records.SolverState` after the last completed iteration. With
+        sampling, the generator as it was before the next iteration's sample was
+        drawn, and that sample's size: `resume` draws the same sample again."""
+        if not self.sampling:
+            return SolverState(self.iteration, self.theta, self.subsets.bit_generator.state,
+                               {"damping": self.damping})
+        return SolverState(self.iteration, self.theta, self._before_sample,
+                           {"damping": self.damping, "sample_size": self.sample_size})
 
     # -- the named steps ------------------------------------------------------------
 
     def _evaluate_start(self, theta):
-        self.point, self.theta = self.objective.evaluate(theta), theta
-        self.f, self.g = float(self.point), self.objective.gradient(self.point)
+        self.current = self._draw_sample() if self.sampling else self.objective
+        self.point, self.theta = self.current.evaluate(theta), theta
+        self.f, self.g = float(self.point), self.current.gradient(self.point)
         self.gnorm = self.space.norm(self.g)
         if not (np.isfinite(self.f) and np.isfinite(self.gnorm)):
             raise everywhere(NumericalError.naming(
@@ -201,10 +239,24 @@ class NewtonSolver:
         if self.iteration >= self.options.iterations:
             self._stop(RunStatus.ITERATION_LIMIT, _STOP_MESSAGES[RunStatus.ITERATION_LIMIT])
 
-    def _draw_subset(self):
-        """This iteration's Gauss-Newton subset S, the same on every rank."""
-        return np.sort(self.subsets.choice(self.objective.n_instances, self.n_subset,
-                                           replace=False))
+    def _draw_subset(self, n_instances):
+        """This iteration's Gauss-Newton subset S of `n_instances` (l, or |B| with
+        sampling), the same on every rank."""
+        size = self.options.subset_size(self.objective.n_instances,
+                                        n_instances if self.sampling else None)
+        return np.sort(self.subsets.choice(n_instances, size, replace=False))
+
+    def _draw_sample(self):
+        """The objective of a fresh sample B of `sample_size` instances (the same on
+        every rank); remembers the generator's state before the draw (`state`)."""
+        self._before_sample = self.subsets.bit_generator.state
+        index = np.sort(self.subsets.choice(self.objective.n_instances, self.sample_size,
+                                            replace=False))
+        return self.objective.sample(index)
+
+    def _logged_sample_size(self):
+        """|B| for the log: None without sampling (the paper's log has no such field)."""
+        return self.sample_size if self.sampling else None
 
     def _reduction_ratio(self, search, gd, dd, dAd):
         """rho = actual / predicted reduction, predicted with G_S (no damping term)."""

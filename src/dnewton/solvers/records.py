@@ -21,6 +21,7 @@ class RunStatus(Name):
     NUMERICAL_ERROR = "numerical_error"  # a non-finite value; the last good iterate is kept
     INTERRUPTED = "interrupted"  # a signal asked the run to stop; it can resume
     TIME_LIMIT = "time_limit"  # the next iteration would not fit the time budget
+    NO_IMPROVEMENT = "no_improvement"  # early stopping: the validation score stalled
 
 
 @dataclass
@@ -47,14 +48,17 @@ class IterationRecord:
     seconds: dict = field(default_factory=dict)  # by phase: compute and wait, mean over ranks
     regularization_path: object = None  # iteration 0 of a -C auto run: the path, per C
     checkpoint_seconds: object = None  # a checkpoint of this iteration was written in this
+    sample_size: object = None  # Newton with sampling: |B| of this step (f and g: the next B)
+    validation_score: object = None  # early stopping: accuracy on the validation split
 
     def as_dict(self):
         # Shallow: the nested dicts (bytes, flops, seconds) are shared, not copied;
         # `asdict` deep-copied them for every record (the estimator converts them all).
         record = {f.name: getattr(self, f.name) for f in fields(self)}
         record["lambda"] = record.pop("lambda_")
-        if record["regularization_path"] is None:  # only -C auto runs have one
-            del record["regularization_path"]
+        for key in ("regularization_path", "sample_size", "validation_score"):  # some runs
+            if record[key] is None:
+                del record[key]
         for key in ("cg_reason", "line_search_reason"):  # plain strings in the log
             if isinstance(record[key], Enum):
                 record[key] = record[key].value

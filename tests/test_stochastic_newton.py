@@ -1,0 +1,189 @@
+"""Stochastic Newton (``sample_size``): the sample's objective is the objective of its
+instances, the run does not depend on the layout or the copies, its bytes are the
+design's, it resumes exactly, and B = all instances is the paper's method. In
+process: on one rank, and under ``mpiexec -n 3`` on three."""
+
+import math
+
+import numpy as np
+import pytest
+from helpers import (
+    LAYOUTS,
+    WORLD,
+    backward_bytes,
+    forward_bytes,
+    global_vector,
+    make_problem,
+    random_theta,
+    synthetic,
+)
+from mpi4py import MPI
+
+from dnewton.app.problem import ModelConfig, Problem
+from dnewton.app.training import make_solver, solve
+from dnewton.errors import ParameterError
+from dnewton.io.data import RawData
+from dnewton.solvers.newton import NewtonOptions
+
+N = 40  # instances of the synthetic set these tests use
+OPTIONS = dict(sample_size=12, sample_growth=1.25, gn_ratio=0.5, iterations=5, cg_max=8,
+               seed=4)
+
+
+def data():
+    return synthetic(n_instances=N)
+
+
+def build(comm, raw, C=0.7, replicas=1, partitions=None, loss="softmax"):
+    config = ModelConfig(hidden=(5, 4), activation="tanh", loss=loss, C=C, batch_size=4,
+                         partitions=partitions, replicas=replicas)
+    return Problem.build(comm, raw, None, config)
+
+
+@pytest.mark.parametrize("partitions", LAYOUTS)
+def test_a_samples_objective_is_that_of_its_instances(partitions):
+    """f_B, its gradient and its Gauss-Newton product equal those of a problem built on
+    B's instances alone, with C scaled by l / |B| so that the regularization keeps l."""
+    raw = data()
+    index = np.array([0, 2, 3, 7, 8, 11, 19, 20, 21, 33, 38])  # every class among them
+    C = 0.7
+    problem = build(WORLD, raw, C, partitions=partitions)
+    alone = build(WORLD, RawData(raw.X[index], raw.y[index], "B"), C * N / len(index),
+                  partitions=partitions)
+    try:
+        theta = random_theta(problem)
+        sample = problem.objective.sample(index)
+        assert sample.n_instances == len(index)
+        point, reference = sample.evaluate(theta), alone.objective.evaluate(theta)
+        assert point.f == pytest.approx(reference.f, rel=1e-13)
+        np.testing.assert_allclose(global_vector(problem, sample.gradient(point)),
+                                   global_vector(alone, alone.objective.gradient(reference)),
+                                   rtol=1e-12, atol=1e-15)
+        subset = np.array([1, 4, 5, 9])  # positions within B
+        v = random_theta(problem, seed=3)
+        products = []
+        for objective, at in ((sample, point), (alone.objective, reference)):
+            out = np.empty_like(v)
+            objective.gauss_newton(at, subset, 0.3).apply(v, out)
+            products.append(global_vector(problem, out))
+        np.testing.assert_allclose(products[0], products[1], rtol=1e-12, atol=1e-15)
+    finally:
+        problem.close()
+        alone.close()
+
+
+def history(comm, replicas=1, partitions=None, **options):
+    """The records and the final network (the dense vector, on every rank) of a run."""
+    problem = build(comm, data(), replicas=replicas, partitions=partitions)
+    try:
+        result = solve(problem, NewtonOptions(**{**OPTIONS, **options}))
+        theta = problem.world.bcast(problem.gather_vector(result.theta), root=0)
+        return result.history, theta
+    finally:
+        problem.close()
+
+
+@pytest.mark.parametrize("partitions", LAYOUTS)
+def test_every_layout_gives_the_one_rank_run(partitions):
+    """f of every iteration, the sample sizes and the final network of a growing sample
+    on the job's ranks equal the one-rank run's (COMM_SELF on every rank)."""
+    reference, theta1 = history(MPI.COMM_SELF)
+    records, theta = history(WORLD, partitions=partitions)
+    assert [r.sample_size for r in records] == [12, 12, 15, 19, 24, 30]
+    np.testing.assert_allclose([r.f for r in records], [r.f for r in reference], rtol=1e-10)
+    np.testing.assert_allclose(theta, theta1, rtol=1e-9, atol=1e-12)
+    assert records[-1].f < records[0].f
+
+
+def test_copies_of_the_layout_give_the_one_rank_run():
+    """With every rank a copy (the sample split over the copies, some with no share
+    of it at times), the one-rank run's f."""
+    reference, _ = history(MPI.COMM_SELF, sample_size=5)
+    records, _ = history(WORLD, replicas=WORLD.size, partitions=(1, 1, 1, 1), sample_size=5)
+    np.testing.assert_allclose([r.f for r in records], [r.f for r in reference], rtol=1e-10)
+
+
+def test_bytes_are_the_designs_formulas():
+    """A fixed sample size: per iteration the bytes of a full iteration on |B|
+    instances and |S| = ceil(r |B|), plus the next sample's f (one more forward pass)."""
+    from dnewton.planning.volume import Counts, iteration_bytes
+
+    problem = build(WORLD, data(), loss="squared")
+    try:
+        result = solve(problem, NewtonOptions(**{**OPTIONS, "sample_growth": 1.0}))
+        layout = problem.layout
+        for rec in result.history[1:]:
+            counts = Counts(cg_iters=rec.cg_iters, trials=rec.line_search_trials)
+            expected = iteration_bytes(layout, 12, math.ceil(0.5 * 12), counts,
+                                       world=WORLD.size, sampled=True)
+            for phase in ("forward", "backward", "gauss_newton", "other"):
+                assert rec.bytes[phase] == expected[phase], phase
+            n_out = layout.widths[-1]
+            assert rec.bytes["backward"] == (backward_bytes(layout, 12, 1)
+                                             + backward_bytes(layout, 6, n_out))
+            scalar = 8 if WORLD.size > 1 else 0
+            assert rec.bytes["forward"] == (rec.line_search_trials + 1) * (
+                forward_bytes(layout, 12) + 2 * scalar)
+    finally:
+        problem.close()
+
+
+def test_a_resumed_run_continues_exactly():
+    """Stopped after iteration 2 and resumed from its state by a new solver: the rest is
+    the uninterrupted run's, bit for bit (the next sample is drawn again)."""
+    problem = build(WORLD, data())
+    try:
+        options = NewtonOptions(**OPTIONS)
+        theta0 = problem.network.initial_parameters(options.seed)
+        straight = make_solver(problem, options)
+        records = [straight.start(theta0)]
+        while not straight.done:
+            records.append(straight.step())
+        first = make_solver(problem, options)
+        first.start(theta0)
+        first.step()
+        last = first.step()
+        state = first.state()
+        assert state.scalars["sample_size"] == 19  # the next sample's
+        again = make_solver(problem, options)
+        again.resume(state, last)
+        assert again.f == records[2].f
+        resumed = [again.step() for _ in range(3)]
+        assert again.done
+        assert [r.f for r in resumed] == [r.f for r in records[3:]]
+        assert [r.sample_size for r in resumed] == [r.sample_size for r in records[3:]]
+        np.testing.assert_array_equal(again.theta, straight.theta)
+    finally:
+        problem.close()
+
+
+def test_a_sample_of_every_instance_is_the_papers_method():
+    """sample_size >= l draws nothing: the run is the one without sampling, bit for
+    bit, and its records carry no sample size (the paper's log is unchanged)."""
+    paper, theta = history(WORLD, sample_size=None, sample_growth=1.0)
+    everything, theta_all = history(WORLD, sample_size=N, sample_growth=1.0)
+    assert [r.f for r in paper] == [r.f for r in everything]
+    np.testing.assert_array_equal(theta, theta_all)
+    assert all(r.sample_size is None for r in paper)
+    assert "sample_size" not in paper[1].as_dict()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("sample_size", 0, "sample_size must be >= 1"),
+    ("sample_growth", 0.5, "sample_growth must be >= 1"),
+    ("sample_growth", 2.0, "sample_growth needs sample_size"),
+])
+def test_nonsensical_sample_options_are_refused_by_name(field, value, message):
+    options = {"sample_size": None, field: value}
+    with pytest.raises(ParameterError, match=message):
+        NewtonOptions(**options).check()
+
+
+def test_a_gauss_newton_size_above_the_sample_takes_the_whole_sample():
+    """--gn-size larger than |B| (but within l) takes all of B as S."""
+    problem = make_problem("softmax", "relu")
+    try:
+        result = solve(problem, NewtonOptions(sample_size=6, gn_size=9, iterations=2))
+        assert [r.sample_size for r in result.history] == [6, 6, 6]
+    finally:
+        problem.close()
