@@ -21,7 +21,7 @@ from dnewton.app.prediction import Predictor
 from dnewton.app.problem import ModelConfig, Problem
 from dnewton.errors import InputError
 from dnewton.io.data import RawData
-from dnewton.io.shards import ShardedData, convert, open_dataset
+from dnewton.io.shards import ShardedData, _take, convert, open_dataset
 
 N, N_FEATURES = 41, 9
 PREPROCESSING = {
@@ -362,3 +362,17 @@ def test_a_narrower_sparse_test_set_is_padded_with_zero_columns(files):
         whole = data.whole()
         assert whole.X.shape == (N, wide)
         assert whole.X[:, train.n_features:].nnz == 0
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_npz_slices_are_the_arrays_slices(tmp_path, save, order):
+    """Mapped (stored) or streamed (compressed), row- or column-major: any rows and
+    columns read are those of the array."""
+    X = np.asarray(np.random.default_rng(1).standard_normal((37, 11)), order=order)
+    path = tmp_path / "data.npz"
+    save(path, X=X, y=np.arange(37) % 3)
+    data, _ = open_dataset(WORLD, path)
+    for rows, cols in ((slice(3, 20), slice(2, 9)), (slice(0, 37), slice(0, 11)),
+                       (slice(30, 37), slice(10, 11)), (slice(5, 5), slice(0, 3))):
+        np.testing.assert_array_equal(_take(data.dense, rows, cols), X[rows, cols])
