@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from helpers import LAYOUTS, WORLD, n_global, read_log, run_dnewton, run_python, unflatten
 from mpi4py import MPI
 from scipy import sparse
@@ -21,7 +23,7 @@ from dnewton.app.prediction import Predictor
 from dnewton.app.problem import ModelConfig, Problem
 from dnewton.errors import InputError
 from dnewton.io.data import RawData
-from dnewton.io.shards import ShardedData, _take, convert, open_dataset
+from dnewton.io.shards import ShardedData, _take, convert, open_dataset, parse_range
 
 N, N_FEATURES = 41, 9
 PREPROCESSING = {
@@ -376,3 +378,24 @@ def test_npz_slices_are_the_arrays_slices(tmp_path, save, order):
     for rows, cols in ((slice(3, 20), slice(2, 9)), (slice(0, 37), slice(0, 11)),
                        (slice(30, 37), slice(10, 11)), (slice(5, 5), slice(0, 3))):
         np.testing.assert_array_equal(_take(data.dense, rows, cols), X[rows, cols])
+
+
+@given(lengths=st.lists(st.integers(0, 5), min_size=1, max_size=30),
+       n_ranges=st.integers(1, 9), crlf=st.booleans())
+@settings(max_examples=40, deadline=None)
+def test_byte_ranges_hold_every_line_once_in_order(tmp_path_factory, lengths, n_ranges, crlf):
+    """Cut anywhere, the ranges' lines are the file's lines, each once, in order."""
+    end = "\r\n" if crlf else "\n"
+    lines = [" ".join([str(i % 3)] + [f"{j + 1}:{i}.{j}" for j in range(k)])
+             for i, k in enumerate(lengths)]
+    path = tmp_path_factory.mktemp("ranges") / "lines.svm"
+    path.write_text(end.join(lines) + end, newline="")
+    size = path.stat().st_size
+    labels, rows = [], []
+    for p in range(n_ranges):
+        start, stop = size * p // n_ranges, size * (p + 1) // n_ranges
+        X, y = parse_range(path, start, stop - start)
+        labels.extend(y)
+        rows.extend(np.diff(X.indptr))
+    assert labels == [i % 3 for i in range(len(lengths))]
+    assert rows == lengths

@@ -317,19 +317,41 @@ def text_size(path):
     return size
 
 
+def line_start(path, position):
+    """The first byte at or after `position` of `path`'s text that starts a line
+    (0, or the byte after a newline), or the text's end."""
+    if position <= 0:
+        return 0
+    with libsvm._open(path) as f:
+        f.seek(position - 1)
+        at = position - 1
+        while chunk := f.read(1 << 16):
+            newline = chunk.find(b"\n")
+            if newline >= 0:
+                return at + newline + 1
+            at += len(chunk)
+    return at
+
+
 def parse_range(path, offset, length):
-    """(X CSR float64 with int64 indices, y) of the lines of `path` that start in bytes
-    ``offset .. offset + length - 1`` of its text (a line starting at 0 or after a
-    newline in the range). InputError naming the file (and the line) otherwise."""
+    """(X CSR float64, y) of the lines of `path` whose first byte lies in bytes
+    ``offset .. offset + length - 1`` of its text. InputError naming the file (and
+    the line) otherwise."""
     from sklearn.datasets import load_svmlight_file
 
-    if length <= 0:
+    first, end = line_start(path, offset), line_start(path, offset + length)
+    # scikit-learn's reader, given an offset, skips past the next newline, then
+    # reads every line that starts at or before offset + length: from the newline
+    # before `first` (or from 0) to end - 1 it reads exactly the lines in first .. end - 1.
+    skip_from = max(first - 1, 0)
+    if end - 1 - skip_from <= 0:  # no line, or one empty line (a length of 0 means all)
         return sparse.csr_matrix((0, 0)), np.empty(0)
     try:
         # A range needs a width; any index fits this one, and the true width (the
         # largest index) comes after.
         X, y = load_svmlight_file(str(path), n_features=ANY_WIDTH, dtype=np.float64,
-                                  zero_based=False, offset=offset, length=length)
+                                  zero_based=False, offset=skip_from,
+                                  length=end - 1 - skip_from)
     except Exception as exc:  # noqa: BLE001 -- any refusal becomes our own error
         raise InputError(f"{path}: {libsvm.diagnose(path) or exc}") from None
     if not (np.isfinite(X.data).all() and np.isfinite(y).all()):
