@@ -399,3 +399,19 @@ def test_byte_ranges_hold_every_line_once_in_order(tmp_path_factory, lengths, n_
         rows.extend(np.diff(X.indptr))
     assert labels == [i % 3 for i in range(len(lengths))]
     assert rows == lengths
+
+
+def test_a_data_share_that_cannot_fit_is_refused_before_it_is_read(files):
+    """The shares of a node's ranks against its memory: the message says per rank."""
+    data, _ = open_dataset(WORLD, files["dense", "npz"])
+    config = ModelConfig(hidden=(5,), replicas=WORLD.size, partitions=(1, 1, 1))
+    share = -(-N // WORLD.size)  # the largest copy's instances
+    per_rank = share * N_FEATURES * 8 + share * 8  # features and labels, float64/int64
+    with pytest.raises(InputError, match="the training data need about .* on a node"):
+        Problem.build(WORLD, data, None, config, available=per_rank - 1)
+    problem = Problem.build(WORLD, data, None, config, available=per_rank * WORLD.size)
+    try:
+        data_bytes, _ = problem.memory_per_rank()
+        assert data_bytes == per_rank
+    finally:
+        problem.close()
