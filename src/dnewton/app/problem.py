@@ -16,8 +16,7 @@ from mpi4py import MPI
 
 from ..constants import BATCH_SIZE, KEEP_MEMORY_SHARE, PARAMETER_COPIES, PRECISIONS
 from ..errors import InputError, ParameterError, agreed, check_parameters, everywhere
-from ..io.data import Classes, Preprocessing
-from ..io.data import SPARSE_MAX_DENSITY
+from ..io.data import SPARSE_MAX_DENSITY, Classes, Preprocessing
 from ..io.shards import share_of, stored_entries
 from ..io.model_file import gather_model, gather_vector
 from ..model.activations import Activation
