@@ -415,3 +415,27 @@ def test_a_data_share_that_cannot_fit_is_refused_before_it_is_read(files):
         assert data_bytes == per_rank
     finally:
         problem.close()
+
+
+@pytest.mark.parametrize("name, fmt", [("dense", "libsvm"), ("sparse", "libsvm"),
+                                       ("dense", "npz"), ("sparse", "npy"),
+                                       ("dense", "npz-compressed")])
+def test_a_held_out_split_read_by_shares_gives_the_one_rank_objectives(files, name, fmt):
+    """-C auto's and early stopping's split, taken from a set read by shares, is read by
+    shares too, and gives the f of the same split of the set in memory."""
+    from dnewton.app.regularization import split_rows
+
+    raw = reference(name)
+    if fmt == "npz-compressed":
+        raw = RawData(raw.X.astype(np.float32).astype(np.float64), raw.y, raw.source)
+    data, _ = open_dataset(WORLD, files[name, fmt])
+    parts = split_rows(data, 0.3, 4, "a test")
+    assert all(isinstance(part, ShardedData) for part in parts)
+    for part, part1 in zip(parts, split_rows(raw, 0.3, 4, "a test")):
+        f1 = objective(MPI.COMM_SELF, part1, 1, None, **PREPROCESSING["standardized"])[0]
+        f = objective(WORLD, part, WORLD.size, None, **PREPROCESSING["standardized"])[0]
+        assert f == pytest.approx(f1, rel=1e-9, abs=0)
+        np.testing.assert_array_equal(part.y, part1.y)
+        np.testing.assert_allclose(part.whole().X.toarray() if part.sparse else
+                                   part.whole().X, np.asarray(part1.X.todense())
+                                   if sparse.issparse(part1.X) else part1.X, rtol=1e-15)

@@ -27,7 +27,7 @@ import json
 import os
 import struct
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +128,16 @@ def _skip(f, n):
         n -= len(_read(f, min(n, 1 << 24)))
 
 
+def _by_range(read, rows, *args):
+    """`read(rows, *args)` for `rows` a slice or a sorted index array: an array is
+    read as the range it spans, then its rows picked (a bounded transient)."""
+    if isinstance(rows, slice):
+        return read(rows, *args)
+    lo = int(rows[0]) if len(rows) else 0
+    hi = int(rows[-1]) + 1 if len(rows) else 0
+    return read(slice(lo, hi), *args)[rows - lo]
+
+
 def _take(array, rows, cols=None):
     """Rows `rows` (a slice) and, of a 2-D array, columns `cols` (a slice), as a new
     in-memory array: of a memory map, only those pages are read."""
@@ -184,6 +194,7 @@ class ShardedData:
     parsed: object = None
     first: int = 0
     once: bool = False  # drop the parsed rows after the first `partition`
+    rows: object = None  # a subset's rows of the file (sorted), for `dense` and `csr`
 
     @property
     def sparse(self):
@@ -226,9 +237,9 @@ class ShardedData:
                     whole = cols.start == 0 and cols.stop == self.n_features
                     block = received if whole else received[:, cols]
                 elif self.csr is not None:
-                    block = self.csr.rows(share)[:, cols]
+                    block = _by_range(self.csr.rows, self._file_rows(share))[:, cols]
                 else:
-                    block = _take(self.dense, share, cols)
+                    block = _by_range(_take_rows, self._file_rows(share), self.dense, cols)
                     if block.dtype.kind not in "biuf":
                         raise InputError(f"{self.source}: X ({block.dtype}) must be numeric")
                 if sparse.issparse(block):
@@ -275,11 +286,48 @@ class ShardedData:
         if self.parsed is not None:
             X = _allgather_csr(self.comm, self.parsed)
         elif self.csr is not None:
-            X = self.csr.rows(slice(0, self.n_instances))[:, :self.n_features]
+            X = _by_range(self.csr.rows, self._file_rows(slice(0, self.n_instances)))
+            X = X[:, :self.n_features]
         else:
-            X = _take(self.dense, slice(0, self.n_instances),
-                      slice(0, self.n_features)).astype(np.float64)
+            X = _by_range(_take_rows, self._file_rows(slice(0, self.n_instances)),
+                          self.dense, slice(0, self.n_features)).astype(np.float64)
         return RawData(X, self.y, self.source, self.cut_from)
+
+    def _file_rows(self, share):
+        """The file's rows of this set's instances `share` (a slice, or an index array
+        for a subset)."""
+        return share if self.rows is None else self.rows[share]
+
+    def take(self, index, source):
+        """The instances `index` (sorted) as a set of their own, named `source`, still
+        read by shares: a held-out split (-C auto, early stopping) without gathering
+        the set. Collective (one sum) for a LIBSVM file: its parsed rows are divided
+        where they lie."""
+        index = np.asarray(index, dtype=np.int64)
+        subset = replace(self, n_instances=len(index), y=self.y[index], source=source,
+                         once=False)
+        if self.parsed is not None:
+            lo, hi = np.searchsorted(index, [self.first, self.first + self.parsed.shape[0]])
+            subset.parsed = self.parsed[index[lo:hi] - self.first]
+            subset.first = int(lo)
+        else:
+            subset.rows = self._file_rows(index)
+        if self.nnz is not None:  # the subset's own entries, for the sparse decision
+            subset.nnz = _subset_nnz(self, subset)
+        return subset
+
+
+def _take_rows(rows, array, cols):
+    return _take(array, rows, cols)
+
+
+def _subset_nnz(whole, subset):
+    """Stored entries of `subset` (a `ShardedData.take` of `whole`), summed over ranks
+    for parsed rows, counted from the mapped offsets otherwise."""
+    if subset.parsed is not None:
+        return int(_summed(whole.comm, np.array([float(subset.parsed.nnz)]))[0])
+    indptr = whole.csr.indptr
+    return int(np.sum(np.asarray(indptr[subset.rows + 1]) - np.asarray(indptr[subset.rows])))
 
 
 def _summed(comm, values):
