@@ -537,7 +537,8 @@ def _allgather_csr(comm, X):
     parts = []
     for array, kind in ((lengths, np.int64), (X.indices, np.int64), (X.data, np.float64)):
         array = np.ascontiguousarray(array, dtype=kind)
-        sizes = np.array(comm.allgather(len(array)), dtype=np.int64)
+        sizes = np.empty(comm.size, dtype=np.int64)
+        comm.Allgather(np.array([len(array)], dtype=np.int64), sizes)
         whole = np.empty(int(sizes.sum()), dtype=kind)
         comm.Allgatherv(array, [whole, sizes])
         parts.append(whole)
