@@ -480,34 +480,47 @@ def exchange(comm, X, first, layout, n_copies, n_instances):
     """
     k = layout.n_ranks
     shares = copy_shares(n_instances, n_copies)
-    masks = [needed_columns(layout, r) for r in range(k)]
-    pieces = []  # per destination: (first entry, last entry, which of them it takes)
+    masks = {}  # one mask per distinct set of input groups, not per rank
+    for r in range(k):
+        wanted = tuple(sorted({blk.row for blk in layout.blocks_of(r) if blk.layer == 1}))
+        if wanted not in masks:
+            masks[wanted] = needed_columns(layout, r) if wanted else None
+        masks[r] = masks[wanted]
+    pieces = []  # per destination: its rows lo .. hi - 1, entries a .. b - 1, columns
     counts = np.zeros((2, comm.size), dtype=np.int64)
     for dest in range(comm.size):
         copy, r = divmod(dest, k)
         lo = min(max(shares[copy][0] - first, 0), X.shape[0])
         hi = max(lo, min(shares[copy][1] - first, X.shape[0]))
+        if masks[r] is None:  # no layer-1 block: no rows either
+            lo = hi
         a, b = int(X.indptr[lo]), int(X.indptr[hi])
-        keep = masks[r][X.indices[a:b]]
-        pieces.append((lo, hi, a, b, keep))
-        counts[:, dest] = hi - lo, int(keep.sum())
+        pieces.append((lo, hi, a, b, masks[r]))
+        if hi > lo:
+            counts[:, dest] = hi - lo, int(np.count_nonzero(masks[r][X.indices[a:b]]))
     received = np.empty_like(counts)
     for i in range(2):
         comm.Alltoall(np.ascontiguousarray(counts[i]), received[i])
 
-    def lengths(lo, hi, a, b, keep):
+    # Which entries a piece takes is recomputed in each pass rather than kept: with
+    # many ranks per copy, one mask per destination would outweigh the data.
+    def row_lengths(lo, hi, a, b, mask):
+        if hi == lo:
+            return np.empty(0, dtype=np.int64)
         row_of = np.repeat(np.arange(hi - lo), np.diff(X.indptr[lo:hi + 1]))
-        return np.bincount(row_of[keep], minlength=hi - lo)
+        return np.bincount(row_of[mask[X.indices[a:b]]], minlength=hi - lo)
 
     # int32 column indices where they fit: a third less to send and to keep
     narrow = X.shape[1] < 2**31
     index_type = (np.int32, MPI.INT32_T) if narrow else (np.int64, MPI.INT64_T)
     out = []
-    for part, which, dtype, kind in ((lengths, 0, np.int64, MPI.INT64_T),
-                                     (lambda lo, hi, a, b, keep: X.indices[a:b][keep], 1,
-                                      *index_type),
-                                     (lambda lo, hi, a, b, keep: X.data[a:b][keep], 1,
-                                      np.float64, MPI.DOUBLE)):
+    def taken(array):
+        return lambda lo, hi, a, b, mask: array[a:b][mask[X.indices[a:b]]] if hi > lo \
+            else array[:0]
+
+    for part, which, dtype, kind in ((row_lengths, 0, np.int64, MPI.INT64_T),
+                                     (taken(X.indices), 1, *index_type),
+                                     (taken(X.data), 1, np.float64, MPI.DOUBLE)):
         send = np.empty(int(counts[which].sum()), dtype=dtype)
         at = 0
         for piece in pieces:
