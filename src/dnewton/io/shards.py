@@ -179,7 +179,8 @@ class ShardedData:
     ``y`` (l,) are all labels; ``nnz`` the stored entries when the features are
     sparse (CSR on disk, or LIBSVM), None when dense. The features come from one of
     ``dense`` (an (l, n_read) array by slices), ``csr`` (a `_MappedCSR`, l rows) or
-    ``parsed`` (this rank's parsed LIBSVM lines: a CSR of rows ``first ..``).
+    ``parsed`` (this rank's parsed LIBSVM lines: a CSR of rows ``first ..``). A
+    subset (`take`) of a binary file reads the file's rows ``rows``.
     """
 
     comm: object
