@@ -75,8 +75,10 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
 
     Parameters
     ----------
-    train_data, test_data : io.data.RawData (test_data may be None)
-        The same on every rank; each rank keeps only its share.
+    train_data, test_data : io.data.RawData, or io.shards.ShardedData (test_data may
+        be None)
+        The same on every rank; each rank keeps only its share (of a ShardedData,
+        it reads only its share).
     config : ModelConfig
     options : solvers.newton.NewtonOptions, solvers.sgd.SGDOptions or
         solvers.adam.AdamOptions
