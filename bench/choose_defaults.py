@@ -35,7 +35,7 @@ def accuracies(load, grid, threads):
         for loss in LOSSES:
             for C in grid:
                 clf = NewtonClassifier(hidden=HIDDEN, feature_scale=scale, center=True,
-                                       loss=loss, C=C).fit(X, y)
+                                       loss=loss, C=C, random_state=0).fit(X, y)
                 found[loss, C] = float(clf.score(Xt, yt))
         mlp = MLPClassifier(hidden_layer_sizes=HIDDEN, random_state=0).fit(X / scale, y)
     return found, float(mlp.score(Xt / scale, yt))

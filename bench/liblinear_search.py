@@ -57,7 +57,8 @@ def dnewton_search(X, y, Xt, yt, scale, hidden):
     """NewtonClassifier(C="auto"): (chosen C, test accuracy, seconds)."""
     from dnewton import NewtonClassifier
 
-    estimator = NewtonClassifier(hidden=hidden, feature_scale=scale, center=True, C="auto")
+    estimator = NewtonClassifier(hidden=hidden, feature_scale=scale, center=True, C="auto",
+                                 random_state=0)
     began = time.perf_counter()
     estimator.fit(X, y)
     seconds = time.perf_counter() - began

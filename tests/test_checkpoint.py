@@ -6,6 +6,8 @@ itself right after writing checkpoint k, or between writing its temporary file
 and the rename; mpiexec then ends the other ranks.
 """
 
+import os
+
 import numpy as np
 import pytest
 from helpers import read_log, run_dnewton, without_timings
@@ -61,7 +63,7 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(uninterrupted, 
     # Checkpoints at 2 and 4; the run dies after writing 4's temporary file, having
     # logged iterations 0..3. The resumption goes back to 2 and rewrites the log.
     folder, log = killed_run(tmp_path, KILL_IN_WRITE, 4, every=2)
-    assert (folder / f"{NAME}.tmp").exists()
+    assert len(list(folder.glob(f".{NAME}.*.tmp"))) == 1
     assert [r["iter"] for r in read_log(log)] == [0, 1, 2, 3]
     checkpoint = Checkpoint.load(MPI.COMM_WORLD, folder)
     assert checkpoint.iteration == 2
@@ -72,7 +74,7 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(uninterrupted, 
     resumed = read_log(log)
     assert [r["iter"] for r in resumed] == list(range(ITERATIONS + 1))
     assert without_timings(resumed[:3]) == without_timings(uninterrupted[:3])
-    assert not (folder / f"{NAME}.tmp").exists()
+    assert not list(folder.glob(f".{NAME}.*.tmp"))  # the resumed run removed it
     assert Checkpoint.load(MPI.COMM_WORLD, folder).iteration == ITERATIONS
 
 
@@ -168,3 +170,62 @@ def test_a_checkpoint_is_a_model_file(tmp_path):
         proc = run_dnewton(1, ["predict", model, "digits"], TIMEOUT)
         outputs.append(proc.stdout.split("accuracy")[1])
     assert outputs[0] == outputs[1]
+
+
+def test_a_checkpoint_folder_is_held_by_one_run_at_a_time(tmp_path):
+    from dnewton.errors import ParameterError
+    from dnewton.io.checkpoint import FolderLock
+
+    (tmp_path / f".{NAME}.abcd1234.tmp").write_bytes(b"a run died writing this")
+    first = FolderLock(tmp_path)
+    assert not list(tmp_path.glob("*.tmp"))  # the holder cleared what a dead run left
+    with pytest.raises(ParameterError, match=rf"in use by another run \(process {os.getpid()}"):
+        FolderLock(tmp_path)
+    first.release()
+    FolderLock(tmp_path).release()  # free again
+
+
+def test_a_write_that_fails_leaves_no_temporary_file(tmp_path, monkeypatch):
+    import errno
+
+    import numpy as np
+
+    from dnewton.errors import InputError
+    from dnewton.io import model_file
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full)
+    with pytest.raises(InputError, match="No space left on device"):
+        model_file.save_arrays(tmp_path / "model.npz", {"a": np.zeros(3)}, "model")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.mpi
+def test_a_second_run_on_a_held_folder_is_refused_naming_the_first(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import mpiexec_path, run_environment
+
+    folder, log = tmp_path / "ck", tmp_path / "first.jsonl"
+    first = subprocess.Popen([mpiexec_path(), "-n", "1", sys.executable, "-m", "dnewton",
+                              *RUN, "--iterations", "100000", "--checkpoint", folder,
+                              "--log", log], env=run_environment(TIMEOUT),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not (log.exists() and log.read_text()):
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        second = run_dnewton(1, [*RUN, "--checkpoint", folder], TIMEOUT, check=False)
+        assert second.returncode == 2, second.stderr
+        assert f"--checkpoint {folder} is in use by another run (process" in second.stderr
+        assert second.stderr.count("dnewton: error") == 1
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(TIMEOUT)
+    assert first.returncode == 75

@@ -213,3 +213,137 @@ def test_a_rank_stopped_for_a_while_and_continued_changes_nothing(tmp_path):
     job.communicate(timeout=TIMEOUT)
     assert job.returncode == 0
     assert without_timings(read_log(log)) == without_timings(read_log(whole))
+
+
+# -- outputs that are not regular files ---------------------------------------------------
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return path
+
+
+def _read_in_background(path):
+    """Open `path` for reading in a thread (as `cat fifo` would); returns what it read."""
+    import threading
+
+    got = []
+    reader = threading.Thread(target=lambda: got.append(Path(path).read_text()), daemon=True)
+    reader.start()
+    return reader, got
+
+
+@pytest.mark.parametrize("what", ["log", "labels", "machine file"])
+def test_a_named_pipe_nobody_reads_is_refused_at_once(fifo, what):
+    from dnewton.app.monitor import Monitor
+    from dnewton.errors import InputError
+    from dnewton.io.text_output import TextOutput
+
+    began = time.monotonic()
+    with pytest.raises(InputError, match="a named pipe that no process reads"):
+        if what == "log":
+            Monitor(0).open_log(str(fifo))
+        else:
+            TextOutput(fifo, what)
+    assert time.monotonic() - began < 2
+
+
+def test_a_named_pipe_that_a_process_reads_works(fifo):
+    from dnewton.io.text_output import TextOutput
+
+    reader, got = _read_in_background(fifo)
+    deadline = time.monotonic() + 10
+    while True:  # the reader's open may not have happened yet
+        try:
+            output = TextOutput(fifo, "labels")
+            break
+        except Exception:  # noqa: BLE001 -- until the reader is there
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    output.write("1\n2\n")
+    reader.join(10)
+    assert got == ["1\n2\n"]
+
+
+@pytest.mark.mpi
+def test_train_and_predict_outputs_on_a_pipe_nobody_reads_end_at_once(tmp_path, fifo, saved):
+    began = time.monotonic()
+    one_message(run_dnewton(2, [*SMALL, "--log", fifo], TIMEOUT, check=False), 2,
+                "a named pipe that no process reads")
+    one_message(run_dnewton(2, ["predict", saved / "model.npz", "digits", "--output", fifo],
+                            TIMEOUT, check=False), 2, "a named pipe that no process reads")
+    assert time.monotonic() - began < TIMEOUT
+
+
+# -- tracebacks that became messages ------------------------------------------------------
+
+
+def _damaged_gz(tmp_path):
+    import gzip
+
+    text = "".join(f"{i % 2} 1:{i} 3:{i / 3:.5f}\n" for i in range(400)).encode()
+    data = bytearray(gzip.compress(text))
+    data[len(data) // 2] ^= 0xFF  # inside the deflate stream: zlib.error, not OSError
+    path = tmp_path / "damaged.svm.gz"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_damaged_gz_is_one_input_error(tmp_path):
+    from dnewton.errors import InputError
+    from dnewton.io.data import read_dataset
+
+    with pytest.raises(InputError, match="damaged.svm.gz: cannot be read"):
+        read_dataset(_damaged_gz(tmp_path))
+
+
+@pytest.mark.parametrize("fraction", [0.999, 0.995])
+def test_a_holdout_that_leaves_the_fit_without_every_class_is_refused(fraction):
+    from dnewton.app.regularization import holdout_split
+    from dnewton.errors import InputError
+    from dnewton.io.data import read_dataset
+
+    y = read_dataset("digits")[0].y
+    with pytest.raises(InputError, match="fewer than the 10 classes") as caught:
+        holdout_split(y, fraction, 0)
+    assert caught.value.render(lambda p: "--" + p).endswith("give a smaller --holdout")
+    fit, held = holdout_split(y, 0.99, 0)  # 14 left to fit: every class on both sides
+    assert len(np.unique(y[fit])) == len(np.unique(y[held])) == 10
+
+
+@pytest.mark.mpi
+def test_damaged_gz_and_overflowing_data_end_in_messages_not_tracebacks(tmp_path, saved):
+    damaged_gz = _damaged_gz(tmp_path)
+    for args in ([*SMALL[:1], damaged_gz, *SMALL[2:]], ["plan", damaged_gz, "--ranks", "2"],
+                 ["predict", saved / "model.npz", damaged_gz]):
+        one_message(run_dnewton(2, args, TIMEOUT, check=False), 2, "cannot be read")
+    big = tmp_path / "big.svm"
+    big.write_text("1 1:1e300 2:3\n2 1:-1e300 2:1\n1 1:5e299 2:2\n2 1:1 2:-1e308\n")
+    proc = run_dnewton(2, ["train", big, "--hidden", "4", "--iterations", "2", "--quiet"],
+                       TIMEOUT, check=False)
+    one_message(proc, 3, "the starting point has f")
+    assert "RuntimeWarning" not in proc.stderr and "dnewton: warning" in proc.stderr
+    assert all(line.startswith("dnewton: ") for line in proc.stderr.splitlines()), proc.stderr
+
+
+# -- options ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("threads", [-5, 0])
+def test_blas_threads_below_one_are_refused_by_name(threads):
+    from dnewton.app.training import train
+    from dnewton.errors import ParameterError
+    from dnewton.io.data import read_dataset
+
+    with pytest.raises(ParameterError, match="blas_threads must be a whole number >= 1") as e:
+        train(read_dataset("digits")[0], blas_threads=threads)
+    assert e.value.agreed  # raised alike on every rank
+
+
+def test_the_time_left_that_squeue_prints_for_a_job_without_a_limit_is_accepted():
+    from dnewton.app.cli import build_parser
+
+    args = build_parser().parse_args(["train", "digits", "--time-limit", "UNLIMITED"])
+    assert args.time_limit is None

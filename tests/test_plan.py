@@ -169,6 +169,9 @@ def test_the_planner_ranks_by_predicted_seconds_and_respects_restrictions():
     assert all(Layout.count_blocks(p.choice.partitions) >= 2 for p in ranked)
     every = choose(widths, 2000, 100, 4)
     assert {p.choice.replicas for p in every} == {1, 2, 4}
+    # Every copy of the layout needs instances: no more copies than there are.
+    few = choose((5, 8, 1), 2, 1, 4)
+    assert {p.choice.replicas for p in few} == {1, 2}
 
 
 def test_replicas_add_their_own_phase():
@@ -248,3 +251,22 @@ def test_a_machine_round_trips_through_json(tmp_path):
     far = DEFAULT.allreduce_seconds(8e6, (0, DEFAULT.ranks_per_node))
     near = DEFAULT.allreduce_seconds(8e6, (0, 1))
     assert far > near > 0
+
+
+def test_the_planner_offers_no_more_copies_than_instances():
+    """3 ranks, 2 instances: a run refuses 3 copies (one would be empty), so the
+    planner, choosing for a run that did not give --replicas, must not pick them."""
+    from dnewton.app.problem import ModelConfig, Problem
+    from dnewton.io.data import RawData
+    from dnewton.planning.planner import choose
+
+    plans = choose((4, 8, 2), n_instances=2, n_subset=1, n_ranks=3)
+    assert plans and all(p.choice.replicas <= 2 for p in plans)
+    assert {p.choice.replicas for p in choose((4, 8, 2), 6, 1, 3)} >= {1, 3}
+    X = np.arange(8.0).reshape(2, 4)
+    problem = Problem.build(WORLD, RawData(X, np.array([0.0, 1.0]), "two"), None,
+                            ModelConfig(hidden=(8,)))  # the planner's own choice trains
+    try:
+        assert problem.config.replicas <= 2
+    finally:
+        problem.close()

@@ -439,3 +439,19 @@ def test_a_held_out_split_read_by_shares_gives_the_one_rank_objectives(files, na
         np.testing.assert_allclose(part.whole().X.toarray() if part.sparse else
                                    part.whole().X, np.asarray(part1.X.todense())
                                    if sparse.issparse(part1.X) else part1.X, rtol=1e-15)
+
+
+def test_a_cache_entry_is_mapped_by_every_rank(files):
+    """A one-rank read writes the --data-cache entry; a job then maps its rows of it
+    (a hit on every rank) and gets the one-rank objective."""
+    folder = Path(WORLD.bcast(tempfile.mkdtemp(prefix="dnewton-cache-") if WORLD.rank == 0
+                              else None))
+    if WORLD.rank == 0:
+        open_dataset(MPI.COMM_SELF, files["sparse", "libsvm"], cache=folder)
+    WORLD.Barrier()
+    assert len(list(folder.glob("*.npz"))) == 1
+    data, _ = open_dataset(WORLD, files["sparse", "libsvm"], cache=folder)
+    assert data.csr is not None and data.parsed is None  # read from the entry
+    raw = RawData(sparse.csr_matrix(reference("sparse").X), reference("sparse").y, "sparse")
+    f1 = objective(MPI.COMM_SELF, raw, 1, None)[0]
+    assert objective(WORLD, data, WORLD.size, None)[0] == pytest.approx(f1, rel=1e-9, abs=0)

@@ -128,12 +128,37 @@ def test_bytes_are_the_designs_formulas():
         problem.close()
 
 
-def test_a_resumed_run_continues_exactly():
-    """Stopped after iteration 2 and resumed from its state by a new solver: the rest is
-    the uninterrupted run's, bit for bit (the next sample is drawn again)."""
+def test_the_model_is_the_bias_corrected_average_of_the_iterates():
+    """With `average`, `model` is (1 - beta) sum_k beta^(t-k) theta_k / (1 - beta^t)
+    over the iterates after each step; before the first step, the start."""
     problem = build(WORLD, data())
     try:
-        options = NewtonOptions(**OPTIONS)
+        beta = 0.7
+        solver = make_solver(problem, NewtonOptions(**OPTIONS, average=beta))
+        theta0 = problem.network.initial_parameters(4)
+        solver.start(theta0)
+        np.testing.assert_array_equal(solver.model, theta0)
+        iterates = []
+        while not solver.done:
+            solver.step()
+            iterates.append(solver.theta.copy())
+        t = len(iterates)
+        expected = sum((1 - beta) * beta ** (t - k) * theta
+                       for k, theta in enumerate(iterates, start=1)) / (1 - beta**t)
+        np.testing.assert_allclose(solver.model, expected, rtol=1e-12, atol=1e-15)
+        result = solve(problem, NewtonOptions(**OPTIONS, average=beta), theta=theta0)
+        np.testing.assert_array_equal(result.theta, solver.model)  # the run returns it
+    finally:
+        problem.close()
+
+
+def test_a_resumed_run_continues_exactly():
+    """Stopped after iteration 2 and resumed from its state by a new solver: the rest is
+    the uninterrupted run's, bit for bit (the next sample is drawn again), the moving
+    average of the iterates included."""
+    problem = build(WORLD, data())
+    try:
+        options = NewtonOptions(**OPTIONS, average=0.8)
         theta0 = problem.network.initial_parameters(options.seed)
         straight = make_solver(problem, options)
         records = [straight.start(theta0)]
@@ -153,6 +178,7 @@ def test_a_resumed_run_continues_exactly():
         assert [r.f for r in resumed] == [r.f for r in records[3:]]
         assert [r.sample_size for r in resumed] == [r.sample_size for r in records[3:]]
         np.testing.assert_array_equal(again.theta, straight.theta)
+        np.testing.assert_array_equal(again.model, straight.model)
     finally:
         problem.close()
 
@@ -172,6 +198,7 @@ def test_a_sample_of_every_instance_is_the_papers_method():
     ("sample_size", 0, "sample_size must be >= 1"),
     ("sample_growth", 0.5, "sample_growth must be >= 1"),
     ("sample_growth", 2.0, "sample_growth needs sample_size"),
+    ("average", 1.0, "average must be in"),
 ])
 def test_nonsensical_sample_options_are_refused_by_name(field, value, message):
     options = {"sample_size": None, field: value}
@@ -187,3 +214,35 @@ def test_a_gauss_newton_size_above_the_sample_takes_the_whole_sample():
         assert [r.sample_size for r in result.history] == [6, 6, 6]
     finally:
         problem.close()
+
+
+def test_the_recommended_setting_samples_large_sets_only():
+    """Beyond STOCHASTIC_FROM instances the unset options are the stochastic setting's;
+    what the user sets wins, and a sample size of None is the paper's method."""
+    from dnewton.solvers.newton import STOCHASTIC, STOCHASTIC_FROM, recommended
+
+    assert recommended(STOCHASTIC_FROM, {"iterations": 7}) == NewtonOptions(iterations=7)
+    large = recommended(STOCHASTIC_FROM + 1, {"iterations": 7, "cg_max": 3})
+    assert large == NewtonOptions(iterations=7, **{**STOCHASTIC, "cg_max": 3})
+    assert recommended(10**6, {"sample_size": None}) == NewtonOptions()
+    assert recommended(10**6, {"sample_size": 50}) == NewtonOptions(sample_size=50)
+
+
+def test_a_checkpoint_resumes_the_sample_and_the_average(tmp_path):
+    """Through a checkpoint folder (the gathered, then scattered state) on the job's
+    ranks: the same records and the same returned network as the straight run."""
+    from dnewton.app.training import Outputs, train
+
+    raw = data()
+    config = ModelConfig(hidden=(5, 4), activation="tanh", C=0.7, replicas=1)
+    options = NewtonOptions(**{**OPTIONS, "iterations": 6}, average=0.8)
+    straight = train(raw, None, config, options, Outputs(), comm=WORLD, return_model=True)
+    folder = WORLD.bcast(str(tmp_path / "ck") if WORLD.rank == 0 else None)
+    first = NewtonOptions(**{**OPTIONS, "iterations": 3}, average=0.8)
+    train(raw, None, config, first, Outputs(checkpoint=folder, checkpoint_every=1),
+          comm=WORLD)
+    resumed = train(raw, None, config, options, Outputs(resume=folder), comm=WORLD,
+                    return_model=True)
+    assert [r.f for r in resumed.history] == [r.f for r in straight.history]
+    for a, b in zip(resumed.model.weights, straight.model.weights):
+        np.testing.assert_array_equal(a, b)

@@ -7,11 +7,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from helpers import mpiexec_path, read_log, run_dnewton, run_environment, without_timings
 
-from dnewton.app.stopping import EXIT_RESUMABLE, StopRequests, parse_duration
+from dnewton.app.stopping import EXIT_NOTHING_SAVED, EXIT_RESUMABLE, StopRequests, parse_duration
 from dnewton.errors import ParameterError
 from dnewton.io.checkpoint import Checkpoint
 
@@ -175,3 +176,121 @@ def test_a_second_signal_ends_at_once():
     assert proc.returncode == 128 + signal.SIGTERM
     assert "SIGTERM again: stopping at once" in proc.stderr
     assert "not reached" not in proc.stdout and time.monotonic() - began < 4
+
+
+# -- a stop in every phase ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["UNLIMITED", "unlimited", "INFINITE"])
+def test_no_time_limit_as_squeue_prints_it(text):
+    assert parse_duration(text) is None
+
+
+def _digits_run(tmp_path, C=1.0, solver="newton", **outputs):
+    from dnewton.app.problem import ModelConfig
+    from dnewton.app.training import Outputs, train
+    from dnewton.io.data import read_dataset
+    from dnewton.solvers.newton import NewtonOptions
+    from dnewton.solvers.sgd import SGDOptions
+
+    train_raw, test_raw = read_dataset("digits")
+    config = ModelConfig(hidden=(16,), feature_scale=16.0, C=C, C_grid=(10.0, 1.0),
+                         path_iterations=3)
+    options = NewtonOptions(iterations=4) if solver == "newton" else SGDOptions(epochs=3)
+    return train(train_raw, test_raw, config, options, Outputs(**outputs))
+
+
+@pytest.mark.parametrize("solver", ["newton", "sgd"])
+def test_a_stop_during_start_up_keeps_iteration_0_which_resumes(tmp_path, solver):
+    """A signal noted before training (the command line notes them from its first
+    line) stops the run at iteration 0 with a checkpoint of it; resuming gives the
+    run that was never stopped."""
+    from dnewton.solvers.records import RunStatus
+
+    whole = _digits_run(tmp_path, solver=solver)
+    early = StopRequests()
+    with early.installed():
+        early.signal = signal.SIGTERM  # as if it came while the data were read
+        stopped = _digits_run(tmp_path, solver=solver, checkpoint=tmp_path / "ck")
+    assert stopped.status == RunStatus.INTERRUPTED and stopped.iterations == 0
+    assert early.settled == EXIT_RESUMABLE  # a signal now would end with 75 at once
+    resumed = _digits_run(tmp_path, solver=solver, checkpoint=tmp_path / "ck",
+                          resume=tmp_path / "ck")
+    assert resumed.status == whole.status and resumed.iterations == whole.iterations
+    assert [r.f for r in resumed.history] == [r.f for r in whole.history]
+
+
+def test_a_stop_during_the_C_search_says_there_is_nothing_to_resume(tmp_path):
+    from dnewton.errors import StoppedEarly
+
+    early = StopRequests()
+    with early.installed(), pytest.raises(StoppedEarly, match="-C auto search") as caught:
+        early.signal = signal.SIGUSR1
+        _digits_run(tmp_path, C="auto", checkpoint=tmp_path / "ck")
+    assert caught.value.agreed and caught.value.exit_status == EXIT_NOTHING_SAVED
+    assert not (tmp_path / "ck" / "checkpoint.npz").exists()
+
+
+@pytest.mark.mpi
+def test_the_time_limit_during_the_C_search_ends_with_nothing_claimed(tmp_path):
+    folder = tmp_path / "ck"
+    proc = run_dnewton(2, ["train", "digits", "--hidden", "64,64", "--feature-scale", "16",
+                           "--iterations", "30", "-C", "auto", "--path-iterations", "400",
+                           "--checkpoint", folder, "--time-limit", "2", "--quiet"],
+                       TIMEOUT, check=False)
+    assert proc.returncode == EXIT_NOTHING_SAVED, proc.stderr
+    assert proc.stderr.count("dnewton: stopped: ") == 1, proc.stderr
+    assert "nothing to resume from" in proc.stderr and "--resume" not in proc.stderr
+    assert not (folder / "checkpoint.npz").exists()
+
+
+SETTLED = """
+import os, signal, time
+from dnewton.app.stopping import StopRequests
+stops = StopRequests()
+with stops.installed():
+    os.kill(os.getpid(), signal.SIGTERM)
+    stops.settle(75)  # the stop wrote its checkpoint and model
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+print("not reached")
+"""
+
+BEFORE_TRAINING = """
+import os, signal, time
+from dnewton.app.stopping import note_from_start, release_from_start
+note_from_start()
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(0.1)
+release_from_start()  # a command that does not train: the signal acts as by default
+time.sleep(5)
+print("not reached")
+"""
+
+
+def test_a_second_signal_after_the_stop_wrote_everything_keeps_its_status():
+    proc = subprocess.run([sys.executable, "-c", SETTLED], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == EXIT_RESUMABLE and "not reached" not in proc.stdout
+
+
+def test_commands_that_do_not_train_act_on_a_signal_noted_at_start():
+    proc = subprocess.run([sys.executable, "-c", BEFORE_TRAINING], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == -signal.SIGTERM and "not reached" not in proc.stdout
+
+
+@pytest.mark.mpi
+def test_sigterm_at_random_times_ends_as_documented():
+    """bench/sigterm_trials.py with 3 trials (the lead runs 20): start-up, a checkpoint
+    write, the model write; each ends with 75 and a resumable checkpoint, 76 and
+    nothing claimed, or 0 with everything written."""
+    if mpiexec_path() is None:
+        pytest.skip("no mpiexec found")
+    script = Path(__file__).resolve().parents[1] / "bench" / "sigterm_trials.py"
+    proc = subprocess.run([sys.executable, script, "--trials", "3", "--seed", "1",
+                           "--phases", "startup,checkpoint,model", "--timeout", str(TIMEOUT)],
+                          capture_output=True, text=True, timeout=10 * TIMEOUT,
+                          env=run_environment(TIMEOUT))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "3 of 3 trials ended as documented" in proc.stdout

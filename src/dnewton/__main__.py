@@ -1,5 +1,19 @@
-"""``python -m dnewton`` is the ``dnewton`` command."""
+"""``python -m dnewton`` and the ``dnewton`` script: the command line (`app.cli`).
 
-from .app.cli import main
+Stop requests (SIGTERM, SIGUSR1, SIGINT) are noted from the first line, before the
+slow imports and the data, so that a job stopped while it starts still ends as
+`app.stopping` documents rather than as the signal's default would.
+"""
 
-main()
+
+def main():
+    from .app.stopping import note_from_start
+
+    note_from_start()
+    from .app.cli import main as command_line
+
+    command_line()
+
+
+if __name__ == "__main__":
+    main()

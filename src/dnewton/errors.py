@@ -14,6 +14,7 @@ follows -- goes to `abort_on_exception`, which ends the whole job with
 import re
 import sys
 import traceback
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -28,6 +29,7 @@ class DNewtonError(Exception):
     """
 
     exit_status = 2
+    label = "error"  # how the command line introduces the message
     agreed = False  # set once every rank knows of it
     template = None  # the message with ``{parameter}`` placeholders, if it names any
 
@@ -82,6 +84,15 @@ class NumericalError(DNewtonError, ArithmeticError):
     """The iteration produced a non-finite value or cannot make progress."""
 
     exit_status = 3
+
+
+class StoppedEarly(DNewtonError):
+    """A stop request (signal, time limit) honoured before the run had anything to
+    resume from: the message says so; the status (`app.stopping.EXIT_NOTHING_SAVED`)
+    tells a requeue script not to requeue."""
+
+    exit_status = 76
+    label = "stopped"
 
 
 def everywhere(error):
@@ -172,6 +183,18 @@ def abort_on_exception(exc_type, exc, tb):
     sys.exit(status)
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None):
+    """`warnings.showwarning` of the front ends: a warning (NumPy's overflow in a sum,
+    say) as one line of dnewton's own, without the code line that raised it."""
+    world = _world()
+    rank = f" on rank {world.rank}" if world is not None and world.size > 1 else ""
+    text = f"dnewton: warning{rank}: {message}\n"
+    try:
+        (file or sys.stderr).write(text)
+    except (OSError, ValueError):
+        pass
+
+
 def run_main(main, argv=None, parameter_name=str):
     """Call ``main(argv)`` with the package's failure rules; return the exit status.
 
@@ -183,6 +206,7 @@ def run_main(main, argv=None, parameter_name=str):
     global _parameter_name
     _parameter_name = parameter_name
     sys.excepthook = abort_on_exception
+    warnings.showwarning = show_warning
     try:
         return main(argv) or 0
     except DNewtonError as exc:
@@ -190,7 +214,7 @@ def run_main(main, argv=None, parameter_name=str):
             abort_on_exception(type(exc), exc, exc.__traceback__)
         world = _world()
         if world is None or world.rank == 0:
-            print(f"dnewton: error: {describe(exc)}", file=sys.stderr, flush=True)
+            print(f"dnewton: {exc.label}: {describe(exc)}", file=sys.stderr, flush=True)
         return exc.exit_status
     except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 -- must end every rank
         abort_on_exception(type(exc), exc, exc.__traceback__)

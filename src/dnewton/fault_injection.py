@@ -19,6 +19,9 @@ DNEWTON_TEST_KILL_AFTER        ``K``: rank 0 SIGKILLs itself right after writing
                                checkpoint K (a crash between checkpoints)
 DNEWTON_TEST_KILL_IN_WRITE     ``K``: rank 0 SIGKILLs itself between writing
                                checkpoint K's temporary file and renaming it
+DNEWTON_TEST_SLOW_WRITE        ``SECONDS``: rank 0 sleeps SECONDS between writing
+                               each checkpoint's temporary file and renaming it (a
+                               write long enough to be interrupted on purpose)
 DNEWTON_MEMORY_LIMIT           ``BYTES``: the memory a node has available
 =============================  =====================================================
 """
@@ -33,6 +36,7 @@ SLOW_RANK = "DNEWTON_TEST_SLOW_RANK"
 POISON_BLOCK = "DNEWTON_TEST_POISON_BLOCK"
 KILL_AFTER = "DNEWTON_TEST_KILL_AFTER"
 KILL_IN_WRITE = "DNEWTON_TEST_KILL_IN_WRITE"
+SLOW_WRITE = "DNEWTON_TEST_SLOW_WRITE"
 MEMORY_LIMIT = "DNEWTON_MEMORY_LIMIT"
 
 
@@ -50,6 +54,7 @@ class Faults:
     kill_after: object = None  # checkpoint iteration
     kill_in_write: object = None  # checkpoint iteration
     memory_limit: object = None  # bytes per node
+    slow_write: object = None  # seconds between a checkpoint's temporary file and its rename
 
     @classmethod
     def from_environment(cls, environ=os.environ):
@@ -59,7 +64,8 @@ class Faults:
             rank, seconds = slow.split(":")
             slow = (int(rank), float(seconds))
         return cls(slow or None, _integer(environ, POISON_BLOCK), _integer(environ, KILL_AFTER),
-                   _integer(environ, KILL_IN_WRITE), _integer(environ, MEMORY_LIMIT))
+                   _integer(environ, KILL_IN_WRITE), _integer(environ, MEMORY_LIMIT),
+                   float(environ[SLOW_WRITE]) if environ.get(SLOW_WRITE) else None)
 
     def block_decorator(self, rank):
         """``wrap(index, apply) -> apply`` for the block-diagonal CG, or None."""
@@ -82,7 +88,16 @@ class Faults:
 
     def checkpoint_hooks(self):
         """(before_commit, after_write) callbacks for the checkpoint writer."""
-        return _kill_at(self.kill_in_write), _kill_at(self.kill_after)
+        kill = _kill_at(self.kill_in_write)
+        if not self.slow_write:
+            return kill, _kill_at(self.kill_after)
+
+        def slowly(reached):
+            time.sleep(self.slow_write)
+            if kill is not None:
+                kill(reached)
+
+        return slowly, _kill_at(self.kill_after)
 
 
 def _kill_at(iteration):

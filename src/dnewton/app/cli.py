@@ -34,7 +34,7 @@ from ..solvers.newton import NewtonOptions
 from ..solvers.sgd import SGDOptions
 from .early_stopping import EarlyStopping
 from .problem import PAPER_OBJECTIVE, ModelConfig
-from .stopping import EXIT_RESUMABLE, parse_duration
+from .stopping import EXIT_NOTHING_SAVED, EXIT_RESUMABLE, parse_duration, release_from_start
 
 _DEFAULTS = NewtonOptions()
 _SGD = SGDOptions()
@@ -122,7 +122,8 @@ def build_parser():
         formatter_class=_HelpFormatter,
         epilog=f"Exit status: 0 finished; 2 bad input; 3 numerical failure (the last good "
         f"model is still saved); {EXIT_RESUMABLE} stopped early by SIGTERM, SIGUSR1, SIGINT "
-        "or --time-limit, with a checkpoint to --resume from; 1 internal error.",
+        f"or --time-limit, with a checkpoint to --resume from; {EXIT_NOTHING_SAVED} stopped "
+        "so during the -C auto search, nothing to resume from; 1 internal error.",
     )
     train.add_argument(
         "train",
@@ -204,7 +205,7 @@ def build_parser():
                       "columns beyond N are dropped with a warning")
     data.add_argument("--data-cache", metavar="DIR", default=None,
                       help="keep a binary copy of every LIBSVM file read in DIR and read "
-                      "it from there while the file is unchanged (path, size and mtime): "
+                      "it from there while the file's bytes are unchanged (a fingerprint): "
                       "seconds instead of a parse; a DIR that cannot be written is skipped")
     data.add_argument("--feature-scale", type=float, default=1.0, metavar="S",
                       help="divide every feature by S (255 for raw pixels)")
@@ -252,6 +253,11 @@ def build_parser():
     opt.add_argument("--sample-growth", type=float, default=_DEFAULTS.sample_growth,
                      metavar="G", help="with --sample-size: the next iteration's sample "
                      "has G times the instances, until it holds them all")
+    opt.add_argument("--average", type=float, default=_DEFAULTS.average, metavar="BETA",
+                     help="score and return the moving average of the iterates, "
+                     "avg = BETA avg + (1 - BETA) theta after each iteration (bias-"
+                     "corrected); it steadies stochastic Newton's jittery steps (0: the "
+                     "last iterate)")
     opt.add_argument("--diagonal", action="store_true",
                      help="block-diagonal Gauss-Newton: every block solves its own CG with "
                      "no communication (the paper's diagonalization)")
@@ -330,9 +336,9 @@ def build_parser():
                      help="iterations (epochs) between checkpoints (default: by time)")
     out.add_argument("--time-limit", type=_duration, default=None, metavar="T",
                      help="stop, with a checkpoint, when the next iteration would end "
-                     "after T (seconds, or [D-]H:MM:SS as Slurm writes it) from the start; "
-                     f"the run then exits with status {EXIT_RESUMABLE}, as after SIGTERM, "
-                     "SIGUSR1 or SIGINT")
+                     "after T (seconds, or [D-]H:MM:SS or UNLIMITED as Slurm writes it) "
+                     f"from the start; the run then exits with status {EXIT_RESUMABLE}, as "
+                     "after SIGTERM, SIGUSR1 or SIGINT")
     out.add_argument("--resume", metavar="DIR",
                      help="continue the run checkpointed in DIR, with the same settings "
                      "(any ranks and --partitions); the --log is rewritten with the "
@@ -558,9 +564,14 @@ def run_calibrate(args):
     from mpi4py import MPI
 
     from ..errors import agreed
+    from ..io.text_output import TextOutput
     from ..planning.calibrate import measure
 
     world = MPI.COMM_WORLD
+    output = None
+    with agreed(world):  # a pipe nobody reads is refused before the measuring
+        if world.rank == 0:
+            output = TextOutput(args.output, "machine file")
 
     def say(text):
         if world.rank == 0:
@@ -569,7 +580,7 @@ def run_calibrate(args):
     machine = measure(args.seconds, world if world.size > 1 else None, say)
     with agreed(world):
         if world.rank == 0:
-            machine.save(args.output)
+            output.write(machine.text())
     say(f"dnewton calibrate: wrote {args.output} (GEMM "
         f"{machine.gemm[-1][1] / 1e9:.1f} GFLOP/s per core, stream "
         f"{machine.stream_bandwidth / 1e9:.1f} GB/s, MPI latency "
@@ -643,7 +654,7 @@ def _objective(args):
 def _newton_options(args):
     return NewtonOptions(
         gn_ratio=args.gn_ratio, gn_size=args.gn_size, sample_size=args.sample_size,
-        sample_growth=args.sample_growth, diagonal=args.diagonal,
+        sample_growth=args.sample_growth, average=args.average, diagonal=args.diagonal,
         sync_fraction=args.sync_fraction, iterations=args.iterations, cg_max=args.cg_max,
         xi=args.xi, damping=args.damping, seed=args.seed,
     )
@@ -691,9 +702,14 @@ def run_predict(args):
     from ..errors import agreed
     from ..io.model_file import load_model
     from ..io.shards import open_dataset
+    from ..io.text_output import TextOutput
     from .prediction import Predictor
 
     world = MPI.COMM_WORLD
+    output = None
+    with agreed(world):  # a pipe nobody reads is refused before the work
+        if world.rank == 0 and args.output:
+            output = TextOutput(args.output, "labels")
     model = load_model(world, args.model)
     given = args.features is not None
     with agreed(world):
@@ -712,22 +728,12 @@ def run_predict(args):
     correct = int(np.sum(labels == raw.y))
     with agreed(world):
         if world.rank == 0:
-            if args.output:
-                _write_labels(args.output, labels)
+            if output is not None:
+                output.write("".join(f"{label:g}\n" for label in labels))
             print(f"dnewton: {raw.source}: {raw.n_instances} instances, accuracy "
                   f"{100 * correct / raw.n_instances:.2f}% ({correct}/{raw.n_instances})"
                   + (f"; labels written to {args.output}" if args.output else ""), flush=True)
     return 0
-
-
-def _write_labels(path, labels):
-    from ..errors import InputError
-
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            f.writelines(f"{label:g}\n" for label in labels)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write the labels ({exc.strerror})") from None
 
 
 def run_plot(args):
@@ -786,6 +792,8 @@ def main(argv=None):
                 args = parser.parse_args(argv)
         else:
             args = parser.parse_args(argv)
+        if args.run is not run_train:  # only training turns a signal into a clean stop
+            release_from_start()
         return args.run(args)
 
     sys.exit(run_main(dispatch, argv, lambda parameter: names.get(parameter, parameter)))

@@ -12,6 +12,7 @@ import shutil
 import sys
 
 from ..errors import InputError
+from ..io.text_output import open_text
 
 
 def _scores(rec):
@@ -96,8 +97,8 @@ class Monitor:
         if not (self.active and path):
             return
         self.log_path = path
+        self.log = open_text(path, "log")  # a pipe nobody reads is refused, not waited on
         try:
-            self.log = open(path, "w", encoding="utf-8")
             for record in previous:
                 self.log.write(json.dumps(record) + "\n")
             self.log.flush()

@@ -16,7 +16,7 @@ from mpi4py import MPI
 
 from ..constants import BATCH_SIZE, KEEP_MEMORY_SHARE, PARAMETER_COPIES, PRECISIONS
 from ..errors import InputError, ParameterError, agreed, check_parameters, everywhere
-from ..io.data import SPARSE_MAX_DENSITY, Classes, Preprocessing
+from ..io.data import SPARSE_MAX_DENSITY, Preprocessing, Targets, targets_from_training
 from ..io.shards import share_of, stored_entries
 from ..io.model_file import gather_model, gather_vector
 from ..model.activations import Activation
@@ -127,7 +127,10 @@ class Problem:
         try:
             with agreed(world):
                 config.check()
-                classes = Classes.from_training(train_raw.y)
+                classes = targets_from_training(train_raw.y)
+                if isinstance(classes, Targets) and config.loss != "squared":
+                    raise ParameterError(f"{{loss}} {config.loss} needs class labels; real "
+                                         "targets take the squared loss")
                 widths = [train_raw.n_features, *map(int, config.hidden), len(classes)]
                 if config.replicas is not None:  # refused before the planner looks
                     _copy_size(world.size, config.replicas, train_raw.n_instances)

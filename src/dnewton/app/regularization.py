@@ -46,7 +46,9 @@ def holdout_split(y, fraction, seed, purpose="-C auto"):
     """(fit, held-out) sorted instance indices: a stratified, seeded split of labels `y`.
 
     Raises InputError when a class has fewer than two instances (it could not be
-    on both sides); the message names `purpose`, what the split is for.
+    on both sides), or when `fraction` leaves either side fewer instances than
+    there are classes: each side must hold every class. The message names
+    `purpose`, what the split is for.
     """
     from sklearn.model_selection import train_test_split
 
@@ -59,7 +61,18 @@ def holdout_split(y, fraction, seed, purpose="-C auto"):
         )
     index = np.arange(len(y))
     n_held = max(len(classes), int(round(fraction * len(y))))
+    parameter = "{holdout}" if purpose == "-C auto" else "{validation_fraction}"
+    if len(y) - n_held < len(classes):
+        raise InputError.naming(
+            f"{purpose}: holding out {fraction:g} of the {len(y)} training instances leaves "
+            f"{len(y) - n_held} to fit, fewer than the {len(classes)} classes; give a smaller "
+            + parameter)
     fit, held = train_test_split(index, test_size=n_held, stratify=y, random_state=seed)
+    for part, rows in (("fitted", fit), ("held-out", held)):
+        if len(np.unique(y[rows])) < len(classes):
+            raise InputError.naming(f"{purpose}: the {part} part of the training set lacks "
+                                    f"a class at {parameter} {fraction:g}; give a fraction "
+                                    "nearer 0.2")
     return np.sort(fit), np.sort(held)
 
 

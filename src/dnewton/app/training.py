@@ -19,7 +19,15 @@ from dataclasses import asdict, dataclass, replace
 from mpi4py import MPI
 
 from ..constants import CHECKPOINT_INTERVAL
-from ..errors import InputError, ParameterError, agreed, alike_everywhere
+from ..errors import (
+    InputError,
+    NumericalError,
+    ParameterError,
+    StoppedEarly,
+    agreed,
+    alike_everywhere,
+    everywhere,
+)
 from ..fault_injection import Faults
 from ..io.checkpoint import Checkpoint, Checkpointer
 from ..io.data import SPARSE_MAX_DENSITY
@@ -39,8 +47,12 @@ from .log_view import log_view
 from .monitor import Monitor
 from .problem import ModelConfig, Problem, available_memory
 from .regularization import best_C, regularization_path, split_rows
-from .stopping import StopRequests
+from .stopping import EXIT_RESUMABLE, StopRequests
 from .threads import compute_threads, default_threads
+
+# The exit status of the command line for each way a run ends (0 for the others).
+EXIT_STATUS = {RunStatus.INTERRUPTED: EXIT_RESUMABLE, RunStatus.TIME_LIMIT: EXIT_RESUMABLE,
+               RunStatus.NUMERICAL_ERROR: NumericalError.exit_status}
 
 # The mini-batch solvers by their options (Newton's needs more wiring: `make_solver`).
 _MINIBATCH_SOLVERS = {SGDOptions: SGDSolver, AdamOptions: AdamSolver}
@@ -70,7 +82,7 @@ class TrainingResult(RunResult):
 
 def train(train_data, test_data=None, config=None, options=None, outputs=None, *,
           comm=None, monitor=None, blas_threads=None, faults=None, return_model=False,
-          early_stopping=None):
+          early_stopping=None, initial=None):
     """Train a network; collective over `comm` (default: every rank of the job).
 
     Parameters
@@ -95,6 +107,9 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
         Set a validation split aside, score it after every iteration (epoch), stop
         when it stalls, and return the best validated model (``RunStatus.NO_IMPROVEMENT``
         when it stopped the run).
+    initial : io.model_file.Model or None
+        Start from this network (a warm start; its widths must be the run's)
+        instead of the seeded initialisation. The same on every rank.
 
     Returns
     -------
@@ -102,8 +117,9 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
         A run that ends with ``status == RunStatus.NUMERICAL_ERROR`` keeps the
         last good iterate (and saves it when asked); it is not an exception.
         SIGTERM, SIGUSR1 or SIGINT during the run, or the time limit, end it
-        after the current iteration with a checkpoint and ``RunStatus.INTERRUPTED``
-        or ``TIME_LIMIT`` (`app.stopping`).
+        after the current iteration (iteration 0 included) with a checkpoint and
+        ``RunStatus.INTERRUPTED`` or ``TIME_LIMIT`` (`app.stopping`); during the
+        ``-C auto`` search, with `errors.StoppedEarly` (nothing to resume from).
     """
     started = time.perf_counter()
     comm = MPI.COMM_WORLD if comm is None else comm
@@ -114,6 +130,11 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
     faults = Faults.from_environment() if faults is None else faults
     newton = isinstance(options, NewtonOptions)
     stops = StopRequests(outputs.time_limit, started)
+    with alike_everywhere():  # the same argument on every rank
+        if blas_threads is not None and not (isinstance(blas_threads, int)
+                                             and blas_threads >= 1):
+            raise ParameterError(f"{{blas_threads}} must be a whole number >= 1, got "
+                                 f"{blas_threads}")
     with compute_threads(blas_threads or default_threads(comm.size)), stops.installed():
         with agreed(comm):
             options.check()
@@ -136,7 +157,8 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
         if config.C == "auto" and checkpoint is not None:  # chosen before the checkpoint
             config = replace(config, C=checkpoint.settings["C"])
         elif config.C == "auto":
-            config, path = _choose_C(comm, train_data, config, options, monitor, faults)
+            config, path = _choose_C(comm, train_data, config, options, monitor, faults,
+                                     stops)
         validation_data = None
         if early_stopping is not None:
             with agreed(comm):
@@ -151,9 +173,9 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
                      else available_memory())
         problem = Problem.build(comm, train_data, test_data, config, n_subset, validation_data,
                                 available)
+        checkpointer = None
         try:
             _describe(problem, options, train_data, monitor, outputs, faults)
-            checkpointer = None
             if outputs.checkpoint:
                 before_commit, after_write = faults.checkpoint_hooks()
                 checkpointer = Checkpointer(
@@ -178,7 +200,7 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
             with agreed(problem.world):
                 monitor.open_log(outputs.log, checkpoint.history if checkpoint else ())
             if checkpoint is None:
-                run.start(problem.network.initial_parameters(options.seed))
+                run.start(_starting_point(problem, options, initial))
             result = run.finish()
             unit = "iteration" if newton else "epoch"
             # A log that cannot be written stopped the run: the model is still saved
@@ -188,9 +210,14 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
                 monitor.message(f"dnewton: stopped after {result.iterations} {unit}(s): "
                                 f"{result.message}; f = {result.f:.6e}{chosen}")
             if result.status in (RunStatus.INTERRUPTED, RunStatus.TIME_LIMIT):
-                where = (f"checkpoint in {outputs.checkpoint}: continue with --resume "
-                         f"{outputs.checkpoint}" if checkpointer is not None
-                         else "no --checkpoint was given, so there is nothing to resume from")
+                # Only a checkpoint this run wrote is named: it is on disk.
+                if checkpointer is not None and checkpointer.saved is not None:
+                    where = (f"checkpoint in {outputs.checkpoint}: continue with --resume "
+                             f"{outputs.checkpoint}")
+                elif checkpointer is not None:
+                    where = "no checkpoint was written, so there is nothing to resume from"
+                else:
+                    where = "no --checkpoint was given, so there is nothing to resume from"
                 monitor.report(f"dnewton: {result.message} after {unit} {result.iterations}; "
                                f"{where}")
             if outputs.log_view and monitor.error is None:
@@ -208,11 +235,28 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
             with agreed(problem.world):  # the log is rank 0's: a write it could not do
                 if monitor.error is not None:
                     raise InputError(monitor.error)
+            stops.settle(EXIT_STATUS.get(result.status, 0))
         finally:
             monitor.close()
+            if checkpointer is not None:
+                checkpointer.close()
             problem.close()
     return TrainingResult(**{field: getattr(result, field) for field in
                              RunResult.__dataclass_fields__}, model=model, C=config.C)
+
+
+def _starting_point(problem, options, initial):
+    """This rank's part of the first iterate: `initial`'s weights (a Model), or the
+    seeded initialisation without one."""
+    if initial is None:
+        return problem.network.initial_parameters(options.seed)
+    with alike_everywhere():  # the same model and data on every rank
+        if tuple(initial.widths) != tuple(problem.layout.widths):
+            raise InputError(f"the network to start from has widths "
+                             f"{'-'.join(map(str, initial.widths))}, this run's are "
+                             f"{'-'.join(map(str, problem.layout.widths))}")
+    theta = initial.local_parameters(problem.layout, problem.rank)
+    return theta.astype(problem.network.dtype, copy=False)
 
 
 def _planner_bounds(config, options):
@@ -230,9 +274,12 @@ def _planner_bounds(config, options):
     return config
 
 
-def _choose_C(comm, train_data, config, options, monitor, faults):
+def _choose_C(comm, train_data, config, options, monitor, faults, stops=None):
     """-C auto: the regularization path on a held-out split (`app.regularization`);
-    returns the config with the chosen C, and the path as the log records it."""
+    returns the config with the chosen C, and the path as the log records it.
+
+    A stop request ends the search after the current iteration of its fit, with
+    `StoppedEarly` on every rank (no C chosen: nothing a run could resume)."""
     def report(point):
         monitor.message(f"dnewton: -C auto: C = {point.C:g}: held-out accuracy "
                         f"{100 * point.holdout_accuracy:.2f}%, f = {point.f:.6e} after "
@@ -243,7 +290,15 @@ def _choose_C(comm, train_data, config, options, monitor, faults):
                     f"of the training set, {config.path_iterations} iteration(s) each, "
                     "warm-started; scoring on the rest")
     def fit(problem, short, theta):
-        return solve(problem, short, theta, faults=faults)
+        result = solve(problem, short, theta, faults=faults, stops=stops)
+        if result.status in (RunStatus.INTERRUPTED, RunStatus.TIME_LIMIT):
+            raise everywhere(StoppedEarly(
+                f"{result.message} during the -C auto search (C = {problem.config.C:g}, "
+                f"iteration {result.iterations}), before the first iteration of training: "
+                "no C is chosen yet and no checkpoint was written, so there is nothing to "
+                "resume from; run it again from the start (with more time, or a number "
+                "for -C)"))
+        return result
 
     path = regularization_path(comm, train_data, config, options, fit, report)
     C = best_C(path)
@@ -442,12 +497,12 @@ class SolverRun:
         while not solver.done and self.stopped is None:
             self._advance(solver.step)
         status, message = solver.status, solver.message
-        if self.stopped in (1, 2):
+        if self.stopped in (1, 2) and not solver.done:  # a run that ended anyway ended
             status = RunStatus.INTERRUPTED if self.stopped == 1 else RunStatus.TIME_LIMIT
             message = self.stops.describe(self.stopped)
         elif self.stopped == 4:
             status, message = RunStatus.NO_IMPROVEMENT, self.best.message()
-        theta, f, gnorm = solver.theta, solver.f, solver.gnorm
+        theta, f, gnorm = solver.model, solver.f, solver.gnorm
         if self.best is not None and self.best.theta is not None:
             best = next(r for r in self.history if r.iter == self.best.iteration)
             theta = self.best.theta.astype(solver.theta.dtype, copy=False)
@@ -482,12 +537,12 @@ class SolverRun:
             record = self.solver.measure(record)
         if record is not None and self.validate is not None and record.iter > 0:
             began = time.perf_counter()  # part of the method: its time is training's
-            record.validation_score = float(self.validate(self.solver.theta))
+            record.validation_score = float(self.validate(self.solver.model))
             seconds += time.perf_counter() - began
-            if self.best.update(record.iter, record.validation_score, self.solver.theta):
+            if self.best.update(record.iter, record.validation_score, self.solver.model):
                 self.stopped = self.stopped or 4
         if record is not None and self.evaluate is not None:
-            record.test_accuracy = float(self.evaluate(self.solver.theta))
+            record.test_accuracy = float(self.evaluate(self.solver.model))
         monitoring = self.ledger.collect(world)
         if signalled or out_of_time or broken:
             self.stopped = 3 if broken else 1 if signalled else 2
@@ -507,7 +562,10 @@ class SolverRun:
                                                       trained["seconds"])
         record.time, record.iteration_time = self.clock, seconds
         self.history.append(record)
-        resumable = record.iter > 0 and self.solver.status != RunStatus.LINE_SEARCH_FAILED
+        # A stop at iteration 0 (requested during start-up) keeps iteration 0: the
+        # run resumes from it like from any other.
+        resumable = ((record.iter > 0 or self.stopped)
+                     and self.solver.status != RunStatus.LINE_SEARCH_FAILED)
         if self.checkpoint is not None and resumable and (due or self.stopped):
             self._checkpoint_seconds = self.checkpoint(self._state(), self.history)
             record.checkpoint_seconds = self._checkpoint_seconds
@@ -525,10 +583,11 @@ class SolverRun:
         return state
 
 
-def solve(problem, options, theta=None, monitor=None, faults=None):
+def solve(problem, options, theta=None, monitor=None, faults=None, stops=None):
     """Run `options`' solver on a built `Problem` from `theta` (default: the seeded
-    initialisation); returns the `RunResult`. For tests and scripts that assemble
-    the problem themselves."""
-    run = SolverRun(problem, make_solver(problem, options, faults), monitor)
+    initialisation); returns the `RunResult`, stopped early by `stops`
+    (`app.stopping.StopRequests`) if given. For the -C auto search, and for tests
+    and scripts that assemble the problem themselves."""
+    run = SolverRun(problem, make_solver(problem, options, faults), monitor, stops=stops)
     run.start(problem.network.initial_parameters(options.seed) if theta is None else theta)
     return run.finish()

@@ -10,9 +10,13 @@ among them); generator, scalars, history and settings are JSON text. Parameters
 and vectors are dense, so a run may resume on another number of ranks with
 another layout.
 
-Writing: rank 0 writes ``checkpoint.npz.tmp``, fsyncs it and renames it over the
-previous checkpoint, so a kill at any moment leaves the previous checkpoint or the
-new one, whole; a leftover ``.tmp`` is never read and the next write replaces it.
+Writing: rank 0 writes a temporary file (``.checkpoint.npz.XXXXXXXX.tmp``), fsyncs
+it and renames it over the previous checkpoint, so a kill at any moment leaves the
+previous checkpoint or the new one, whole; a leftover temporary file is never read,
+and the next run that takes the folder removes it.
+
+A run holds the folder for its lifetime (`FolderLock`, in ``.lock``): a second run
+given the same ``--checkpoint`` is refused with a message naming the first.
 
 Resuming: the state is restored and f recomputed at the iterate (it must match
 the record: `Checkpoint.check_f`), so the iterations that follow are those of the
@@ -22,9 +26,12 @@ equals the uninterrupted run's log (apart from timings) even when the killed run
 had logged iterations past its last checkpoint.
 """
 
+import fcntl
 import json
 import math
 import os
+import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +51,7 @@ from .model_file import (
 )
 
 NAME = "checkpoint.npz"
+LOCK = ".lock"
 
 _STATE_KEYS = ("iteration", "generator", "scalars", "history", "settings")
 _JSON_KEYS = ("generator", "scalars", "history", "settings")
@@ -74,10 +82,13 @@ class Checkpoint:
             model = Model.from_arrays(arrays, path)
             try:
                 state = {key: json.loads(str(arrays[key])) for key in _JSON_KEYS}
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, RecursionError) as exc:
                 raise InputError(f"{path}: damaged optimizer state ({exc})") from None
+            iteration = _state_problem(arrays, state, model)
+            if isinstance(iteration, str):
+                raise InputError(f"{path}: damaged optimizer state ({iteration})")
         vectors = {key[len(_VECTOR):]: arrays[key] for key in arrays if key.startswith(_VECTOR)}
-        return cls(model, int(arrays["iteration"]), vectors=vectors, **state)
+        return cls(model, iteration, vectors=vectors, **state)
 
     def check(self, settings):
         """Raise InputError naming the first setting this run changes."""
@@ -114,6 +125,85 @@ class Checkpoint:
     def records(self):
         """The log records of iterations 0..iteration, as `IterationRecord`."""
         return [IterationRecord.from_dict(record) for record in self.history]
+
+
+def _state_problem(arrays, state, model):
+    """The iteration of a checkpoint's state, or what is wrong with the state (a str):
+    every field of the kind the writer gives it, the history's records complete."""
+    iteration = arrays["iteration"]
+    if np.ndim(iteration) != 0 or iteration.dtype.kind not in "iu" or int(iteration) < 0:
+        return "the iteration is not a whole number >= 0"
+    iteration = int(iteration)
+    if not all(isinstance(state[key], dict) for key in ("generator", "scalars", "settings")):
+        return "the generator, scalars or settings are not records"
+    kind = getattr(np.random, str(state["generator"].get("bit_generator")), None)
+    if not (isinstance(kind, type) and issubclass(kind, np.random.BitGenerator)):
+        return "the generator names no NumPy bit generator"
+    try:
+        kind().state = state["generator"]  # what resuming will do
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        return f"the generator's state cannot be restored ({exc})"
+    history = state["history"]
+    if not (isinstance(history, list) and history and all(isinstance(r, dict)
+                                                          for r in history)):
+        return "the history is not a list of records"
+    try:
+        records = [IterationRecord.from_dict(record) for record in history]
+    except (TypeError, KeyError) as exc:
+        return f"a record of the history is incomplete ({exc})"
+    last = records[-1]
+    if last.iter != iteration or not isinstance(last.f, (int, float)):
+        return f"the history ends at {last.iter!r}, not at iteration {iteration}"
+    n_parameters = sum(W.size + b.size for W, b in zip(model.weights, model.biases))
+    for name, vector in arrays.items():
+        if name.startswith(_VECTOR) and (vector.ndim != 1 or vector.dtype.kind != "f"
+                                         or len(vector) != n_parameters):
+            return f"{name} is not a vector of the model's parameters"
+    return iteration
+
+
+class FolderLock:
+    """Rank 0's hold on a checkpoint folder for the run's lifetime.
+
+    An advisory ``flock`` on ``DIR/.lock``, which names the holder (host, process,
+    command line); the system drops it when the process ends, however it ends, so
+    it is never stale. On a file system without locks the folder is not locked.
+    Raises ParameterError, naming the other run, when another process holds it.
+    """
+
+    def __init__(self, directory):
+        self.fd = None
+        path = Path(directory) / LOCK
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ParameterError(f"{{checkpoint}} {directory}: cannot write in it "
+                                 f"({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another run"
+            os.close(fd)
+            raise ParameterError(f"{{checkpoint}} {directory} is in use by another run "
+                                 f"({holder}): give each run its own folder") from None
+        except OSError:  # no locks on this file system: go on unlocked
+            os.close(fd)
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {os.getpid()} on {socket.gethostname()}, started "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(sys.argv)}\n".encode())
+        self.fd = fd
+        # Temporary files of runs that died writing: only a holder may write here.
+        for leftover in Path(directory).glob(f".{NAME}.*.tmp"):
+            try:
+                leftover.unlink()
+            except OSError:
+                pass
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)  # closing the only descriptor drops the lock
+            self.fd = None
 
 
 class Checkpointer:
@@ -154,6 +244,8 @@ class Checkpointer:
         self.before_commit = before_commit
         self.after_write = after_write
         self.written = time.perf_counter()  # when the last checkpoint was written
+        self.saved = None  # the iteration of the last checkpoint this run wrote
+        self.lock = None
         with agreed(world):
             if every is not None and every < 1:
                 raise ParameterError("{checkpoint_every} must be >= 1")
@@ -166,7 +258,18 @@ class Checkpointer:
                     ) from None
                 if not os.access(directory, os.W_OK | os.X_OK):
                     raise ParameterError(f"{{checkpoint}} {directory}: cannot write in it")
-                check_writable(self.path, "checkpoint")
+                self.lock = FolderLock(directory)
+                try:
+                    check_writable(self.path, "checkpoint")
+                except ParameterError:
+                    self.close()
+                    raise
+
+    def close(self):
+        """Let the folder go (the run is over)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def due(self, iteration):
         """This rank's view of whether iteration `iteration`'s state is to be written:
@@ -189,6 +292,7 @@ class Checkpointer:
             if self.world.rank == 0:
                 self._write(model, vectors, state, history)
         self.written = time.perf_counter()
+        self.saved = state.iteration
         return self.written - began
 
     def _write(self, model, vectors, state, history):

@@ -27,7 +27,8 @@ SPARSE_MAX_DENSITY = 0.1
 
 @dataclass
 class RawData:
-    """A whole data set as read: ``X`` (l, n_features) CSR or dense, ``y`` (l,) labels."""
+    """A whole data set as read: ``X`` (l, n_features) CSR or dense, ``y`` (l,) labels
+    (or (l, k) real targets, for regression: `Targets`)."""
 
     X: object
     y: np.ndarray
@@ -194,6 +195,37 @@ class Classes:
 
 
 @dataclass
+class Targets:
+    """Real targets, k per instance (regression): the model's k outputs fit them.
+
+    Stands where `Classes` does, with its interface: ``labels`` names the outputs
+    (0..k-1) and `encode` gives what the loss compares the outputs with, here the
+    targets themselves, (n, k) float64. Only the squared loss takes them.
+    """
+
+    labels: np.ndarray
+
+    @classmethod
+    def from_training(cls, y):
+        return cls(np.arange(y.shape[1], dtype=np.float64))
+
+    def __len__(self):
+        return len(self.labels)
+
+    def encode(self, y, source):
+        """The (n, k) float64 targets of `y`; refuse another number of targets."""
+        if y.ndim != 2 or y.shape[1] != len(self.labels):
+            raise InputError(f"{source}: targets of shape {y.shape}, the training set has "
+                             f"{len(self.labels)} per instance")
+        return np.asarray(y, dtype=np.float64)
+
+
+def targets_from_training(y):
+    """`Classes` of labels y (l,), or `Targets` of real targets y (l, k)."""
+    return Targets.from_training(y) if np.ndim(y) == 2 else Classes.from_training(y)
+
+
+@dataclass
 class Preprocessing:
     """x -> (x / scale - mean) / std, per feature, mean and std taken on the scaled
     training set (docs/design.md, "Preprocessing").
@@ -238,7 +270,8 @@ class PartitionedData:
 
     ``features[a]`` is the (n, |a|) block of input group a for every group this
     rank's layer-1 blocks need: dense, or a `scipy.sparse.csr_matrix` with int32
-    indices when ``sparse``; ``labels`` (n,) class indices on output ranks, else None.
+    indices when ``sparse``; ``labels`` (n,) class indices (or (n, k) real targets)
+    on output ranks, else None.
     The n rows are instances ``first .. first + n - 1`` of the set's ``n_total``
     (all of them, unless the ranks form copies of the layout: ``--replicas``).
     """
@@ -325,7 +358,7 @@ def partition(raw, layout, rank, classes, prep, fit=False, dtype=np.float64, sha
     raw : RawData
     layout : Layout
     rank : int
-    classes : Classes or None
+    classes : Classes, Targets or None
         None: no labels (data to predict).
     prep : Preprocessing
         With ``fit=True`` its means (and stds) are computed here from `raw` (the

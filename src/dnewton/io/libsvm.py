@@ -10,6 +10,8 @@ Python to name the first offending line.
 
 import bz2
 import gzip
+import re
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,19 @@ def _open(path):
     return opener(path, "rb")
 
 
+# Numbers as the format writes them: decimal, as C's strtod reads them. Python's
+# float() and int() alone also take digit groups ("1_000"), which the fast reader
+# lets through as well.
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_WHOLE = re.compile(r"\+?\d+")
+_QID = re.compile(r"qid:[+-]?\d+")
+
+# Byte sequences the fast reader accepts where the format does not (digit groups;
+# a first token it takes for a qid and drops unread): a file holding any of them
+# is scanned line by line as well (`_lenient`).
+_SUSPECT = (b"_", b"qid")
+
+
 def _number(text, what):
     try:
         value = float(text)
@@ -30,6 +45,8 @@ def _number(text, what):
         return None, f"{what} {text!r} is not a number"
     if not np.isfinite(value):
         return None, f"{what} {text} is not finite"
+    if not _DECIMAL.fullmatch(text):
+        return None, f"{what} {text!r} is not a number"
     return value, None
 
 
@@ -51,16 +68,18 @@ def check_line(text, n_features=None, limit=None):
     if problem:
         return problem
     previous = 0
-    for token in tokens[1:]:
-        if token.startswith("qid:"):
-            continue
+    features = tokens[1:]
+    if features and features[0].startswith("qid"):  # a query id, right after the label
+        if not _QID.fullmatch(features[0]):
+            return f"{features[0]!r} is not qid:N"
+        features = features[1:]
+    for token in features:
         index, sep, value = token.partition(":")
         if not sep:
             return f"{token!r} is not index:value"
-        try:
-            index = int(index)
-        except ValueError:
+        if not _WHOLE.fullmatch(index):
             return f"feature index {index!r} is not a whole number"
+        index = int(index)
         if index < 1:
             return f"feature index {index} (indices start at 1)"
         if index <= previous:
@@ -79,16 +98,31 @@ def diagnose(path, n_features=None, limit=None):
     try:
         with _open(Path(path)) as f:
             for number, raw in enumerate(f, start=1):
-                try:
-                    line = raw.decode("utf-8")
+                try:  # a comment may hold any bytes
+                    line = raw.partition(b"#")[0].decode("utf-8")
                 except UnicodeDecodeError:
                     return f"line {number}: not text"
-                problem = check_line(line.partition("#")[0], n_features, limit)
+                problem = check_line(line, n_features, limit)
                 if problem:
                     return f"line {number}: {problem}"
-    except (OSError, EOFError, ValueError) as exc:
+    except (OSError, EOFError, ValueError, zlib.error) as exc:  # zlib: a damaged .gz
         return f"cannot be read ({exc})"
     return None
+
+
+def _lenient(path):
+    """Whether `path` holds a byte sequence of `_SUSPECT` (a pass at disk or
+    decompression speed; a pipe, already read, holds nothing more)."""
+    tail = b""
+    try:
+        with _open(Path(path)) as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                if any(s in tail + chunk for s in _SUSPECT):
+                    return True
+                tail = chunk[-2:]
+    except (OSError, EOFError, ValueError, zlib.error):
+        return True  # read once, not twice: let the line scan say what it finds
+    return False
 
 
 def _parse(path, n_features, cut, limit):
@@ -96,11 +130,18 @@ def _parse(path, n_features, cut, limit):
     from sklearn.datasets import load_svmlight_file
 
     try:
-        X, y = load_svmlight_file(str(path), dtype=np.float64, zero_based=False)
+        # query_id: only then does the reader parse a qid's value (else a
+        # "qid:3!3:4" would drop its feature silently).
+        X, y, _ = load_svmlight_file(str(path), dtype=np.float64, zero_based=False,
+                                     query_id=True)
     except Exception as exc:  # noqa: BLE001 -- any refusal becomes our own error
         raise InputError(f"{path}: {diagnose(path, n_features) or exc}") from None
     if X.shape[0] == 0:
         raise InputError(f"{path}: the file holds no instances")
+    if _lenient(path):
+        problem = diagnose(path, None if cut else n_features, limit)
+        if problem:
+            raise InputError.naming(f"{path}: {problem}")
     if not (np.isfinite(X.data).all() and np.isfinite(y).all()):
         problem = diagnose(path, None if cut else n_features, limit)
         raise InputError.naming(f"{path}: {problem or 'a value that is not finite'}")
@@ -116,20 +157,21 @@ def load(path, n_features=None, cut=False, limit=None, cache=None):
     non-finite values, an index beyond `n_features` (unless `cut`: then the
     columns beyond it are dropped), or no instances at all. `limit` names where
     `n_features` comes from (a message template; see `check_line`). With `cache`
-    (a folder), a file read before (same path, size and mtime) comes from its
-    binary entry there (`io.cache`), and a file parsed here is stored there.
+    (a folder), a file read before (the same bytes) comes from its binary entry
+    there (`io.cache`), and a file parsed here is stored there.
     """
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not a data file")
     if not path.exists():
         raise InputError(f"{path}: no such file")
-    cached = data_cache.load(cache, path) if cache is not None else None
+    # The file's identity only with a cache (a pipe has none), taken before parsing.
+    key = data_cache.Key(path) if cache is not None else None
+    cached = data_cache.load(cache, key) if cache is not None else None
     if cached is None:
-        key = data_cache.identity(path)  # before parsing: a file changed meanwhile is not kept
         X, y = _parse(path, n_features, cut, limit)
         if cache is not None:
-            data_cache.store(cache, path, key, X, y)
+            data_cache.store(cache, key, X, y)
     else:
         X, y = cached
     n_read = X.shape[1]

@@ -22,7 +22,6 @@ file or the new one, whole.
 import os
 import stat
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,9 +86,19 @@ class Model:
         def bad(problem):
             return InputError(f"{source}: {problem}")
 
+        try:
+            return cls._unpack(arrays, bad)
+        except (TypeError, ValueError, OverflowError, AttributeError, IndexError) as exc:
+            # An array of another kind than the format's (text for numbers, a list
+            # for a number): a file damaged or made by hand.
+            raise bad(f"a damaged model file ({exc})") from None
+
+    @classmethod
+    def _unpack(cls, arrays, bad):
         if str(arrays.get("format", "")) != FORMAT:
             raise bad("not a dnewton model file")
-        version = int(arrays.get("version", -1))
+        version = arrays.get("version", np.array(-1))
+        version = int(version) if np.ndim(version) == 0 else -1
         if version not in VERSIONS:
             raise bad(f"model format version {arrays.get('version')}, this dnewton reads "
                       f"versions {', '.join(map(str, VERSIONS))}")
@@ -105,6 +114,14 @@ class Model:
             std = arrays["std"] if version >= STD_VERSION else None
         except KeyError as exc:
             raise bad(f"the model file lacks {exc}") from None
+        numeric = [a for a in (*weights, *biases, mean) + ((std,) if std is not None else ())]
+        # Class labels are numbers or text (the estimator keeps scikit-learn's labels).
+        text = classes.dtype.kind == "U"
+        if any(np.asarray(a).dtype.kind not in "biuf" for a in numeric) or not (
+                text or classes.dtype.kind in "biuf"):
+            raise bad("the model holds arrays that are not numbers")
+        if not (np.isfinite(scale) and scale > 0) or not (text or np.isfinite(classes).all()):
+            raise bad("the feature scale or the class labels are not finite positive numbers")
         shapes_ok = (
             L >= 1 and min(widths) >= 1
             and all(W.shape == widths[m : m + 2] for m, W in enumerate(weights))
@@ -269,19 +286,46 @@ def check_writable(path, parameter):
 
 
 def write_temporary(path, arrays):
-    """Write `arrays` next to `path`'s `target` (``.tmp``) and fsync it; returns it."""
-    temporary = Path(f"{target(path)}.tmp")
-    with open(temporary, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    return temporary
+    """Write `arrays` to a new temporary file next to `path`'s `target` and fsync it;
+    returns it. Its name (``.NAME.XXXXXXXX.tmp``) is this writer's alone, so two
+    runs writing one path never write one file; on failure (a full disk) it is
+    removed."""
+    real = target(path)
+    fd, name = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # as open() would create it, not mkstemp's 0600
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        _remove(name)
+        raise
+    return Path(name)
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _remove(name):
+    try:
+        os.unlink(name)
+    except OSError:
+        pass
 
 
 def commit(temporary, path):
-    """Rename `temporary` over `path`'s `target` (atomic) and make the rename durable."""
+    """Rename `temporary` over `path`'s `target` (atomic) and make the rename durable;
+    `temporary` is removed if the rename fails."""
     real = target(path)
-    os.replace(temporary, real)
+    try:
+        os.replace(temporary, real)
+    except BaseException:
+        _remove(temporary)
+        raise
     folder = os.open(real.parent, os.O_RDONLY)
     try:
         os.fsync(folder)
@@ -310,7 +354,8 @@ def read_arrays(path, what):
                 raise ValueError("a single array, not an .npz archive")
             with archive:
                 return {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except Exception as exc:  # noqa: BLE001 -- damaged bytes raise anything from the zip
+        # reader, zlib or NumPy's header parser (SyntaxError, tokenize's TokenError)
         raise InputError(f"{path}: not a readable {what} ({exc})") from None
 
 

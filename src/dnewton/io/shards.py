@@ -584,10 +584,10 @@ def open_dataset(comm, source, n_features=None, cut=False, limit=None, cache=Non
             return _open_npy_folder(comm, path, n_features, cut, limit), None
         if str(source).endswith(".npz"):
             return _open_npz(comm, path, n_features, cut, limit), None
-        entry = _cache_entry(cache, path) if cache is not None else None
     # Every rank reads the entry, or none does: a cache on node-local disks may
     # hold it on some nodes only.
-    if cache is not None and comm.allreduce(entry is not None, op=MPI.LAND):
+    entry = _cache_entry(comm, cache, path) if cache is not None else None
+    if entry is not None:
         with agreed(comm):
             return _open_csr(comm, entry, path, n_features, cut, limit), None
     if cache is not None and comm.size == 1:  # one rank reads all anyway: fill the cache
@@ -681,20 +681,45 @@ def _open_npy_folder(comm, path, n_features, cut, limit):
                        nnz=int(arrays["indptr"][-1]), cut_from=cut_from, csr=csr)
 
 
-def _cache_entry(folder, path):
-    """The mapped arrays of `path`'s entry in the cache `folder`, or None on a miss."""
+def _cache_entry(comm, folder, path):
+    """Collective: the mapped arrays and shape of `path`'s entry in the cache `folder`
+    when every rank can read it, else None (a miss). Rank 0 fingerprints the file
+    (`io.cache.Key`); each rank checks (`io.cache.valid`) and maps its slice of the
+    rows only, never the whole entry."""
+    key = data_cache.Key(path) if comm.rank == 0 else None
+    digest = comm.bcast(key.digest if key is not None and key.usable else None, root=0)
+    found = None
+    if digest is not None:
+        found = _mapped_entry(data_cache.entry(folder, Path(path).name, digest), digest,
+                              comm.rank, comm.size)
+    return found if comm.allreduce(found is not None, op=MPI.LAND) else None
+
+
+def _mapped_entry(where, digest, rank, n_ranks):
+    """(arrays, shape) of the entry `where` if it holds `digest` and rank's slice of
+    its rows is valid, else None; never raises."""
     try:
-        key = data_cache.identity(path)
-        where = data_cache.entry(folder, key)
         with np.load(where, allow_pickle=False) as stored:
-            if (str(stored["path"]), int(stored["size"]), int(stored["mtime_ns"])) != key:
+            if str(stored["digest"]) != digest:
                 return None
-            shape = tuple(int(n) for n in stored["shape"])
+            shape = np.array(stored["shape"])
         arrays = {name: _npz_member(where, name) for name in ("data", "indices", "indptr", "y")}
         if any(isinstance(a, _StreamedArray) for a in arrays.values()):
             return None
-        return arrays, shape
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        rows, width = (int(v) for v in shape)
+        data, indices, indptr, y = (arrays[n] for n in ("data", "indices", "indptr", "y"))
+        if (len(indptr) != rows + 1 or len(y) != rows or int(indptr[0]) != 0
+                or int(indptr[-1]) != len(data) or len(indices) != len(data)):
+            return None
+        lo, hi = rows * rank // n_ranks, rows * (rank + 1) // n_ranks
+        a, b = int(indptr[lo]), int(indptr[hi])
+        if hi > lo and not data_cache.valid(
+                np.asarray(data[a:b]), np.asarray(indices[a:b]),
+                np.asarray(indptr[lo:hi + 1]) - a, np.array([hi - lo, width]),
+                np.asarray(y[lo:hi])):
+            return None
+        return arrays, (rows, width)
+    except Exception:  # noqa: BLE001 -- no entry, or a damaged one: a miss
         return None
 
 

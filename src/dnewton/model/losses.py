@@ -2,7 +2,8 @@
 
 Each loss is a small object with one interface, so the objective and the
 Gauss-Newton product never ask which loss they hold. Arrays: ``z`` is (n, n_L)
-outputs, ``y`` is (n,) class indices in 0..n_L-1. Whatever the network's
+outputs, ``y`` is (n,) class indices in 0..n_L-1 (the squared loss also takes
+(n, n_L) real targets: regression). Whatever the network's
 precision, losses, their derivatives and B are float64: they are few numbers
 (n_L per instance), and f is a long sum.
 """
@@ -17,22 +18,31 @@ def _wide(z):
 
 
 class SquaredLoss:
-    """``||z - onehot(y)||^2`` per instance (the reference's loss); B = 2 I."""
+    """``||z - t||^2`` per instance, t = onehot(y) for class indices y (the
+    reference's loss) or t = y for real targets y (n, n_L); B = 2 I."""
 
     name = "squared"
     constant_curvature = True
 
+    @staticmethod
+    def _residual(z, y):
+        r = np.array(z, dtype=np.float64)
+        if np.ndim(y) == 2:
+            r -= y
+        else:
+            r[np.arange(len(y)), y] -= 1.0
+        return r
+
     def value(self, z, y):
         """Sum of the per-instance losses."""
-        r = np.array(z, dtype=np.float64)
-        r[np.arange(len(y)), y] -= 1.0
+        r = self._residual(z, y)
         return float(np.einsum("ij,ij->", r, r))
 
     def gradient(self, z, y):
         """d loss_i / d z_i, (n, n_L)."""
-        g = 2.0 * _wide(z)
-        g[np.arange(len(y)), y] -= 2.0
-        return g
+        r = self._residual(z, y)
+        r *= 2.0
+        return r
 
     def curvature(self, z):
         """What `apply_curvature` needs of the outputs: nothing, B is constant."""

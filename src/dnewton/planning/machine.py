@@ -128,13 +128,14 @@ class Machine:
         record["gemm"] = [list(point) for point in self.gemm]
         return record
 
+    def text(self):
+        """The machine file's JSON text."""
+        return json.dumps(self.to_json(), indent=2) + "\n"
+
     def save(self, path):
-        try:
-            with open(path, "w", encoding="utf-8") as f:
-                json.dump(self.to_json(), f, indent=2)
-                f.write("\n")
-        except OSError as exc:
-            raise InputError(f"{path}: cannot write the machine file ({exc.strerror})") from None
+        from ..io.text_output import TextOutput
+
+        TextOutput(path, "machine file").write(self.text())
 
     @classmethod
     def from_json(cls, record, where="the machine description"):
@@ -179,11 +180,16 @@ class Machine:
                 text = f.read()
         except OSError as exc:
             raise InputError(f"{path}: cannot read the machine file ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: not a text file, so not a machine file") from None
         try:
             record = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise InputError(f"{path}: not a valid JSON machine file ({exc})") from None
-        machine = cls.from_json(record, str(path))
+        try:
+            machine = cls.from_json(record, str(path))
+        except OverflowError:  # a whole number beyond any float
+            raise InputError(f"{path}: a figure of the machine file is out of range") from None
         return replace(machine, source=str(path))
 
 

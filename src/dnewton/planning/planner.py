@@ -77,10 +77,12 @@ def partition_vectors(widths, k):
 
 
 def candidates(widths, n_ranks, replicas=None, jacobian=None, partitions=None,
-               diagonal=False, assignment=None):
+               diagonal=False, assignment=None, n_instances=None):
     """The `Choice`s to rank; `replicas`, `jacobian`, `partitions`, `assignment` fix
-    what is given."""
-    counts = [replicas] if replicas is not None else _divisors(n_ranks)
+    what is given. Without `replicas`, no more copies than `n_instances` (if given):
+    every copy needs an instance, and the planner offers only what a run accepts."""
+    counts = [replicas] if replicas is not None else [
+        R for R in _divisors(n_ranks) if n_instances is None or R <= n_instances]
     modes = [jacobian] if jacobian is not None else (["stored"] if diagonal else JACOBIANS)
     for R in counts:
         if n_ranks % R:
@@ -102,7 +104,8 @@ def candidates(widths, n_ranks, replicas=None, jacobian=None, partitions=None,
 def rank(workload, n_ranks, machine=DEFAULT, memory_per_rank=None, **restrict):
     """(fitting predictions, fastest first; refused predictions) for `workload`."""
     fits, refused = [], []
-    for choice in candidates(workload.widths, n_ranks, diagonal=workload.diagonal, **restrict):
+    for choice in candidates(workload.widths, n_ranks, diagonal=workload.diagonal,
+                             n_instances=workload.n_instances, **restrict):
         prediction = predict(workload, choice, n_ranks, machine, memory_per_rank)
         (refused if prediction.refused else fits).append(prediction)
     if fits:

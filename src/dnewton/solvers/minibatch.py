@@ -142,6 +142,11 @@ class MiniBatchSolver:
     def done(self):
         return self.status is not None
 
+    @property
+    def model(self):
+        """The network the run scores and returns: the iterate."""
+        return self.theta
+
     def step(self):
         """One epoch of mini-batch steps; returns its record (to `measure`)."""
         self.iteration += 1
