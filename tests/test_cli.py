@@ -11,7 +11,7 @@ from dnewton.app.problem import PAPER_OBJECTIVE, ModelConfig
 from dnewton.app.training import Outputs
 from dnewton.errors import ParameterError
 from dnewton.solvers.adam import AdamOptions
-from dnewton.solvers.newton import NewtonOptions
+from dnewton.solvers.newton import STOCHASTIC, NewtonOptions
 from dnewton.solvers.sgd import SGDOptions
 
 # Library parameters with no flag: the line search's and the damping's constants.
@@ -57,6 +57,12 @@ def test_every_parameter_has_a_flag_with_the_library_default(settings):
         default = actions[field.name].default
         if field.name in PER_SOLVER:
             assert default is None and f"{field.default:g} with {settings.NAME}" in help_text
+            continue
+        if field.name in STOCHASTIC:  # unset: the library's, or beyond STOCHASTIC_FROM
+            # instances the recommended setting's, which --sample-size's help lists
+            assert default in (None, "auto")
+            flag = "--" + field.name.replace("_", "-")
+            assert f"{flag} {STOCHASTIC[field.name]:g}" in help_text
             continue
         if field.name in PAPER_OBJECTIVE:  # None: the library's, or the paper's with --paper
             shown = [f"{v:g}" if isinstance(v, float) else v

@@ -389,3 +389,34 @@ def test_ranks_with_different_data_are_refused_on_every_rank(tmp_path):
     outputs = run_script(tmp_path, 3, DIFFERENT_DATA)
     assert outputs == [{"error": "every rank must pass the same data, but the ranks' arrays "
                                  "differ"}] * 3
+
+
+def test_the_recommended_setting_follows_the_training_set_size():
+    """sample_size="auto": the paper's method on small sets; beyond STOCHASTIC_FROM
+    instances the stochastic setting for the options left at their defaults."""
+    from dnewton.solvers.newton import STOCHASTIC, STOCHASTIC_FROM
+
+    small = NewtonClassifier(random_state=0)._options(3, STOCHASTIC_FROM)
+    assert small.sample_size is None and small.gn_ratio == 0.05 and small.cg_max == 250
+    large = NewtonClassifier(cg_max=4)._options(3, STOCHASTIC_FROM + 1)
+    assert large.sample_size == STOCHASTIC["sample_size"] and large.cg_max == 4
+    assert large.gn_ratio == STOCHASTIC["gn_ratio"] and large.average == STOCHASTIC["average"]
+    paper = NewtonClassifier(sample_size=None)._options(3, 10 * STOCHASTIC_FROM)
+    assert paper.sample_size is None and paper.average == 0.0
+
+
+def test_early_stopping_keeps_the_best_validated_network():
+    """The classifier's validation scores are the log's; the network kept scores the
+    best of them on the validation split (refit: the same split and the same run)."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    clf = NewtonClassifier(hidden=(16,), solver="adam", learning_rate_init=0.05,
+                           max_iter=30, feature_scale=16, center=True, early_stopping=True,
+                           validation_fraction=0.2, n_iter_no_change=2, random_state=1)
+    clf.fit(X, y)
+    assert clf.status_ == "no_improvement" and clf.n_iter_ < 30
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    assert len(clf.validation_scores_) == clf.n_iter_
+    with pytest.raises(ValueError, match="NewtonClassifier only"):
+        NewtonRegressor(early_stopping=True).fit(X, y.astype(float))

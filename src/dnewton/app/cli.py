@@ -30,7 +30,7 @@ from ..model.activations import HIDDEN_ACTIVATIONS
 from ..model.gauss_newton import JACOBIAN_MODES
 from ..model.losses import LOSSES
 from ..solvers.adam import AdamOptions
-from ..solvers.newton import NewtonOptions
+from ..solvers.newton import STOCHASTIC, STOCHASTIC_FROM, NewtonOptions, recommended
 from ..solvers.sgd import SGDOptions
 from .early_stopping import EarlyStopping
 from .problem import PAPER_OBJECTIVE, ModelConfig
@@ -72,9 +72,10 @@ def _C(text):
 
 
 def _sample_size(text):
-    """--sample-size: a number of instances, or 'all' (every instance: None)."""
-    if text.strip().lower() == "all":
-        return None
+    """--sample-size: a number of instances, 'all' (every instance: None), or 'auto'
+    (the default: `newton.recommended` decides)."""
+    if text.strip().lower() in ("all", "auto"):
+        return None if text.strip().lower() == "all" else "auto"
     try:
         return int(text)
     except ValueError:
@@ -238,26 +239,31 @@ def build_parser():
                      "each C (stratified, seeded by --seed)")
     opt.add_argument("--path-iterations", type=int, default=_MODEL.path_iterations,
                      metavar="N", help="with -C auto: iterations (SGD, Adam: epochs) per C")
-    opt.add_argument("--gn-ratio", type=float, default=_DEFAULTS.gn_ratio, metavar="R",
-                     help="fraction of instances in each Gauss-Newton subset")
+    opt.add_argument("--gn-ratio", type=float, default=None, metavar="R",
+                     help="fraction of instances in each Gauss-Newton subset (default: "
+                     f"{_DEFAULTS.gn_ratio:g}; {STOCHASTIC['gn_ratio']:g} of the sample "
+                     "with the recommended stochastic setting)")
     opt.add_argument("--gn-size", type=int, default=None, metavar="N",
                      help="instances in each Gauss-Newton subset (instead of --gn-ratio); "
                      "the stored Jacobian grows linearly with it: about 8 N (n_L |b| + |a|) "
                      "bytes per block (a, b), printed at start-up")
-    opt.add_argument("--sample-size", type=_sample_size, default=None, metavar="N",
+    opt.add_argument("--sample-size", type=_sample_size, default="auto", metavar="N",
                      help="stochastic Newton: each iteration takes f, the gradient and the "
                      "line search on a fresh random sample of N instances, and its "
                      "Gauss-Newton subset inside it (--gn-ratio of N); the log's f and "
                      "||g|| are the samples'; all: every instance, the paper's method "
-                     "(default: all)")
+                     f"(default: all up to {STOCHASTIC_FROM:,} training instances and with "
+                     "--paper; beyond, the recommended stochastic setting: "
+                     + ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in STOCHASTIC.items())
+                     + " for those not given; the start-up output says which)")
     opt.add_argument("--sample-growth", type=float, default=_DEFAULTS.sample_growth,
                      metavar="G", help="with --sample-size: the next iteration's sample "
                      "has G times the instances, until it holds them all")
-    opt.add_argument("--average", type=float, default=_DEFAULTS.average, metavar="BETA",
+    opt.add_argument("--average", type=float, default=None, metavar="BETA",
                      help="score and return the moving average of the iterates, "
                      "avg = BETA avg + (1 - BETA) theta after each iteration (bias-"
-                     "corrected); it steadies stochastic Newton's jittery steps (0: the "
-                     "last iterate)")
+                     "corrected); it steadies stochastic Newton's jittery steps (default: "
+                     "0, the last iterate)")
     opt.add_argument("--diagonal", action="store_true",
                      help="block-diagonal Gauss-Newton: every block solves its own CG with "
                      "no communication (the paper's diagonalization)")
@@ -266,8 +272,10 @@ def build_parser():
                      "Q of the blocks has met its stopping rule (1 = wait for all)")
     opt.add_argument("--iterations", type=int, default=_DEFAULTS.iterations, metavar="N",
                      help="Newton iterations")
-    opt.add_argument("--cg-max", type=int, default=_DEFAULTS.cg_max, metavar="N",
-                     help="CG iterations per Newton iteration, at most")
+    opt.add_argument("--cg-max", type=int, default=None, metavar="N",
+                     help=f"CG iterations per Newton iteration, at most (default: "
+                     f"{_DEFAULTS.cg_max}; {STOCHASTIC['cg_max']} with the recommended "
+                     "stochastic setting)")
     opt.add_argument("--xi", type=float, default=_DEFAULTS.xi,
                      help="CG stops when ||r|| <= xi ||g||")
     opt.add_argument("--lambda", type=float, default=_DEFAULTS.damping, dest="damping",
@@ -609,7 +617,7 @@ def run_train(args):
             test_raw, _ = open_dataset(world, args.test, n_features=train_raw.n_features,
                                        cut=given, limit=limit, cache=args.data_cache,
                                        once=True)
-        options = (_newton_options(args) if args.solver == "newton"
+        options = (_newton_options(args, train_raw.n_instances) if args.solver == "newton"
                    else _minibatch_options(args))
     _warn_cut(world, test_raw, args.features)
     loss, C = _objective(args)
@@ -651,13 +659,19 @@ def _objective(args):
             args.C if args.C is not None else base["C"])
 
 
-def _newton_options(args):
-    return NewtonOptions(
-        gn_ratio=args.gn_ratio, gn_size=args.gn_size, sample_size=args.sample_size,
-        sample_growth=args.sample_growth, average=args.average, diagonal=args.diagonal,
-        sync_fraction=args.sync_fraction, iterations=args.iterations, cg_max=args.cg_max,
-        xi=args.xi, damping=args.damping, seed=args.seed,
-    )
+def _newton_options(args, n_instances):
+    """`NewtonOptions` from the command line for a training set of `n_instances`:
+    what the user left unset is the recommended setting's (`newton.recommended`);
+    --paper is the paper's method."""
+    given = dict(gn_size=args.gn_size, sample_growth=args.sample_growth,
+                 diagonal=args.diagonal, sync_fraction=args.sync_fraction,
+                 iterations=args.iterations, xi=args.xi, damping=args.damping,
+                 seed=args.seed)
+    unset = dict(gn_ratio=args.gn_ratio, cg_max=args.cg_max, average=args.average)
+    given.update((key, value) for key, value in unset.items() if value is not None)
+    if args.sample_size != "auto" or args.paper:
+        given["sample_size"] = None if args.paper else args.sample_size
+    return recommended(n_instances, given)
 
 
 def _minibatch_options(args):
@@ -668,7 +682,7 @@ def _minibatch_options(args):
     only = {
         "newton": [("diagonal", args.diagonal), ("sync_fraction", args.sync_fraction != 1.0),
                    ("gn_size", args.gn_size is not None),
-                   ("sample_size", args.sample_size is not None)],
+                   ("sample_size", args.sample_size != "auto")],
         "sgd": [("momentum", args.momentum != _SGD.momentum)],
         "adam": [("beta1", args.beta1 != _ADAM.beta1), ("beta2", args.beta2 != _ADAM.beta2),
                  ("eps", args.eps != _ADAM.eps)],

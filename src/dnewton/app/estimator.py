@@ -42,9 +42,10 @@ from ..io.model_file import Model, load_model, save_model
 from ..model.activations import HIDDEN_ACTIVATIONS
 from ..model.losses import make_loss
 from ..solvers.adam import AdamOptions
-from ..solvers.newton import NewtonOptions
+from ..solvers.newton import STOCHASTIC, NewtonOptions, recommended
 from ..solvers.records import RunStatus
 from ..solvers.sgd import SGDOptions
+from .early_stopping import EarlyStopping
 from .monitor import Monitor
 from .prediction import Predictor
 from .problem import ModelConfig
@@ -132,6 +133,23 @@ class NewtonNetwork(BaseEstimator):
         under MPI), as scikit-learn does.
     verbose : bool, default False
         Rank 0 prints the progress of every iteration.
+    sample_size : int, "auto" or None, default "auto"
+        Newton only: instances of the random sample each iteration takes f, the
+        gradient and the line search on (as ``--sample-size``); None: all of them,
+        the paper's method; "auto": beyond 10,000 training instances the
+        recommended stochastic setting (`solvers.newton.STOCHASTIC`) for the Newton
+        options left at their defaults, else all of them.
+    sample_growth : float, default 1.0
+        Newton with a sample size: the next sample has this many times the
+        instances, until it holds them all.
+    average : float, default 0.0
+        Newton only: score and return the bias-corrected moving average of the
+        iterates with this beta (0: the last iterate).
+    early_stopping, validation_fraction, n_iter_no_change, tol
+        As scikit-learn's MLPClassifier: set aside `validation_fraction` of the
+        training set (stratified), stop once its accuracy has not risen by `tol`
+        for more than `n_iter_no_change` iterations (epochs), and keep the best
+        validated network (`validation_scores_`). The classifier only.
     comm : mpi4py communicator or None, default None
         The ranks that fit together (every one of them calls `fit` alike); None:
         ``MPI.COMM_WORLD``. The estimator works on a duplicate of it; a clone
@@ -188,6 +206,13 @@ class NewtonNetwork(BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "comm": [None, HasMethods(["Dup", "Free"])],
+        "sample_size": [None, StrOptions({"auto"}), _at_least(numbers.Integral, 1)],
+        "sample_growth": [_at_least(numbers.Real, 1)],
+        "average": [Interval(numbers.Real, 0, 1, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [_at_least(numbers.Integral, 1)],
+        "tol": [_at_least(numbers.Real, 0)],
     }
 
     _LOSS = None  # the loss of the subclass, or None: its `loss` parameter
@@ -200,7 +225,9 @@ class NewtonNetwork(BaseEstimator):
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, feature_scale=1.0, center=False,
                  standardize=False, partitions=None, replicas=None, chunk_size=BATCH_SIZE,
                  dtype="float64", warm_start=False, random_state=None, verbose=False,
-                 comm=None):
+                 comm=None, sample_size="auto", sample_growth=1.0, average=0.0,
+                 early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
+                 tol=1e-4):
         self.hidden = hidden
         self.activation = activation
         self.solver = solver
@@ -231,6 +258,13 @@ class NewtonNetwork(BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.comm = comm
+        self.sample_size = sample_size
+        self.sample_growth = sample_growth
+        self.average = average
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -275,7 +309,11 @@ class NewtonNetwork(BaseEstimator):
         with _duplicate(self.comm) as comm:
             _check_same_data(comm, X, targets)
             seed = _draw_seed(comm, self.random_state)
-            options = self._options(seed)
+            options = self._options(seed, len(targets))
+            early = None
+            if self.early_stopping:
+                early = EarlyStopping(self.validation_fraction, self.n_iter_no_change,
+                                      self.tol)
             config = ModelConfig(
                 hidden=_widths(self.hidden), activation=self.activation, loss=self._loss,
                 C=self.C, partitions=self.partitions, replicas=self.replicas,
@@ -284,7 +322,7 @@ class NewtonNetwork(BaseEstimator):
             )
             with _estimator_names():
                 result = train(RawData(X, targets, "X"), None, config, options, comm=comm,
-                               return_model=True, initial=initial,
+                               return_model=True, initial=initial, early_stopping=early,
                                monitor=Monitor(comm.rank, quiet=not self.verbose,
                                                iterations=self.max_iter))
         model = result.model
@@ -293,6 +331,10 @@ class NewtonNetwork(BaseEstimator):
         self.std_ = model.std
         self.objective_, self.status_ = result.f, result.status.value
         self.history_ = [record.as_dict() for record in result.history]
+        if self.early_stopping:
+            self.validation_scores_ = [record["validation_score"]
+                                       for record in self.history_[1:]]
+            self.best_validation_score_ = max(self.validation_scores_, default=None)
         curve = [float(record["f"]) for record in self.history_[1:]]
         # A network loaded from a file has no curve yet.
         self.loss_curve_ = (getattr(self, "loss_curve_", []) if warm else []) + curve
@@ -306,14 +348,23 @@ class NewtonNetwork(BaseEstimator):
     def _fitted(self, result):
         """What a subclass keeps of the run besides the network."""
 
-    def _options(self, seed):
-        """The solver's options from the estimator's parameters."""
+    def _options(self, seed, n_instances):
+        """The solver's options from the estimator's parameters, for a training set
+        of `n_instances`."""
         if self.solver == "newton":
-            return NewtonOptions(
+            given = dict(
                 gn_ratio=self.gn_ratio, gn_size=self.gn_size, diagonal=self.diagonal,
                 sync_fraction=self.sync_fraction, iterations=self.max_iter,
                 cg_max=self.cg_max, xi=self.xi, damping=self.damping, seed=seed,
+                sample_growth=self.sample_growth, average=self.average,
             )
+            if self.sample_size == "auto":  # what is left at its default may be chosen
+                defaults = NewtonOptions()
+                given = {key: value for key, value in given.items()
+                         if key not in STOCHASTIC or value != getattr(defaults, key)}
+            else:
+                given["sample_size"] = self.sample_size
+            return recommended(n_instances, given)
         common = dict(mini_batch=self.batch_size, epochs=self.max_iter, lr_decay=self.lr_decay,
                       seed=seed)
         if self.learning_rate_init is not None:
@@ -424,7 +475,9 @@ class NewtonClassifier(ClassifierMixin, NewtonNetwork):
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, feature_scale=1.0, center=False,
                  standardize=False, partitions=None, replicas=None, chunk_size=BATCH_SIZE,
                  dtype="float64", warm_start=False, random_state=None, verbose=False,
-                 comm=None):
+                 comm=None, sample_size="auto", sample_growth=1.0, average=0.0,
+                 early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
+                 tol=1e-4):
         super().__init__(
             hidden=hidden, activation=activation, solver=solver, C=C, max_iter=max_iter,
             gn_ratio=gn_ratio, gn_size=gn_size, diagonal=diagonal,
@@ -434,6 +487,9 @@ class NewtonClassifier(ClassifierMixin, NewtonNetwork):
             feature_scale=feature_scale, center=center, standardize=standardize,
             partitions=partitions, replicas=replicas, chunk_size=chunk_size, dtype=dtype,
             warm_start=warm_start, random_state=random_state, verbose=verbose, comm=comm,
+            sample_size=sample_size, sample_growth=sample_growth, average=average,
+            early_stopping=early_stopping, validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change, tol=tol,
         )
         self.loss = loss
 
@@ -491,6 +547,9 @@ class NewtonRegressor(RegressorMixin, NewtonNetwork):
         return tags
 
     def _targets(self, y, warm):
+        if self.early_stopping:  # its split is stratified and its score an accuracy
+            raise ValueError("early_stopping scores accuracy on a stratified split: it "
+                             "applies to NewtonClassifier only")
         targets = np.asarray(y, dtype=np.float64)
         targets = targets.reshape(len(targets), -1)
         if warm and targets.shape[1] != self.n_outputs_:

@@ -168,7 +168,7 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
         n_subset = None
         if newton:
             with agreed(comm):
-                n_subset = options.subset_size(train_data.n_instances)
+                n_subset = options.largest_subset(train_data.n_instances)
         available = (faults.memory_limit if faults.memory_limit is not None
                      else available_memory())
         problem = Problem.build(comm, train_data, test_data, config, n_subset, validation_data,
@@ -343,7 +343,17 @@ def _describe(problem, options, train_data, monitor, outputs, faults):
         monitor.message(f"dnewton: {options.describe()}")
         return
     with alike_everywhere():  # the same options and data size on every rank
-        n_subset = options.subset_size(problem.objective.n_instances)
+        n_subset = options.largest_subset(problem.objective.n_instances)
+    if options.sample_size is not None and options.sample_size < problem.objective.n_instances:
+        growth = (f", {options.sample_growth:g} times larger each iteration"
+                  if options.sample_growth > 1 else "")
+        average = (f"; the model is the moving average of the iterates (beta "
+                   f"{options.average:g})" if options.average else "")
+        monitor.message(
+            f"dnewton: stochastic Newton: f, the gradient and the line search on a fresh "
+            f"random sample of {options.sample_size} instances{growth} every iteration, "
+            f"CG at most {options.cg_max} iterations{average} (--sample-size all: the "
+            "paper's method)")
     jacobian, kept, other = problem.check_memory(n_subset, available)
     stored = config.jacobian == "stored"
     what = ("its stored Jacobian takes" if stored else

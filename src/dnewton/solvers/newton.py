@@ -92,6 +92,12 @@ class NewtonOptions:
         """Raise ParameterError naming the first nonsensical value."""
         check_parameters(self, self.RULES)
 
+    def largest_subset(self, n_instances):
+        """The largest |S| a run on `n_instances` draws (what memory must hold): of
+        the first sample, or once a growing one holds them all, of all of them."""
+        fixed = self.sample_size is not None and self.sample_growth == 1
+        return self.subset_size(n_instances, self.sample_size if fixed else None)
+
     def subset_size(self, n_instances, sample=None):
         """|S| for l = `n_instances`: `gn_size` if given (at most l), else
         ceil(gn_ratio l), at least 1. With a `sample` of |B| instances: of |B|
