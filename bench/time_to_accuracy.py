@@ -14,7 +14,7 @@ out of its time likewise. So the methods share the machine's cores and their clo
 count the same work. Nothing else may run meanwhile, and R must not exceed the cores.
 
 Methods: ``newton``, dnewton's recommended setting (``dnewton train`` with no
-optimizer option); ``newton-full``, the paper's method on the same objective (f and
+optimizer option); ``newton-f32``, the same in float32; ``newton-full``, the paper's method on the same objective (f and
 its gradient on all instances every iteration: ``--sample-size all``); ``adam-ETA``
 and ``sgd-ETA``, dnewton's first-order baselines; ``mlp``, MLPClassifier's defaults
 (adam, eta 0.001, batches of 200) at the same hidden layers.
@@ -121,6 +121,8 @@ def methods(adam_rates, sgd_rates, families):
     for family in families:
         if family == "newton":
             found.append(Method("newton", "newton", []))
+        elif family == "newton-f32":
+            found.append(Method("newton-f32", "newton", ["--dtype", "float32"]))
         elif family == "newton-full":
             found.append(Method("newton-full", "newton", ["--sample-size", "all"]))
         elif family in ("adam", "sgd"):
@@ -295,7 +297,7 @@ def parse(argv):
         "Time on an idle machine, with no more ranks than cores."))
     parser.add_argument("--sets", default="fashion", help="fashion and bench/suite.py's sets")
     parser.add_argument("--methods", default="newton,newton-full,adam,sgd,mlp",
-                        help="families: newton, newton-full, adam, sgd, mlp")
+                        help="families: newton, newton-f32, newton-full, adam, sgd, mlp")
     parser.add_argument("--adam-rates", default="0.0003,0.001,0.003")
     parser.add_argument("--sgd-rates", default="0.003,0.01,0.03")
     parser.add_argument("--seeds", type=int, default=3)

@@ -294,3 +294,21 @@ def test_sigterm_at_random_times_ends_as_documented():
                           env=run_environment(TIMEOUT))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "3 of 3 trials ended as documented" in proc.stdout
+
+
+AT_EXIT = """
+import os, signal
+from dnewton.app import stopping
+stopping.note_from_start()
+with stopping.StopRequests().installed() as stops:
+    stops.settle(0)  # the run wrote everything
+stopping.settled_at_exit()
+os.kill(os.getpid(), signal.SIGTERM)  # as while Python shuts down and MPI finalises
+print("kept the run's status")
+"""
+
+
+def test_a_signal_while_a_settled_run_exits_keeps_its_status():
+    proc = subprocess.run([sys.executable, "-c", AT_EXIT], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0 and "kept the run's status" in proc.stdout, proc.stderr

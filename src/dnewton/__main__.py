@@ -7,12 +7,15 @@ slow imports and the data, so that a job stopped while it starts still ends as
 
 
 def main():
-    from .app.stopping import note_from_start
+    from .app.stopping import note_from_start, settled_at_exit
 
     note_from_start()
     from .app.cli import main as command_line
 
-    command_line()
+    try:
+        command_line()
+    finally:
+        settled_at_exit()
 
 
 if __name__ == "__main__":

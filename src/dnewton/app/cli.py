@@ -569,9 +569,48 @@ def build_parser():
     datasets = commands.add_parser("datasets", help="list the embedded data sets",
                                    epilog=_exit_statuses("0 listed"))
     datasets.set_defaults(run=run_datasets)
+    _add_convert(commands)
     _add_plan(commands)
     _add_calibrate(commands)
     return parser
+
+
+def _add_convert(commands):
+    convert = commands.add_parser(
+        "convert",
+        help="write a LIBSVM file as a folder of .npy arrays, read by slices",
+        description="Parse the LIBSVM file SOURCE once and write it to the folder TARGET "
+        "(the CSR arrays of X and the labels as .npy files, and meta.json). train and "
+        "predict take TARGET where they take a data file; each rank then maps only the "
+        "rows it needs instead of parsing its part of the text. Under mpiexec every rank "
+        "parses and writes its own byte range of SOURCE.",
+        epilog=_exit_statuses("0 written", _BAD_INPUT + " (SOURCE unreadable or malformed, "
+                              "TARGET not writable)"),
+    )
+    convert.add_argument("source", metavar="SOURCE", help="LIBSVM file (.gz/.bz2 too)")
+    convert.add_argument("target", metavar="TARGET", help="folder to write")
+    convert.add_argument("--features", type=int, default=None, metavar="N",
+                         help="keep features 1..N (the columns beyond are dropped; fewer "
+                         "are padded with zeros)")
+    convert.set_defaults(run=run_convert)
+
+
+def run_convert(args):
+    from mpi4py import MPI
+
+    from ..errors import agreed
+    from ..io.shards import convert
+
+    world = MPI.COMM_WORLD
+    with agreed(world):
+        if args.features is not None and args.features < 1:
+            raise ParameterError("{features} must be >= 1")
+    n, n0, nnz = convert(world, args.source, args.target, args.features,
+                         cut=args.features is not None)
+    if world.rank == 0:
+        print(f"dnewton: {args.source}: {n} instances, {n0} features, {nnz:,} non-zeros "
+              f"written to {args.target}", flush=True)
+    return 0
 
 
 def _add_plan(commands):
@@ -655,7 +694,7 @@ def run_plan(args):
     from mpi4py import MPI
 
     from ..errors import agreed
-    from ..io.data import read_dataset
+    from ..io.shards import open_dataset
     from ..planning.cost import Workload
     from ..planning.machine import DEFAULT, Machine
     from ..planning.planner import rank
@@ -667,7 +706,7 @@ def run_plan(args):
         if args.train is not None:
             if args.instances is not None or args.classes is not None:
                 raise ParameterError("give TRAIN or {instances} and {classes}, not both")
-            raw, _ = read_dataset(args.train, args.features)
+            raw, _ = open_dataset(world, args.train, args.features)  # sizes and labels
             shape = (raw.n_instances, raw.n_features, len(np.unique(raw.y)))
         else:
             missing = [name for name in ("instances", "features", "classes")
@@ -734,7 +773,7 @@ def run_train(args):
     from mpi4py import MPI
 
     from ..errors import agreed
-    from ..io.data import read_dataset
+    from ..io.shards import open_dataset
     from ..solvers.records import RunStatus
     from .monitor import Monitor
     from .training import Outputs, train
@@ -747,11 +786,12 @@ def run_train(args):
         if given and args.features < 1:
             raise ParameterError("{features} must be >= 1")
         limit = f"{{features}} {args.features}" if given else None
-        train_raw, test_raw = read_dataset(args.train, args.features, limit=limit,
-                                           cache=args.data_cache)
+        train_raw, test_raw = open_dataset(world, args.train, args.features, limit=limit,
+                                           cache=args.data_cache, once=True)
         if args.test is not None:
-            test_raw, _ = read_dataset(args.test, n_features=train_raw.n_features, cut=given,
-                                       limit=limit, cache=args.data_cache)
+            test_raw, _ = open_dataset(world, args.test, n_features=train_raw.n_features,
+                                       cut=given, limit=limit, cache=args.data_cache,
+                                       once=True)
         options = (_newton_options(args, train_raw.n_instances) if args.solver == "newton"
                    else _minibatch_options(args))
     _warn_cut(world, test_raw, args.features)
@@ -841,6 +881,7 @@ def run_predict(args):
     from ..errors import agreed
     from ..io.data import read_dataset
     from ..io.model_file import load_model
+    from ..io.shards import open_dataset
     from ..io.text_output import TextOutput
     from .prediction import Predictor
 
@@ -857,8 +898,12 @@ def run_predict(args):
         if given and args.features != model.widths[0]:
             raise ParameterError(f"{{features}} {args.features} differs from the model's "
                                  f"{model.widths[0]} features")
-        train_part, test_part = read_dataset(args.data, n_features=model.widths[0], cut=given,
-                                             cache=args.data_cache, labelled=False)
+        if _unlabelled_npz(args.data):  # read whole: the shards need labels
+            train_part, test_part = read_dataset(args.data, n_features=model.widths[0],
+                                                 cut=given, labelled=False)
+        else:
+            train_part, test_part = open_dataset(world, args.data, n_features=model.widths[0],
+                                                 cut=given, cache=args.data_cache, once=True)
     raw = test_part if test_part is not None else train_part
     _warn_cut(world, raw, model.widths[0])
     predictor = Predictor(world, model, args.partitions, args.batch_size)
@@ -886,6 +931,17 @@ def run_predict(args):
                     summary += f"written to {args.output}"
             print(summary, file=sys.stderr if args.output == "-" else sys.stdout, flush=True)
     return 0
+
+
+def _unlabelled_npz(source):
+    """Whether `source` is a ``.npz`` holding X and no y (only predicted, not scored)."""
+    if not str(source).endswith(".npz"):
+        return False
+    try:
+        with np.load(source, allow_pickle=False) as archive:
+            return "X" in archive.files and "y" not in archive.files
+    except Exception:  # noqa: BLE001 -- the reader that follows names the problem
+        return False
 
 
 def label_text(label):

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..constants import BATCH_SIZE
 from ..errors import InputError, agreed, everywhere
-from ..io.data import partition
+from ..io.shards import share_of
 from ..model.activations import Activation
 from ..model.network import Network
 from ..parallel.groups import Groups
@@ -58,8 +58,8 @@ class Predictor:
             return self._outputs(raw)
 
     def _outputs(self, raw):
-        data = partition(raw, self.layout, self.world.rank, None, self.preprocessing,
-                         dtype=self.network.dtype)
+        data = share_of(raw, self.groups, self.layout, None, self.preprocessing,
+                        dtype=self.network.dtype)
         outputs = np.empty((data.n_instances, self.layout.widths[-1]))
         leader = self.layout.output_group[0]
         for start in range(0, data.n_instances, self.batch_size):

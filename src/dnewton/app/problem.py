@@ -16,7 +16,8 @@ from mpi4py import MPI
 
 from ..constants import BATCH_SIZE, KEEP_MEMORY_SHARE, PARAMETER_COPIES, PRECISIONS
 from ..errors import InputError, ParameterError, agreed, check_parameters, everywhere
-from ..io.data import Preprocessing, Targets, partition, targets_from_training
+from ..io.data import SPARSE_MAX_DENSITY, Preprocessing, Targets, targets_from_training
+from ..io.shards import share_of, stored_entries
 from ..io.model_file import gather_model, gather_vector
 from ..model.activations import Activation
 from ..model.gauss_newton import JACOBIAN_MODES, stored_bytes
@@ -27,6 +28,7 @@ from ..parallel.groups import Groups
 from ..parallel.layout import Layout
 from ..planning.machine import DEFAULT as DEFAULT_MACHINE
 from ..planning.machine import Machine
+from ..planning.memory import RankMemory
 from ..planning.planner import ASSIGNMENTS, choose
 from ..planning.volume import subset_size
 
@@ -108,14 +110,18 @@ class Problem:
         self.validation = validation  # early stopping's split, partitioned like `test`
 
     @classmethod
-    def build(cls, comm, train_raw, test_raw, config, n_subset=None, validation_raw=None):
-        """Collective over `comm`; every rank passes the same raw data and settings.
+    def build(cls, comm, train_raw, test_raw, config, n_subset=None, validation_raw=None,
+              available=None):
+        """Collective over `comm`; every rank passes the same raw data and settings
+        (a `io.data.RawData` or a `io.shards.ShardedData`, read here by shares).
 
         Without ``config.partitions`` the planner chooses the layout for the
         Gauss-Newton subset size `n_subset` (default: 5% of the instances), and the
         replicas and Jacobian mode the config leaves open (None); with them, those
         default to 1 and stored. The problem's ``config`` has them settled.
         `validation_raw` (early stopping's split) is partitioned like the test set.
+        With `available` (bytes a node has), a data share that would not fit is
+        refused on every rank before it is read.
         """
         world, groups, plan = comm.Dup(), None, None
         try:
@@ -157,13 +163,18 @@ class Problem:
                                  standardize=config.standardize)
             with agreed(world):
                 share = _share(train_raw.n_instances, groups)
-                train = partition(train_raw, layout, groups.rank, classes, prep, fit=True,
-                                  dtype=config.dtype, share=share)
-                test, validation = (
-                    None if raw is None else
-                    partition(raw, layout, groups.rank, classes, prep, dtype=config.dtype,
-                              share=_share(raw.n_instances, groups))
-                    for raw in (test_raw, validation_raw))
+            keep_sparse = (not prep.centers and stored_entries(train_raw) is not None
+                           and train_raw.density() <= SPARSE_MAX_DENSITY)
+            _check_data_memory(world, layout, groups, share.stop - share.start,
+                               np.dtype(config.dtype).itemsize,
+                               train_raw.density() if keep_sparse else None, available)
+            train = share_of(train_raw, groups, layout, classes, prep, fit=True,
+                             dtype=config.dtype, share=share)
+            test, validation = (
+                None if raw is None else
+                share_of(raw, groups, layout, classes, prep, dtype=config.dtype,
+                         share=_share(raw.n_instances, groups))
+                for raw in (test_raw, validation_raw))
         except BaseException:
             if groups is not None:
                 groups.free()
@@ -175,6 +186,17 @@ class Problem:
                               jacobian=config.jacobian)
         return cls(world, layout, groups, network, objective, test, classes, prep, config,
                    plan, validation)
+
+    def memory_per_rank(self):
+        """Collective: the largest bytes on a rank of its training data share (feature
+        blocks and labels) and of its parameters' working copies."""
+        data = self.objective.data
+        labels = data.labels.nbytes if data.labels is not None else 0
+        need = np.array([float(data.stored_bytes() + labels),
+                         float(self.network.dtype.itemsize * PARAMETER_COPIES
+                               * self.network.n_params)])
+        self.world.Allreduce(MPI.IN_PLACE, need, op=MPI.MAX)
+        return int(need[0]), int(need[1])
 
     def check_parameter_memory(self, available):
         """Collective: refuse (on every rank) a network whose parameter vectors would
@@ -288,6 +310,25 @@ def _copy_size(n_ranks, replicas, n_instances):
         raise ParameterError(f"{{replicas}} {replicas} exceeds the {n_instances} training "
                              "instances: every copy needs some")
     return n_ranks // replicas
+
+
+def _check_data_memory(world, layout, groups, n_rows, itemsize, density, available):
+    """Collective: refuse (on every rank) data shares that the ranks of a node
+    could not hold in `available` bytes (None: no check), before any is read."""
+    need = np.array([float(RankMemory(layout).data_bytes(groups.rank, n_rows, itemsize,
+                                                         density))])
+    node_need = np.empty_like(need)
+    node = world.Split_type(MPI.COMM_TYPE_SHARED)
+    node.Allreduce(need, node_need)
+    node.Free()
+    world.Allreduce(MPI.IN_PLACE, node_need, op=MPI.MAX)
+    world.Allreduce(MPI.IN_PLACE, need, op=MPI.MAX)
+    if available is not None and node_need[0] > available:
+        raise everywhere(ParameterError(
+            f"the training data need about {_size(node_need[0])} on a node (up to "
+            f"{_size(need[0])} per rank: its copy's instances in its feature columns), more "
+            f"than the {_size(available)} available; use more ranks or nodes (with "
+            "{replicas} each copy holds fewer instances)"))
 
 
 def _share(n_instances, groups):

@@ -77,12 +77,15 @@ def holdout_split(y, fraction, seed, purpose="-C auto"):
 
 
 def split_rows(raw, fraction, seed, purpose):
-    """(fitted part, held-out part) of `raw` (`RawData`), split by `holdout_split`."""
+    """(fitted part, held-out part) of `raw`, split by `holdout_split`: `RawData`,
+    or of a set read by shares (`io.shards.ShardedData`) two such sets (collective)."""
     fit, held = holdout_split(raw.y, fraction, seed, purpose)
     return _rows(raw, fit, "fitted part"), _rows(raw, held, "held out")
 
 
 def _rows(raw, index, part):
+    if not isinstance(raw, RawData):
+        return raw.take(index, f"{raw.source} ({part})")
     return RawData(raw.X[index], raw.y[index], f"{raw.source} ({part})")
 
 

@@ -189,6 +189,16 @@ def release_from_start():
         signal.raise_signal(noted)
 
 
+def settled_at_exit():
+    """At the command line's exit: once a run has written everything, the stop
+    signals are ignored. Python restores their default action while it shuts down
+    (a signal then would end the rank with the signal's status while MPI
+    finalises); an ignored signal it leaves ignored, so the status is the run's."""
+    if _FROM_START is not None and _FROM_START.settled is not None:
+        for number in SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
+
+
 def flush_streams():
     for stream in (sys.stdout, sys.stderr):
         try:

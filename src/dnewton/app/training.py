@@ -17,7 +17,6 @@ import time
 from dataclasses import asdict, dataclass, replace
 
 from mpi4py import MPI
-from scipy.sparse import issparse
 
 from ..constants import CHECKPOINT_INTERVAL
 from ..errors import (
@@ -33,6 +32,7 @@ from ..fault_injection import Faults
 from ..io.checkpoint import Checkpoint, Checkpointer
 from ..io.data import SPARSE_MAX_DENSITY
 from ..io.model_file import Model, broadcast_arrays, check_writable, save_model
+from ..io.shards import stored_entries
 from ..parallel.phases import Phase
 from ..parallel.space import GroupSpace
 from ..parallel.vote import CompletionVote
@@ -87,8 +87,10 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
 
     Parameters
     ----------
-    train_data, test_data : io.data.RawData (test_data may be None)
-        The same on every rank; each rank keeps only its share.
+    train_data, test_data : io.data.RawData, or io.shards.ShardedData (test_data may
+        be None)
+        The same on every rank; each rank keeps only its share (of a ShardedData,
+        it reads only its share).
     config : ModelConfig
     options : solvers.newton.NewtonOptions, solvers.sgd.SGDOptions or
         solvers.adam.AdamOptions
@@ -167,7 +169,10 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
         if newton:
             with agreed(comm):
                 n_subset = options.largest_subset(train_data.n_instances)
-        problem = Problem.build(comm, train_data, test_data, config, n_subset, validation_data)
+        available = (faults.memory_limit if faults.memory_limit is not None
+                     else available_memory())
+        problem = Problem.build(comm, train_data, test_data, config, n_subset, validation_data,
+                                available)
         checkpointer = None
         try:
             _describe(problem, options, train_data, monitor, outputs, faults)
@@ -315,17 +320,22 @@ def _describe(problem, options, train_data, monitor, outputs, faults):
         + (f" ({config.replicas} copies of {layout.n_ranks} rank(s), each on "
            f"1/{config.replicas} of the instances)" if config.replicas > 1 else "")
     )
-    if issparse(train_data.X):
-        density = train_data.X.nnz / max(1, train_data.n_instances * train_data.n_features)
+    nnz = stored_entries(train_data)
+    if nnz is not None:
+        density = nnz / max(1, train_data.n_instances * train_data.n_features)
         if problem.objective.data.sparse:
             monitor.message(
-                f"dnewton: sparse input ({train_data.X.nnz:,} non-zeros, {density:.2%}): "
+                f"dnewton: sparse input ({nnz:,} non-zeros, {density:.2%}): "
                 "layer 1 works on CSR blocks, memory in proportion to the non-zeros"
             )
         else:
             why = ("centring fills every entry" if config.center or config.standardize else
                    f"above {SPARSE_MAX_DENSITY:.0%} non-zero the dense products are faster")
             monitor.message(f"dnewton: sparse input ({density:.2%} non-zero) made dense: {why}")
+    data, parameters = problem.memory_per_rank()
+    monitor.message(f"dnewton: memory per rank: training data up to {data / 2**20:.1f} MiB "
+                    f"(a rank keeps its copy's instances in its feature columns), parameters "
+                    f"up to {parameters / 2**20:.1f} MiB")
     if problem.plan is not None:
         monitor.message(_planned(problem, layout))
     if outputs.show_layout:

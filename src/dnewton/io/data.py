@@ -44,6 +44,12 @@ class RawData:
     def n_features(self):
         return self.X.shape[1]
 
+    def density(self):
+        """Stored entries over l n_0 (1 when dense)."""
+        if not sparse.issparse(self.X):
+            return 1.0
+        return self.X.nnz / max(1, self.n_instances * self.n_features)
+
 
 def _digits():
     """scikit-learn's 8x8 digits (1,797 images, pixels 0..16): every 4th image is test."""
@@ -250,9 +256,16 @@ def feature_std(block, mean):
     (ddof 0, so the result has std 1), or 1 where the column is constant (std at
     most `CONSTANT_FEATURE_RTOL` of the column's largest |value|, or 0)."""
     # Sums of squares and extremes make no (l, k) temporary, unlike block.std().
-    std = np.sqrt(np.einsum("ij,ij->j", block, block) / max(len(block), 1))
-    size = np.maximum(np.abs(block.max(axis=0, initial=-np.inf) + mean),
-                      np.abs(block.min(axis=0, initial=np.inf) + mean))
+    return std_from_sums(np.einsum("ij,ij->j", block, block), len(block),
+                         block.max(axis=0, initial=-np.inf),
+                         block.min(axis=0, initial=np.inf), mean)
+
+
+def std_from_sums(squares, n, high, low, mean):
+    """`feature_std` from the columns' sums of squares, count `n`, largest and
+    smallest centred values (k,) each: what ranks holding parts of the rows sum."""
+    std = np.sqrt(squares / max(n, 1))
+    size = np.maximum(np.abs(high + mean), np.abs(low + mean))
     return np.where(std > CONSTANT_FEATURE_RTOL * size, std, 1.0)
 
 

@@ -103,6 +103,8 @@ class Model:
             raise bad(f"model format version {arrays.get('version')}, this dnewton reads "
                       f"versions {', '.join(map(str, VERSIONS))}")
         try:
+            if np.ndim(arrays["widths"]) != 1 or arrays["widths"].dtype.kind not in "iu":
+                raise bad("the widths are not a list of whole numbers")
             widths = tuple(int(w) for w in arrays["widths"])
             L = len(widths) - 1
             weights = [arrays[f"W{m}"] for m in range(1, L + 1)]

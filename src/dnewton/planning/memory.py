@@ -8,8 +8,9 @@ The same formulas as the run's own estimates, rank by rank:
 * the two stores of kept forward passes: `model.objective.Objective.kept_bytes`,
   2 itemsize l times the numbers per instance of a pass (`Network.pass_numbers`);
 * `PARAMETER_COPIES` parameter-shaped vectors (`app.problem.check_parameter_memory`);
-* the rank's dense feature blocks (l |a| numbers per input group a it needs) and,
-  on output ranks, the labels (8 bytes per instance).
+* the rank's feature blocks (l |a| numbers per input group a it needs, l the
+  instances of its copy; CSR: by the stored entries) and, on output ranks, the
+  labels (8 bytes per instance).
 """
 
 from ..constants import PARAMETER_COPIES
@@ -67,10 +68,16 @@ class RankMemory:
     def parameter_bytes(self, rank, itemsize=FLOAT64):
         return PARAMETER_COPIES * itemsize * self.parameters(rank)
 
-    def data_bytes(self, rank, n_instances, itemsize=FLOAT64):
-        """Dense feature blocks of the input groups `rank` needs, and its labels."""
+    def data_bytes(self, rank, n_instances, itemsize=FLOAT64, density=None):
+        """The feature blocks of the input groups `rank` needs for `n_instances` (its
+        copy's share), and its labels: dense, or with `density` (stored entries per
+        number) as CSR, a value and an int32 index per entry."""
         inputs = {blk.row for blk in self.blocks[rank] if blk.layer == 1}
-        features = itemsize * n_instances * sum(self.width(0, a) for a in inputs)
+        numbers = n_instances * sum(self.width(0, a) for a in inputs)
+        if density is None:
+            features = itemsize * numbers
+        else:
+            features = (itemsize + 4) * density * numbers + 4 * (n_instances + 1) * len(inputs)
         return features + (FLOAT64 * n_instances if rank in self.outputs else 0)
 
     def total(self, rank, n_instances, n_subset, jacobian="stored", itemsize=FLOAT64,
