@@ -27,6 +27,8 @@ import json
 import os
 import struct
 import zipfile
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -354,13 +356,23 @@ def _std(comm, block, mean, n_total):
 # -- LIBSVM: byte ranges, then the exchange ------------------------------------------
 
 
+@contextmanager
+def _readable(path):
+    """A damaged .gz or .bz2 (zlib, EOF or format errors while reading) as our
+    InputError naming the file, as `libsvm.load` reports it."""
+    try:
+        yield
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"{path}: cannot be read ({exc})") from None
+
+
 def text_size(path):
     """Bytes of `path`'s text: the file's size, or of a .gz/.bz2 its decompressed size
     (read through once)."""
     if path.suffix not in (".gz", ".bz2"):
         return path.stat().st_size
     size = 0
-    with libsvm._open(path) as f:
+    with _readable(path), libsvm._open(path) as f:
         while chunk := f.read(1 << 24):
             size += len(chunk)
     return size
@@ -371,7 +383,7 @@ def line_start(path, position):
     (0, or the byte after a newline), or the text's end."""
     if position <= 0:
         return 0
-    with libsvm._open(path) as f:
+    with _readable(path), libsvm._open(path) as f:
         f.seek(position - 1)
         at = position - 1
         while chunk := f.read(1 << 16):
@@ -424,7 +436,10 @@ def read_text_shard(comm, path, n_features=None, cut=False, limit=None):
             raise InputError(f"{path}: is a directory, not a data file")
         if not path.exists():
             raise InputError(f"{path}: no such file")
-    size = np.array([text_size(path) if comm.rank == 0 else 0], dtype=np.int64)
+    size = np.zeros(1, dtype=np.int64)
+    with agreed(comm):
+        if comm.rank == 0:
+            size[0] = text_size(path)
     comm.Bcast(size, root=0)
     start = int(size[0]) * comm.rank // comm.size
     stop = int(size[0]) * (comm.rank + 1) // comm.size
