@@ -107,7 +107,10 @@ def run(command, folder, status=0):
     where = folder
     if command.startswith("make "):
         # in the repository, with the .venv as it is: never a rebuild in passing
-        where, command = ROOT, command.replace("make ", "make -o .venv/.installed ", 1)
+        # --no-print-directory: under make test (a make within make) make would add
+        # its "Entering directory" lines to the output.
+        where, command = ROOT, command.replace(
+            "make ", "make --no-print-directory -o .venv/.installed ", 1)
     proc = subprocess.run(["bash", "-c", f"(exit {status}); {command}"], cwd=where,
                           env=environment(), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT)

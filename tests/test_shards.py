@@ -320,7 +320,7 @@ def test_convert_then_train_on_copies_gives_the_one_rank_run(tmp_path):
     assert f"{N} instances, {X.shape[1]} features, {np.count_nonzero(X):,} non-zeros" \
         in proc.stdout
     common = ["--hidden", "4", "--iterations", "3", "--standardize", "--feature-scale", "4",
-              "--batch-size", "8", "--partitions", "1,1,1"]
+              "--chunk-size", "8", "--partitions", "1,1,1"]
     one = run_dnewton(1, ["train", text, *common, "--log", tmp_path / "one.jsonl"])
     two = run_dnewton(2, ["train", folder, *common, "--replicas", "2",
                           "--log", tmp_path / "two.jsonl"])
