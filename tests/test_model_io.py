@@ -10,7 +10,14 @@ from scipy.sparse import csr_matrix
 from dnewton.app.prediction import Predictor
 from dnewton.errors import InputError
 from dnewton.io.data import RawData, read_dataset
-from dnewton.io.model_file import Model, load_model, read_arrays, save_arrays, write_temporary
+from dnewton.io.model_file import (
+    REGRESSION,
+    Model,
+    load_model,
+    read_arrays,
+    save_arrays,
+    write_temporary,
+)
 from dnewton.model.losses import SquaredLoss
 from dnewton.parallel.layout import Layout
 
@@ -86,6 +93,72 @@ def test_file_round_trip(tmp_path, center, dtype):
     else:
         assert loaded.mean is None
     assert not (tmp_path / "model.npz.tmp").exists()
+
+
+def regression_model(seed=0, normalize_y=True, standardize=False):
+    rng = np.random.default_rng(seed)
+    base = random_model(seed, center=True)
+    k = WIDTHS[-1]
+    return Model(WIDTHS, "tanh", "squared", 2.0, base.mean, None, base.weights, base.biases,
+                 rng.uniform(0.5, 2, WIDTHS[0]) if standardize else None, task=REGRESSION,
+                 target_mean=rng.standard_normal(k) if normalize_y else None,
+                 target_std=rng.uniform(0.5, 2, k) if normalize_y else None)
+
+
+@pytest.mark.parametrize("normalize_y", [True, False])
+@pytest.mark.parametrize("standardize", [True, False])
+def test_a_regressor_file_round_trip(tmp_path, normalize_y, standardize):
+    model = regression_model(normalize_y=normalize_y, standardize=standardize)
+    path = tmp_path / "model.npz"
+    save_arrays(path, model.arrays(), "model")
+    assert int(read_arrays(path, "model")["version"]) == 3  # older readers refuse it
+    loaded = load_model(MPI.COMM_WORLD, path)
+    assert loaded.regression and loaded.classes is None and loaded.loss == "squared"
+    for key in ("mean", "std", "target_mean", "target_std"):
+        want = getattr(model, key)
+        if want is None:
+            assert getattr(loaded, key) is None, key
+        else:
+            np.testing.assert_array_equal(getattr(loaded, key), want)
+    for got, want in zip(loaded.weights + loaded.biases, model.weights + model.biases):
+        np.testing.assert_array_equal(got, want)
+    z = np.random.default_rng(5).standard_normal((4, WIDTHS[-1]))
+    want = z * model.target_std + model.target_mean if normalize_y else z
+    np.testing.assert_array_equal(loaded.predictions(z), want)
+
+
+def test_a_classifier_file_is_read_as_a_classifier(tmp_path):
+    """Versions 1 and 2, which predate regressors, hold classifiers."""
+    path = tmp_path / "model.npz"
+    save_arrays(path, random_model().arrays(), "model")
+    assert int(read_arrays(path, "model")["version"]) == 1
+    loaded = load_model(MPI.COMM_WORLD, path)
+    assert not loaded.regression and loaded.describe() == "a classifier of 3 classes (softmax loss)"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (dict(task=np.array("classification")), "whose task is not 'regression'"),
+    (dict(loss=np.array("softmax")), "a regressor with the softmax loss"),
+    (dict(target_std=np.array([1.0, 0.0, 1.0])), "target standard deviations must be positive"),
+    (dict(target_mean=np.zeros(2)), "shapes do not match"),
+    (dict(target_mean=np.array([0.0, np.inf, 0.0])), "not finite"),
+])
+def test_a_damaged_regressor_file_is_refused(tmp_path, edit, message):
+    arrays = regression_model().arrays()
+    arrays.update(edit)
+    path = tmp_path / "model.npz"
+    save_arrays(path, arrays, "model")
+    with pytest.raises(InputError, match=message):
+        load_model(MPI.COMM_WORLD, path)
+
+
+def test_a_regressor_file_without_its_target_scaling_is_refused(tmp_path):
+    arrays = regression_model().arrays()
+    del arrays["target_std"]
+    path = tmp_path / "model.npz"
+    save_arrays(path, arrays, "model")
+    with pytest.raises(InputError, match="lacks 'target_std'"):
+        load_model(MPI.COMM_WORLD, path)
 
 
 def test_an_unfinished_write_leaves_the_previous_file(tmp_path):
@@ -205,3 +278,4 @@ def test_train_refuses_an_unwritable_model_path_before_training(tmp_path):
     proc = run_dnewton(2, [*TRAIN, "--model", tmp_path / "no" / "model.npz"], 60, check=False)
     assert proc.returncode == 2 and proc.stderr.count("cannot write in") == 1, proc.stderr
     assert "iter" not in proc.stdout
+

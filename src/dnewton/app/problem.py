@@ -18,7 +18,7 @@ from ..constants import BATCH_SIZE, KEEP_MEMORY_SHARE, PARAMETER_COPIES, PRECISI
 from ..errors import InputError, ParameterError, agreed, check_parameters, everywhere
 from ..io.data import SPARSE_MAX_DENSITY, Preprocessing, Targets, targets_from_training
 from ..io.shards import share_of, stored_entries
-from ..io.model_file import gather_model, gather_vector
+from ..io.model_file import CLASSIFICATION, REGRESSION, gather_model, gather_vector
 from ..model.activations import Activation
 from ..model.gauss_newton import JACOBIAN_MODES, stored_bytes
 from ..model.losses import make_loss
@@ -262,8 +262,10 @@ class Problem:
     def gather_model(self, theta):
         """Collective: the dense `io.model_file.Model` of `theta` on rank 0, None on
         the other ranks of the first copy (every copy gathers its own alike)."""
+        task = REGRESSION if isinstance(self.classes, Targets) else CLASSIFICATION
         return gather_model(self.groups.comm, self.layout, theta, self.preprocessing,
-                            self.config.activation, self.config.loss, self.classes.labels)
+                            self.config.activation, self.config.loss, self.classes.labels,
+                            task=task)
 
     def gather_vector(self, vec):
         """Collective: the dense form of a parameter-shaped vector on rank 0, as

@@ -8,10 +8,19 @@ what prediction needs besides: ``widths``, ``activation``, ``loss``,
 (the divisor applied after centring, 1 for a constant feature), the class
 labels ``classes`` in output order, the precision ``dtype`` of the weights
 (float64 or float32; files without it are float64), and ``format`` /
-``version``. A standardized model is written as version 2 (so a dnewton that
-predates ``std`` refuses it rather than predicting without it); any other model
-as version 1. Both are read. Nothing in it depends on the layout that trained
-it; `Model.local_parameters` cuts it into the blocks of any layout.
+``version``. A classifier standardized model is written as version 2 (so a
+dnewton that predates ``std`` refuses it rather than predicting without it); any
+other classifier as version 1.
+
+A regressor (``task`` "regression", the squared loss on real targets) is written
+as version 3, so that a dnewton that predates regressors refuses it rather than
+taking its outputs for classes. It holds no ``classes``; instead
+``normalize_y`` with the ``target_mean`` and ``target_std`` of each of the n_L
+targets (predictions are ``outputs * target_std + target_mean``; 0 and 1
+without ``normalize_y``), and ``standardize`` with ``std`` (ones without it).
+
+All three versions are read. Nothing in a model depends on the layout that
+trained it; `Model.local_parameters` cuts it into the blocks of any layout.
 
 Only rank 0 touches files: it writes what the ranks gather to it, and it reads
 and broadcasts, so a file must be visible to rank 0 only. Writes are atomic (a
@@ -35,9 +44,11 @@ from ..model.losses import LOSSES
 from .data import Preprocessing
 
 FORMAT = "dnewton-model"
-VERSION = 1  # the version of a model without `std`
-STD_VERSION = 2  # the version of a standardized model (it has `std`)
-VERSIONS = (VERSION, STD_VERSION)
+VERSION = 1  # the version of a classifier without `std`
+STD_VERSION = 2  # the version of a standardized classifier (it has `std`)
+REGRESSION_VERSION = 3  # the version of a regressor (`task`, target scaling)
+VERSIONS = (VERSION, STD_VERSION, REGRESSION_VERSION)
+CLASSIFICATION, REGRESSION = "classification", "regression"
 
 
 @dataclass
@@ -49,10 +60,31 @@ class Model:
     loss: str
     feature_scale: float
     mean: object  # (n_0,) training means subtracted after scaling, or None
-    classes: np.ndarray  # (n_L,) class labels, in the order of the outputs
+    classes: object  # (n_L,) class labels, in the order of the outputs; None: a regressor
     weights: list  # W^m, (n_{m-1}, n_m), m = 1..L
     biases: list  # b^m, (n_m,)
     std: object = None  # (n_0,) divisors after centring (--standardize), or None
+    task: str = CLASSIFICATION  # or REGRESSION: the outputs are real targets
+    target_mean: object = None  # regressor: (n_L,) added to the scaled outputs, or None
+    target_std: object = None  # regressor: (n_L,) the outputs' scale (normalize_y), or None
+
+    @property
+    def regression(self):
+        """Whether the outputs are real targets (a regressor), not class scores."""
+        return self.task == REGRESSION
+
+    def describe(self):
+        """What the model is, in words: "a regressor of 1 target", "a classifier of 3 classes"."""
+        k = self.widths[-1]
+        if self.regression:
+            return f"a regressor of {k} target{'s' * (k != 1)} ({self.loss} loss)"
+        return f"a classifier of {k} classes ({self.loss} loss)"
+
+    def predictions(self, outputs):
+        """A regressor's predicted targets, (l, n_L), from its outputs z^L."""
+        if self.target_std is None:
+            return outputs
+        return outputs * self.target_std + self.target_mean
 
     @property
     def dtype(self):
@@ -61,6 +93,8 @@ class Model:
 
     def arrays(self):
         """The model as the named arrays of its file."""
+        if self.regression:
+            return self._regression_arrays()
         arrays = {
             "format": np.array(FORMAT),
             "version": np.array(VERSION if self.std is None else STD_VERSION),
@@ -77,6 +111,29 @@ class Model:
             arrays[f"W{m}"], arrays[f"b{m}"] = W, b
         if self.std is not None:
             arrays["std"] = self.std
+        return arrays
+
+    def _regression_arrays(self):
+        k = self.widths[-1]
+        arrays = {
+            "format": np.array(FORMAT),
+            "version": np.array(REGRESSION_VERSION),
+            "task": np.array(REGRESSION),
+            "widths": np.array(self.widths, dtype=np.int64),
+            "activation": np.array(self.activation),
+            "loss": np.array(self.loss),
+            "feature_scale": np.array(float(self.feature_scale)),
+            "center": np.array(self.mean is not None),
+            "mean": np.zeros(self.widths[0]) if self.mean is None else self.mean,
+            "standardize": np.array(self.std is not None),
+            "std": np.ones(self.widths[0]) if self.std is None else self.std,
+            "normalize_y": np.array(self.target_std is not None),
+            "target_mean": np.zeros(k) if self.target_std is None else self.target_mean,
+            "target_std": np.ones(k) if self.target_std is None else self.target_std,
+            "dtype": np.array(self.dtype),
+        }
+        for m, (W, b) in enumerate(zip(self.weights, self.biases), start=1):
+            arrays[f"W{m}"], arrays[f"b{m}"] = W, b
         return arrays
 
     @classmethod
@@ -102,6 +159,7 @@ class Model:
         if version not in VERSIONS:
             raise bad(f"model format version {arrays.get('version')}, this dnewton reads "
                       f"versions {', '.join(map(str, VERSIONS))}")
+        regression = version == REGRESSION_VERSION
         try:
             if np.ndim(arrays["widths"]) != 1 or arrays["widths"].dtype.kind not in "iu":
                 raise bad("the widths are not a list of whole numbers")
@@ -111,25 +169,41 @@ class Model:
             biases = [arrays[f"b{m}"] for m in range(1, L + 1)]
             activation, loss = str(arrays["activation"]), str(arrays["loss"])
             scale, center = float(arrays["feature_scale"]), bool(arrays["center"])
-            mean, classes = arrays["mean"], arrays["classes"]
+            mean = arrays["mean"]
             dtype = str(arrays.get("dtype", "float64"))
-            std = arrays["std"] if version >= STD_VERSION else None
+            if regression:
+                if str(arrays["task"]) != REGRESSION:
+                    raise bad(f"a version {version} model file whose task is not "
+                              f"{REGRESSION!r}")
+                classes = None
+                standardize, normalize_y = bool(arrays["standardize"]), bool(arrays["normalize_y"])
+                std = arrays["std"]
+                target_mean, target_std = arrays["target_mean"], arrays["target_std"]
+                targets = [target_mean, target_std]
+            else:
+                classes = arrays["classes"]
+                standardize = version >= STD_VERSION
+                std = arrays["std"] if standardize else None
+                targets = []
         except KeyError as exc:
             raise bad(f"the model file lacks {exc}") from None
-        numeric = [a for a in (*weights, *biases, mean) + ((std,) if std is not None else ())]
+        numeric = [*weights, *biases, mean, *targets] + ([std] if std is not None else [])
         # Class labels are numbers or text (the estimator keeps scikit-learn's labels).
-        text = classes.dtype.kind == "U"
+        text = classes is not None and classes.dtype.kind == "U"
         if any(np.asarray(a).dtype.kind not in "biuf" for a in numeric) or not (
-                text or classes.dtype.kind in "biuf"):
+                classes is None or text or classes.dtype.kind in "biuf"):
             raise bad("the model holds arrays that are not numbers")
-        if not (np.isfinite(scale) and scale > 0) or not (text or np.isfinite(classes).all()):
+        if not (np.isfinite(scale) and scale > 0) or not (
+                classes is None or text or np.isfinite(classes).all()):
             raise bad("the feature scale or the class labels are not finite positive numbers")
         shapes_ok = (
             L >= 1 and min(widths) >= 1
             and all(W.shape == widths[m : m + 2] for m, W in enumerate(weights))
             and all(b.shape == (widths[m + 1],) for m, b in enumerate(biases))
-            and mean.shape == (widths[0],) and classes.shape == (widths[-1],)
+            and mean.shape == (widths[0],)
+            and (classes is None or classes.shape == (widths[-1],))
             and (std is None or std.shape == (widths[0],))
+            and all(a.shape == (widths[-1],) for a in targets)
         )
         if not shapes_ok:
             raise bad(f"array shapes do not match the widths {widths}")
@@ -137,12 +211,23 @@ class Model:
             raise bad(f"the weights are not all of the recorded precision {dtype!r}")
         if activation not in HIDDEN_ACTIVATIONS or loss not in LOSSES:
             raise bad(f"unknown activation {activation!r} or loss {loss!r}")
-        if not all(np.isfinite(a).all() for a in (*weights, *biases, mean)):
+        if regression and loss != "squared":
+            raise bad(f"a regressor with the {loss} loss (regressors have the squared loss)")
+        if not all(np.isfinite(a).all() for a in (*weights, *biases, mean, *targets)):
             raise bad("the model holds values that are not finite")
         if std is not None and not (np.isfinite(std).all() and (std > 0).all()):
             raise bad("the feature standard deviations must be positive and finite")
-        return cls(widths, activation, loss, scale, mean if center else None, classes,
-                   weights, biases, std)
+        if regression and not (target_std > 0).all():
+            raise bad("the target standard deviations must be positive")
+        if standardize and not center:
+            raise bad("a standardized model that is not centred")
+        model = cls(widths, activation, loss, scale, mean if center else None,
+                    classes, weights, biases, std if standardize else None)
+        if regression:
+            model.task = REGRESSION
+            if normalize_y:
+                model.target_mean, model.target_std = target_mean, target_std
+        return model
 
     def local_parameters(self, layout, rank):
         """The parameter vector of `rank`'s blocks in `layout`."""
@@ -233,17 +318,22 @@ def gather_std(layout, world, prep, root=0):
     return _gather_features(layout, world, prep.stds, root)
 
 
-def gather_model(world, layout, theta, prep, activation, loss, classes, root=0):
+def gather_model(world, layout, theta, prep, activation, loss, classes, root=0,
+                 task=CLASSIFICATION):
     """Collective: the `Model` of parameters `theta` (each rank's own) on `root`.
 
     `prep` is the training `data.Preprocessing`, `classes` the class labels in
-    output order. Returns None on the other ranks.
+    output order (ignored for `task` REGRESSION: a regressor has none). Returns
+    None on the other ranks.
     """
     dense = gather_parameters(layout, world, theta, root)
     mean = gather_mean(layout, world, prep, root)
     std = gather_std(layout, world, prep, root)
     if world.rank != root:
         return None
+    if task == REGRESSION:
+        return Model(layout.widths, activation, loss, prep.scale, mean, None, *dense, std,
+                     task=REGRESSION)
     return Model(layout.widths, activation, loss, prep.scale, mean, classes, *dense, std)
 
 
