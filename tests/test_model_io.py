@@ -279,3 +279,26 @@ def test_train_refuses_an_unwritable_model_path_before_training(tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("cannot write in") == 1, proc.stderr
     assert "iter" not in proc.stdout
 
+
+@pytest.mark.mpi
+def test_predict_with_a_regressors_model_prints_its_targets_and_r2(tmp_path):
+    from sklearn.datasets import load_diabetes
+    from sklearn.metrics import r2_score
+
+    from dnewton import NewtonRegressor
+
+    X, y = load_diabetes(return_X_y=True)
+    reg = NewtonRegressor(hidden=(8,), max_iter=10, standardize=True, random_state=0).fit(
+        X[:300], y[:300])
+    reg.save(tmp_path / "regressor.npz")
+    np.savez(tmp_path / "test.npz", X=X[300:], y=y[300:])
+    predicted = tmp_path / "predicted.txt"
+    proc = run_dnewton(2, ["predict", tmp_path / "regressor.npz", tmp_path / "test.npz",
+                           "--output", predicted])
+    np.testing.assert_allclose(np.loadtxt(predicted), reg.predict(X[300:]), rtol=1e-12)
+    assert f"R^2 {r2_score(y[300:], reg.predict(X[300:])):.4f}" in proc.stdout
+    assert "predicted targets written to" in proc.stdout and "accuracy" not in proc.stdout
+    proc = run_dnewton(1, ["predict", tmp_path / "regressor.npz", tmp_path / "test.npz",
+                           "--output", predicted, "--proba"], 60, check=False)
+    assert proc.returncode == 2
+    assert "--proba: " in proc.stderr and "holds a regressor of 1 target" in proc.stderr

@@ -11,7 +11,7 @@ from helpers import WORLD, load_bench
 from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
 
-from dnewton import NewtonRegressor
+from dnewton import NewtonClassifier, NewtonRegressor
 from dnewton.app.problem import ModelConfig
 from dnewton.app.training import train
 from dnewton.errors import ParameterError
@@ -43,7 +43,8 @@ def test_a_linear_network_fits_the_ridge_solution(centred):
     minimiser on centred data is ridge regression's (alpha = 1 / (2 C)) with b = 0."""
     X, Y = centred
     C = 0.5
-    reg = NewtonRegressor(hidden=(), C=C, max_iter=30, gn_ratio=1.0, random_state=0).fit(X, Y)
+    reg = NewtonRegressor(hidden=(), C=C, max_iter=30, gn_ratio=1.0, normalize_y=False,
+                          random_state=0).fit(X, Y)
     ridge = Ridge(alpha=1 / (2 * C), fit_intercept=False).fit(X, Y)
     np.testing.assert_allclose(reg.coefs_[0], ridge.coef_.T, rtol=1e-6)
     np.testing.assert_allclose(reg.intercepts_[0], 0.0, atol=1e-9)
@@ -78,12 +79,71 @@ def test_the_softmax_loss_refuses_real_targets(centred):
         train(RawData(X, Y, "X"), config=ModelConfig(hidden=(3,), loss="softmax"), comm=WORLD)
 
 
-def test_a_regressor_is_not_written_to_a_classifiers_model_file(centred, tmp_path):
+def test_normalize_y_fits_standardized_targets_and_predicts_in_their_units(centred):
+    """The network fitted to y in other units and offset is the same network (every
+    parameter alike): C means the same whatever the units of y."""
     X, Y = centred
-    reg = NewtonRegressor(hidden=(3,), max_iter=1, random_state=0).fit(X, Y)
-    with pytest.raises(NotImplementedError, match="cannot be saved to a model file"):
-        reg.save(tmp_path / "model.npz")
-    assert not (tmp_path / "model.npz").exists()
+    settings = dict(hidden=(5,), max_iter=10, random_state=3)
+    unit = NewtonRegressor(**settings).fit(X, Y)
+    scaled = NewtonRegressor(**settings).fit(X, 1000 * Y + 50)
+    for a, b in zip(unit.coefs_ + unit.intercepts_, scaled.coefs_ + scaled.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(scaled.predict(X), 1000 * unit.predict(X) + 50, rtol=1e-9)
+    np.testing.assert_allclose(scaled.y_mean_, 1000 * Y.mean(axis=0) + 50)
+    np.testing.assert_allclose(scaled.y_std_, 1000 * Y.std(axis=0))
+    # Without it the network fits y as given: another network for other units.
+    raw = NewtonRegressor(normalize_y=False, **settings).fit(X, 1000 * Y + 50)
+    assert raw.y_mean_ is None and raw.y_std_ is None
+    assert not np.allclose(raw.coefs_[0], scaled.coefs_[0])
+
+
+def test_a_constant_target_is_centred_only():
+    X = np.random.default_rng(2).standard_normal((20, 3))
+    reg = NewtonRegressor(hidden=(3,), max_iter=20, random_state=0).fit(X, np.full(20, 4.0))
+    assert reg.y_std_.tolist() == [1.0]
+    np.testing.assert_allclose(reg.predict(X), 4.0, atol=0.05)  # its mean, nothing divided by 0
+
+
+# -- model files ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("settings", [
+    dict(hidden=(4,), standardize=True),
+    dict(hidden=(4, 3), activation="tanh", center=True, dtype="float32", normalize_y=False),
+])
+@pytest.mark.parametrize("targets", [1, 2])
+def test_save_and_load_give_the_same_predictions(centred, tmp_path, settings, targets):
+    X, Y = centred
+    y = (100 * Y[:, 0] + 7) if targets == 1 else 100 * Y + 7
+    reg = NewtonRegressor(max_iter=5, random_state=0, **settings).fit(X, y)
+    path = tmp_path / "regressor.npz"
+    assert reg.save(path) is reg
+    loaded = NewtonRegressor.load(path)
+    np.testing.assert_array_equal(loaded.predict(X), reg.predict(X))
+    assert loaded.predict(X).shape == y.shape and loaded.n_outputs_ == targets
+    for key in ("hidden", "activation", "center", "standardize", "dtype", "normalize_y"):
+        assert loaded.get_params()[key] == reg.get_params()[key], key
+    assert loaded.score(X, y) == reg.score(X, y)
+    # A loaded network goes on training in the units it was fitted in.
+    loaded.set_params(warm_start=True, max_iter=1, random_state=0).fit(X, y)
+    assert loaded.n_iter_ == 1
+    if reg.y_std_ is not None:
+        np.testing.assert_array_equal(loaded.y_std_, reg.y_std_)
+
+
+def test_a_model_file_is_loaded_only_as_its_own_kind(centred, tmp_path):
+    X, Y = centred
+    regressor, classifier = tmp_path / "regressor.npz", tmp_path / "classifier.npz"
+    NewtonRegressor(hidden=(3,), max_iter=1, random_state=0).fit(X, Y).save(regressor)
+    NewtonClassifier(hidden=(3,), loss="squared", max_iter=1, random_state=0).fit(
+        X, Y[:, 0] > 0).save(classifier)
+    with pytest.raises(ValueError, match=f"^{regressor}: holds a regressor of 2 targets "
+                       r"\(squared loss\).*load it with NewtonRegressor.load"):
+        NewtonClassifier.load(regressor)
+    # Squared loss and two outputs alike: the file says which it is.
+    with pytest.raises(ValueError, match=f"^{classifier}: holds a classifier of 2 classes "
+                       r"\(squared loss\).*load it with NewtonClassifier.load"):
+        NewtonRegressor.load(classifier)
 
 
 # -- against scikit-learn's MLPRegressor on the diabetes set ----------------------------

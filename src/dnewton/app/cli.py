@@ -522,8 +522,10 @@ def build_parser():
         "predict",
         help="predict with a saved model; print the accuracy if DATA has labels",
         description="Label DATA with MODEL (from train --model, or a checkpoint.npz) and, "
-        "when DATA has labels, print the accuracy against them. Runs on any number of "
-        "ranks with any layout, whatever the training used.",
+        "when DATA has labels, print the accuracy against them. A regressor's MODEL "
+        "(NewtonRegressor.save) predicts real targets instead, and with one target scores "
+        "DATA's labels as targets by R^2. Runs on any number of ranks with any layout, "
+        "whatever the training used.",
         epilog=_exit_statuses("0 predicted", _BAD_INPUT + " (the model or DATA unreadable, "
                               "DATA's features not the model's, --output not writable)"),
     )
@@ -533,7 +535,8 @@ def build_parser():
                          "or an embedded set (its test part)")
     predict.add_argument("--output", metavar="FILE",
                          help="write the predicted label of every instance, one a line, "
-                         "exactly as the training labels were ('-': standard output, and "
+                         "exactly as the training labels were (a regressor: its predicted "
+                         "targets, space-separated) ('-': standard output, and "
                          "the summary goes to standard error)")
     predict.add_argument("--proba", action="store_true",
                          help="with --output: each line is the label, then the probability "
@@ -895,6 +898,9 @@ def run_predict(args):
     model = load_model(world, args.model)
     given = args.features is not None
     with agreed(world):
+        if model.regression and args.proba:
+            raise ParameterError(f"{{proba}}: {args.model} holds {model.describe()}, which "
+                                 "predicts real targets, not class probabilities")
         if given and args.features != model.widths[0]:
             raise ParameterError(f"{{features}} {args.features} differs from the model's "
                                  f"{model.widths[0]} features")
@@ -911,26 +917,45 @@ def run_predict(args):
         outputs = predictor.outputs(raw)
     finally:
         predictor.close()
-    labels = model.classes[np.argmax(outputs, axis=1)]
     summary = f"dnewton: {raw.source}: {raw.n_instances} instances"
-    if raw.y is not None:
-        correct = int(np.sum(labels == raw.y))
-        summary += (f", accuracy {100 * correct / raw.n_instances:.2f}% "
-                    f"({correct}/{raw.n_instances})")
+    if model.regression:
+        predicted = model.predictions(outputs)
+        if raw.y is not None and predicted.shape[1] == 1:  # DATA's labels are the targets
+            summary += f", R^2 {_r2(raw.y, predicted[:, 0]):.4f}"
+        text = "".join(" ".join(repr(float(v)) for v in row) + "\n" for row in predicted)
+        what = "predicted targets"
+    else:
+        labels = model.classes[np.argmax(outputs, axis=1)]
+        if raw.y is not None:
+            correct = int(np.sum(labels == raw.y))
+            summary += (f", accuracy {100 * correct / raw.n_instances:.2f}% "
+                        f"({correct}/{raw.n_instances})")
+        text = None
+        what = "labels and probabilities" if args.proba else "labels"
     with agreed(world):
         if world.rank == 0:
             if args.output:
-                proba = make_loss(model.loss).probabilities(outputs) if args.proba else None
-                text = _prediction_text(labels, model.classes, proba)
+                if text is None:
+                    proba = make_loss(model.loss).probabilities(outputs) if args.proba else None
+                    text = _prediction_text(labels, model.classes, proba)
                 if output is None:  # standard output
                     sys.stdout.write(text)
                     sys.stdout.flush()
                 else:
                     output.write(text)
-                    summary += f"; {'labels and probabilities' if args.proba else 'labels'} "
-                    summary += f"written to {args.output}"
+                    summary += f"; {what} written to {args.output}"
             print(summary, file=sys.stderr if args.output == "-" else sys.stdout, flush=True)
     return 0
+
+
+def _r2(y, predicted):
+    """The coefficient of determination of `predicted` for targets `y`, as scikit-learn's
+    r2_score: 1 - residual / total sum of squares (constant y: 1 if matched, else 0)."""
+    residual = float(np.sum((y - predicted) ** 2))
+    total = float(np.sum((y - np.mean(y)) ** 2))
+    if total == 0:
+        return 1.0 if residual == 0 else 0.0
+    return 1.0 - residual / total
 
 
 def _unlabelled_npz(source):

@@ -38,7 +38,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ..constants import BATCH_SIZE, PRECISIONS
 from ..errors import DNewtonError, InputError, everywhere
 from ..io.data import RawData
-from ..io.model_file import Model, load_model, save_model
+from ..io.model_file import REGRESSION, Model, load_model, save_model
 from ..model.activations import HIDDEN_ACTIVATIONS
 from ..model.losses import make_loss
 from ..solvers.adam import AdamOptions
@@ -288,8 +288,13 @@ class NewtonNetwork(BaseEstimator):
         the fitted network cannot continue on."""
         raise NotImplementedError
 
-    def _file_labels(self):
-        """The labels of the outputs, in output order, as a model file holds them."""
+    def _file_model(self):
+        """The fitted network as its model file holds it (`io.model_file.Model`)."""
+        raise NotImplementedError
+
+    @classmethod
+    def _holds_own_kind(cls, model):
+        """Whether `model` (read from a file) is of this estimator's kind."""
         raise NotImplementedError
 
     @property
@@ -403,7 +408,7 @@ class NewtonNetwork(BaseEstimator):
         """Write the fitted network to the model file `path` (``.npz``), as
         ``dnewton train --model`` does; collective over `comm` (rank 0 writes)."""
         check_is_fitted(self)
-        model = self._network_model(self._file_labels())
+        model = self._file_model()
         with _duplicate(self.comm) as comm, _estimator_names():
             save_model(comm, model if comm.rank == 0 else None, path)
         return self
@@ -414,10 +419,17 @@ class NewtonNetwork(BaseEstimator):
         writes, or `save`); collective over `comm` (rank 0 reads).
 
         Its parameters are the file's network (hidden, activation, preprocessing,
-        dtype), the others their defaults; it predicts as the saved one did.
+        dtype), the others their defaults; it predicts as the saved one did. A
+        file of the other kind (a regressor's for `NewtonClassifier`, a
+        classifier's for `NewtonRegressor`) raises `errors.InputError`, a
+        ValueError, naming the file and what it holds.
         """
         with _duplicate(comm) as world:
             model = load_model(world, path)
+        if not cls._holds_own_kind(model):  # the same model on every rank: no agreement needed
+            other = NewtonRegressor if model.regression else NewtonClassifier
+            raise InputError(f"{path}: holds {model.describe()}, not what {cls.__name__} "
+                             f"fits; load it with {other.__name__}.load")
         estimator = cls(hidden=tuple(model.widths[1:-1]), activation=model.activation,
                         feature_scale=model.feature_scale,
                         center=model.mean is not None and model.std is None,
@@ -505,6 +517,13 @@ class NewtonClassifier(ClassifierMixin, NewtonNetwork):
     def _fitted(self, result):
         self.C_ = result.C
 
+    @classmethod
+    def _holds_own_kind(cls, model):
+        return not model.regression
+
+    def _file_model(self):
+        return self._network_model(self._file_labels())
+
     def _file_labels(self):
         labels = self.classes_
         if labels.dtype.kind == "O":  # an .npz holds no objects without pickling
@@ -531,14 +550,58 @@ class NewtonClassifier(ClassifierMixin, NewtonNetwork):
 class NewtonRegressor(RegressorMixin, NewtonNetwork):
     """A fully connected network regressor (squared loss, ``||z - y||^2`` per
     instance) trained by subsampled Gauss-Newton, SGD or Adam; the parameters
-    and attributes are `NewtonNetwork`'s.
+    and attributes are `NewtonNetwork`'s, and those below.
 
     As scikit-learn's `MLPRegressor`: y is (l,) or (l, k); the network has k
     outputs, and `predict` returns (l, k), or (l,) when k is 1. `score` is R^2.
+
+    Parameters
+    ----------
+    normalize_y : bool, default True
+        Fit the network to each target minus its training mean, divided by its
+        training standard deviation (1 for a constant target), and predict in
+        the units of y (as `GaussianProcessRegressor`'s `normalize_y`): C and the
+        initial weights then mean the same whatever the units of y.
+
+    Attributes
+    ----------
+    y_mean_, y_std_ : (k,) arrays, the targets' training means and standard
+        deviations with `normalize_y`, else None
+    (and those of `NewtonNetwork`; `objective_` and `loss_curve_` are in units
+    of the standardized targets with `normalize_y`)
     """
 
     _LOSS = "squared"
     _Y_CHECKS = {"multi_output": True, "y_numeric": True}
+    _parameter_constraints = {
+        **NewtonNetwork._parameter_constraints,
+        "normalize_y": ["boolean"],
+    }
+
+    def __init__(self, hidden=(300, 300), activation="relu", solver="newton", C=1.0,
+                 max_iter=100, gn_ratio=0.05, gn_size=None, diagonal=False,
+                 sync_fraction=1.0, cg_max=250, xi=0.1, damping=1.0,
+                 learning_rate_init=None, batch_size=128, lr_decay=0.0, momentum=0.9,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, feature_scale=1.0, center=False,
+                 standardize=False, normalize_y=True, partitions=None, replicas=None,
+                 chunk_size=BATCH_SIZE, dtype="float64", warm_start=False, random_state=None,
+                 verbose=False, comm=None, sample_size="auto", sample_growth=1.0,
+                 average=0.0, early_stopping=False, validation_fraction=0.1,
+                 n_iter_no_change=10, tol=1e-4):
+        super().__init__(
+            hidden=hidden, activation=activation, solver=solver, C=C, max_iter=max_iter,
+            gn_ratio=gn_ratio, gn_size=gn_size, diagonal=diagonal,
+            sync_fraction=sync_fraction, cg_max=cg_max, xi=xi, damping=damping,
+            learning_rate_init=learning_rate_init, batch_size=batch_size, lr_decay=lr_decay,
+            momentum=momentum, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
+            feature_scale=feature_scale, center=center, standardize=standardize,
+            partitions=partitions, replicas=replicas, chunk_size=chunk_size, dtype=dtype,
+            warm_start=warm_start, random_state=random_state, verbose=verbose, comm=comm,
+            sample_size=sample_size, sample_growth=sample_growth, average=average,
+            early_stopping=early_stopping, validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change, tol=tol,
+        )
+        self.normalize_y = normalize_y
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -555,22 +618,36 @@ class NewtonRegressor(RegressorMixin, NewtonNetwork):
         if warm and targets.shape[1] != self.n_outputs_:
             raise ValueError(f"warm_start needs y with the {self.n_outputs_} target(s) of "
                              f"the previous fit, y has {targets.shape[1]}")
+        if not warm:  # a warm start goes on in the units the network was fitted in
+            self.y_mean_ = self.y_std_ = None
+            if self.normalize_y:
+                self.y_mean_ = targets.mean(axis=0)
+                std = targets.std(axis=0)
+                self.y_std_ = np.where(std > 0, std, 1.0)
+        if self.y_std_ is not None:
+            targets = (targets - self.y_mean_) / self.y_std_
         return np.ascontiguousarray(targets)
 
-    def save(self, path):
-        """Not available: the model file holds classifiers (class labels in output
-        order), and ``dnewton predict`` would take the outputs for classes."""
-        raise NotImplementedError("NewtonRegressor cannot be saved to a model file; "
-                                  "pickle it instead")
-
     @classmethod
-    def load(cls, path, comm=None):
-        """Not available: see `save`."""
-        raise NotImplementedError("NewtonRegressor cannot be loaded from a model file")
+    def _holds_own_kind(cls, model):
+        return model.regression
+
+    def _file_model(self):
+        model = self._network_model()
+        model.classes, model.task = None, REGRESSION
+        if self.y_std_ is not None:
+            model.target_mean, model.target_std = self.y_mean_, self.y_std_
+        return model
+
+    def _restore(self, model, path):
+        self.normalize_y = model.target_std is not None
+        self.y_mean_, self.y_std_ = model.target_mean, model.target_std
 
     def predict(self, X):
         """The predicted targets of every row of X: (l, k), or (l,) when k is 1."""
         outputs = self._outputs(X)
+        if self.y_std_ is not None:
+            outputs = outputs * self.y_std_ + self.y_mean_
         return outputs.ravel() if outputs.shape[1] == 1 else outputs
 
 
