@@ -14,7 +14,7 @@ two kernels on one block's own J_{i,p} v_p, with no communication at all
 """
 
 import numpy as np
-from scipy.sparse import issparse
+from .._sparse import issparse
 
 from .. import _kernels as K
 from ..parallel.phases import Phase
