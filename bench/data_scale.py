@@ -13,8 +13,9 @@ bench/experiment.py's converter, uncompressed uint8, so each rank maps its rows)
   largest rank and the sum over ranks, each against one rank's peak.
 * ``startup``: seconds from launching the job to the start of iteration 1 (the
   job's wall time less the logged seconds of iteration 1; what remains is start-up,
-  reading, iteration 0 and the end). A timing: take it on otherwise idle cores, and
-  never with more ranks than cores.
+  reading, iteration 0 and the end): the median and the spread of `--repeats` runs
+  per rank count, the counts taking turns, and the load average before and after.
+  A timing: take it on otherwise idle cores, and never with more ranks than cores.
 """
 
 import argparse
@@ -22,6 +23,7 @@ import json
 import os
 import re
 import runpy
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,23 +100,28 @@ def rss(args):
 
 def startup(args):
     train = fashion(args.out)
-    results = {}
+    results = {n: [] for n in args.ranks}
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as folder:
         log = Path(folder) / "run.jsonl"
-        for n in args.ranks:
-            seconds = []
-            for _ in range(args.repeats):
+        for _ in range(args.repeats):  # the rank counts take turns: a changing load
+            for n in args.ranks:       # falls on all of them alike
                 wall, _, _ = launch(n, train, ["--log", str(log)])
                 records = [json.loads(line) for line in log.read_text().splitlines()]
                 first = next(r for r in records if r["iter"] == 1)
-                seconds.append(wall - first["iteration_time"])
-            results[n] = seconds
-    print("| ranks (`--replicas` = ranks) | seconds to iteration 1 (best of "
-          f"{args.repeats}) | against one rank |")
-    print("| --- | --- | --- |")
-    base = min(results[args.ranks[0]])
+                results[n].append(wall - first["iteration_time"])
+    load_after = os.getloadavg()
+    print(f"{os.cpu_count()} cores; load average (1, 5, 15 min) "
+          f"{', '.join(f'{v:.2f}' for v in load_before)} before, "
+          f"{', '.join(f'{v:.2f}' for v in load_after)} after")
+    print(f"| ranks (`--replicas` = ranks) | seconds to iteration 1 (median of "
+          f"{args.repeats}) | spread (min - max) | against one rank |")
+    print("| --- | --- | --- | --- |")
+    base = statistics.median(results[args.ranks[0]])
     for n, seconds in results.items():
-        print(f"| {n} | {min(seconds):.2f} | {min(seconds) / base:.2f} |")
+        median = statistics.median(seconds)
+        print(f"| {n} | {median:.2f} | {min(seconds):.2f} - {max(seconds):.2f} | "
+              f"{median / base:.2f} |")
     return results
 
 

@@ -24,10 +24,11 @@ def compute_threads(threads):
     """Run the block with `threads` threads (None: the libraries' default) in the
     kernels' BLAS and OpenMP pools and one in NumPy's own BLAS."""
     import numpy
-    import scipy.linalg.cython_blas  # noqa: F401 -- loads the BLAS the kernels use
     from threadpoolctl import ThreadpoolController
 
-    from .. import _kernels  # noqa: F401 -- loads the kernels' OpenMP runtime, if any
+    # Loads the BLAS the kernels use (scipy.linalg.cython_blas) and their OpenMP
+    # runtime, if any.
+    from .. import _kernels  # noqa: F401
 
     controller = ThreadpoolController()
     numpy_dir = os.path.dirname(os.path.dirname(numpy.__file__))

@@ -29,7 +29,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from scipy.sparse import csr_matrix
 
 _CHUNK = 1 << 20  # bytes hashed per read
 
@@ -126,6 +125,8 @@ def load(folder, key):
     if not valid(*arrays):
         return None
     data, indices, indptr, shape, y = arrays
+    from scipy.sparse import csr_matrix  # on first use: dense runs never need it
+
     X = csr_matrix((data, indices, indptr), shape=tuple(int(v) for v in shape))
     return X, y
 

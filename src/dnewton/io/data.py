@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import sparse
+from .. import _sparse as sparse
 
 from ..constants import CONSTANT_FEATURE_RTOL
 from ..errors import InputError

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
-from scipy import sparse
+from .. import _sparse as sparse
 
 from ..errors import InputError, agreed, alike_everywhere, everywhere
 from . import cache as data_cache

@@ -14,7 +14,7 @@ two kernels on one block's own J_{i,p} v_p, with no communication at all
 """
 
 import numpy as np
-from scipy.sparse import issparse
+from .._sparse import issparse
 
 from .. import _kernels as K
 from ..parallel.phases import Phase
@@ -87,8 +87,16 @@ class GaussNewtonOperator:
         ]
         self.ledger = network.ledger
 
+    def release(self):
+        """Free the subset's arrays (its passes, D, the kernels' workspaces);
+        products after this raise (`Objective.evaluate` calls it)."""
+        self._Z = self._D = self._U = self._kernels = None
+        self.curvature = None
+
     def jacobian_vector(self, v):
         """Local sum over this rank's blocks of J_{i,p} v_p, (|S|, n_L), not reduced."""
+        if self._D is None:
+            raise RuntimeError("the Gauss-Newton operator was released")
         Jv = self._buf[:-1].reshape(self.n_local, self.n_outputs)
         Jv[:] = 0.0
         for (V, vb), Z, D, U, (jv, _) in zip(self.network.parameters.views(v), self._Z,
@@ -98,6 +106,8 @@ class GaussNewtonOperator:
 
     def jacobian_transpose(self, Q, out, scale):
         """out += scale * sum_i J_i^T Q_i over this rank's blocks."""
+        if self._D is None:
+            raise RuntimeError("the Gauss-Newton operator was released")
         views = self.network.parameters.views(out)
         for (out_W, out_b), Z, D, U, (_, jtq) in zip(views, self._Z, self._D, self._U,
                                                      self._kernels):
@@ -130,6 +140,8 @@ class GaussNewtonOperator:
         ``apply(v_p, out_p) -> v_p'A v_p`` its operator on that part alone. Local:
         no communication.
         """
+        if self._D is None:
+            raise RuntimeError("the Gauss-Newton operator was released")
         layout = self.network.parameters
         return [(blk.index, layout.block_slice(i), self._block_apply(i))
                 for i, blk in enumerate(layout.blocks)]
@@ -184,8 +196,16 @@ class RecomputedGaussNewtonOperator:
         self._sums = GroupSpace(network.groups.all, Phase.GAUSS_NEWTON)
         self._workspace = {}  # the backward sweep's sums, reused by every product
 
+    def release(self):
+        """Free the subset's forward pass and the sweep's sums (see
+        `GaussNewtonOperator.release`). Products after this raise."""
+        self.fwd = self.curvature = None
+        self._workspace = {}
+
     def apply(self, v, out):
         """out = (G_S + damping I) v; returns v^T (G_S + damping I) v summed over ranks."""
+        if self.fwd is None:
+            raise RuntimeError("the Gauss-Newton operator was released")
         shift = self.regularization + self.damping
         self._copies.start(v, shift, out)
         Jv = self.network.tangent(self.theta, self.fwd, v)

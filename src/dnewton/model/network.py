@@ -18,7 +18,7 @@ belongs to (`parallel.groups.Groups`).
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import issparse
+from .._sparse import issparse
 
 from .. import _kernels as K
 from ..constants import Stream, random_stream

@@ -54,6 +54,11 @@ class Objective:
     subset's rows need no pass of their own: the store of the point whose
     gradient was taken last is left alone, the other takes every new point.
 
+    A Gauss-Newton operator serves until the next `evaluate`, which releases it
+    (its products then raise): in a Newton iteration the line search follows the
+    direction's solve, and the operator's Jacobian and subset rows would otherwise
+    sit beside the second store while the line search fills it, a rank's peak.
+
     Parameters
     ----------
     network : model.network.Network
@@ -98,6 +103,7 @@ class Objective:
         self._stores = []
         self._current = None  # the store of the point whose gradient was taken last
         self._sample_stores = []  # the stores the samples share, for the largest so far
+        self._operator = None  # the last Gauss-Newton operator, released by `evaluate`
 
     def sample(self, index):
         """The objective on the instances `index` (sorted, of all l) alone:
@@ -161,7 +167,11 @@ class Objective:
         return [run(steps) for steps in batch_steps]
 
     def evaluate(self, theta):
-        """f(theta) (the same on every rank), keeping the forward pass when allowed."""
+        """f(theta) (the same on every rank), keeping the forward pass when allowed.
+        Releases the last Gauss-Newton operator built (see the class)."""
+        if self._operator is not None:
+            self._operator.release()
+            self._operator = None
         store = self._free_store()
 
         def batch(rows):
@@ -247,7 +257,8 @@ class Objective:
         Takes the forward pass on S from the point's kept pass (or runs it), runs
         the Jacobian pass (n_L vectors per instance), and, for losses whose B
         depends on the outputs, broadcasts B's data from the output group's leader
-        so every rank can form q_i = B_i J_i v.
+        so every rank can form q_i = B_i J_i v. The operator serves until the next
+        `evaluate`.
         """
         if not isinstance(point, Evaluation):
             point = Evaluation(point, np.nan)
@@ -269,11 +280,14 @@ class Objective:
                 leader = self.network.layout.output_group[0]
                 self.groups.broadcast(curvature, leader, Phase.BACKWARD)
         if not stored:
-            return RecomputedGaussNewtonOperator(self.network, theta, fwd, curvature,
-                                                 self.loss, self.regularization, damping,
-                                                 n_subset)
-        return GaussNewtonOperator(self.network, fwd, jacobian, curvature, self.loss,
-                                   self.regularization, damping, n_subset)
+            operator = RecomputedGaussNewtonOperator(self.network, theta, fwd, curvature,
+                                                     self.loss, self.regularization, damping,
+                                                     n_subset)
+        else:
+            operator = GaussNewtonOperator(self.network, fwd, jacobian, curvature, self.loss,
+                                           self.regularization, damping, n_subset)
+        self._operator = operator
+        return operator
 
     def accuracy(self, theta, data):
         """Fraction of `data` (partitioned like the training set) classified right."""
