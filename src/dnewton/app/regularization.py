@@ -36,10 +36,11 @@ class PathPoint:
     f: float  # on the fitted part, with this C
     iterations: int
     seconds: float
+    flops: float = 0.0  # the fit's training FLOPs and the held-out scoring's, all ranks
 
     def as_dict(self):
         return {"C": self.C, "holdout_accuracy": self.holdout_accuracy, "f": self.f,
-                "iterations": self.iterations, "seconds": self.seconds}
+                "iterations": self.iterations, "seconds": self.seconds, "flops": self.flops}
 
 
 def holdout_split(y, fraction, seed, purpose="-C auto"):
@@ -108,16 +109,26 @@ def regularization_path(comm, train_raw, config, options, run_fit, report=None):
         problem = Problem.build(comm, fit_raw, held_raw, replace(config, C=C))
         try:
             result = run_fit(problem, short, theta)
+            problem.groups.ledger.collect(problem.world)  # (the fit's are in its records)
             accuracy = problem.test_accuracy()(result.theta)
+            scoring = problem.groups.ledger.collect(problem.world)
         finally:
             problem.close()
         theta = result.theta
         point = PathPoint(C, float(accuracy), float(result.f), result.iterations,
-                          sum(record.iteration_time for record in result.history))
+                          sum(record.iteration_time for record in result.history),
+                          training_flops(result.history) + sum(scoring["flops"].values()))
         path.append(point)
         if report is not None:
             report(point)
     return path
+
+
+def training_flops(history):
+    """The FLOPs of training in the records `history`, summed over their phases but
+    monitoring's (``evaluation``): the cost of a run apart from the machine's load."""
+    return float(sum(value for record in history for phase, value in record.flops.items()
+                     if phase != "evaluation"))
 
 
 def best_C(path):
