@@ -50,7 +50,7 @@ from pathlib import Path
 
 PHASES = ("startup", "search", "iteration", "checkpoint", "model")
 RUN = ["train", "digits", "--hidden", "32", "--feature-scale", "16", "--center",
-       "--iterations", "8", "-C", "auto", "--C-grid", "10,1", "--path-iterations", "4",
+       "--iterations", "8", "-C", "auto", "--C-grid", "10,1",
        "--checkpoint-every", "1", "--seed", "3"]
 TIMINGS = ("time", "iteration_time", "seconds", "checkpoint_seconds")
 SLOW_WRITE = "0.3"  # seconds each checkpoint write is held open (a target to hit)

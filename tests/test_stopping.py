@@ -194,8 +194,7 @@ def _digits_run(tmp_path, C=1.0, solver="newton", **outputs):
     from dnewton.solvers.sgd import SGDOptions
 
     train_raw, test_raw = read_dataset("digits")
-    config = ModelConfig(hidden=(16,), feature_scale=16.0, C=C, C_grid=(10.0, 1.0),
-                         path_iterations=3)
+    config = ModelConfig(hidden=(16,), feature_scale=16.0, C=C, C_grid=(10.0, 1.0))
     options = NewtonOptions(iterations=4) if solver == "newton" else SGDOptions(epochs=3)
     return train(train_raw, test_raw, config, options, Outputs(**outputs))
 
@@ -235,7 +234,7 @@ def test_a_stop_during_the_C_search_says_there_is_nothing_to_resume(tmp_path):
 def test_the_time_limit_during_the_C_search_ends_with_nothing_claimed(tmp_path):
     folder = tmp_path / "ck"
     proc = run_dnewton(2, ["train", "digits", "--hidden", "64,64", "--feature-scale", "16",
-                           "--iterations", "30", "-C", "auto", "--path-iterations", "400",
+                           "--iterations", "30", "-C", "auto", "--search-budget", "400",
                            "--checkpoint", folder, "--time-limit", "2", "--quiet"],
                        TIMEOUT, check=False)
     assert proc.returncode == EXIT_NOTHING_SAVED, proc.stderr

@@ -164,7 +164,7 @@ APPLIES = {
     "eps": (ADAM,),
     "C_grid": (C_AUTO,),
     "holdout": (C_AUTO,),
-    "path_iterations": (C_AUTO,),
+    "search_budget": (C_AUTO,),
     "validation_fraction": (EARLY_STOPPING,),
     "n_iter_no_change": (EARLY_STOPPING,),
     "tol": (EARLY_STOPPING,),
@@ -215,6 +215,8 @@ class _Renamed(argparse.Action):
         parser.error(f"{option_string} {self.message}")
 
 
+_PATH_ITERATIONS_RENAMED = ("is replaced by --search-budget (-C auto's iterations beyond the "
+                            "run's, as a fraction of --iterations)")
 _BATCH_SIZE_RENAMED = ("is now --chunk-size (instances per pass through memory); the "
                        "mini-batch of --solver sgd and adam is --mini-batch")
 
@@ -382,16 +384,21 @@ def build_parser():
                      "(the mini-batch options)")
     opt.add_argument("-C", type=_C, default=None, dest="C",
                      help="regularization: f = theta'theta/(2 C l) + mean loss; 'auto' "
-                     "chooses it by held-out accuracy over --C-grid, then trains with it "
+                     "chooses it by held-out accuracy over --C-grid (successive halving), "
+                     "then trains on with it "
                      f"(default: {_MODEL.C:g}; {PAPER_OBJECTIVE['C']:g} with --paper)")
     opt.add_argument("--C-grid", type=_float_list, default=_MODEL.C_grid, dest="C_grid",
                      metavar="C1,C2,...", help="with -C auto: the values tried, each fit "
-                     "warm-started from the one before (largest first)")
+                     "warm-started from one at the largest")
     opt.add_argument("--holdout", type=float, default=_MODEL.holdout, metavar="F",
                      help="with -C auto: the share of the training set held out to score "
                      "each C (stratified, seeded by --seed)")
-    opt.add_argument("--path-iterations", type=int, default=_MODEL.path_iterations,
-                     metavar="N", help="with -C auto: iterations (SGD, Adam: epochs) per C")
+    opt.add_argument("--search-budget", type=float, default=_MODEL.search_budget,
+                     metavar="F", help="with -C auto: the iterations (SGD, Adam: epochs) "
+                     "the search may add to the run's, as a fraction of --iterations "
+                     "(--epochs); the chosen C's fit goes on to the end of the run, its "
+                     "iterations in the search counted in it")
+    opt.add_argument("--path-iterations", action=_Renamed, message=_PATH_ITERATIONS_RENAMED)
     opt.add_argument("--gn-ratio", type=float, default=None, metavar="R",
                      help="fraction of instances in each Gauss-Newton subset (default: "
                      f"{_DEFAULTS.gn_ratio:g}; {STOCHASTIC['gn_ratio']:g} of the sample "
@@ -805,7 +812,7 @@ def run_train(args):
         feature_scale=args.feature_scale, center=args.center,
         standardize=args.standardize, batch_size=args.batch_size, pipeline=args.pipeline,
         dtype=args.dtype, C_grid=tuple(args.C_grid), holdout=args.holdout,
-        path_iterations=args.path_iterations, jacobian=args.jacobian, machine=args.machine,
+        search_budget=args.search_budget, jacobian=args.jacobian, machine=args.machine,
         assignment=args.assignment,
     )
     outputs = Outputs(log=args.log, model=args.model, checkpoint=args.checkpoint,

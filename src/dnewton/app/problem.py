@@ -58,10 +58,11 @@ class ModelConfig:
     pipeline: int = 1  # batches in flight in a pass over all instances (1: no pipeline)
     dtype: str = "float64"  # precision of parameters, data and passes: float64 or float32
     jacobian: object = None  # the Gauss-Newton product's J: stored, recomputed; None: planner's
-    # -C auto: the grid of C, the held-out share of the training set, iterations per C
+    # -C auto: the grid of C, the held-out share of the training set, and the
+    # iterations its search may add to the run's, as a fraction of them
     C_grid: tuple = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
     holdout: float = 0.2
-    path_iterations: int = 20
+    search_budget: float = 0.3
 
     RULES = (
         ("hidden", lambda v: all(int(h) >= 1 for h in v),
@@ -74,7 +75,7 @@ class ModelConfig:
         ("C_grid", lambda v: len(v) > 0 and all(c > 0 and math.isfinite(c) for c in v),
          "must be positive numbers, e.g. 0.01,0.1,1"),
         ("holdout", lambda v: 0 < v < 1, "must be a fraction between 0 and 1"),
-        ("path_iterations", lambda v: v >= 1, "must be >= 1"),
+        ("search_budget", lambda v: v > 0 and math.isfinite(v), "must be > 0"),
         ("feature_scale", lambda v: v > 0, "must be positive"),
         ("batch_size", lambda v: v >= 1, "must be >= 1"),
         ("pipeline", lambda v: v >= 1, "must be >= 1"),
@@ -284,6 +285,13 @@ class Problem:
         if data is None:
             return None
         return lambda theta: self.objective.accuracy(theta, data)
+
+    def set_C(self, C):
+        """Make C the objective's (every rank alike): -C auto fits one problem at
+        several C in turn."""
+        self.config = replace(self.config, C=C)
+        self.objective.C = C
+        self.objective.regularization = 1.0 / (C * self.objective.n_instances)
 
     def close(self):
         self.groups.free()

@@ -1,20 +1,35 @@
-"""Choosing C (``-C auto``): a regularization path with warm starts on a held-out split.
+"""Choosing C (``-C auto``): successive halving over a grid of C, on a held-out
+split, with warm starts, at a budget that is a fraction of the run.
 
 The training set is split, stratified and seeded, into a part to fit and a
-held-out part (`ModelConfig.holdout` of it). The network is trained on the first
-part for each C of the grid, each fit starting where the previous one ended (a
-warm start), for `ModelConfig.path_iterations` iterations; the C with the best
-held-out accuracy wins (ties: the smaller C, the simpler model). The caller then
-trains on the whole training set with it.
+held-out part (`ModelConfig.holdout` of it). On the fitted part:
 
-The path runs from the largest C down. LIBLINEAR's search goes up from a small
-C, which suits a convex f; a network's f is not, and a strongly regularized fit
-drives the weights to about 0, a saddle point where ReLU layers have no gradient:
-warm starts from there stay there (tried: every C then scored at chance). From a
-trained network, more regularization only shrinks the weights step by step.
+1. a trunk: the network is fitted at the largest C of the grid (the least
+   regularized) for `schedule`'s trunk iterations, from the seeded
+   initialisation;
+2. round 1: every C of the grid branches from the trunk (a warm start: the
+   trunk's iterate, damping and sample generator; Newton's moving average of
+   the iterates starts again) and is fitted for r iterations, then scored on
+   the held-out part;
+3. every further round keeps the better half (by held-out accuracy; ties: the
+   smaller C, the simpler model) and continues each kept fit where it ended, for
+   twice the iterations of the round before, until one C is left.
 
-Every rank takes the same split and runs the same fits: the search is collective,
-like training.
+The caller then continues the winner's fitted network on the whole training set
+for the run's iterations less those the winner has had (trunk and its own
+rounds): the search adds to a plain run only the iterations of the fits it
+discarded, and the scoring and starting of each fit. `schedule` keeps these
+within `ModelConfig.search_budget` times the run's iterations, costing the
+scoring and starting in iterations by the FLOPs measured on the trunk.
+
+The grid goes from the largest C down, and the trunk is a weakly regularized
+fit: a strongly regularized network sits near theta = 0, a saddle point where
+ReLU layers have no gradient, and warm starts from there stay there (tried on
+the old upward path: every C then scored at chance). From a trained network,
+more regularization only shrinks the weights.
+
+Every rank takes the same split and runs the same fits: the search is
+collective, like training.
 """
 
 from dataclasses import dataclass, replace
@@ -23,24 +38,70 @@ import numpy as np
 
 from ..errors import InputError, agreed
 from ..io.data import RawData
-from ..solvers.newton import NewtonOptions
+from ..io.model_file import Model, broadcast_arrays
 from .problem import Problem
 
 
 @dataclass
 class PathPoint:
-    """One C of the path: where its fit ended and how it did on the held-out part."""
+    """One stretch of the search: a fit of one C for some iterations, and how it did
+    on the held-out part after them."""
 
     C: float
     holdout_accuracy: float
-    f: float  # on the fitted part, with this C
-    iterations: int
+    f: float  # on the fitted part, with this C (with sampling: the last sample's)
+    iterations: int  # of this stretch (SGD, Adam: epochs)
     seconds: float
-    flops: float = 0.0  # the fit's training FLOPs and the held-out scoring's, all ranks
+    flops: float = 0.0  # the stretch's training FLOPs and the held-out scoring's, all ranks
+    round: int = 1  # 0: the trunk; 1: every C branched from it; then the kept half
 
     def as_dict(self):
         return {"C": self.C, "holdout_accuracy": self.holdout_accuracy, "f": self.f,
-                "iterations": self.iterations, "seconds": self.seconds, "flops": self.flops}
+                "iterations": self.iterations, "seconds": self.seconds, "flops": self.flops,
+                "round": self.round}
+
+
+def schedule(n_C, units, budget, overhead=0.0):
+    """(trunk, rounds): the iterations of the trunk and, per round, of each C fitted
+    in it, for a grid of `n_C` values and a run of `units` iterations (epochs).
+
+    Round j fits ``ceil(n_C / 2**j)`` values for ``r 2**j`` iterations each
+    (successive halving). What the search adds to the run is the iterations of
+    every fit but the winner's, and `overhead` iterations' worth of work (scoring
+    the held-out part, starting the fit) for each fit and the trunk; r is the
+    largest whole number that keeps this within ``budget * units``, and at least 1
+    (a budget too small for the grid then costs more). The trunk brings the
+    winner's iterations (trunk and rounds) to about half the run, leaving the other
+    half to the final fit on the whole training set; it is at least 1 iteration.
+    """
+    sizes = [n_C]
+    while sizes[-1] > 1:
+        sizes.append(-(-sizes[-1] // 2))
+    sizes = sizes[:-1]  # the values fitted in each round (none for a one-value grid)
+
+    def rounds(r):
+        return [r * 2**j for j in range(len(sizes))]
+
+    def added(per_round):
+        return (sum((size - 1) * each for size, each in zip(sizes, per_round))
+                + overhead * (sum(sizes) + 1))
+
+    r = 1
+    while added(rounds(r + 1)) <= budget * units:
+        r += 1
+    per_round = rounds(r)
+    if added(per_round) > budget * units:  # not even r = 1 fits: one iteration a round
+        per_round = [1] * len(sizes)
+    trunk = max(1, units // 2 - sum(per_round))  # (at least one: it measures the costs)
+    return trunk, per_round
+
+
+def winner_iterations(path):
+    """The iterations the chosen C's fitted network has had: the trunk's and the
+    winner's own in every round (points as `PathPoint` or their dicts)."""
+    points = [p if isinstance(p, PathPoint) else PathPoint(**p) for p in path]
+    C = best_C(points)
+    return sum(p.iterations for p in points if p.round == 0 or p.C == C)
 
 
 def holdout_split(y, fraction, seed, purpose="-C auto"):
@@ -90,38 +151,68 @@ def _rows(raw, index, part):
     return RawData(raw.X[index], raw.y[index], f"{raw.source} ({part})")
 
 
-def regularization_path(comm, train_raw, config, options, run_fit, report=None):
-    """Fit every C of ``config.C_grid`` on a held-out split; returns the path, a
-    list of `PathPoint` from the largest C down (collective over `comm`).
+def search_C(comm, train_raw, config, units, seed, fit, report=None, announce=None):
+    """Successive halving over ``config.C_grid`` on a held-out split (seeded by
+    `seed`), for a run of `units` iterations (epochs); returns ``(path, model)``:
+    the path, a list of `PathPoint` in the order fitted, and the winner's fitted
+    network, a dense `io.model_file.Model` on every rank (collective over `comm`).
 
-    ``run_fit(problem, options, theta)`` runs one fit from `theta` (None for the
-    first: the seeded initialisation) and returns its `RunResult`; `report(point)`,
-    if given, is called after each fit (rank 0 prints).
+    ``fit(problem, start, iterations, branch)`` fits ``problem`` (its C set) for
+    `iterations` more, from `start`: None (the seeded initialisation) or a fit it
+    returned before, `branch` when that fit was of another C. It returns an object
+    with ``result`` (a `RunResult`), ``flops`` (its training FLOPs) and
+    ``start_flops`` (those of starting it). `report(point)`, if given, is called
+    after each stretch, `announce(trunk, rounds)` once the rounds' iterations are
+    known (rank 0 prints).
     """
     with agreed(comm):
-        fit_raw, held_raw = split_rows(train_raw, config.holdout, options.seed, "-C auto")
-    if isinstance(options, NewtonOptions):
-        short = replace(options, iterations=config.path_iterations)
-    else:
-        short = replace(options, epochs=config.path_iterations)
-    path, theta = [], None
-    for C in sorted(config.C_grid, reverse=True):
-        problem = Problem.build(comm, fit_raw, held_raw, replace(config, C=C))
-        try:
-            result = run_fit(problem, short, theta)
-            problem.groups.ledger.collect(problem.world)  # (the fit's are in its records)
-            accuracy = problem.test_accuracy()(result.theta)
-            scoring = problem.groups.ledger.collect(problem.world)
-        finally:
-            problem.close()
-        theta = result.theta
-        point = PathPoint(C, float(accuracy), float(result.f), result.iterations,
-                          sum(record.iteration_time for record in result.history),
-                          training_flops(result.history) + sum(scoring["flops"].values()))
-        path.append(point)
-        if report is not None:
-            report(point)
-    return path
+        fit_raw, held_raw = split_rows(train_raw, config.holdout, seed, "-C auto")
+    grid = sorted(set(config.C_grid), reverse=True)
+    trunk_iterations, rounds = schedule(len(grid), units, config.search_budget)
+    problem = Problem.build(comm, fit_raw, held_raw, replace(config, C=grid[0]))
+    path = []
+    try:
+        ledger, score = problem.groups.ledger, problem.test_accuracy()
+
+        def stretch(C, start, iterations, branch, round_):
+            problem.set_C(C)
+            done = fit(problem, start, iterations, branch)
+            result = done.result
+            ledger.collect(problem.world)  # (the fit's costs are in `done.flops`)
+            accuracy = float(score(result.theta))
+            scoring = sum(ledger.collect(problem.world)["flops"].values())
+            point = PathPoint(C, accuracy, float(result.f),
+                              result.iterations - (start.result.iterations if start else 0),
+                              done.seconds, done.flops + scoring, round_)
+            path.append(point)
+            if report is not None:
+                report(point)
+            return done, scoring
+
+        trunk, scoring = stretch(grid[0], None, trunk_iterations, False, 0)
+        # The rounds' length, now that the cost of an iteration, of starting a fit
+        # and of scoring one is known (FLOP counts, the same on every rank)
+        if trunk.result.iterations and trunk.flops > trunk.start_flops:
+            per_iteration = (trunk.flops - trunk.start_flops) / trunk.result.iterations
+            overhead = (scoring + trunk.start_flops) / per_iteration
+            _, rounds = schedule(len(grid), units, config.search_budget, overhead)
+        if announce is not None:
+            announce(trunk_iterations, rounds)
+        alive = {C: (trunk, True) for C in grid}  # C -> (where its fit goes on from, branch)
+        for round_, iterations in enumerate(rounds, start=1):
+            scored = {}
+            for C in sorted(alive, reverse=True):
+                start, branch = alive[C]
+                scored[C] = (stretch(C, start, iterations, branch, round_)[0],
+                             path[-1].holdout_accuracy)
+            kept = sorted(scored, key=lambda C: (-scored[C][1], C))[:-(-len(scored) // 2)]
+            alive = {C: (scored[C][0], False) for C in kept}
+        (winner, _), = alive.values()
+        model = problem.gather_model(winner.result.theta)
+        arrays = broadcast_arrays(problem.world, model.arrays() if model else None)
+        return path, Model.from_arrays(arrays, "the fit -C auto chose")
+    finally:
+        problem.close()
 
 
 def training_flops(history):
@@ -132,6 +223,9 @@ def training_flops(history):
 
 
 def best_C(path):
-    """The C of the path with the best held-out accuracy; ties go to the smaller C."""
-    best = max(path, key=lambda point: (point.holdout_accuracy, -point.C))
+    """The C the search chose: of the last round's fits, the best held-out accuracy;
+    ties go to the smaller C (points as `PathPoint`)."""
+    last = max(point.round for point in path)
+    best = max((point for point in path if point.round == last),
+               key=lambda point: (point.holdout_accuracy, -point.C))
     return best.C

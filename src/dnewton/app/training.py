@@ -14,8 +14,9 @@ mini-batch solvers' f), the progress output and the checkpoints.
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
+import numpy as np
 from mpi4py import MPI
 
 from ..constants import CHECKPOINT_INTERVAL
@@ -46,7 +47,14 @@ from .early_stopping import BestModel
 from .log_view import log_view
 from .monitor import Monitor
 from .problem import ModelConfig, Problem, available_memory
-from .regularization import best_C, regularization_path, split_rows
+from .regularization import (
+    best_C,
+    schedule,
+    search_C,
+    split_rows,
+    training_flops,
+    winner_iterations,
+)
 from .stopping import EXIT_RESUMABLE, StopRequests
 from .threads import compute_threads, default_threads
 
@@ -153,12 +161,16 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
             if outputs.model and comm.rank == 0:
                 check_writable(outputs.model, "model")
         checkpoint = Checkpoint.load(comm, outputs.resume) if outputs.resume else None
-        path = None
+        path, searched = None, None
         if config.C == "auto" and checkpoint is not None:  # chosen before the checkpoint
             config = replace(config, C=checkpoint.settings["C"])
+            searched = checkpoint.settings.get("search_iterations", 0)
+            options = _less(options, searched)
         elif config.C == "auto":
-            config, path = _choose_C(comm, train_data, config, options, monitor, faults,
-                                     stops)
+            config, path, initial, searched = _choose_C(comm, train_data, config, options,
+                                                        monitor, faults, stops)
+            options = _less(options, searched)
+            monitor.iterations = _units(options)
         validation_data = None
         if early_stopping is not None:
             with agreed(comm):
@@ -181,7 +193,7 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
                 checkpointer = Checkpointer(
                     problem.world, problem.gather_model, problem.gather_vector, outputs.checkpoint,
                     outputs.checkpoint_every, options.iterations,
-                    run_settings(problem, options, early_stopping),
+                    run_settings(problem, options, early_stopping, searched),
                     CHECKPOINT_INTERVAL, before_commit, after_write,
                 )
             run = SolverRun(problem, make_solver(problem, options, faults), monitor,
@@ -190,7 +202,7 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
             run.regularization_path = path
             if checkpoint is not None:
                 with agreed(problem.world):
-                    checkpoint.check(run_settings(problem, options, early_stopping))
+                    checkpoint.check(run_settings(problem, options, early_stopping, searched))
                 run.resume(checkpoint.state(problem.layout, problem.rank),
                            checkpoint.records())
                 checkpoint.check_f(run.solver.f)
@@ -274,37 +286,125 @@ def _planner_bounds(config, options):
     return config
 
 
+def _units(options):
+    """The run's iterations (Newton) or epochs (SGD, Adam)."""
+    return options.iterations if isinstance(options, NewtonOptions) else options.epochs
+
+
+def _with_units(options, units):
+    """`options` with `units` iterations (Newton) or epochs (SGD, Adam)."""
+    if isinstance(options, NewtonOptions):
+        return replace(options, iterations=units)
+    return replace(options, epochs=units)
+
+
+def _less(options, searched):
+    """`options` for the final fit after a -C auto search: the run's iterations
+    (epochs) less the `searched` ones the chosen C's network has had already."""
+    return _with_units(options, max(0, _units(options) - searched))
+
+
+@dataclass
+class Fit:
+    """One stretch of a -C auto fit: its result, and where the next may go on from."""
+
+    result: RunResult
+    state: object  # solvers.records.SolverState after its last iteration
+    record: object  # the record of that iteration
+    flops: float  # training FLOPs, the start's evaluation of f and g included
+    seconds: float
+    start_flops: float = 0.0  # those of the start's evaluation
+    history: list = field(default_factory=list)
+
+
+def _fit(problem, options, start, units, branch, faults=None, stops=None):
+    """Fit `problem` for `units` more iterations (epochs) from `start` (a `Fit`,
+    continued exactly as a resumed run would be; None: the seeded initialisation),
+    without scoring the test part after every iteration. With `branch` (`start` was
+    a fit of another C), Newton's moving average of the iterates starts again: the
+    average of the other C's iterates is not this C's model."""
+    done = 0 if start is None else start.result.iterations
+    solver = make_solver(problem, _with_units(options, done + units), faults)
+    run = SolverRun(problem, solver, stops=stops)
+    run.evaluate = None  # scored once at the end, by the search
+    world, ledger = problem.world, problem.groups.ledger
+    ledger.collect(world)
+    began = time.perf_counter()
+    if start is None:
+        run.start(problem.network.initial_parameters(options.seed))
+        starting = 0.0
+        begun = training_flops(run.history[:1])
+    else:
+        state = start.state
+        if branch and "averaged" in state.vectors:
+            state = replace(state, scalars={**state.scalars, "average_steps": 0},
+                            vectors={**state.vectors,
+                                     "averaged": np.zeros_like(state.vectors["averaged"])})
+        solver.resume(state, start.record)
+        starting = begun = training_flops([_Costs(ledger.collect(world)["flops"])])
+        run.history = [start.record]
+    result = run.finish()
+    new = run.history if start is None else run.history[1:]
+    return Fit(result, solver.state(), run.history[-1], starting + training_flops(new),
+               time.perf_counter() - began, start_flops=begun, history=new)
+
+
+@dataclass
+class _Costs:
+    flops: dict
+
+
 def _choose_C(comm, train_data, config, options, monitor, faults, stops=None):
-    """-C auto: the regularization path on a held-out split (`app.regularization`);
-    returns the config with the chosen C, and the path as the log records it.
+    """-C auto: successive halving on a held-out split (`app.regularization`);
+    returns the config with the chosen C, the path as the log records it, the
+    chosen C's fitted network (a dense `Model` on every rank, where the final fit
+    starts) and the iterations (epochs) it has had.
 
     A stop request ends the search after the current iteration of its fit, with
     `StoppedEarly` on every rank (no C chosen: nothing a run could resume)."""
-    def report(point):
-        monitor.message(f"dnewton: -C auto: C = {point.C:g}: held-out accuracy "
-                        f"{100 * point.holdout_accuracy:.2f}%, f = {point.f:.6e} after "
-                        f"{point.iterations} iteration(s), {point.seconds:.2f} s")
+    unit = "iteration" if isinstance(options, NewtonOptions) else "epoch"
+    grid = sorted(set(config.C_grid), reverse=True)
+    if len(grid) == 1:
+        monitor.message(f"dnewton: -C auto: the grid holds one C, {grid[0]:g}: training with it")
+        return replace(config, C=grid[0]), [], None, 0
 
-    grid = ", ".join(f"{c:g}" for c in sorted(config.C_grid, reverse=True))
-    monitor.message(f"dnewton: -C auto: fitting C = {grid} on {100 * (1 - config.holdout):g}% "
-                    f"of the training set, {config.path_iterations} iteration(s) each, "
-                    "warm-started; scoring on the rest")
-    def fit(problem, short, theta):
-        result = solve(problem, short, theta, faults=faults, stops=stops)
+    def report(point):
+        what = "trunk" if point.round == 0 else f"round {point.round}"
+        monitor.message(f"dnewton: -C auto: C = {point.C:g}, {what}: held-out accuracy "
+                        f"{100 * point.holdout_accuracy:.2f}%, f = {point.f:.6e} after "
+                        f"{point.iterations} {unit}(s), {point.seconds:.2f} s")
+
+    def announce(trunk, rounds):
+        monitor.message(f"dnewton: -C auto: then {', '.join(map(str, rounds))} {unit}(s) per "
+                        "C and round, each round keeping the better half (within "
+                        f"--search-budget {config.search_budget:g})")
+
+    units = _units(options)
+    trunk, _ = schedule(len(grid), units, config.search_budget)
+    monitor.message(
+        f"dnewton: -C auto: successive halving over C = {', '.join(f'{c:g}' for c in grid)} "
+        f"on {100 * (1 - config.holdout):g}% of the training set, scored on the rest, "
+        f"from a trunk of {trunk} {unit}(s) at C = {grid[0]:g}")
+
+    def fit(problem, start, iterations, branch):
+        done = _fit(problem, options, start, iterations, branch, faults, stops)
+        result = done.result
         if result.status in (RunStatus.INTERRUPTED, RunStatus.TIME_LIMIT):
             raise everywhere(StoppedEarly(
                 f"{result.message} during the -C auto search (C = {problem.config.C:g}, "
-                f"iteration {result.iterations}), before the first iteration of training: "
+                f"{unit} {result.iterations}), before the first {unit} of training: "
                 "no C is chosen yet and no checkpoint was written, so there is nothing to "
                 "resume from; run it again from the start (with more time, or a number "
                 "for -C)"))
-        return result
+        return done
 
-    path = regularization_path(comm, train_data, config, options, fit, report)
-    C = best_C(path)
-    monitor.message(f"dnewton: -C auto chose C = {C:g}; training on all the training set "
-                    f"with it (the same run as -C {C:g})")
-    return replace(config, C=C), [point.as_dict() for point in path]
+    path, model = search_C(comm, train_data, config, units, options.seed, fit, report,
+                           announce)
+    C, searched = best_C(path), winner_iterations(path)
+    monitor.message(f"dnewton: -C auto chose C = {C:g}; its fit goes on on all the training "
+                    f"set for {max(0, units - searched)} more {unit}(s) ({searched} of the "
+                    f"{units} done in the search)")
+    return replace(config, C=C), [point.as_dict() for point in path], model, searched
 
 
 def _describe(problem, options, train_data, monitor, outputs, faults):
@@ -390,17 +490,21 @@ def _planned(problem, layout):
     return line + " (dnewton plan lists them; --partitions sets one)"
 
 
-def run_settings(problem, options, early_stopping=None):
+def run_settings(problem, options, early_stopping=None, searched=None):
     """What a resumed run must share with the checkpointed one, as stored (JSON types).
 
     Everything that changes the iterates beyond rounding: the optimizer's options
     except the iteration count, the network, C, the preprocessing, the training
     set's size and classes, and early stopping's settings. The layout and the
-    batch size may change.
+    batch size may change. After a ``-C auto`` search, also `searched`, the
+    iterations (epochs) the chosen C's network had in it: they count against the
+    run's, so a resumed run needs them to know where to stop.
     """
     config = problem.config
     settings = {"solver": options.NAME, "C": config.C,
                 "early_stopping": None if early_stopping is None else asdict(early_stopping)}
+    if searched is not None:
+        settings["search_iterations"] = searched
     settings.update((key, value) for key, value in asdict(options).items()
                     if key not in ("iterations", "epochs"))
     settings.update(
