@@ -7,9 +7,11 @@ logistic regression (``-s 0``) by 5-fold cross-validation: from a small C comput
 from the data (where w is about 0), doubling C up to 1024, every fold warm-started
 from its previous solution, stopping early once the solutions stop changing; the
 best C is then trained on all the training set. dnewton's ``-C auto`` scores one
-stratified held-out fifth instead of five folds, walks a coarser grid (powers of
-10) downwards (a network at theta = 0 sits on a saddle point, so an upward path
-cannot leave it), and runs a fixed number of Newton iterations per C.
+stratified held-out fifth instead of five folds, on a coarser grid (powers of 10),
+by successive halving: every C branches from one fit at the largest C (a network
+at theta = 0 sits on a saddle point, so a path up from a small C cannot leave
+it), the better half goes on each round, and the chosen fit goes on into the
+final run instead of a new one starting (docs/usage.md, "Choosing C").
 
 Both use the same C: LIBLINEAR's w'w/2 + C sum of losses is l C times dnewton's
 f = theta'theta / (2 C l) + mean loss. On every set of bench/suite.py (same splits

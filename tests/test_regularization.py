@@ -17,6 +17,7 @@ from dnewton.app.regularization import (
     best_C,
     holdout_split,
     schedule,
+    trunk_C,
     winner_iterations,
 )
 from dnewton.app.stopping import EXIT_RESUMABLE, StopRequests
@@ -83,6 +84,12 @@ def test_the_fits_the_search_discards_stay_within_the_budget(n_C, units, budget)
     assert all(a <= b for a, b in zip(dearer, rounds))
 
 
+def test_the_trunk_is_fitted_at_the_middle_of_the_grid():
+    assert trunk_C(ModelConfig().C_grid) == 1.0  # the default C
+    assert trunk_C((1e-6, 1.0)) == 1.0  # a tie goes to the larger
+    assert trunk_C((0.01, 0.1, 1.0)) == 0.1 and trunk_C((5.0,)) == 5.0
+
+
 def test_the_schedule_on_a_large_set():
     """Full Fashion-MNIST in docs/benchmarks.md: 100 iterations, the default grid and
     budget; starting and scoring a fit there costs about one iteration's FLOPs."""
@@ -105,7 +112,7 @@ def test_auto_chooses_the_known_best_and_goes_on_from_its_fit(tmp_path):
     path = auto.history[0].regularization_path
     assert [(p["C"], p["round"]) for p in path] == [(1.0, 0), (1.0, 1), (1e-6, 1)]
     trunk, rounds = schedule(2, ITERATIONS, KNOWN.search_budget)
-    assert path[0]["iterations"] == trunk  # the trunk at the largest C, then each C for r
+    assert path[0]["iterations"] == trunk  # the trunk at the grid's middle, then each C
     assert path[1]["iterations"] == path[2]["iterations"] <= rounds[0]
     assert path[1]["holdout_accuracy"] > 0.5 > 0.2 > path[2]["holdout_accuracy"]
     searched = winner_iterations(path)

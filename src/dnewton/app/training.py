@@ -53,6 +53,7 @@ from .regularization import (
     search_C,
     split_rows,
     training_flops,
+    trunk_C,
     winner_iterations,
 )
 from .stopping import EXIT_RESUMABLE, StopRequests
@@ -384,7 +385,7 @@ def _choose_C(comm, train_data, config, options, monitor, faults, stops=None):
     monitor.message(
         f"dnewton: -C auto: successive halving over C = {', '.join(f'{c:g}' for c in grid)} "
         f"on {100 * (1 - config.holdout):g}% of the training set, scored on the rest, "
-        f"from a trunk of {trunk} {unit}(s) at C = {grid[0]:g}")
+        f"from a trunk of {trunk} {unit}(s) at C = {trunk_C(grid):g}")
 
     def fit(problem, start, iterations, branch):
         done = _fit(problem, options, start, iterations, branch, faults, stops)
