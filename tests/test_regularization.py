@@ -97,9 +97,13 @@ def test_the_schedule_on_a_large_set():
     assert schedule(6, 100, 0.3, overhead=1.0)[1] == [1, 2, 4]
 
 
-def _digits(config=KNOWN, iterations=ITERATIONS, outputs=None, **kwargs):
+# Stochastic Newton, as beyond 10,000 instances: there the chosen fit goes on.
+SAMPLES = dict(sample_size=500, gn_ratio=0.2, cg_max=10, average=0.9)
+
+
+def _digits(config=KNOWN, iterations=ITERATIONS, outputs=None, samples=SAMPLES, **kwargs):
     train_raw, test_raw = read_dataset("digits")
-    return train(train_raw, test_raw, config, NewtonOptions(iterations=iterations),
+    return train(train_raw, test_raw, config, NewtonOptions(iterations=iterations, **samples),
                  outputs or Outputs(), return_model=True, **kwargs)
 
 
@@ -122,7 +126,7 @@ def test_auto_chooses_the_known_best_and_goes_on_from_its_fit(tmp_path):
     assert auto.iterations == ITERATIONS - searched  # the search's count against the run's
     assert all(p["flops"] > 0 for p in path)
     # The final fit is a run with the chosen C from the chosen fit's network.
-    options = NewtonOptions(iterations=ITERATIONS)
+    options = NewtonOptions(iterations=ITERATIONS, **SAMPLES)
     _, again, chosen, searched = _choose_C(WORLD, read_dataset("digits")[0], KNOWN, options,
                                            Monitor(WORLD.rank, quiet=True), None)
     assert searched == winner_iterations(again) == winner_iterations(path)
@@ -132,6 +136,17 @@ def test_auto_chooses_the_known_best_and_goes_on_from_its_fit(tmp_path):
     assert without_timings(records) == without_timings([r.as_dict() for r in fixed.history])
     for name, array in fixed.model.arrays().items():
         np.testing.assert_array_equal(auto.model.arrays()[name], array)
+
+
+def test_with_newton_on_every_instance_the_run_after_the_search_is_the_plain_run():
+    """The paper's method drives each fit to its own part's minimum; the final fit
+    starts afresh, exactly as -C <the chosen value> would."""
+    auto = _digits(samples={})
+    assert auto.C == 1.0 and auto.iterations == ITERATIONS
+    fixed = _digits(replace(KNOWN, C=1.0), samples={})
+    records = [record.as_dict() for record in auto.history]
+    del records[0]["regularization_path"]
+    assert without_timings(records) == without_timings([r.as_dict() for r in fixed.history])
 
 
 def test_a_fit_continued_in_stretches_is_the_fit_in_one():
