@@ -233,11 +233,15 @@ def search_C(comm, train_raw, config, units, seed, fit, report=None, announce=No
         problem.close()
 
 
+def phase_flops(flops):
+    """The FLOPs of training in a record's `flops` (by phase): all but monitoring's
+    (``evaluation``), the cost of a run apart from the machine's load."""
+    return float(sum(value for phase, value in flops.items() if phase != "evaluation"))
+
+
 def training_flops(history):
-    """The FLOPs of training in the records `history`, summed over their phases but
-    monitoring's (``evaluation``): the cost of a run apart from the machine's load."""
-    return float(sum(value for record in history for phase, value in record.flops.items()
-                     if phase != "evaluation"))
+    """The FLOPs of training in the records `history` (`phase_flops` of each)."""
+    return sum(phase_flops(record.flops) for record in history)
 
 
 def best_C(path):

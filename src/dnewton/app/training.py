@@ -49,6 +49,7 @@ from .monitor import Monitor
 from .problem import ModelConfig, Problem, available_memory
 from .regularization import (
     best_C,
+    phase_flops,
     schedule,
     search_C,
     split_rows,
@@ -167,6 +168,7 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
             config = replace(config, C=checkpoint.settings["C"])
             searched = checkpoint.settings.get("search_iterations", 0)
             options = _less(options, searched)
+            monitor.iterations = _units(options)
         elif config.C == "auto":
             config, path, chosen, searched = _choose_C(comm, train_data, config, options,
                                                        monitor, faults, stops)
@@ -343,17 +345,12 @@ def _fit(problem, options, start, units, branch, faults=None, stops=None):
                             vectors={**state.vectors,
                                      "averaged": np.zeros_like(state.vectors["averaged"])})
         solver.resume(state, start.record)
-        starting = begun = training_flops([_Costs(ledger.collect(world)["flops"])])
+        starting = begun = phase_flops(ledger.collect(world)["flops"])
         run.history = [start.record]
     result = run.finish()
     new = run.history if start is None else run.history[1:]
     return Fit(result, solver.state(), run.history[-1], starting + training_flops(new),
                time.perf_counter() - began, start_flops=begun, history=new)
-
-
-@dataclass
-class _Costs:
-    flops: dict
 
 
 def _choose_C(comm, train_data, config, options, monitor, faults, stops=None):
