@@ -126,7 +126,7 @@ def without_timings(records):
 
 
 # Markers of the phases in rank 0's output (train's own lines).
-SEARCH_STARTS, SEARCH_ENDS = "-C auto: fitting", "-C auto chose"
+SEARCH_STARTS, SEARCH_ENDS = "-C auto: successive halving", "-C auto chose"
 ITERATION, STOPPED = "iter ", "dnewton: stopped after"
 
 
