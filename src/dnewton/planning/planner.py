@@ -3,17 +3,21 @@
 Candidates (`candidates`) are every combination of
 
 * partitions: each P_m a divisor of the copy's rank count k (so groups and ranks
-  line up) and at most n_m; past `MAX_PARTITION_VECTORS` combinations, powers of
-  two only, and past that 1, a middle value and k per layer;
+  line up) and at most n_m, with k to 4k blocks; past `MAX_PARTITION_VECTORS`
+  combinations, powers of two (and k) only, of which `partition_vectors` keeps
+  the best balanced and the fewest blocks;
 * assignment: balanced, and aligned when it gives every rank a block;
 * replicas R dividing the ranks (R copies of k = ranks / R);
-* Jacobian: stored or recomputed (block-diagonal mode: stored only);
+* Jacobian: stored or recomputed (block-diagonal mode: stored only).
 
-with at least k blocks per copy. `rank` predicts each (`cost.predict`), sets apart
-those that do not fit `memory_per_rank`, and orders the rest by predicted seconds
-per iteration; among those within `RESOLUTION` of the fastest, fewer blocks, then
-fewer replicas, then the stored Jacobian come first (what the model cannot see:
-fewer, larger products and collectives). `choose` is what `dnewton train` calls.
+`search` predicts them (`cost.predict`), sets apart those that do not fit
+`memory_per_rank`, and orders the rest by predicted seconds per iteration (`order`);
+among those within `RESOLUTION` of the fastest, fewer blocks, then fewer replicas,
+then the stored Jacobian come first (what the model cannot see: fewer, larger
+products and collectives). Asked for the first `top` only, it predicts candidates
+by increasing lower bound (`cost.lower_bound`) and stops where no later one can
+reach those places: at 1,024 ranks a handful of some 1,800 candidates.
+`choose` is what `dnewton train` calls (on one rank: `app.problem`).
 """
 
 import bisect
@@ -235,19 +239,21 @@ def rank(workload, n_ranks, machine=DEFAULT, memory_per_rank=None, top=None, **r
 
 def choose(widths, n_instances, n_subset, n_ranks, machine=None, replicas=None, jacobian=None,
            itemsize=8, memory_per_rank=None, loss="squared", batch_size=None, diagonal=False,
-           counts=None, assignment=None):
+           counts=None, assignment=None, top=None):
     """The ranked `cost.Prediction`s for a training run (first = the choice).
 
     `replicas`, `jacobian` and `assignment`, when the user gave them, restrict the
-    candidates. Every rank calling it with the same arguments gets the same answer.
-    Raises InputError when no candidate exists or none fits `memory_per_rank`.
+    candidates. With `top`, only those that can be among the first `top` (and the
+    runner-up with other partitions) are predicted (`search`). The same arguments
+    give the same answer. Raises InputError when no candidate exists or none fits
+    `memory_per_rank`.
     """
     workload = Workload(tuple(int(w) for w in widths), int(n_instances), int(n_subset),
                         itemsize=itemsize, loss=loss, diagonal=diagonal,
                         counts=counts or Counts())
     if batch_size is not None:
         workload.batch_size = int(batch_size)
-    fits, refused = rank(workload, n_ranks, machine or DEFAULT, memory_per_rank,
+    fits, refused = rank(workload, n_ranks, machine or DEFAULT, memory_per_rank, top,
                          replicas=replicas, jacobian=jacobian, assignment=assignment)
     if not fits:
         if refused:
