@@ -134,13 +134,14 @@ class Problem:
                 widths = [train_raw.n_features, *map(int, config.hidden), len(classes)]
                 if config.replicas is not None:  # refused before the planner looks
                     _copy_size(world.size, config.replicas, train_raw.n_instances)
-                if config.partitions is None:
-                    plan = _plan(widths, train_raw.n_instances, n_subset, world.size, config)
-                    choice = plan[0].choice
-                    config = replace(config, replicas=choice.replicas, jacobian=choice.jacobian)
-                else:
-                    config = replace(config, replicas=config.replicas or 1,
-                                     jacobian=config.jacobian or "stored")
+            if config.partitions is None:
+                plan = _plan(world, widths, train_raw.n_instances, n_subset, config)
+                choice = plan[0].choice
+                config = replace(config, replicas=choice.replicas, jacobian=choice.jacobian)
+            else:
+                config = replace(config, replicas=config.replicas or 1,
+                                 jacobian=config.jacobian or "stored")
+            with agreed(world):
                 n_ranks = _copy_size(world.size, config.replicas, train_raw.n_instances)
                 if plan is not None:
                     layout = Layout(widths, choice.partitions, n_ranks, choice.assignment)
@@ -288,17 +289,23 @@ class Problem:
         self.world.Free()
 
 
-def _plan(widths, n_instances, n_subset, n_ranks, config):
-    """The planner's ranked layouts for this run on `n_ranks` (all the job's ranks),
-    restricted to the configured replicas and Jacobian mode; the same on every rank
-    (the same inputs, no randomness)."""
-    machine = Machine.load(config.machine) if config.machine else DEFAULT_MACHINE
-    if n_subset is None:
-        n_subset = subset_size(n_instances)
-    return choose(widths, n_instances, n_subset, n_ranks, machine, replicas=config.replicas,
-                  jacobian=config.jacobian, assignment=config.assignment,
-                  itemsize=np.dtype(config.dtype).itemsize, loss=config.loss,
-                  batch_size=config.batch_size)
+def _plan(world, widths, n_instances, n_subset, config):
+    """Collective: the planner's ranked layouts for this run on all of `world`'s ranks,
+    restricted to the configured replicas, Jacobian mode and assignment: the first
+    (the choice) and the runner-up the start-up line names. Rank 0 plans (and reads
+    the machine file) and sends the answer to the others; an error is every rank's."""
+    plan = None
+    with agreed(world):
+        if world.rank == 0:
+            machine = Machine.load(config.machine) if config.machine else DEFAULT_MACHINE
+            if n_subset is None:
+                n_subset = subset_size(n_instances)
+            plan = choose(widths, n_instances, n_subset, world.size, machine,
+                          replicas=config.replicas, jacobian=config.jacobian,
+                          assignment=config.assignment,
+                          itemsize=np.dtype(config.dtype).itemsize, loss=config.loss,
+                          batch_size=config.batch_size, top=1)
+    return world.bcast(plan, root=0)
 
 
 def _copy_size(n_ranks, replicas, n_instances):
