@@ -2,6 +2,8 @@
 ones, predicted memory equals the run's own estimates, the planner refuses what
 does not fit, and the plan and calibrate commands' outputs and errors."""
 
+import functools
+import itertools
 import json
 import math
 import subprocess
@@ -16,10 +18,10 @@ from dnewton.errors import InputError
 from dnewton.io.data import read_dataset
 from dnewton.model.gauss_newton import stored_bytes
 from dnewton.parallel.layout import Layout
-from dnewton.planning.cost import Choice, Workload, predict
+from dnewton.planning.cost import Choice, Workload, lower_bound, predict
 from dnewton.planning.machine import DEFAULT, Machine
 from dnewton.planning.memory import RankMemory
-from dnewton.planning.planner import choose, rank
+from dnewton.planning.planner import _products, candidates, choose, rank, search
 from dnewton.planning.volume import Counts
 
 HIDDEN = (16, 12)
@@ -270,3 +272,149 @@ def test_the_planner_offers_no_more_copies_than_instances():
         assert problem.config.replicas <= 2
     finally:
         problem.close()
+
+
+# -- the search: few predictions, the same places as predicting every candidate ------------
+
+# (widths, l, |S|, ranks, workload settings, search restrictions)
+SEARCHES = [
+    *[((784, 300, 300, 10), 6000, 300, n, {}, {}) for n in (2, 3, 4, 6)],
+    ((100, 60, 40, 10), 6000, 300, 12, {}, {}),
+    ((100, 60, 40, 10), 6000, 300, 12, {}, {"jacobian": "stored"}),
+    ((100, 60, 40, 10), 6000, 300, 16, {}, {"replicas": 1}),
+    ((64, 16, 12, 10), 1347, 68, 8, {}, {}),
+    ((50, 200, 100, 30), 10001, 501, 6, {"loss": "softmax", "itemsize": 4}, {}),
+    ((50, 200, 100, 30), 10001, 501, 4, {"diagonal": True, "counts": Counts(4, 2, 3, 99)}, {}),
+    ((100, 64, 64, 64, 20), 5000, 250, 8, {"counts": Counts(7, 1.5)}, {"assignment": "balanced"}),
+    ((5, 8, 1), 2, 1, 4, {}, {}),
+]
+
+
+def search_case(case):
+    widths, n, s, ranks, settings, restrict = case
+    return Workload(widths, n, s, **settings), ranks, restrict
+
+
+@functools.lru_cache(maxsize=None)
+def every_candidate(i, memory=False):
+    """`SEARCHES[i]` with every candidate predicted (`memory`: with half of them
+    over a memory limit, some then predicted without the kept passes)."""
+    workload, ranks, restrict = search_case(SEARCHES[i])
+    limit = None
+    if memory:
+        fits = every_candidate(i).fits
+        limit = sorted(p.memory_per_rank for p in fits)[len(fits) // 2]
+    return search(workload, ranks, memory_per_rank=limit, **restrict)
+
+
+def runner_up(fits):
+    """The first prediction with other partitions than the first (train's start-up line)."""
+    return next((p for p in fits if p.choice.partitions != fits[0].choice.partitions), None)
+
+
+def places(fits):
+    return [(p.choice, p.seconds_per_iteration) for p in fits]
+
+
+@pytest.mark.parametrize("i", range(len(SEARCHES)))
+def test_the_lower_bound_is_below_every_prediction(i):
+    workload, ranks, _ = search_case(SEARCHES[i])
+    for memory in (False, True):  # without the kept passes the iteration only grows
+        found = every_candidate(i, memory)
+        assert found.skipped == 0 and found.predicted == len(found.fits) + len(found.refused)
+        for p in found.fits:
+            bound = lower_bound(workload, p.choice, ranks)
+            assert 0 < bound <= p.seconds_per_iteration * (1 + 1e-12), p.choice
+
+
+@pytest.mark.parametrize("i", range(len(SEARCHES)))
+@pytest.mark.parametrize("top", [1, 5])
+def test_the_search_places_as_predicting_every_candidate(i, top):
+    workload, ranks, restrict = search_case(SEARCHES[i])
+    every = every_candidate(i)
+    few = search(workload, ranks, top=top, **restrict)
+    assert places(few.fits[:top]) == places(every.fits[:top])
+    assert places([runner_up(few.fits)] if runner_up(few.fits) else []) == places(
+        [runner_up(every.fits)] if runner_up(every.fits) else [])
+    assert few.predicted + few.skipped == every.predicted
+
+
+def test_the_search_predicts_every_candidate_until_one_fits():
+    """Memory refuses some: the bound never skips before a fitting prediction, and
+    with nothing fitting, the error names the smallest, as predicting every one."""
+    workload = Workload((784, 1000, 1000, 100), 20000, 5000)
+    for limit in (300e6, 60e6):
+        every = search(workload, 4, memory_per_rank=limit)
+        few = search(workload, 4, memory_per_rank=limit, top=1)
+        assert places(few.fits[:1]) == places(every.fits[:1])
+        assert [p.choice for p in few.refused[:1]] == [p.choice for p in every.refused[:1]]
+    assert not every.fits and few.skipped == 0
+
+
+# The help example's network (dnewton plan --help) at cluster scale: the first choice
+# at 1,024 ranks recorded by predicting every one of its 1,812 candidates before the
+# search existed, and the number of predictions it takes now.
+CLUSTER = ((784, 8192, 8192, 8192, 1000), 1000000, 50000)
+
+
+@pytest.mark.parametrize("ranks, first, candidates_, at_most", [
+    (1024, Choice((1, 4, 2, 4, 1), "balanced", 128, "recomputed"), 1812, 16),
+    (4000, Choice((1, 20, 1, 20, 1), "balanced", 200, "recomputed"), 4110, 24),
+    (100000, Choice((8, 8, 16, 8, 4), "balanced", 625, "recomputed"), 4366, 100),
+])
+def test_the_planner_predicts_a_handful_of_the_candidates_at_cluster_scale(
+        ranks, first, candidates_, at_most):
+    found = search(Workload(*CLUSTER), ranks, top=1)
+    assert found.fits[0].choice == first
+    assert found.predicted + found.skipped == candidates_
+    assert found.predicted <= at_most
+
+
+def test_the_planner_predicts_few_for_a_small_network_on_many_ranks():
+    found = search(Workload((784, 300, 300, 10), 60000, 3000), 4000, top=1)
+    assert found.fits[0].choice == Choice((4, 8, 4, 1), "balanced", 125, "stored")
+    assert found.predicted + found.skipped == 3264 and found.predicted <= 300
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_partition_vectors_are_the_block_counted_products_of_the_options(seed):
+    rng = np.random.default_rng(seed)
+    options = [sorted(set(rng.choice([1, 2, 3, 4, 6, 8, 12, 16], rng.integers(1, 6)).tolist()))
+               for _ in range(rng.integers(2, 7))]
+    fewest, most = int(rng.integers(1, 40)), int(rng.integers(40, 200))
+    expected = [v for v in itertools.product(*options)
+                if fewest <= Layout.count_blocks(v) <= most]
+    assert _products(options, fewest, most) == expected
+
+
+@pytest.mark.parametrize("widths, ranks", [((784, 300, 300, 10), 12), ((30, 7, 9, 4, 5), 6),
+                                           ((64, 16, 12, 10), 8)])
+def test_the_aligned_assignment_is_offered_when_it_gives_every_rank_a_block(widths, ranks):
+    offered = {(c.partitions, c.replicas) for c in candidates(widths, ranks)
+               if c.assignment == "aligned"}
+    for c in candidates(widths, ranks, assignment="balanced"):
+        k = ranks // c.replicas
+        aligned = Layout(widths, c.partitions, k, "aligned")
+        assert ((c.partitions, c.replicas) in offered) == (
+            len(set(aligned.owner.tolist())) == k)
+
+
+def test_training_plans_on_one_rank(monkeypatch):
+    """Problem.build asks the planner on rank 0 only; every rank takes its choice."""
+    from dnewton.app import problem as problem_module
+    from dnewton.app.problem import ModelConfig, Problem
+    from dnewton.io.data import RawData
+
+    calls = []
+    original = problem_module.choose
+    monkeypatch.setattr(problem_module, "choose",
+                        lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs))
+    X = np.arange(40.0).reshape(10, 4)
+    built = Problem.build(WORLD, RawData(X, np.arange(10.0) % 2, "ten"), None,
+                          ModelConfig(hidden=(8,)))
+    try:
+        assert len(calls) == (1 if WORLD.rank == 0 else 0)
+        choices = WORLD.allgather(built.plan[0].choice)
+        assert all(c == choices[0] for c in choices)
+    finally:
+        built.close()
