@@ -197,14 +197,28 @@ def test_plan_json_lists_the_candidates_in_order():
                    "--ranks", "2", "--hidden", "300,300", "--json"])
     assert proc.returncode == 0, proc.stderr
     answer = json.loads(proc.stdout)
-    candidates = answer["candidates"]
-    assert candidates
-    for c in candidates:
+    listed = answer["candidates"]
+    assert listed
+    for c in listed:
         assert {"partitions", "replicas", "jacobian", "seconds_per_iteration",
                 "bytes_per_iteration", "memory_per_rank"} <= set(c)
         assert len(c["partitions"]) == 4 and c["replicas"] in (1, 2)
-    best = min(c["seconds_per_iteration"] for c in candidates)
-    assert candidates[0]["seconds_per_iteration"] <= best * 1.03
+    best = min(c["seconds_per_iteration"] for c in listed)
+    assert listed[0]["seconds_per_iteration"] <= best * 1.03
+    # the first --top (20) rows, of those predicted; --top 0: every candidate
+    assert len(listed) == 20 and answer["not_predicted"] > 0
+    proc = serial(["plan", "--instances", "2000", "--features", "779", "--classes", "10",
+                   "--ranks", "2", "--hidden", "300,300", "--json", "--top", "0"])
+    every = json.loads(proc.stdout)
+    assert every["not_predicted"] == 0
+    assert len(every["candidates"]) == len(list(candidates((779, 300, 300, 10), 2)))
+    assert every["candidates"][:20] == listed
+
+
+def test_plan_refuses_a_negative_top():
+    proc = serial(["plan", "--instances", "100", "--features", "10", "--classes", "3",
+                   "--ranks", "2", "--hidden", "8", "--top", "-1"])
+    assert proc.returncode == 2 and "--top must be >= 0" in proc.stderr, proc.stderr
 
 
 def test_plan_reads_the_shape_of_a_data_set_and_prints_a_table():
