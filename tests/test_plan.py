@@ -14,14 +14,15 @@ import pytest
 from helpers import WORLD, make_problem, read_log, run_dnewton, run_environment
 
 from dnewton.app.problem import ModelConfig
-from dnewton.errors import InputError
+from dnewton.errors import InputError, ParameterError
 from dnewton.io.data import read_dataset
 from dnewton.model.gauss_newton import stored_bytes
 from dnewton.parallel.layout import Layout
 from dnewton.planning.cost import Choice, Workload, lower_bound, predict
 from dnewton.planning.machine import DEFAULT, Machine
 from dnewton.planning.memory import RankMemory
-from dnewton.planning.planner import _products, candidates, choose, rank, search
+from dnewton.planning.planner import (NOMINAL_INSTANCES, _products, candidates, choose,
+                                      rank, search)
 from dnewton.planning.volume import Counts
 
 HIDDEN = (16, 12)
@@ -432,3 +433,31 @@ def test_training_plans_on_one_rank(monkeypatch):
         assert all(c == choices[0] for c in choices)
     finally:
         built.close()
+
+
+# -- one chooser: given partitions and prediction take the planner's layout too -----------
+
+@pytest.mark.parametrize("widths, partitions, ranks", [
+    ((64, 16, 12, 10), (3, 1, 1, 2), 3), ((64, 16, 12, 10), (1, 1, 1, 2), 2),
+    ((784, 300, 300, 10), (1, 2, 1, 1), 2), ((784, 300, 300, 10), (2, 2, 2, 1), 4)])
+def test_given_partitions_take_the_planners_assignment(widths, partitions, ranks):
+    nominal = Workload(widths, NOMINAL_INSTANCES, math.ceil(0.05 * NOMINAL_INSTANCES))
+    fits, _ = rank(nominal, ranks, partitions=partitions, replicas=1, jacobian="stored")
+    layout = Layout.build(widths, partitions, ranks)
+    assert (layout.partitions, layout.assignment) == (partitions, fits[0].choice.assignment)
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3, 7])
+def test_the_default_layout_is_the_planners(ranks):
+    widths = (784, 300, 300, 10)
+    nominal = Workload(widths, NOMINAL_INSTANCES, math.ceil(0.05 * NOMINAL_INSTANCES))
+    first = rank(nominal, ranks, replicas=1, jacobian="stored")[0][0].choice
+    layout = Layout.default(widths, ranks)
+    assert (layout.partitions, layout.assignment) == (first.partitions, first.assignment)
+
+
+def test_partitions_that_cannot_be_laid_out_are_refused_as_before():
+    with pytest.raises(ParameterError, match="gives 3 weight blocks but the job has 4 ranks"):
+        Layout.build((64, 16, 12, 10), (1, 1, 1, 1), 4)
+    with pytest.raises(InputError, match="fewer than 20 ranks"):
+        Layout.default((2, 2, 2), 20)

@@ -318,12 +318,13 @@ def build_parser():
         "--assignment", choices=("balanced", "aligned"), default=None,
         help="with --partitions: how blocks go to ranks; balanced: largest first to the "
         "least-loaded rank; aligned: block (m, a, b) to rank (a P_m + b) mod ranks "
-        "(default: the cheaper by the layout's estimate)",
+        "(default: the planner's, for a nominal iteration of one batch)",
     )
     model.add_argument(
         "--machine", metavar="FILE", default=None,
-        help="machine description (from dnewton calibrate) the planner predicts with when "
-        "no --partitions is given (default: a typical cluster node, docs/scaling.md)",
+        help="machine description (from dnewton calibrate) the planner predicts with: "
+        "the layout, or the assignment of --partitions (default: a typical cluster node, "
+        "docs/scaling.md)",
     )
     model.add_argument(
         "--replicas", type=int, default=_MODEL.replicas, metavar="R",
@@ -544,7 +545,8 @@ def build_parser():
     predict.add_argument("--data-cache", metavar="DIR", default=None,
                          help="as train --data-cache")
     predict.add_argument("--partitions", type=_int_list, default=None, metavar="P0,...,PL",
-                         help="layout for this job (default: split the widest layers)")
+                         help="layout for this job (default: the planner's for a nominal "
+                         "iteration of one batch; given, the planner's assignment)")
     predict.add_argument("--chunk-size", type=int, default=BATCH_SIZE, dest="batch_size",
                          metavar="N", help=f"instances per forward pass through memory "
                          f"(default {BATCH_SIZE})")

@@ -17,7 +17,9 @@ then the stored Jacobian come first (what the model cannot see: fewer, larger
 products and collectives). Asked for the first `top` only, it predicts candidates
 by increasing lower bound (`cost.lower_bound`) and stops where no later one can
 reach those places: at 1,024 ranks a handful of some 1,800 candidates.
-`choose` is what `dnewton train` calls (on one rank: `app.problem`).
+`choose` is what `dnewton train` calls (on one rank: `app.problem`); `layout_for`
+what it and `dnewton predict` call where no training run is known (the assignment
+of given partitions; predict's layout).
 """
 
 import bisect
@@ -26,11 +28,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..constants import BATCH_SIZE
 from ..errors import InputError
 from ..parallel.layout import Layout
 from .cost import Choice, Workload, lower_bound, predict
 from .machine import DEFAULT
-from .volume import Counts
+from .volume import Counts, subset_size
 
 ASSIGNMENTS = ("balanced", "aligned")
 JACOBIANS = ("stored", "recomputed")
@@ -40,6 +43,8 @@ MAX_PARTITION_VECTORS = 64
 PREDICTION_BUDGET = 8192
 # Predictions closer than this (relative) count as a tie, broken by simplicity.
 RESOLUTION = 0.03
+# Instances of the iteration `layout_for` predicts (no training run to plan for).
+NOMINAL_INSTANCES = BATCH_SIZE
 
 
 def _divisors(k):
@@ -239,11 +244,11 @@ def rank(workload, n_ranks, machine=DEFAULT, memory_per_rank=None, top=None, **r
 
 def choose(widths, n_instances, n_subset, n_ranks, machine=None, replicas=None, jacobian=None,
            itemsize=8, memory_per_rank=None, loss="squared", batch_size=None, diagonal=False,
-           counts=None, assignment=None, top=None):
+           counts=None, assignment=None, top=None, partitions=None):
     """The ranked `cost.Prediction`s for a training run (first = the choice).
 
-    `replicas`, `jacobian` and `assignment`, when the user gave them, restrict the
-    candidates. With `top`, only those that can be among the first `top` (and the
+    `replicas`, `jacobian`, `assignment` and `partitions`, when the user gave them,
+    restrict the candidates. With `top`, only those that can be among the first `top` (and the
     runner-up with other partitions) are predicted (`search`). The same arguments
     give the same answer. Raises InputError when no candidate exists or none fits
     `memory_per_rank`.
@@ -254,7 +259,8 @@ def choose(widths, n_instances, n_subset, n_ranks, machine=None, replicas=None, 
     if batch_size is not None:
         workload.batch_size = int(batch_size)
     fits, refused = rank(workload, n_ranks, machine or DEFAULT, memory_per_rank, top,
-                         replicas=replicas, jacobian=jacobian, assignment=assignment)
+                         replicas=replicas, jacobian=jacobian, assignment=assignment,
+                         partitions=partitions)
     if not fits:
         if refused:
             raise InputError(f"no layout of the network {'-'.join(map(str, widths))} on "
@@ -263,3 +269,23 @@ def choose(widths, n_instances, n_subset, n_ranks, machine=None, replicas=None, 
         raise InputError(f"a network of widths {list(widths)} has at most "
                          f"{Layout.count_blocks(widths)} blocks, fewer than {n_ranks} ranks")
     return fits
+
+
+def layout_for(widths, n_ranks, partitions=None, machine=None):
+    """The planner's `Layout` of one copy on `n_ranks` ranks where no training run
+    is known: the assignment of `partitions`, or without them the whole layout.
+
+    It predicts a nominal iteration: `NOMINAL_INSTANCES` instances (one batch), |S|
+    5% of them, float64, the squared loss, the stored Jacobian. `dnewton predict`
+    and `train --partitions` without `--assignment` take it (`Layout.build` and
+    `Layout.default` are this). Raises `errors.ParameterError` for partitions that
+    cannot be laid out on `n_ranks`, InputError for a network with too few blocks.
+    """
+    widths = tuple(int(w) for w in widths)
+    if partitions is not None:
+        partitions = tuple(int(p) for p in partitions)
+        Layout(widths, partitions, n_ranks)  # refuses what cannot be laid out, as it says
+    n = NOMINAL_INSTANCES
+    first = choose(widths, n, subset_size(n), n_ranks, machine, replicas=1, jacobian="stored",
+                   partitions=partitions, top=1)[0].choice
+    return Layout(widths, first.partitions, n_ranks, first.assignment)
