@@ -51,6 +51,8 @@ def _one_run(run, folder, rank):
 
     from dnewton.app import cli
 
+    import time
+
     saved = {name: os.environ.get(name) for name in run["env"]}
     os.environ.update(run["env"])
     base = folder / f"{run['index']}.rank{rank}"
@@ -61,6 +63,7 @@ def _one_run(run, folder, rank):
         # catch_warnings: a fresh "once per place" record of warnings, as a new
         # process starts with, so that each run shows the warnings it causes.
         sys.stdout, sys.stderr = out, err
+        began = time.monotonic()
         try:
             cli.main(run["args"])
             status = 0
@@ -73,7 +76,7 @@ def _one_run(run, folder, rank):
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
-    Path(f"{base}.status").write_text(f"{status}\n")
+    Path(f"{base}.status").write_text(f"{status} {time.monotonic() - began}\n")
 
 
 def job(plan_path, first):
@@ -94,7 +97,8 @@ class SharedRuns:
     """Runs declared by a test module, started in as few jobs as their rank counts
     allow. `add` returns a key; after `run`, ``self[key]`` is the run's result: a
     `subprocess.CompletedProcess` as `helpers.run_dnewton` returns it (the output of
-    every rank in rank order), with ``statuses``, each rank's exit status."""
+    every rank in rank order), with ``statuses``, each rank's exit status, and
+    ``seconds``, how long the slowest rank took."""
 
     def __init__(self, folder, timeout=120):
         self.folder = Path(folder)
@@ -178,18 +182,19 @@ class SharedRuns:
                               for rank in range(n_ranks))
                 shown = ["mpiexec", "-n", str(n_ranks), "dnewton", *args]
                 if all(s is not None for s in statuses):
-                    statuses = [int(s) for s in statuses]
+                    seconds = max(float(s.split()[1]) for s in statuses)
+                    statuses = [int(s.split()[0]) for s in statuses]
                     # as mpiexec reports a job whose ranks exit differently: not 0
                     status = statuses[0] if len(set(statuses)) == 1 else max(statuses) or 1
                     result = subprocess.CompletedProcess(shown, status, out, err)
-                    result.statuses = statuses
+                    result.statuses, result.seconds = statuses, seconds
                     self.results[key] = result
                     continue
                 # The job ended in this run: it fails with everything printed.
                 self.results[key] = subprocess.CompletedProcess(
                     shown, f"the shared job ended in this run (mpiexec: {proc.returncode})",
                     out + proc.stdout, err + "\n--- mpiexec\n" + proc.stderr)
-                self.results[key].statuses = statuses
+                self.results[key].statuses, self.results[key].seconds = statuses, None
                 first = index + 1
                 break
             else:
