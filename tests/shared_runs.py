@@ -100,8 +100,9 @@ class SharedRuns:
     every rank in rank order), with ``statuses``, each rank's exit status, and
     ``seconds``, how long the slowest rank took."""
 
-    def __init__(self, folder, timeout=120):
-        self.folder = Path(folder)
+    def __init__(self, scratch, timeout=120):
+        self.scratch = Path(scratch)  # the runs' files, the jobs' in its folder "jobs"
+        self.folder = self.scratch / "jobs"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.timeout = timeout
         self.pending = []  # (key, n_ranks, args, env)
@@ -148,6 +149,22 @@ class SharedRuns:
             raise AssertionError(f"{' '.join(proc.args)} exited {proc.returncode}"
                                  f"\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
         return proc
+
+    def log_path(self, key):
+        """A path in the scratch folder for the log of the run `key` (``--log``)."""
+        import hashlib
+        import re
+
+        slug = re.sub(r"[^\w.,-]+", "_", str(key))[:60]
+        return self.scratch / f"{slug}-{hashlib.sha1(str(key).encode()).hexdigest()[:8]}.jsonl"
+
+    def log(self, key):
+        """The records of the log at `log_path(key)`, written by the run `key`, which
+        must have exited 0."""
+        from helpers import read_log
+
+        self.checked(key)
+        return read_log(self.log_path(key))
 
     def _run_group(self, n_ranks, group):
         import subprocess

@@ -166,7 +166,7 @@ def bad_input_run(runs, folder, case):
 def runs(tmp_path_factory):
     """The runs of this module's tests, in shared jobs (shared_runs.py)."""
     folder = tmp_path_factory.mktemp("failures")
-    runs = SharedRuns(folder / "jobs", TIMEOUT)
+    runs = SharedRuns(folder, TIMEOUT)
     runs.logs = {case: bad_input_run(runs, folder / f"case{i}", case)[1]
                  for i, case in enumerate(CASES)}
     features_runs(runs, folder / "features")
@@ -179,7 +179,6 @@ def runs(tmp_path_factory):
         runs.add(f"twice {name}", 3, ["train", train, "--hidden", "8,6", "--iterations", "4",
                                       "--quiet", "--partitions", "2,1,2,1", "--log",
                                       folder / f"{name}.jsonl"])
-    runs.folder_of = folder
     runs.run()
     features_runs_after(runs, folder / "features")
     return runs.run()
@@ -220,7 +219,7 @@ def test_explicit_features_cut_test_and_prediction_files_with_one_warning(runs):
     for key in ("features: train", "features: predict"):
         proc = runs.checked(key)
         assert proc.stderr.count("warning") == 1 and warning in proc.stderr, proc.stderr
-    assert np.load(runs.folder_of / "features" / "model.npz")["widths"][0] == 6
+    assert np.load(runs.scratch / "features" / "model.npz")["widths"][0] == 6
     assert runs["features: predict"].stdout.count("2 instances, accuracy") == 1
     for key in ("features: predict refused", "features: train refused"):
         proc = runs[key]
@@ -329,7 +328,7 @@ def test_same_command_twice_gives_identical_logs(runs):
 
     for name in ("a", "b"):
         runs.checked(f"twice {name}")
-    logs = [(runs.folder_of / f"{name}.jsonl").read_text() for name in ("a", "b")]
+    logs = [(runs.scratch / f"{name}.jsonl").read_text() for name in ("a", "b")]
     records = [[json.loads(line) for line in log.splitlines()] for log in logs]
     assert without_timings(records[0]) == without_timings(records[1])
     assert logs[0] != logs[1]  # the timings, which do differ

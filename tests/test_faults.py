@@ -74,8 +74,7 @@ def runs(tmp_path_factory):
     """The runs of this module's tests, in shared jobs (shared_runs.py): a model and
     a checkpoint saved on one rank, then every run on two ranks."""
     folder = tmp_path_factory.mktemp("faults")
-    runs = SharedRuns(folder / "jobs", TIMEOUT)
-    runs.scratch = folder
+    runs = SharedRuns(folder, TIMEOUT)
     saved = folder / "saved"
     saved.mkdir()
     runs.add("saved", 1, [*SMALL, "--model", saved / "model.npz", "--checkpoint", saved / "ck"])
