@@ -47,11 +47,10 @@ def _status(code):
 
 
 def _one_run(run, folder, rank):
+    import time
     import warnings
 
     from dnewton.app import cli
-
-    import time
 
     saved = {name: os.environ.get(name) for name in run["env"]}
     os.environ.update(run["env"])

@@ -46,7 +46,8 @@ def test_outputs_match_apart_from_numbers(shown, printed, same):
 
 
 def test_quick_runs_are_shorter():
-    assert regenerate.shorten("dnewton train x --iterations 100 --epochs 21 --path-iterations 5") == (
+    assert regenerate.shorten(
+        "dnewton train x --iterations 100 --epochs 21 --path-iterations 5") == (
         "dnewton train x --iterations 10 --epochs 3 --path-iterations 1")
     assert regenerate.shorten("make demo") == "make demo ITERATIONS=3"
     assert regenerate.shorten("NewtonClassifier(max_iter=50)") == "NewtonClassifier(max_iter=5)"
@@ -60,7 +61,8 @@ def test_a_regenerated_output_keeps_the_documents_cut():
     warned = ["dnewton: warning: w", *printed]
     assert regenerate.abridged(["a", "b", "...", "z"], warned) == [
         "dnewton: warning: w", "line 0", "line 1", "...", "line 9"]
-    assert regenerate.abridged(["...", "z"], [*printed[:5], "dnewton: warning: w", *printed[5:]]) == [
+    warned_within = [*printed[:5], "dnewton: warning: w", *printed[5:]]
+    assert regenerate.abridged(["...", "z"], warned_within) == [
         "dnewton: warning: w", "...", "line 9"]
 
 

@@ -103,7 +103,8 @@ def test_the_recomputed_jacobian_gives_the_stored_result(runs, loss, n_ranks, pa
 @pytest.mark.mpi
 def test_the_block_diagonal_method_refuses_the_recomputed_jacobian(runs):
     proc = runs["diagonal recomputed"]
-    assert proc.returncode == 2 and proc.statuses == [2, 2] and proc.stderr.count("dnewton: error") == 1, proc.stderr
+    assert proc.returncode == 2 and proc.statuses == [2, 2], proc.stderr
+    assert proc.stderr.count("dnewton: error") == 1, proc.stderr
     assert "--diagonal needs the stored Jacobian" in proc.stderr, proc.stderr
 
 
