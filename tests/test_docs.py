@@ -67,6 +67,7 @@ def test_a_regenerated_output_keeps_the_documents_cut():
 
 
 @pytest.mark.mpi
+@pytest.mark.docs
 @pytest.mark.parametrize("document", regenerate.DOCUMENTS)
 def test_every_command_of_a_document_prints_what_it_shows(document, tmp_path):
     if WORLD.size > 1:
@@ -119,6 +120,18 @@ def bench_commands():
     return sorted(found)
 
 
+def test_every_bench_command_of_the_documents_names_flags_its_script_defines():
+    """The scripts' sources, not their --help (which imports what they compare with):
+    each flag is a string of the script's own."""
+    for script, flags in bench_commands():
+        path = ROOT / "bench" / f"{script}.py"
+        assert path.exists(), f"bench/{script}.py"
+        source = path.read_text()
+        missing = [flag for flag in flags if f'"{flag}"' not in source]
+        assert not missing or script == "waits", f"bench/{script}.py has no {missing}"
+
+
+@pytest.mark.bench  # runs every bench/ script's --help: make test-bench
 def test_every_bench_command_of_the_documents_exists_with_its_flags():
     import subprocess
     import sys

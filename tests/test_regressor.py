@@ -89,6 +89,7 @@ def test_a_regressor_is_not_written_to_a_classifiers_model_file(centred, tmp_pat
 # -- against scikit-learn's MLPRegressor on the diabetes set ----------------------------
 
 
+@pytest.mark.bench  # bench/regressor_diabetes.py's comparison: make test-bench
 @pytest.mark.skipif(WORLD.size > 1, reason="a one-process comparison; mpiexec repeats it")
 @pytest.mark.xfail(strict=True, reason=(
     "not met on this split (random_state 0): R^2 0.338 (C = 0.05) against "
