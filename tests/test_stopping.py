@@ -19,9 +19,9 @@ from dnewton.io.checkpoint import Checkpoint
 
 TIMEOUT = 120
 NEWTON = ["train", "digits", "--hidden", "64,48", "--feature-scale", "16", "--center",
-          "--iterations", "1500", "--quiet", "--seed", "4"]
+          "--iterations", "800", "--quiet", "--seed", "4"]
 SGD = ["train", "digits", "--solver", "sgd", "--hidden", "32", "--feature-scale", "16",
-       "--center", "--epochs", "400", "--mini-batch", "32", "--quiet", "--seed", "4"]
+       "--center", "--epochs", "200", "--mini-batch", "32", "--quiet", "--seed", "4"]
 
 
 @pytest.mark.parametrize("text, seconds", [("90", 90), ("2.5", 2.5), ("1:30", 90),
@@ -163,11 +163,11 @@ def test_sgd_stops_and_resumes_too(tmp_path, whole_runs):
 def test_the_time_limit_ends_in_a_checkpoint(tmp_path, whole_runs):
     folder, log = tmp_path / "ck", tmp_path / "run.jsonl"
     began = time.monotonic()
-    proc = run_dnewton(2, [*NEWTON, "--time-limit", "0:03", "--checkpoint", folder,
+    proc = run_dnewton(2, [*NEWTON, "--time-limit", "0:02", "--checkpoint", folder,
                            "--log", log], TIMEOUT, check=False)
-    assert time.monotonic() - began < 3 + 10
+    assert time.monotonic() - began < 2 + 10
     check_stopped_and_resumed(tmp_path, proc, 0.0, log, folder, NEWTON, whole_runs["newton"],
-                              "the next iteration would pass the time limit of 3 s")
+                              "the next iteration would pass the time limit of 2 s")
 
 
 SECOND_SIGNAL = """
