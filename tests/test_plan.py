@@ -11,7 +11,8 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import WORLD, make_problem, read_log, run_dnewton, run_environment
+from helpers import WORLD, make_problem, run_environment
+from shared_runs import SharedRuns
 
 from dnewton.app.problem import ModelConfig
 from dnewton.errors import InputError, ParameterError
@@ -61,13 +62,26 @@ RUNS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The runs of this module, in one shared job per rank count (shared_runs.py)."""
+    runs = SharedRuns(tmp_path_factory.mktemp("plan"))
+    for i, (n_ranks, partitions, assignment, extra) in enumerate(RUNS):
+        runs.add(i, n_ranks, [*COMMON, "--partitions", partitions, "--assignment", assignment,
+                              "--log", runs.log_path(i), *extra])
+    runs.add("planned", 2, [*COMMON[:-3], "--seed", "3", "--log", runs.log_path("planned")])
+    bad = runs.scratch / "machine.json"
+    bad.write_text("{not json")
+    runs.add("bad machine", 2, [*COMMON, "--machine", bad])
+    return runs.run()
+
+
 @pytest.mark.mpi
-@pytest.mark.parametrize("n_ranks, partitions, assignment, extra", RUNS)
-def test_predicted_bytes_equal_the_counted_bytes(tmp_path, n_ranks, partitions, assignment,
-                                                 extra):
-    log_path = tmp_path / "run.jsonl"
-    run_dnewton(n_ranks, [*COMMON, "--partitions", partitions, "--assignment", assignment,
-                          "--log", log_path, *extra])
+@pytest.mark.parametrize("case", range(len(RUNS)),
+                         ids=[f"{n}-{p}-{a}-{' '.join(e)}" for n, p, a, e in RUNS])
+def test_predicted_bytes_equal_the_counted_bytes(runs, case):
+    n_ranks, partitions, assignment, extra = RUNS[case]
+    log = runs.log(case)
     n_train, n_test, widths = digits_shape()
     flags = dict(zip(extra[::2], extra[1::2]))
     workload = Workload(widths, n_train, math.ceil(0.05 * n_train),
@@ -75,7 +89,7 @@ def test_predicted_bytes_equal_the_counted_bytes(tmp_path, n_ranks, partitions, 
                         loss=flags.get("--loss", ModelConfig.loss))
     choice = Choice(tuple(map(int, partitions.split(","))), assignment,
                     int(flags.get("--replicas", 1)), flags.get("--jacobian", "stored"))
-    for rec in read_log(log_path)[1:]:
+    for rec in log[1:]:
         workload.counts = Counts(cg_iters=rec["cg_iters"], trials=rec["line_search_trials"],
                                  test_instances=n_test)
         predicted = predict(workload, choice, n_ranks).bytes
@@ -83,9 +97,8 @@ def test_predicted_bytes_equal_the_counted_bytes(tmp_path, n_ranks, partitions, 
 
 
 @pytest.mark.mpi
-def test_train_without_partitions_takes_the_planners_first_choice(tmp_path):
-    log_path = tmp_path / "run.jsonl"
-    proc = run_dnewton(2, [*COMMON[:-3], "--seed", "3", "--log", log_path])
+def test_train_without_partitions_takes_the_planners_first_choice(runs):
+    proc = runs.checked("planned")
     n_train, n_test, widths = digits_shape()
     first = choose(widths, n_train, math.ceil(0.05 * n_train), 2)[0]
     parts = ",".join(map(str, first.choice.partitions))
@@ -94,7 +107,7 @@ def test_train_without_partitions_takes_the_planners_first_choice(tmp_path):
     if first.choice.replicas > 1:
         assert f"with {first.choice.replicas} copies" in proc.stdout, proc.stdout
     workload = Workload(widths, n_train, math.ceil(0.05 * n_train), loss=ModelConfig.loss)
-    for rec in read_log(log_path)[1:]:
+    for rec in runs.log("planned")[1:]:
         workload.counts = Counts(rec["cg_iters"], rec["line_search_trials"],
                                  test_instances=n_test)
         predicted = predict(workload, first.choice, 2).bytes
@@ -102,11 +115,9 @@ def test_train_without_partitions_takes_the_planners_first_choice(tmp_path):
 
 
 @pytest.mark.mpi
-def test_train_refuses_a_bad_machine_file_on_every_rank(tmp_path):
-    bad = tmp_path / "machine.json"
-    bad.write_text("{not json")
-    proc = run_dnewton(2, [*COMMON, "--machine", bad], check=False)
-    assert proc.returncode == 2, proc.stderr
+def test_train_refuses_a_bad_machine_file_on_every_rank(runs):
+    proc = runs["bad machine"]
+    assert proc.returncode == 2 and proc.statuses == [2, 2], proc.stderr
     assert proc.stderr.count("dnewton: error") == 1, proc.stderr
     assert "not a valid JSON machine file" in proc.stderr
 

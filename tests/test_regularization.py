@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-from helpers import read_log, run_dnewton, without_timings
+from helpers import without_timings
+from shared_runs import SharedRuns
 
 from dnewton.app.regularization import PathPoint, best_C, holdout_split
 from dnewton.errors import InputError
@@ -37,37 +38,59 @@ def test_the_best_held_out_accuracy_wins_and_ties_go_to_the_smaller_C():
     assert best_C(path((10, 0.9), (1, 0.9), (0.1, 0.7))) == 1
 
 
+RANKS = [1, 2]
+BAD = [
+    (["--C-grid", "1,0"], "--C-grid must be positive numbers"),
+    (["--C-grid", "1,-3"], "--C-grid must be positive numbers"),
+    (["--holdout", "1.5"], "--holdout must be a fraction between 0 and 1"),
+    (["--path-iterations", "0"], "--path-iterations must be >= 1"),
+]
+LOUD = [arg for arg in RUN if arg != "--quiet"]
+KNOWN = [*AUTO, "--C-grid", "1e-6,1"]  # a grid whose answer is known
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every run of this module, in one shared job per rank count (shared_runs.py)."""
+    runs = SharedRuns(tmp_path_factory.mktemp("regularization"), TIMEOUT)
+    tmp = runs.scratch
+    for n_ranks in RANKS:
+        runs.add(("auto", n_ranks), n_ranks, [*LOUD, *KNOWN, "--log",
+                                              runs.log_path(("auto", n_ranks))])
+        runs.add(("fixed", n_ranks), n_ranks, [*RUN, "-C", "1", "--log",
+                                               runs.log_path(("fixed", n_ranks))])
+    folder, log = tmp / "ck", runs.log_path("resumed")
+    runs.add("first", 2, [*RUN, *KNOWN, "--iterations", "2", "--checkpoint", folder,
+                          "--log", log])
+    runs.add("resumed", 2, [*LOUD, *KNOWN, "--checkpoint", folder, "--resume", folder,
+                            "--log", log])
+    runs.add("whole", 2, [*RUN, *KNOWN, "--log", runs.log_path("whole")])
+    for i, (args, _) in enumerate(BAD):
+        runs.add(("bad", i), 2, [*RUN, *AUTO, *args])
+    return runs.run()
+
+
 @pytest.mark.mpi
-@pytest.mark.parametrize("n_ranks", [1, 2])
-def test_auto_chooses_the_known_best_and_trains_as_that_C_would(tmp_path, n_ranks):
+@pytest.mark.parametrize("n_ranks", RANKS)
+def test_auto_chooses_the_known_best_and_trains_as_that_C_would(runs, n_ranks):
     """A grid whose answer is known: C = 1e-6 regularizes the network to chance
     accuracy, C = 1 learns the digits. The run after the path is the -C 1 run."""
-    auto, fixed = tmp_path / "auto.jsonl", tmp_path / "fixed.jsonl"
-    loud = [arg for arg in RUN if arg != "--quiet"]
-    proc = run_dnewton(n_ranks, [*loud, *AUTO, "--C-grid", "1e-6,1", "--log", auto],
-                       TIMEOUT)
-    records = read_log(auto)
+    proc = runs.checked(("auto", n_ranks))
+    records = runs.log(("auto", n_ranks))
     path = records[0]["regularization_path"]
     assert [point["C"] for point in path] == [1.0, 1e-6]  # largest first, warm-started
     assert path[0]["holdout_accuracy"] > 0.5 > 0.2 > path[1]["holdout_accuracy"]
     assert "C = 1, chosen by -C auto" in proc.stdout
-    run_dnewton(n_ranks, [*RUN, "-C", "1", "--log", fixed], TIMEOUT)
     del records[0]["regularization_path"]
-    assert without_timings(records) == without_timings(read_log(fixed))
+    assert without_timings(records) == without_timings(runs.log(("fixed", n_ranks)))
 
 
 @pytest.mark.mpi
-def test_a_resumed_auto_run_keeps_the_C_it_chose(tmp_path):
-    log, folder = tmp_path / "run.jsonl", tmp_path / "ck"
-    auto = [*RUN, *AUTO, "--C-grid", "1e-6,1"]
-    run_dnewton(2, [*auto, "--iterations", "2", "--checkpoint", folder, "--log", log], TIMEOUT)
-    loud = [arg for arg in auto if arg != "--quiet"]
-    proc = run_dnewton(2, [*loud, "--checkpoint", folder, "--resume", folder, "--log", log],
-                       TIMEOUT)
+def test_a_resumed_auto_run_keeps_the_C_it_chose(runs):
+    runs.checked("first")
+    proc = runs.checked("resumed")
     assert "resuming" in proc.stdout and "-C auto: fitting" not in proc.stdout
-    whole = tmp_path / "whole.jsonl"
-    run_dnewton(2, [*auto, "--log", whole], TIMEOUT)
-    resumed, uninterrupted = read_log(log), read_log(whole)
+    resumed, uninterrupted = runs.log("resumed"), runs.log("whole")
     for records in (resumed, uninterrupted):  # the path's seconds are timings too
         for point in records[0]["regularization_path"]:
             del point["seconds"]
@@ -75,13 +98,8 @@ def test_a_resumed_auto_run_keeps_the_C_it_chose(tmp_path):
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("args, message", [
-    (["--C-grid", "1,0"], "--C-grid must be positive numbers"),
-    (["--C-grid", "1,-3"], "--C-grid must be positive numbers"),
-    (["--holdout", "1.5"], "--holdout must be a fraction between 0 and 1"),
-    (["--path-iterations", "0"], "--path-iterations must be >= 1"),
-])
-def test_bad_search_settings_end_every_rank_with_one_message(args, message):
-    proc = run_dnewton(2, [*RUN, *AUTO, *args], TIMEOUT, check=False)
-    assert proc.returncode == 2, proc.stderr
+@pytest.mark.parametrize("case", range(len(BAD)), ids=[" ".join(a) for a, _ in BAD])
+def test_bad_search_settings_end_every_rank_with_one_message(runs, case):
+    proc, message = runs[("bad", case)], BAD[case][1]
+    assert proc.returncode == 2 and proc.statuses == [2, 2], proc.stderr
     assert proc.stderr.count("dnewton: error") == 1 and message in proc.stderr, proc.stderr

@@ -17,8 +17,8 @@ from mpi4py import MPI
 from ..constants import BATCH_SIZE, KEEP_MEMORY_SHARE, PARAMETER_COPIES, PRECISIONS
 from ..errors import InputError, ParameterError, agreed, check_parameters, everywhere
 from ..io.data import SPARSE_MAX_DENSITY, Preprocessing, Targets, targets_from_training
-from ..io.shards import share_of, stored_entries
 from ..io.model_file import CLASSIFICATION, REGRESSION, gather_model, gather_vector
+from ..io.shards import share_of, stored_entries
 from ..model.activations import Activation
 from ..model.gauss_newton import JACOBIAN_MODES, stored_bytes
 from ..model.losses import make_loss
