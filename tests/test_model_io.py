@@ -3,7 +3,7 @@ and predictions that do not depend on the layout that trained or predicts."""
 
 import numpy as np
 import pytest
-from helpers import local_vector, make_problem, n_global, read_log, unflatten
+from helpers import local_vector, make_problem, n_global, read_log, run_dnewton, unflatten
 from mpi4py import MPI
 from scipy.sparse import csr_matrix
 from shared_runs import SharedRuns
@@ -134,7 +134,8 @@ def test_a_classifier_file_is_read_as_a_classifier(tmp_path):
     save_arrays(path, random_model().arrays(), "model")
     assert int(read_arrays(path, "model")["version"]) == 1
     loaded = load_model(MPI.COMM_WORLD, path)
-    assert not loaded.regression and loaded.describe() == "a classifier of 3 classes (softmax loss)"
+    assert not loaded.regression
+    assert loaded.describe() == "a classifier of 3 classes (softmax loss)"
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -22,8 +22,7 @@ from dnewton.parallel.layout import Layout
 from dnewton.planning.cost import Choice, Workload, lower_bound, predict
 from dnewton.planning.machine import DEFAULT, Machine
 from dnewton.planning.memory import RankMemory
-from dnewton.planning.planner import (NOMINAL_INSTANCES, _products, candidates, choose,
-                                      rank, search)
+from dnewton.planning.planner import NOMINAL_INSTANCES, _products, candidates, choose, rank, search
 from dnewton.planning.volume import Counts
 
 HIDDEN = (16, 12)

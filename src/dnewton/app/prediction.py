@@ -15,8 +15,8 @@ from ..model.activations import Activation
 from ..model.network import Network
 from ..parallel.groups import Groups
 from ..parallel.layout import Layout
-from .problem import planned_layout
 from ..parallel.phases import Phase
+from .problem import planned_layout
 from .threads import compute_threads, default_threads
 
 

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
-from .. import _sparse as sparse
 
+from .. import _sparse as sparse
 from ..errors import InputError, agreed, alike_everywhere, everywhere
 from . import cache as data_cache
 from . import libsvm
