@@ -1,6 +1,7 @@
-# Two entry points for a fresh machine (see README):
+# Entry points for a fresh machine (see README):
 #   make demo   -- build into .venv and train on the embedded MNIST subset with 2 ranks
 #   make test   -- build into .venv and run the test suite (what CI runs)
+#   make test-bench -- the tests of the bench/ scripts
 # Everything needed is created on first use; nothing outside this folder is touched.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -11,7 +12,7 @@ ITERATIONS ?= 30
 # Last resort against a hung job: MPICH's mpiexec kills the job after this many seconds.
 export MPIEXEC_TIMEOUT ?= 900
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-bench bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,12 +33,18 @@ demo: $(VENV)/.installed
 # The suite on one process (it starts mpiexec itself where a test needs a whole
 # run), then its in-process tests again on 3 ranks, as mpi4py's own suite runs:
 # every collective path of the library under several ranks, and the first
-# failure on any rank aborts the job.
+# failure on any rank aborts the job. The lint comes first; the tests of the
+# bench/ scripts (marker bench) are make test-bench's.
 test: $(VENV)/.installed
+	$(BIN)/ruff check .
 	$(BIN)/python -c "import dnewton._kernels"
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -m "not bench" tests
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/mpiexec -n 3 \
-	    $(BIN)/python -m pytest -q -p no:cacheprovider -m "not mpi" tests
+	    $(BIN)/python -m pytest -q -p no:cacheprovider -m "not mpi and not bench" tests
+
+test-bench: $(VENV)/.installed
+	$(BIN)/python -c "import dnewton._kernels"
+	$(BIN)/python -m pytest -q -m bench tests
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_kernels.py

@@ -22,9 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 import experiment  # bench/ is on sys.path when this runs as a script
+import numpy as np
 
 from dnewton.app.plot import read_log
 

@@ -24,7 +24,8 @@ test scoring is not counted), so they are comparable between methods run in the
 same invocation. Do not run anything else on the machine meanwhile, and use no
 more ranks than cores.
 
-Data sets (``--datasets``): ``mnist`` (the subset shipped in src/dnewton/datasets), ``digits`` (embedded) and
+Data sets (``--datasets``): ``mnist`` (the subset shipped in src/dnewton/datasets),
+``digits`` (embedded) and
 ``fashion``: Fashion-MNIST, 60,000 / 10,000 images, from the Debian package
 dataset-fashion-mnist (/usr/share/datasets/fashion-mnist), converted once to
 OUT/data/*.npz; trained with the package defaults (softmax, C = 1).
@@ -54,8 +55,8 @@ from pathlib import Path
 import numpy as np
 
 from dnewton.app.plot import read_log
-from dnewton.io.data import EMBEDDED_DATA  # the MNIST subset shipped with the package
 from dnewton.app.regularization import PathPoint, best_C
+from dnewton.io.data import EMBEDDED_DATA  # the MNIST subset shipped with the package
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = EMBEDDED_DATA

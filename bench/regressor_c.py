@@ -20,8 +20,13 @@ C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 def data_sets():
-    from sklearn.datasets import (load_diabetes, load_linnerud, make_friedman1,
-                                  make_friedman2, make_friedman3)
+    from sklearn.datasets import (
+        load_diabetes,
+        load_linnerud,
+        make_friedman1,
+        make_friedman2,
+        make_friedman3,
+    )
 
     return {"diabetes": load_diabetes(return_X_y=True),
             "linnerud": load_linnerud(return_X_y=True),

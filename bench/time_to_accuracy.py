@@ -14,7 +14,8 @@ out of its time likewise. So the methods share the machine's cores and their clo
 count the same work. Nothing else may run meanwhile, and R must not exceed the cores.
 
 Methods: ``newton``, dnewton's recommended setting (``dnewton train`` with no
-optimizer option); ``newton-f32``, the same in float32; ``newton-full``, the paper's method on the same objective (f and
+optimizer option); ``newton-f32``, the same in float32; ``newton-full``, the paper's
+method on the same objective (f and
 its gradient on all instances every iteration: ``--sample-size all``); ``adam-ETA``
 and ``sgd-ETA``, dnewton's first-order baselines; ``mlp``, MLPClassifier's defaults
 (adam, eta 0.001, batches of 200) at the same hidden layers.
@@ -42,9 +43,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 import experiment  # bench/ is on sys.path when this runs as a script
+import numpy as np
 import suite
 
 from dnewton.app.plot import read_log
@@ -241,7 +241,7 @@ def set_table(data, results):
     if "mlp" in results and not data.thresholds:
         end = float(np.mean(finals["mlp"])) - 0.005
         targets.append((f"MLP's end - 0.5 ({100 * end:.2f}%)", end))
-    lines = [f"| method | runs | final test accuracy %, mean (min-max) | seconds, median "
+    lines = ["| method | runs | final test accuracy %, mean (min-max) | seconds, median "
              "(min-max) | " + " | ".join(f"time to {name}" for name, _ in targets) + " |",
              "| --- " * (4 + len(targets)) + "|"]
     for key, curves in results.items():

@@ -12,7 +12,8 @@ PATH; ``make`` runs in the repository.
     python docs/regenerate.py --check [DOCUMENT ...]   compare only; exit 1 if any differs
 
 ``--quick`` runs a tenth of the iterations, epochs and calibration seconds, and of a
-python block's ``max_iter`` (the test suite's setting). The comparison ignores every number (timings, f, accuracies vary), treats
+python block's ``max_iter`` (the test suite's setting). The comparison ignores every
+number (timings, f, accuracies vary), treats
 "..." as any run of lines, a run of lines that differ only in their numbers as one
 line (fewer iterations print fewer lines of the same form), and the place of a
 warning (standard error); what ``echo $?`` prints (an exit status) must be exact.

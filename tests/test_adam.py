@@ -12,9 +12,9 @@ from helpers import (
     make_problem,
     random_theta,
     read_log,
-    run_dnewton,
     without_timings,
 )
+from shared_runs import SharedRuns
 
 from dnewton.app.cli import _minibatch_options, build_parser
 from dnewton.app.training import make_solver, solve
@@ -113,36 +113,66 @@ ADAM = ["train", "digits", "--solver", "adam", "--hidden", "16,12", "--epochs", 
         "--quiet", "--seed", "4"]
 
 
+LAYOUTS_OF_RANKS = [(2, "1,2,1,1"), (3, "3,1,1,2")]
+DTYPES = ["float64", "float32"]
+BAD = [
+    ("adam", ["--beta1", "1"], "--beta1 must be in [0, 1)"),
+    ("adam", ["--adam-eps", "0"], "--adam-eps must be a positive number"),
+    ("adam", ["--learning-rate", "-0.1"], "--learning-rate must be a positive number"),
+    ("adam", ["--momentum", "0.5"], "--momentum applies to --solver sgd only, not to adam"),
+    ("adam", ["--diagonal"], "--diagonal applies to --solver newton only, not to adam"),
+    ("sgd", ["--beta1", "0.5"], "--beta1 applies to --solver adam only, not to sgd"),
+]
+LEARNS = ["train", "digits", "--solver", "adam", "--hidden", "64", "--epochs", "10",
+          "--learning-rate", "0.003", "--feature-scale", "16", "--center", "--loss", "squared",
+          "-C", "0.1"]
+
+
+def resumed_run(dtype):
+    return [*ADAM, "--epochs", "6", "--partitions", "1,2,1,1", "--dtype", dtype]
+
+
 @pytest.fixture(scope="module")
-def adam_single_rank(tmp_path_factory):
-    path = tmp_path_factory.mktemp("adam") / "one.jsonl"
-    run_dnewton(1, [*ADAM, "--log", path])
-    return read_log(path)
+def runs(tmp_path_factory):
+    """Every run of this module, in one shared job per rank count (shared_runs.py)."""
+    runs = SharedRuns(tmp_path_factory.mktemp("adam"))
+    tmp = runs.scratch
+    runs.add("one rank", 1, [*ADAM, "--log", runs.log_path("one rank")])
+    runs.add("learns", 1, [*LEARNS, "--log", runs.log_path("learns")])
+    for i, (solver, change, _) in enumerate(BAD):
+        runs.add(("bad", i), 1, ["train", "digits", "--solver", solver, *change, "--quiet",
+                                 "--log", tmp / f"bad{i}.jsonl"])
+    for n_ranks, partitions in LAYOUTS_OF_RANKS:
+        runs.add(("layout", n_ranks), n_ranks, [*ADAM, "--partitions", partitions, "--log",
+                                                runs.log_path(("layout", n_ranks))])
+    for dtype in DTYPES:
+        run, folder, log = resumed_run(dtype), tmp / f"ck-{dtype}", tmp / f"{dtype}.jsonl"
+        runs.add(("whole", dtype), 2, [*run, "--log", tmp / f"whole-{dtype}.jsonl"])
+        runs.add(("first", dtype), 2, [*run, "--epochs", "3", "--checkpoint", folder,
+                                       "--log", log])
+        # The moments' decay is part of the trajectory: a resumption may not change it.
+        runs.add(("other beta2", dtype), 2, [*run, "--beta2", "0.99", "--resume", folder])
+        runs.add(("resumed", dtype), 2, [*run, "--resume", folder, "--log", log])
+    return runs.run()
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("n_ranks, partitions", [(2, "1,2,1,1"), (3, "3,1,1,2")])
-def test_adam_trajectory_and_bytes_do_not_depend_on_the_layout(
-        adam_single_rank, tmp_path, n_ranks, partitions):
-    path = tmp_path / "run.jsonl"
-    run_dnewton(n_ranks, [*ADAM, "--partitions", partitions, "--log", path])
-    log = read_log(path)
+@pytest.mark.parametrize("n_ranks, partitions", LAYOUTS_OF_RANKS)
+def test_adam_trajectory_and_bytes_do_not_depend_on_the_layout(runs, n_ranks, partitions):
+    log = runs.log(("layout", n_ranks))
     assert [rec["iter"] for rec in log] == [0, 1, 2, 3]
     # The step rule is elementwise: an epoch moves what SGD's does, and nothing more.
-    check_digits_epochs(log, adam_single_rank, n_ranks, partitions, (16, 12), 0.01)
+    check_digits_epochs(log, runs.log("one rank"), n_ranks, partitions, (16, 12), 0.01)
     assert all(rec["bytes"]["other"] == 0 for rec in log[1:])
 
 
 @pytest.mark.mpi
-def test_adam_learns_the_digits(tmp_path):
-    path = tmp_path / "run.jsonl"
-    proc = run_dnewton(1, ["train", "digits", "--solver", "adam", "--hidden", "64",
-                           "--epochs", "10", "--learning-rate", "0.003", "--feature-scale",
-                           "16", "--center", "--loss", "squared", "-C", "0.1", "--log", path])
+def test_adam_learns_the_digits(runs):
+    proc = runs.checked("learns")
     assert ("Adam, mini-batches of 128, learning rate 0.003, beta1 0.9, beta2 0.999, "
             "eps 1e-08") in proc.stdout
     assert "stopped after 10 epoch(s): reached the epoch limit" in proc.stdout
-    log = read_log(path)
+    log = runs.log("learns")
     fs = [rec["f"] for rec in log]
     assert all(later < earlier for earlier, later in zip(fs, fs[1:]))
     assert fs[-1] < 0.2 * fs[0]
@@ -150,31 +180,22 @@ def test_adam_learns_the_digits(tmp_path):
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_adam_resumes_to_the_uninterrupted_log(tmp_path, dtype):
-    run = [*ADAM, "--epochs", "6", "--partitions", "1,2,1,1", "--dtype", dtype]
-    whole, log, folder = tmp_path / "whole.jsonl", tmp_path / "run.jsonl", tmp_path / "ck"
-    run_dnewton(2, [*run, "--log", whole])
-    run_dnewton(2, [*run, "--epochs", "3", "--checkpoint", folder, "--log", log])
-    # The moments' decay is part of the trajectory: a resumption may not change it.
-    proc = run_dnewton(2, [*run, "--beta2", "0.99", "--resume", folder], check=False)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_resumes_to_the_uninterrupted_log(runs, dtype):
+    for step in ("whole", "first"):
+        runs.checked((step, dtype))
+    proc = runs[("other beta2", dtype)]
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("beta2 = 0.999, this run has 0.99") == 1, proc.stderr
-    run_dnewton(2, [*run, "--resume", folder, "--log", log])
+    runs.checked(("resumed", dtype))
+    whole, log = runs.scratch / f"whole-{dtype}.jsonl", runs.scratch / f"{dtype}.jsonl"
     assert without_timings(read_log(log)) == without_timings(read_log(whole))
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("solver, change, message", [
-    ("adam", ["--beta1", "1"], "--beta1 must be in [0, 1)"),
-    ("adam", ["--adam-eps", "0"], "--adam-eps must be a positive number"),
-    ("adam", ["--learning-rate", "-0.1"], "--learning-rate must be a positive number"),
-    ("adam", ["--momentum", "0.5"], "--momentum applies to --solver sgd only, not to adam"),
-    ("adam", ["--diagonal"], "--diagonal applies to --solver newton only, not to adam"),
-    ("sgd", ["--beta1", "0.5"], "--beta1 applies to --solver adam only, not to sgd"),
-])
-def test_bad_options_end_with_one_message_naming_the_flag(tmp_path, solver, change, message):
-    proc = run_dnewton(1, ["train", "digits", "--solver", solver, *change, "--quiet",
-                           "--log", tmp_path / "run.jsonl"], check=False)
+@pytest.mark.parametrize("case", range(len(BAD)), ids=[m for _, _, m in BAD])
+def test_bad_options_end_with_one_message_naming_the_flag(runs, case):
+    proc, message = runs[("bad", case)], BAD[case][2]
     assert proc.returncode == 2 and proc.stderr.count(message) == 1, proc.stderr
-    assert proc.stderr.count("dnewton: ") == 1 and not (tmp_path / "run.jsonl").exists()
+    assert proc.stderr.count("dnewton: ") == 1
+    assert not (runs.scratch / f"bad{case}.jsonl").exists()

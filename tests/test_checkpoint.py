@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from helpers import read_log, run_dnewton, without_timings
 from mpi4py import MPI
+from shared_runs import SharedRuns
 
 from dnewton.app.problem import ModelConfig
 from dnewton.fault_injection import KILL_AFTER, KILL_IN_WRITE
@@ -23,55 +24,148 @@ RUN = ["train", "digits", "--hidden", "16,12", "--iterations", str(ITERATIONS),
        "--feature-scale", "16", "--center", "--quiet", "--seed", "7"]
 
 
+LAYOUTS = [(1, "1,1,1,1"), (3, "2,1,1,1"), (4, "1,2,2,1")]
+CHANGES = [
+    (["--hidden", "16,11"], "widths = [64, 16, 12, 10], this run has [64, 16, 11, 10]"),
+    (["--seed", "8"], "seed = 7, this run has 8"),
+    (["-C", "0.1"], f"C = {ModelConfig.C}, this run has 0.1"),
+    (["--feature-scale", "15"], "feature_scale = 16.0, this run has 15.0"),
+    (["--dtype", "float32"], "dtype = float64, this run has float32"),
+]
+MISSING = [
+    (lambda folder: None, "checkpoint.npz: no such checkpoint"),
+    (lambda folder: (folder / NAME).write_text("junk"), "not a readable checkpoint"),
+]
+KILLS = [1, 3]
+KEPT = '{"iter": 0}\n'
+
+
+def kept_log(path):
+    """A log file of an earlier run, which a refused run must leave as it is."""
+    path.write_text(KEPT)
+    return path
+
+
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def runs(tmp_path_factory):
+    """Every run of this module but one, in shared jobs (shared_runs.py): first the
+    runs that write checkpoints (and those that rank 0 kills, each of which ends its
+    job), then the runs that resume from them."""
+    runs = SharedRuns(tmp_path_factory.mktemp("checkpoint"), TIMEOUT)
+    tmp = runs.scratch
+
+    def partitioned(partitions, folder, *args):
+        return [*RUN, "--partitions", partitions, "--checkpoint", folder, *args]
+
+    runs.add("uninterrupted", 2, partitioned("1,2,1,1", tmp / "whole", "--checkpoint-every",
+                                             "1", "--log", tmp / "whole.jsonl"))
+    for n_ranks, partitions in LAYOUTS:
+        key = ("layout", n_ranks)
+        runs.add(("first", *key), 2, [*RUN, "--iterations", "3", "--checkpoint", tmp / str(key),
+                                      "--log", runs.log_path(key), "--partitions", "1,2,1,1"])
+    for i, _ in enumerate(CHANGES):
+        runs.add(("changed", i, "first"), 2, [*RUN, "--iterations", "1", "--checkpoint",
+                                               tmp / f"changed{i}"])
+    single = [*RUN, "--dtype", "float32"]
+    runs.add("float32 whole", 2, [*single, "--log", tmp / "f32-whole.jsonl"])
+    runs.add("float32 first", 2, [*single, "--iterations", "3", "--checkpoint", tmp / "f32",
+                                  "--log", tmp / "f32.jsonl"])
+    runs.add("float32 resumed", 2, [*single, "--checkpoint", tmp / "f32", "--resume",
+                                    tmp / "f32", "--log", tmp / "f32.jsonl"])
+    # Same size, classes and settings, one value changed (before the resumption):
+    # only f gives it away.
+    lines = [f"{i % 3} 1:{i / 40:.3f} 2:{(i * 7 % 11) / 11:.3f} 4:0.5" for i in range(40)]
+    train = tmp / "train.svm"
+    train.write_text("\n".join(lines) + "\n")
+    small = ["train", train, "--hidden", "6", "--iterations", "2", "--quiet"]
+    runs.add("other data first", 2, [*small, "--checkpoint", tmp / "other-data"])
+    runs.add("model file", 2, [*RUN, "--iterations", "2", "--checkpoint", tmp / "as-model",
+                               "--model", tmp / "model.npz"])
+    for k in KILLS:  # each ends its job: last of the 2-rank runs
+        runs.add(("killed", k), 2, partitioned("1,2,1,1", tmp / f"killed{k}",
+                                               "--checkpoint-every", "1", "--log",
+                                               tmp / f"killed{k}.jsonl"), {KILL_AFTER: str(k)})
+    # Checkpoints at 2 and 4; the run dies after writing 4's temporary file, having
+    # logged iterations 0..3.
+    runs.add("killed in write", 2, partitioned("1,2,1,1", tmp / "in-write", "--checkpoint-every",
+                                               "2", "--log", tmp / "in-write.jsonl"),
+             {KILL_IN_WRITE: "4"})
+
+    for n_ranks, partitions in LAYOUTS:
+        key = ("layout", n_ranks)
+        runs.add(key, n_ranks, [*RUN, "--partitions", partitions, "--resume", tmp / str(key),
+                                "--log", runs.log_path(key)])
+    for i, (change, _) in enumerate(CHANGES):
+        runs.add(("changed", i), 2, [*RUN, *change, "--resume", tmp / f"changed{i}", "--log",
+                                     kept_log(tmp / f"changed{i}.jsonl")])
+    for i, (setup, _) in enumerate(MISSING):
+        folder = tmp / f"missing{i}"
+        folder.mkdir()
+        setup(folder)
+        runs.add(("missing", i), 3, [*RUN, "--resume", folder])
+    for name in (tmp / "as-model" / NAME, tmp / "model.npz"):
+        runs.add(("predict", name.name), 1, ["predict", name, "digits"])
+    runs.run()
+
+    # What the kills left, before the resumptions change it.
+    runs.killed = {k: read_log(tmp / f"killed{k}.jsonl") for k in KILLS}
+    runs.in_write = (read_log(tmp / "in-write.jsonl"),
+                     len(list((tmp / "in-write").glob(f".{NAME}.*.tmp"))),
+                     Checkpoint.load(MPI.COMM_WORLD, tmp / "in-write").iteration)
+    lines[5] = lines[5].replace("4:0.5", "4:0.7")
+    train.write_text("\n".join(lines) + "\n")
+    runs.add("other data", 2, [*small, "--iterations", "4", "--resume", tmp / "other-data",
+                               "--log", kept_log(tmp / "other-data.jsonl")])
+    for k in KILLS:
+        runs.add(("resumed", k), 2, partitioned("1,2,1,1", tmp / f"killed{k}",
+                                                "--checkpoint-every", "1", "--resume",
+                                                tmp / f"killed{k}", "--log",
+                                                tmp / f"killed{k}.jsonl"))
+    runs.add("resumed in write", 1, partitioned("1,1,1,1", tmp / "in-write", "--checkpoint-every",
+                                                "2", "--resume", tmp / "in-write", "--log",
+                                                tmp / "in-write.jsonl"))
+    return runs.run()
+
+
+@pytest.fixture
+def uninterrupted(runs):
     """The log of the whole run on 2 ranks, layout 1,2,1,1, checkpointing every iteration."""
-    folder = tmp_path_factory.mktemp("whole")
-    log = folder / "run.jsonl"
-    run_dnewton(2, [*RUN, "--partitions", "1,2,1,1", "--checkpoint", folder / "ck",
-                    "--checkpoint-every", "1", "--log", log], TIMEOUT)
-    return read_log(log)
+    runs.checked("uninterrupted")
+    return read_log(runs.scratch / "whole.jsonl")
 
 
-def killed_run(tmp_path, variable, k, every, n_ranks=2, partitions="1,2,1,1"):
-    """Run until the injected fault kills rank 0 at checkpoint k; returns (folder, log)."""
-    folder, log = tmp_path / "ck", tmp_path / "run.jsonl"
-    proc = run_dnewton(n_ranks, [*RUN, "--partitions", partitions, "--checkpoint", folder,
-                                 "--checkpoint-every", str(every), "--log", log],
-                       TIMEOUT, check=False, env={variable: str(k)})
-    assert proc.returncode != 0, "the fault did not kill the run"
-    return folder, log
+def killed(runs, key):
+    """The run `key`, which the injected fault killed."""
+    proc = runs[key]
+    assert proc.returncode != 0 and proc.returncode != 2, "the fault did not kill the run"
+    return proc
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("k", [1, 3])
-def test_resume_after_a_kill_reproduces_the_uninterrupted_log(uninterrupted, tmp_path, k):
-    folder, log = killed_run(tmp_path, KILL_AFTER, k, every=1)
+@pytest.mark.parametrize("k", KILLS)
+def test_resume_after_a_kill_reproduces_the_uninterrupted_log(runs, uninterrupted, k):
+    killed(runs, ("killed", k))
     # Iteration k's record is logged after its checkpoint (it says how long the
     # checkpoint took), so the kill came before it.
-    assert [r["iter"] for r in read_log(log)] == list(range(k))
-    run_dnewton(2, [*RUN, "--partitions", "1,2,1,1", "--checkpoint", folder,
-                    "--checkpoint-every", "1", "--resume", folder, "--log", log], TIMEOUT)
-    resumed = read_log(log)
+    assert [r["iter"] for r in runs.killed[k]] == list(range(k))
+    runs.checked(("resumed", k))
+    resumed = read_log(runs.scratch / f"killed{k}.jsonl")
     assert without_timings(resumed) == without_timings(uninterrupted)
     times = [r["time"] for r in resumed]
     assert times == sorted(times)  # the run's clock goes on from the checkpoint
 
 
 @pytest.mark.mpi
-def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(uninterrupted, tmp_path):
-    # Checkpoints at 2 and 4; the run dies after writing 4's temporary file, having
-    # logged iterations 0..3. The resumption goes back to 2 and rewrites the log.
-    folder, log = killed_run(tmp_path, KILL_IN_WRITE, 4, every=2)
-    assert len(list(folder.glob(f".{NAME}.*.tmp"))) == 1
-    assert [r["iter"] for r in read_log(log)] == [0, 1, 2, 3]
-    checkpoint = Checkpoint.load(MPI.COMM_WORLD, folder)
-    assert checkpoint.iteration == 2
-    proc = run_dnewton(1, [*RUN, "--partitions", "1,1,1,1", "--checkpoint", folder,
-                           "--checkpoint-every", "2", "--resume", folder, "--log", log],
-                       TIMEOUT)
-    assert proc.returncode == 0
-    resumed = read_log(log)
+def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(runs, uninterrupted):
+    # The resumption goes back to 2 and rewrites the log.
+    killed(runs, "killed in write")
+    log, temporary_files, iteration = runs.in_write
+    assert temporary_files == 1
+    assert [r["iter"] for r in log] == [0, 1, 2, 3]
+    assert iteration == 2
+    runs.checked("resumed in write")
+    folder = runs.scratch / "in-write"
+    resumed = read_log(runs.scratch / "in-write.jsonl")
     assert [r["iter"] for r in resumed] == list(range(ITERATIONS + 1))
     assert without_timings(resumed[:3]) == without_timings(uninterrupted[:3])
     assert not list(folder.glob(f".{NAME}.*.tmp"))  # the resumed run removed it
@@ -79,16 +173,10 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(uninterrupted, 
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("n_ranks, partitions", [(1, "1,1,1,1"), (3, "2,1,1,1"),
-                                                 (4, "1,2,2,1")])
-def test_resume_on_another_layout_ends_at_the_same_f(uninterrupted, tmp_path, n_ranks,
-                                                     partitions):
-    folder, log = tmp_path / "ck", tmp_path / "run.jsonl"
-    first = [*RUN, "--iterations", "3", "--checkpoint", folder, "--log", log]
-    run_dnewton(2, [*first, "--partitions", "1,2,1,1"], TIMEOUT)
-    run_dnewton(n_ranks, [*RUN, "--partitions", partitions, "--resume", folder, "--log", log],
-                TIMEOUT)
-    resumed = read_log(log)
+@pytest.mark.parametrize("n_ranks, partitions", LAYOUTS)
+def test_resume_on_another_layout_ends_at_the_same_f(runs, uninterrupted, n_ranks, partitions):
+    runs.checked(("first", "layout", n_ranks))
+    resumed = runs.log(("layout", n_ranks))
     assert [r["iter"] for r in resumed] == list(range(ITERATIONS + 1))
     np.testing.assert_allclose([r["f"] for r in resumed], [r["f"] for r in uninterrupted],
                                rtol=1e-9)
@@ -96,79 +184,46 @@ def test_resume_on_another_layout_ends_at_the_same_f(uninterrupted, tmp_path, n_
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("change, message", [
-    (["--hidden", "16,11"], "widths = [64, 16, 12, 10], this run has [64, 16, 11, 10]"),
-    (["--seed", "8"], "seed = 7, this run has 8"),
-    (["-C", "0.1"], f"C = {ModelConfig.C}, this run has 0.1"),
-    (["--feature-scale", "15"], "feature_scale = 16.0, this run has 15.0"),
-    (["--dtype", "float32"], "dtype = float64, this run has float32"),
-])
-def test_resume_refuses_changed_settings(tmp_path, change, message):
-    folder = tmp_path / "ck"
-    run_dnewton(2, [*RUN, "--iterations", "1", "--checkpoint", folder], TIMEOUT)
-    log = tmp_path / "kept.jsonl"
-    log.write_text('{"iter": 0}\n')
-    proc = run_dnewton(2, [*RUN, *change, "--resume", folder, "--log", log], TIMEOUT,
-                       check=False)
+@pytest.mark.parametrize("case", range(len(CHANGES)), ids=[m for _, m in CHANGES])
+def test_resume_refuses_changed_settings(runs, case):
+    runs.checked(("changed", case, "first"))
+    proc = runs[("changed", case)]
+    message = CHANGES[case][1]
     assert proc.returncode == 2 and proc.stderr.count(message) == 1, proc.stderr
-    assert log.read_text() == '{"iter": 0}\n'
+    assert (runs.scratch / f"changed{case}.jsonl").read_text() == KEPT
 
 
 @pytest.mark.mpi
-def test_a_float32_run_resumes_to_the_uninterrupted_log(tmp_path):
-    single = [*RUN, "--dtype", "float32"]
-    whole, log = tmp_path / "whole.jsonl", tmp_path / "run.jsonl"
-    run_dnewton(2, [*single, "--log", whole], TIMEOUT)
-    folder = tmp_path / "ck"
-    run_dnewton(2, [*single, "--iterations", "3", "--checkpoint", folder, "--log", log],
-                TIMEOUT)
-    run_dnewton(2, [*single, "--checkpoint", folder, "--resume", folder, "--log", log],
-                TIMEOUT)
+def test_a_float32_run_resumes_to_the_uninterrupted_log(runs):
+    for key in ("float32 whole", "float32 first", "float32 resumed"):
+        runs.checked(key)
+    whole, log = runs.scratch / "f32-whole.jsonl", runs.scratch / "f32.jsonl"
     assert without_timings(read_log(log)) == without_timings(read_log(whole))
-    assert str(np.load(folder / NAME)["dtype"]) == "float32"
+    assert str(np.load(runs.scratch / "f32" / NAME)["dtype"]) == "float32"
 
 
 @pytest.mark.mpi
-def test_resume_refuses_other_training_data(tmp_path):
-    # Same size, classes and settings, one value changed: only f gives it away.
-    lines = [f"{i % 3} 1:{i / 40:.3f} 2:{(i * 7 % 11) / 11:.3f} 4:0.5" for i in range(40)]
-    train = tmp_path / "train.svm"
-    train.write_text("\n".join(lines) + "\n")
-    folder = tmp_path / "ck"
-    small = ["train", train, "--hidden", "6", "--iterations", "2", "--quiet"]
-    run_dnewton(2, [*small, "--checkpoint", folder], TIMEOUT)
-    lines[5] = lines[5].replace("4:0.5", "4:0.7")
-    train.write_text("\n".join(lines) + "\n")
-    log = tmp_path / "kept.jsonl"
-    log.write_text('{"iter": 0}\n')
-    proc = run_dnewton(2, [*small, "--iterations", "4", "--resume", folder, "--log", log],
-                       TIMEOUT, check=False)
+def test_resume_refuses_other_training_data(runs):
+    runs.checked("other data first")
+    proc = runs["other data"]
     assert proc.returncode == 2 and proc.stderr.count("is it the same data?") == 1, proc.stderr
-    assert log.read_text() == '{"iter": 0}\n'
+    assert (runs.scratch / "other-data.jsonl").read_text() == KEPT
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("setup, message", [
-    (lambda folder: None, "checkpoint.npz: no such checkpoint"),
-    (lambda folder: (folder / NAME).write_text("junk"), "not a readable checkpoint"),
-])
-def test_resume_from_a_missing_or_damaged_checkpoint(tmp_path, setup, message):
-    folder = tmp_path / "ck"
-    folder.mkdir()
-    setup(folder)
-    proc = run_dnewton(3, [*RUN, "--resume", folder], TIMEOUT, check=False)
-    assert proc.returncode == 2 and proc.stderr.count(message) == 1, proc.stderr
+@pytest.mark.parametrize("case", range(len(MISSING)), ids=[m for _, m in MISSING])
+def test_resume_from_a_missing_or_damaged_checkpoint(runs, case):
+    proc = runs[("missing", case)]
+    message = MISSING[case][1]
+    assert proc.returncode == 2 and proc.statuses == [2, 2, 2], proc.stderr
+    assert proc.stderr.count(message) == 1, proc.stderr
 
 
 @pytest.mark.mpi
-def test_a_checkpoint_is_a_model_file(tmp_path):
-    folder = tmp_path / "ck"
-    run_dnewton(2, [*RUN, "--iterations", "2", "--checkpoint", folder,
-                    "--model", tmp_path / "model.npz"], TIMEOUT)
-    outputs = []
-    for model in (folder / NAME, tmp_path / "model.npz"):
-        proc = run_dnewton(1, ["predict", model, "digits"], TIMEOUT)
-        outputs.append(proc.stdout.split("accuracy")[1])
+def test_a_checkpoint_is_a_model_file(runs):
+    runs.checked("model file")
+    outputs = [runs.checked(("predict", name)).stdout.split("accuracy")[1]
+               for name in (NAME, "model.npz")]
     assert outputs[0] == outputs[1]
 
 

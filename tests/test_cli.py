@@ -177,10 +177,13 @@ def test_every_option_of_the_table_is_refused_by_name_where_it_does_not_apply():
     (["--mini-batch", "64"], "--mini-batch applies to --solver sgd or adam only, not to newton"),
     (["--solver", "sgd", "--iterations", "5"],
      "--iterations applies to --solver newton only, not to sgd"),
-    (["--solver", "adam", "--lambda", "2"], "--lambda applies to --solver newton only, not to adam"),
+    (["--solver", "adam", "--lambda", "2"],
+     "--lambda applies to --solver newton only, not to adam"),
     (["--solver", "sgd", "--xi", "0.1"], "--xi applies to --solver newton only, not to sgd"),
-    (["--solver", "sgd", "--gn-ratio", "0.1"], "--gn-ratio applies to --solver newton only, not to sgd"),
-    (["--solver", "adam", "--momentum", "0.5"], "--momentum applies to --solver sgd only, not to adam"),
+    (["--solver", "sgd", "--gn-ratio", "0.1"],
+     "--gn-ratio applies to --solver newton only, not to sgd"),
+    (["--solver", "adam", "--momentum", "0.5"],
+     "--momentum applies to --solver sgd only, not to adam"),
     (["--solver", "sgd", "--beta1", "0.5"], "--beta1 applies to --solver adam only, not to sgd"),
     (["--C-grid", "1,2"], "--C-grid applies only with -C auto"),
     (["-C", "0.5", "--holdout", "0.3"], "--holdout applies only with -C auto"),
@@ -194,7 +197,8 @@ def test_every_option_of_the_table_is_refused_by_name_where_it_does_not_apply():
     (["--sample-size", "all", "--sample-growth", "2"],
      "--sample-growth applies only with --sample-size"),
     (["--tol", "0.01"], "--tol applies only with --early-stopping"),
-    (["--solver", "sgd", "--average", "0.9"], "--average applies to --solver newton only, not to sgd"),
+    (["--solver", "sgd", "--average", "0.9"],
+     "--average applies to --solver newton only, not to sgd"),
     (["--solver", "adam", "--validation-fraction", "0.2"],
      "--validation-fraction applies only with --early-stopping"),
 ])
@@ -216,7 +220,8 @@ def test_options_that_apply_are_accepted(given):
 
 
 def test_predict_refuses_proba_without_output():
-    assert refusal(["predict", "m.npz", "digits", "--proba"]) == "--proba applies only with --output"
+    assert refusal(["predict", "m.npz", "digits", "--proba"]) == (
+        "--proba applies only with --output")
     assert refusal(["predict", "m.npz", "digits", "--proba", "--output", "-"]) is None
 
 

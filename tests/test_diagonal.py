@@ -1,11 +1,10 @@
 """The block-diagonal Gauss-Newton approximation and the synchronization of its
 block CGs (docs/design.md, "The paper's techniques")."""
 
-import time
-
 import numpy as np
 import pytest
-from helpers import WORLD, make_problem, read_log, run_dnewton, synthetic
+from helpers import WORLD, make_problem, read_log, synthetic
+from shared_runs import SharedRuns
 
 from dnewton.app.training import make_solver, solve
 from dnewton.fault_injection import POISON_BLOCK, SLOW_RANK
@@ -65,12 +64,27 @@ COMMON = ["train", "digits", "--hidden", "16,12", "--iterations", "4", "--featur
           "--center", "--quiet", "--seed", "2", "--diagonal", "--partitions", "2,2,2,1"]
 
 
+# Rank 0's sleep before each of its block CG iterations, with --sync-fraction 1 and 0.5
+STRAGGLER = {"1": "0:0.1", "0.5": "0:1.0"}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every run of this module, in one shared job per rank count (shared_runs.py)."""
+    runs = SharedRuns(tmp_path_factory.mktemp("diagonal"), timeout=240)
+    runs.add("one", 1, [*COMMON, "--log", runs.log_path("one")])
+    runs.add("four", 4, [*COMMON, "--log", runs.log_path("four")])
+    for q, slow in STRAGGLER.items():
+        runs.add(("q", q), 4, [*COMMON, "--iterations", "3", "--sync-fraction", q, "--xi",
+                               "0.001", "--log", runs.log_path(("q", q))], {SLOW_RANK: slow})
+    runs.add("poisoned", 2, [*COMMON, "--log", runs.scratch / "poisoned.jsonl"],
+             {POISON_BLOCK: "5"})
+    return runs.run()
+
+
 @pytest.mark.mpi
-def test_diagonal_sends_no_gauss_newton_bytes_and_matches_one_rank(tmp_path):
-    one, four = tmp_path / "one.jsonl", tmp_path / "four.jsonl"
-    run_dnewton(1, [*COMMON, "--log", one])
-    run_dnewton(4, [*COMMON, "--log", four])
-    one, four = read_log(one), read_log(four)
+def test_diagonal_sends_no_gauss_newton_bytes_and_matches_one_rank(runs):
+    one, four = runs.log("one"), runs.log("four")
     assert all(rec["bytes"]["gauss_newton"] == 0 for rec in four)
     np.testing.assert_allclose([r["f"] for r in four], [r["f"] for r in one], rtol=1e-9)
     for rec in four[1:]:
@@ -80,17 +94,13 @@ def test_diagonal_sends_no_gauss_newton_bytes_and_matches_one_rank(tmp_path):
 
 
 @pytest.mark.mpi
-def test_sync_fraction_cuts_off_a_straggler_every_iteration(tmp_path):
-    # Rank 0 sleeps 1 s before each of its block CG iterations; the other ranks'
-    # blocks, more than half of all, converge in milliseconds. With q = 0.5 the
-    # vote must pass while rank 0 still works, in every Newton iteration, however
-    # loaded the machine; with q = 1 nothing may be cut.
-    logs = {}
-    for q in ("1", "0.5"):
-        path = tmp_path / f"q{q}.jsonl"
-        run_dnewton(4, [*COMMON, "--iterations", "3", "--sync-fraction", q, "--xi", "0.001",
-                        "--log", path], timeout=240, env={SLOW_RANK: "0:1.0"})
-        logs[q] = read_log(path)
+def test_sync_fraction_cuts_off_a_straggler_every_iteration(runs):
+    # Rank 0 sleeps before each of its block CG iterations (1 s with q = 0.5); the
+    # other ranks' blocks, more than half of all, converge in milliseconds. With
+    # q = 0.5 the vote must pass while rank 0 still works, in every Newton
+    # iteration, however loaded the machine; with q = 1 nothing may be cut, however
+    # long rank 0 takes (0.1 s a CG iteration there: its run waits for every one).
+    logs = {q: runs.log(("q", q)) for q in STRAGGLER}
     assert all(rec["sync_stopped_blocks"] == 0 for rec in logs["1"][1:])
     for rec in logs["0.5"][1:]:
         assert rec["cg_reason"] == "sync_cutoff" and 1 <= rec["sync_stopped_blocks"] <= 5
@@ -99,15 +109,12 @@ def test_sync_fraction_cuts_off_a_straggler_every_iteration(tmp_path):
 
 
 @pytest.mark.mpi
-def test_a_failed_block_on_one_rank_ends_every_rank(tmp_path):
+def test_a_failed_block_on_one_rank_ends_every_rank(runs):
     # Block 5's operator returns NaN curvature: only its owner sees it; the others
     # learn of it from the per-block summary and all stop with one message.
-    log = tmp_path / "run.jsonl"
-    began = time.monotonic()
-    proc = run_dnewton(2, [*COMMON, "--log", log], timeout=60, check=False,
-                       env={POISON_BLOCK: "5"})
-    assert time.monotonic() - began < 60
-    assert proc.returncode == 3, proc.stderr
+    proc = runs["poisoned"]
+    assert proc.seconds < 60
+    assert proc.returncode == 3 and proc.statuses == [3, 3], proc.stderr
     assert proc.stderr.count("dnewton: error") == 1, proc.stderr
     assert "iteration 1: conjugate gradient of block 5: curvature p'Ap = nan" in proc.stderr
-    assert [rec["iter"] for rec in read_log(log)] == [0]
+    assert [rec["iter"] for rec in read_log(runs.scratch / "poisoned.jsonl")] == [0]

@@ -46,7 +46,8 @@ def test_outputs_match_apart_from_numbers(shown, printed, same):
 
 
 def test_quick_runs_are_shorter():
-    assert regenerate.shorten("dnewton train x --iterations 100 --epochs 21 --path-iterations 5") == (
+    assert regenerate.shorten(
+        "dnewton train x --iterations 100 --epochs 21 --path-iterations 5") == (
         "dnewton train x --iterations 10 --epochs 3 --path-iterations 1")
     assert regenerate.shorten("make demo") == "make demo ITERATIONS=3"
     assert regenerate.shorten("NewtonClassifier(max_iter=50)") == "NewtonClassifier(max_iter=5)"
@@ -60,11 +61,13 @@ def test_a_regenerated_output_keeps_the_documents_cut():
     warned = ["dnewton: warning: w", *printed]
     assert regenerate.abridged(["a", "b", "...", "z"], warned) == [
         "dnewton: warning: w", "line 0", "line 1", "...", "line 9"]
-    assert regenerate.abridged(["...", "z"], [*printed[:5], "dnewton: warning: w", *printed[5:]]) == [
+    warned_within = [*printed[:5], "dnewton: warning: w", *printed[5:]]
+    assert regenerate.abridged(["...", "z"], warned_within) == [
         "dnewton: warning: w", "...", "line 9"]
 
 
 @pytest.mark.mpi
+@pytest.mark.docs
 @pytest.mark.parametrize("document", regenerate.DOCUMENTS)
 def test_every_command_of_a_document_prints_what_it_shows(document, tmp_path):
     if WORLD.size > 1:
@@ -117,6 +120,18 @@ def bench_commands():
     return sorted(found)
 
 
+def test_every_bench_command_of_the_documents_names_flags_its_script_defines():
+    """The scripts' sources, not their --help (which imports what they compare with):
+    each flag is a string of the script's own."""
+    for script, flags in bench_commands():
+        path = ROOT / "bench" / f"{script}.py"
+        assert path.exists(), f"bench/{script}.py"
+        source = path.read_text()
+        missing = [flag for flag in flags if f'"{flag}"' not in source]
+        assert not missing or script == "waits", f"bench/{script}.py has no {missing}"
+
+
+@pytest.mark.bench  # runs every bench/ script's --help: make test-bench
 def test_every_bench_command_of_the_documents_exists_with_its_flags():
     import subprocess
     import sys

@@ -19,12 +19,12 @@ import sys
 import numpy as np
 import pytest
 from helpers import WORLD, mpiexec_path, read_log, run_dnewton
+from mpi4py import MPI
 from sklearn.base import clone
 from sklearn.model_selection import cross_val_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from threadpoolctl import threadpool_limits
 
-from mpi4py import MPI
 from dnewton import NewtonClassifier, NewtonRegressor
 from dnewton.app.estimator import LIBRARY_NAMES, estimator_message
 from dnewton.app.problem import ModelConfig

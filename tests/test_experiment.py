@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from helpers import load_bench, mpiexec_path
 
+pytestmark = pytest.mark.bench  # a bench/ script: make test-bench
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

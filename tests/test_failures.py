@@ -6,6 +6,7 @@ import pytest
 from helpers import run_dnewton
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from shared_runs import SharedRuns
 
 from dnewton.errors import InputError
 from dnewton.fault_injection import MEMORY_LIMIT
@@ -147,45 +148,84 @@ CASES = {
 }
 
 
-@pytest.mark.mpi
-@pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_ends_all_ranks_with_one_message(tmp_path, case):
-    train_text, extra, message = CASES[case]
-    train = write(tmp_path / "bad.svm", train_text)
+def bad_input_run(runs, folder, case):
+    """Declare the run of `case` in `folder`; returns (key, the earlier log it must keep)."""
+    train_text, extra, _ = CASES[case]
+    folder.mkdir()
+    train = write(folder / "bad.svm", train_text)
     if isinstance(extra, str):
-        extra = ["--test", write(tmp_path / "test.svm", extra)]
+        extra = ["--test", write(folder / "test.svm", extra)]
     # Room for the parameters (6 KiB on the node), not for the Gauss-Newton data.
     env = {MEMORY_LIMIT: "10000"} if case == "memory" else None
-    log = write(tmp_path / "previous.jsonl", '{"iter": 0}\n')
+    log = write(folder / "previous.jsonl", '{"iter": 0}\n')
     small = SMALL if "--solver" not in extra else MINI_BATCH_SMALL
-    proc = run_dnewton(3, ["train", train, *small, *extra, "--log", log], TIMEOUT, check=False,
-                       env=env)
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.count("dnewton: error") == 1, proc.stderr
-    assert message in proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert log.read_text() == '{"iter": 0}\n'
+    return runs.add(case, 3, ["train", train, *small, *extra, "--log", log], env), log
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The runs of this module's tests, in shared jobs (shared_runs.py)."""
+    folder = tmp_path_factory.mktemp("failures")
+    runs = SharedRuns(folder, TIMEOUT)
+    runs.logs = {case: bad_input_run(runs, folder / f"case{i}", case)[1]
+                 for i, case in enumerate(CASES)}
+    features_runs(runs, folder / "features")
+    train = write(folder / "good.svm", GOOD)
+    runs.add("unwritable log", 2, ["train", train, *SMALL, "--log",
+                                   folder / "no" / "log.jsonl"])
+    huge = write(folder / "huge.svm", "".join(f"{i % 2} 1:1e200 2:{i}\n" for i in range(10)))
+    runs.add("overflow", 2, ["train", huge, *SMALL])
+    for name in ("a", "b"):
+        runs.add(f"twice {name}", 3, ["train", train, "--hidden", "8,6", "--iterations", "4",
+                                      "--quiet", "--partitions", "2,1,2,1", "--log",
+                                      folder / f"{name}.jsonl"])
+    runs.run()
+    features_runs_after(runs, folder / "features")
+    return runs.run()
 
 
 @pytest.mark.mpi
-def test_explicit_features_cut_test_and_prediction_files_with_one_warning(tmp_path):
-    train = write(tmp_path / "train.svm", GOOD)
-    wide = write(tmp_path / "wide.svm", "0 1:0.5\n1 2:0.5 9:1\n")
-    model = tmp_path / "model.npz"
-    proc = run_dnewton(3, ["train", train, *SMALL, "--features", "6", "--test", wide,
-                           "--model", model], TIMEOUT)
-    warning = "wide.svm: feature indices up to 9; only the first 6 are used (--features 6)"
-    assert proc.stderr.count("warning") == 1 and warning in proc.stderr, proc.stderr
-    assert np.load(model)["widths"][0] == 6
-    proc = run_dnewton(3, ["predict", model, wide, "--features", "6"], TIMEOUT)
-    assert proc.stderr.count("warning") == 1 and warning in proc.stderr, proc.stderr
-    assert proc.stdout.count("2 instances, accuracy") == 1
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_ends_all_ranks_with_one_message(runs, case):
+    proc = runs[case]
+    assert proc.returncode == 2 and proc.statuses == [2, 2, 2], proc.stderr
+    assert proc.stderr.count("dnewton: error") == 1, proc.stderr
+    assert CASES[case][2] in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert runs.logs[case].read_text() == '{"iter": 0}\n'
+
+
+def features_runs(runs, folder):
+    folder.mkdir()
+    train = write(folder / "train.svm", GOOD)
+    wide = write(folder / "wide.svm", "0 1:0.5\n1 2:0.5 9:1\n")
+    model = folder / "model.npz"
+    runs.add("features: train", 3, ["train", train, *SMALL, "--features", "6", "--test", wide,
+                                    "--model", model])
+    runs.add("features: predict", 3, ["predict", model, wide, "--features", "6"])
     # without --features the wider file is refused, once, naming file, line and index
-    for args in (["predict", model, wide], ["train", train, *SMALL, "--test", wide]):
-        proc = run_dnewton(3, args, TIMEOUT, check=False)
+    runs.add("features: predict refused", 3, ["predict", model, wide])
+    runs.add("features: train refused", 3, ["train", train, *SMALL, "--test", wide])
+
+
+def features_runs_after(runs, folder):
+    runs.add("features: other count", 2, ["predict", folder / "model.npz", folder / "wide.svm",
+                                          "--features", "5"])
+
+
+@pytest.mark.mpi
+def test_explicit_features_cut_test_and_prediction_files_with_one_warning(runs):
+    warning = "wide.svm: feature indices up to 9; only the first 6 are used (--features 6)"
+    for key in ("features: train", "features: predict"):
+        proc = runs.checked(key)
+        assert proc.stderr.count("warning") == 1 and warning in proc.stderr, proc.stderr
+    assert np.load(runs.scratch / "features" / "model.npz")["widths"][0] == 6
+    assert runs["features: predict"].stdout.count("2 instances, accuracy") == 1
+    for key in ("features: predict refused", "features: train refused"):
+        proc = runs[key]
         assert proc.returncode == 2 and proc.stderr.count("dnewton: error") == 1, proc.stderr
         assert "wide.svm: line 2: feature index 9 beyond the model's" in proc.stderr
-    proc = run_dnewton(2, ["predict", model, wide, "--features", "5"], TIMEOUT, check=False)
+    proc = runs["features: other count"]
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("--features 5 differs from the model's 6 features") == 1
 
@@ -199,10 +239,8 @@ def test_missing_and_directory_inputs(tmp_path):
 
 
 @pytest.mark.mpi
-def test_unwritable_log(tmp_path):
-    train = write(tmp_path / "good.svm", GOOD)
-    proc = run_dnewton(2, ["train", train, *SMALL, "--log", tmp_path / "no" / "log.jsonl"],
-                       TIMEOUT, check=False)
+def test_unwritable_log(runs):
+    proc = runs["unwritable log"]
     assert proc.returncode == 2 and proc.stderr.count("cannot write the log") == 1, proc.stderr
 
 
@@ -248,9 +286,8 @@ def test_reader_loads_or_raises_input_error(tmp_path, content):
 
 
 @pytest.mark.mpi
-def test_overflowing_data_stops_with_a_numerical_message(tmp_path):
-    train = write(tmp_path / "huge.svm", "".join(f"{i % 2} 1:1e200 2:{i}\n" for i in range(10)))
-    proc = run_dnewton(2, ["train", train, *SMALL], TIMEOUT, check=False)
+def test_overflowing_data_stops_with_a_numerical_message(runs):
+    proc = runs["overflow"]
     assert proc.returncode == 3, proc.stderr
     assert proc.stderr.count("the starting point has f = ") == 1, proc.stderr
 
@@ -284,19 +321,14 @@ def test_uncaught_exception_on_one_rank_aborts_the_job(tmp_path):
 
 
 @pytest.mark.mpi
-def test_same_command_twice_gives_identical_logs(tmp_path):
-    train = write(tmp_path / "good.svm", GOOD)
-    logs = []
-    for name in ("a", "b"):
-        log = tmp_path / f"{name}.jsonl"
-        run_dnewton(3, ["train", train, "--hidden", "8,6", "--iterations", "4", "--quiet",
-                        "--partitions", "2,1,2,1", "--log", log], TIMEOUT)
-        logs.append(log.read_text())
-
+def test_same_command_twice_gives_identical_logs(runs):
     import json
 
     from helpers import without_timings
 
+    for name in ("a", "b"):
+        runs.checked(f"twice {name}")
+    logs = [(runs.scratch / f"{name}.jsonl").read_text() for name in ("a", "b")]
     records = [[json.loads(line) for line in log.splitlines()] for log in logs]
     assert without_timings(records[0]) == without_timings(records[1])
     assert logs[0] != logs[1]  # the timings, which do differ

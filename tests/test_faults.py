@@ -13,114 +13,51 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import mpiexec_path, read_log, run_dnewton, run_environment, without_timings
+from shared_runs import SharedRuns
 
 TIMEOUT = 60
 SMALL = ["train", "digits", "--hidden", "8", "--iterations", "2", "--quiet"]
 
 
 def one_message(proc, status, text):
-    """The run ended with `status` and exactly one message containing `text`."""
+    """The run ended with `status` on every rank and exactly one message containing
+    `text`."""
     assert proc.returncode == status, proc.stderr
+    assert set(getattr(proc, "statuses", [status])) == {status}, proc.stderr
     assert proc.stderr.count("dnewton: error") == 1, proc.stderr
     assert text in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-@pytest.fixture
-def device(tmp_path):
+def make_device(path):
     """A character device of our own (a copy of /dev/null's numbers), so that a
-    failing test can replace nothing the machine needs."""
-    path = tmp_path / "device"
+    failing test can replace nothing the machine needs; None if this user cannot."""
     try:
         os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
     except (PermissionError, OSError):
-        pytest.skip("cannot create a device node here (needs root)")
+        return None
     return path
 
 
-@pytest.mark.mpi
-@pytest.mark.parametrize("option", ["--model", "--checkpoint"])
-def test_an_output_that_is_a_device_is_refused_and_kept(device, option):
-    target = device if option == "--model" else device.parent
-    if option == "--checkpoint":  # the checkpoint file inside the folder is the device
-        (device.parent / "checkpoint.npz").symlink_to(device)
-    proc = run_dnewton(2, [*SMALL, option, target], TIMEOUT, check=False)
-    one_message(proc, 2, "is a character device")
-    assert stat.S_ISCHR(device.stat().st_mode)
-
-
-@pytest.mark.mpi
-def test_a_model_path_that_is_a_link_is_written_through(tmp_path):
-    real, link = tmp_path / "real.npz", tmp_path / "link.npz"
-    real.write_text("old")
-    link.symlink_to(real)
-    run_dnewton(2, [*SMALL, "--model", link], TIMEOUT)
-    assert link.is_symlink() and os.readlink(link) == str(real)
-    assert real.read_bytes()[:2] == b"PK"  # the model, a zip archive, replaced the target
-
-
-@pytest.mark.mpi
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
-def test_a_log_that_cannot_be_written_ends_the_run_with_one_message(tmp_path):
-    model = tmp_path / "model.npz"
-    proc = run_dnewton(2, [*SMALL, "--iterations", "50", "--log", "/dev/full",
-                           "--model", model], TIMEOUT, check=False)
-    one_message(proc, 2, "/dev/full: cannot write the log (No space left on device)")
-    assert stat.S_ISCHR(Path("/dev/full").stat().st_mode)
-    assert model.stat().st_size > 0  # the run stopped, but what it trained is kept
-
-
-@pytest.mark.mpi
-@pytest.mark.parametrize("option, path, message", [
+PLACES = [
     ("--log", "{tmp}", "cannot write the log"),
     ("--model", "{tmp}", "is a directory"),
     ("--log", "/proc/dnewton.jsonl", "cannot write the log"),
     ("--model", "/proc/dnewton.npz", "cannot write in /proc"),
     ("--checkpoint", "/proc/dnewton", "cannot create it"),
-])
-def test_outputs_in_a_directory_or_a_place_that_cannot_be_written(tmp_path, option, path,
-                                                                  message):
-    proc = run_dnewton(2, [*SMALL, option, path.format(tmp=tmp_path)], TIMEOUT, check=False)
-    one_message(proc, 2, message)
-
-
-@pytest.mark.mpi
-def test_a_network_too_big_for_memory_is_refused_before_allocating():
-    began = time.monotonic()
-    proc = run_dnewton(2, ["train", "digits", "--hidden", "100000,100000", "--iterations", "1"],
-                       TIMEOUT, check=False)
-    one_message(proc, 2, "parameters need about")
-    assert "--hidden" in proc.stderr and time.monotonic() - began < 30
-
-
-@pytest.mark.mpi
-@pytest.mark.parametrize("args, status, message", [
+]
+EDGES = [
     (["--seed", "-1"], 2, "--seed must be a whole number >= 0"),
     (["-C", "inf"], 2, "-C must be a positive number"),
     (["-C", "nan"], 2, "-C must be a positive number"),
     (["-C", "1e-300"], 3, "and is -C sensible?"),
     (["--lambda", "inf"], 2, "--lambda must be >= 0"),
     (["--lambda=-1e-300"], 2, "--lambda must be >= 0"),
-])
-def test_values_at_the_edges_of_their_ranges_are_refused(args, status, message):
-    one_message(run_dnewton(2, [*SMALL, *args], TIMEOUT, check=False), status, message)
-
-
-@pytest.mark.mpi
-@pytest.mark.parametrize("args", [["-C", "1e300"], ["--lambda", "1e300"],
-                                  ["--seed", str(2**64)], ["--seed", "0"]])
-def test_values_at_the_far_ends_that_make_sense_train(tmp_path, args):
-    log = tmp_path / "run.jsonl"
-    run_dnewton(2, [*SMALL, *args, "--log", log], TIMEOUT)
-    assert all(np.isfinite(r["f"]) for r in read_log(log))
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("saved")
-    run_dnewton(1, [*SMALL, "--model", folder / "model.npz", "--checkpoint", folder / "ck"],
-                TIMEOUT)
-    return folder
+]
+FAR_ENDS = [["-C", "1e300"], ["--lambda", "1e300"], ["--seed", str(2**64)], ["--seed", "0"]]
+# A flipped byte in the zip's own bookkeeping (a timestamp, say) changes nothing
+# and may pass; one in an array's bytes must be caught (the CRC of every member).
+OFFSETS = [None, 10, 100, 300, 1000, 2000, 3000, -40]
 
 
 def damaged(source, destination, offset):
@@ -132,18 +69,141 @@ def damaged(source, destination, offset):
     destination.write_bytes(bytes(data))
 
 
-# A flipped byte in the zip's own bookkeeping (a timestamp, say) changes nothing
-# and may pass; one in an array's bytes must be caught (the CRC of every member).
-OFFSETS = [None, 10, 100, 300, 1000, 2000, 3000, -40]
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The runs of this module's tests, in shared jobs (shared_runs.py): a model and
+    a checkpoint saved on one rank, then every run on two ranks."""
+    folder = tmp_path_factory.mktemp("faults")
+    runs = SharedRuns(folder, TIMEOUT)
+    saved = folder / "saved"
+    saved.mkdir()
+    runs.add("saved", 1, [*SMALL, "--model", saved / "model.npz", "--checkpoint", saved / "ck"])
+    runs.run()
+    runs.checked("saved")
+
+    for option in ("--model", "--checkpoint"):
+        place = folder / f"device{option}"
+        place.mkdir()
+        device = make_device(place / "device")
+        if device is not None:
+            target = device if option == "--model" else place
+            if option == "--checkpoint":  # the checkpoint file inside the folder is the device
+                (place / "checkpoint.npz").symlink_to(device)
+            runs.add(f"device {option}", 2, [*SMALL, option, target])
+    real, link = folder / "real.npz", folder / "link.npz"
+    real.write_text("old")
+    link.symlink_to(real)
+    runs.add("link", 2, [*SMALL, "--model", link])
+    runs.add("/dev/full", 2, [*SMALL, "--iterations", "50", "--log", "/dev/full",
+                              "--model", folder / "full-model.npz"])
+    for i, (option, path, _) in enumerate(PLACES):
+        runs.add(f"place {i}", 2, [*SMALL, option, path.format(tmp=folder)])
+    runs.add("too big", 2, ["train", "digits", "--hidden", "100000,100000", "--iterations", "1"])
+    for i, (args, _, _) in enumerate(EDGES):
+        runs.add(f"edge {i}", 2, [*SMALL, *args])
+    for i, args in enumerate(FAR_ENDS):
+        runs.add(f"far end {i}", 2, [*SMALL, *args, "--log", folder / f"far{i}.jsonl"])
+
+    runs.add("intact predict", 2, ["predict", saved / "model.npz", "digits"])
+    runs.add("intact resume", 2, [*SMALL, "--iterations", "4", "--resume", saved / "ck",
+                                  "--log", folder / "intact.jsonl"])
+    for offset in OFFSETS:
+        case = folder / f"damaged{offset}"
+        case.mkdir()
+        damaged(saved / "model.npz", case / "model.npz", offset)
+        runs.add(f"damaged model {offset}", 2, ["predict", case / "model.npz", "digits"])
+        (case / "ck").mkdir()
+        damaged(saved / "ck" / "checkpoint.npz", case / "ck" / "checkpoint.npz", offset)
+        write_text(case / "kept.jsonl", '{"iter": 0}\n')
+        runs.add(f"damaged checkpoint {offset}", 2, [*SMALL, "--iterations", "4", "--resume",
+                                                     case / "ck", "--log", case / "kept.jsonl"])
+    runs.add("other network", 2, [*SMALL, "--hidden", "9", "--resume", saved / "ck"])
+    with np.load(saved / "model.npz") as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    arrays["widths"] = np.array([64, 10**9, 10])  # terabytes, were it believed
+    np.savez(folder / "crafted.npz", **arrays)
+    runs.add("crafted", 2, ["predict", folder / "crafted.npz", "digits"])
+
+    fifo = folder / "fifo"
+    os.mkfifo(fifo)
+    runs.add("pipe: train", 2, [*SMALL, "--log", fifo])
+    runs.add("pipe: predict", 2, ["predict", saved / "model.npz", "digits", "--output", fifo])
+    damaged_gz = _damaged_gz(folder)
+    for name, args in (("train", [*SMALL[:1], damaged_gz, *SMALL[2:]]),
+                       ("plan", ["plan", damaged_gz, "--ranks", "2"]),
+                       ("predict", ["predict", saved / "model.npz", damaged_gz])):
+        runs.add(f"damaged gz: {name}", 2, args)
+    big = write_text(folder / "big.svm",
+                     "1 1:1e300 2:3\n2 1:-1e300 2:1\n1 1:5e299 2:2\n2 1:1 2:-1e308\n")
+    runs.add("overflow", 2, ["train", big, "--hidden", "4", "--iterations", "2", "--quiet"])
+    return runs.run()
+
+
+def write_text(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("option", ["--model", "--checkpoint"])
+def test_an_output_that_is_a_device_is_refused_and_kept(runs, option):
+    device = runs.scratch / f"device{option}" / "device"
+    if not device.exists():
+        pytest.skip("cannot create a device node here (needs root)")
+    one_message(runs[f"device {option}"], 2, "is a character device")
+    assert stat.S_ISCHR(device.stat().st_mode)
+
+
+@pytest.mark.mpi
+def test_a_model_path_that_is_a_link_is_written_through(runs):
+    real, link = runs.scratch / "real.npz", runs.scratch / "link.npz"
+    runs.checked("link")
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert real.read_bytes()[:2] == b"PK"  # the model, a zip archive, replaced the target
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_log_that_cannot_be_written_ends_the_run_with_one_message(runs):
+    one_message(runs["/dev/full"], 2, "/dev/full: cannot write the log (No space left on device)")
+    assert stat.S_ISCHR(Path("/dev/full").stat().st_mode)
+    # the run stopped, but what it trained is kept
+    assert (runs.scratch / "full-model.npz").stat().st_size > 0
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("place", range(len(PLACES)),
+                         ids=[f"{option} {path}" for option, path, _ in PLACES])
+def test_outputs_in_a_directory_or_a_place_that_cannot_be_written(runs, place):
+    one_message(runs[f"place {place}"], 2, PLACES[place][2])
+
+
+@pytest.mark.mpi
+def test_a_network_too_big_for_memory_is_refused_before_allocating(runs):
+    proc = runs["too big"]
+    one_message(proc, 2, "parameters need about")
+    assert "--hidden" in proc.stderr and proc.seconds < 30
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("edge", range(len(EDGES)), ids=[" ".join(a) for a, _, _ in EDGES])
+def test_values_at_the_edges_of_their_ranges_are_refused(runs, edge):
+    _, status, message = EDGES[edge]
+    one_message(runs[f"edge {edge}"], status, message)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("far_end", range(len(FAR_ENDS)), ids=[" ".join(a) for a in FAR_ENDS])
+def test_values_at_the_far_ends_that_make_sense_train(runs, far_end):
+    runs.checked(f"far end {far_end}")
+    assert all(np.isfinite(r["f"]) for r in read_log(runs.scratch / f"far{far_end}.jsonl"))
 
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("offset", OFFSETS)
-def test_a_damaged_model_file_is_refused_or_harmless(saved, tmp_path, offset):
-    intact = run_dnewton(2, ["predict", saved / "model.npz", "digits"], TIMEOUT)
-    path = tmp_path / "model.npz"
-    damaged(saved / "model.npz", path, offset)
-    proc = run_dnewton(2, ["predict", path, "digits"], TIMEOUT, check=False)
+def test_a_damaged_model_file_is_refused_or_harmless(runs, offset):
+    intact = runs.checked("intact predict")
+    proc = runs[f"damaged model {offset}"]
     if proc.returncode == 0:
         assert proc.stdout == intact.stdout
     else:
@@ -152,17 +212,11 @@ def test_a_damaged_model_file_is_refused_or_harmless(saved, tmp_path, offset):
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("offset", OFFSETS)
-def test_a_damaged_checkpoint_is_refused_or_harmless_and_the_log_kept(saved, tmp_path, offset):
-    intact = tmp_path / "intact.jsonl"
-    run_dnewton(2, [*SMALL, "--iterations", "4", "--resume", saved / "ck", "--log", intact],
-                TIMEOUT)
-    folder = tmp_path / "ck"
-    folder.mkdir()
-    damaged(saved / "ck" / "checkpoint.npz", folder / "checkpoint.npz", offset)
-    log = tmp_path / "kept.jsonl"
-    log.write_text('{"iter": 0}\n')
-    proc = run_dnewton(2, [*SMALL, "--iterations", "4", "--resume", folder, "--log", log],
-                       TIMEOUT, check=False)
+def test_a_damaged_checkpoint_is_refused_or_harmless_and_the_log_kept(runs, offset):
+    runs.checked("intact resume")
+    intact = runs.scratch / "intact.jsonl"
+    log = runs.scratch / f"damaged{offset}" / "kept.jsonl"
+    proc = runs[f"damaged checkpoint {offset}"]
     if proc.returncode == 0:
         assert without_timings(read_log(log)) == without_timings(read_log(intact))
     else:
@@ -171,23 +225,15 @@ def test_a_damaged_checkpoint_is_refused_or_harmless_and_the_log_kept(saved, tmp
 
 
 @pytest.mark.mpi
-def test_a_checkpoint_of_another_network_is_refused(saved):
-    proc = run_dnewton(2, [*SMALL, "--hidden", "9", "--resume", saved / "ck"], TIMEOUT,
-                       check=False)
-    one_message(proc, 2, "the checkpoint was made with widths")
+def test_a_checkpoint_of_another_network_is_refused(runs):
+    one_message(runs["other network"], 2, "the checkpoint was made with widths")
 
 
 @pytest.mark.mpi
-def test_a_crafted_model_with_enormous_widths_is_refused_before_allocating(saved, tmp_path):
-    with np.load(saved / "model.npz") as archive:
-        arrays = {key: archive[key] for key in archive.files}
-    arrays["widths"] = np.array([64, 10**9, 10])  # terabytes, were it believed
-    np.savez(tmp_path / "crafted.npz", **arrays)
-    began = time.monotonic()
-    proc = run_dnewton(2, ["predict", tmp_path / "crafted.npz", "digits"], TIMEOUT,
-                       check=False)
+def test_a_crafted_model_with_enormous_widths_is_refused_before_allocating(runs):
+    proc = runs["crafted"]
     one_message(proc, 2, "array shapes do not match the widths")
-    assert time.monotonic() - began < 30
+    assert proc.seconds < 30
 
 
 @pytest.mark.mpi
@@ -268,13 +314,10 @@ def test_a_named_pipe_that_a_process_reads_works(fifo):
 
 
 @pytest.mark.mpi
-def test_train_and_predict_outputs_on_a_pipe_nobody_reads_end_at_once(tmp_path, fifo, saved):
-    began = time.monotonic()
-    one_message(run_dnewton(2, [*SMALL, "--log", fifo], TIMEOUT, check=False), 2,
-                "a named pipe that no process reads")
-    one_message(run_dnewton(2, ["predict", saved / "model.npz", "digits", "--output", fifo],
-                            TIMEOUT, check=False), 2, "a named pipe that no process reads")
-    assert time.monotonic() - began < TIMEOUT
+def test_train_and_predict_outputs_on_a_pipe_nobody_reads_end_at_once(runs):
+    for key in ("pipe: train", "pipe: predict"):
+        one_message(runs[key], 2, "a named pipe that no process reads")
+        assert runs[key].seconds < TIMEOUT
 
 
 # -- tracebacks that became messages ------------------------------------------------------
@@ -314,15 +357,10 @@ def test_a_holdout_that_leaves_the_fit_without_every_class_is_refused(fraction):
 
 
 @pytest.mark.mpi
-def test_damaged_gz_and_overflowing_data_end_in_messages_not_tracebacks(tmp_path, saved):
-    damaged_gz = _damaged_gz(tmp_path)
-    for args in ([*SMALL[:1], damaged_gz, *SMALL[2:]], ["plan", damaged_gz, "--ranks", "2"],
-                 ["predict", saved / "model.npz", damaged_gz]):
-        one_message(run_dnewton(2, args, TIMEOUT, check=False), 2, "cannot be read")
-    big = tmp_path / "big.svm"
-    big.write_text("1 1:1e300 2:3\n2 1:-1e300 2:1\n1 1:5e299 2:2\n2 1:1 2:-1e308\n")
-    proc = run_dnewton(2, ["train", big, "--hidden", "4", "--iterations", "2", "--quiet"],
-                       TIMEOUT, check=False)
+def test_damaged_gz_and_overflowing_data_end_in_messages_not_tracebacks(runs):
+    for name in ("train", "plan", "predict"):
+        one_message(runs[f"damaged gz: {name}"], 2, "cannot be read")
+    proc = runs["overflow"]
     one_message(proc, 3, "the starting point has f")
     assert "RuntimeWarning" not in proc.stderr and "dnewton: warning" in proc.stderr
     assert all(line.startswith("dnewton: ") for line in proc.stderr.splitlines()), proc.stderr

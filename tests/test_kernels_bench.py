@@ -5,7 +5,10 @@ the GEMM."""
 
 import json
 
+import pytest
 from helpers import load_bench
+
+pytestmark = pytest.mark.bench  # a bench/ script: make test-bench
 
 
 def test_kernel_bench_reports_rates_and_bounds(tmp_path, capsys):

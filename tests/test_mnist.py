@@ -2,23 +2,22 @@
 shared MNIST subset, in float64 and in float32."""
 
 import pytest
-from helpers import read_log, run_dnewton
+from shared_runs import SharedRuns
 
 REFERENCE = ["--hidden", "300,300", "--feature-scale", "255", "--center", "--paper", "--quiet"]
 
 
 @pytest.fixture(scope="module")
 def reference_logs(mnist_data, tmp_path_factory):
-    """dtype -> the records of the reference run (100 iterations, 2 ranks)."""
-    folder = tmp_path_factory.mktemp("mnist")
-    logs = {}
+    """dtype -> the records of the reference run (100 iterations, 2 ranks), both runs
+    in one shared job (shared_runs.py)."""
+    runs = SharedRuns(tmp_path_factory.mktemp("mnist"), timeout=600)
     for dtype in ("float64", "float32"):
-        log = folder / f"{dtype}.jsonl"
-        run_dnewton(2, ["train", mnist_data / "mnist-demo.svm.gz",
-                        "--test", mnist_data / "mnist-demo.t.svm.gz", *REFERENCE,
-                        "--dtype", dtype, "--log", log], timeout=600)
-        logs[dtype] = read_log(log)
-    return logs
+        runs.add(dtype, 2, ["train", mnist_data / "mnist-demo.svm.gz",
+                            "--test", mnist_data / "mnist-demo.t.svm.gz", *REFERENCE,
+                            "--dtype", dtype, "--log", runs.log_path(dtype)])
+    runs.run()
+    return {dtype: runs.log(dtype) for dtype in ("float64", "float32")}
 
 
 @pytest.mark.mpi

@@ -6,6 +6,7 @@ import pytest
 from helpers import local_vector, make_problem, n_global, read_log, run_dnewton, unflatten
 from mpi4py import MPI
 from scipy.sparse import csr_matrix
+from shared_runs import SharedRuns
 
 from dnewton.app.prediction import Predictor
 from dnewton.errors import InputError
@@ -133,7 +134,8 @@ def test_a_classifier_file_is_read_as_a_classifier(tmp_path):
     save_arrays(path, random_model().arrays(), "model")
     assert int(read_arrays(path, "model")["version"]) == 1
     loaded = load_model(MPI.COMM_WORLD, path)
-    assert not loaded.regression and loaded.describe() == "a classifier of 3 classes (softmax loss)"
+    assert not loaded.regression
+    assert loaded.describe() == "a classifier of 3 classes (softmax loss)"
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -237,45 +239,54 @@ TRAIN = ["train", "digits", "--hidden", "16,12", "--iterations", "4", "--feature
          "--center", "--quiet", "--seed", "5"]
 
 
+PREDICTIONS = [(1, None), (3, "2,1,2,1"), (3, "1,1,3,2")]
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A model trained on 2 ranks with layout 1,2,1,1, its log and its test labels."""
-    folder = tmp_path_factory.mktemp("trained")
-    run_dnewton(2, [*TRAIN, "--partitions", "1,2,1,1", "--model", folder / "model.npz",
-                    "--log", folder / "run.jsonl"])
-    return folder
+def runs(tmp_path_factory):
+    """Every run of this module, in shared jobs (shared_runs.py): a model trained on
+    2 ranks with layout 1,2,1,1 (its log and its test labels), then the predictions."""
+    runs = SharedRuns(tmp_path_factory.mktemp("trained"), 60)
+    tmp = runs.scratch
+    runs.add("trained", 2, [*TRAIN, "--partitions", "1,2,1,1", "--model", tmp / "model.npz",
+                            "--log", tmp / "run.jsonl"])
+    runs.add("unwritable", 2, [*TRAIN, "--model", tmp / "no" / "model.npz"])
+    runs.add("reference", 1, ["predict", tmp / "model.npz", "digits", "--output",
+                              tmp / "labels-1.txt"])
+    for i, (n_ranks, partitions) in enumerate(PREDICTIONS):
+        extra = [] if partitions is None else ["--partitions", partitions]
+        runs.add(("predict", i), n_ranks, ["predict", tmp / "model.npz", "digits", "--output",
+                                           tmp / f"labels{i}.txt", *extra])
+    runs.add("missing", 3, ["predict", tmp / "none.npz", "digits"])
+    return runs.run()
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("n_ranks, partitions", [(1, None), (3, "2,1,2,1"), (3, "1,1,3,2")])
-def test_predict_with_any_layout_gives_the_training_run_labels(trained, tmp_path, n_ranks,
-                                                               partitions):
-    labels = tmp_path / "labels.txt"
-    extra = [] if partitions is None else ["--partitions", partitions]
-    proc = run_dnewton(n_ranks, ["predict", trained / "model.npz", "digits", "--output", labels,
-                                 *extra])
-    predicted = np.loadtxt(labels)
+@pytest.mark.parametrize("case", range(len(PREDICTIONS)),
+                         ids=[f"{n}-{p}" for n, p in PREDICTIONS])
+def test_predict_with_any_layout_gives_the_training_run_labels(runs, case):
+    runs.checked("trained")
+    proc = runs.checked(("predict", case))
+    predicted = np.loadtxt(runs.scratch / f"labels{case}.txt")
     _, test = read_dataset("digits")
-    final_accuracy = read_log(trained / "run.jsonl")[-1]["test_accuracy"]
+    final_accuracy = read_log(runs.scratch / "run.jsonl")[-1]["test_accuracy"]
     assert np.mean(predicted == test.y) == final_accuracy
     assert f"accuracy {100 * final_accuracy:.2f}%" in proc.stdout
     assert proc.stdout.count("accuracy") == 1  # rank 0 alone prints
-    reference = trained / "labels-1.txt"
-    if not reference.exists():
-        run_dnewton(1, ["predict", trained / "model.npz", "digits", "--output", reference])
-    np.testing.assert_array_equal(predicted, np.loadtxt(reference))
+    runs.checked("reference")
+    np.testing.assert_array_equal(predicted, np.loadtxt(runs.scratch / "labels-1.txt"))
 
 
 @pytest.mark.mpi
-def test_predict_refuses_a_missing_model_on_every_rank(tmp_path):
-    proc = run_dnewton(3, ["predict", tmp_path / "none.npz", "digits"], 60, check=False)
-    assert proc.returncode == 2
+def test_predict_refuses_a_missing_model_on_every_rank(runs):
+    proc = runs["missing"]
+    assert proc.returncode == 2 and proc.statuses == [2, 2, 2], proc.stderr
     assert proc.stderr.count("none.npz: no such model file") == 1, proc.stderr
 
 
 @pytest.mark.mpi
-def test_train_refuses_an_unwritable_model_path_before_training(tmp_path):
-    proc = run_dnewton(2, [*TRAIN, "--model", tmp_path / "no" / "model.npz"], 60, check=False)
+def test_train_refuses_an_unwritable_model_path_before_training(runs):
+    proc = runs["unwritable"]
     assert proc.returncode == 2 and proc.stderr.count("cannot write in") == 1, proc.stderr
     assert "iter" not in proc.stdout
 

@@ -5,7 +5,8 @@ import math
 
 import numpy as np
 import pytest
-from helpers import backward_bytes, forward_bytes, read_log, run_dnewton, without_timings
+from helpers import backward_bytes, forward_bytes, without_timings
+from shared_runs import SharedRuns
 
 from dnewton.io.data import read_dataset
 from dnewton.parallel.layout import Layout
@@ -29,44 +30,67 @@ def final_values(log):
     return np.array([rec["f"] for rec in log])
 
 
+LOSSES = ["squared", "softmax"]
+RECOMPUTED = [(2, "1,2,1,1"), (3, "3,1,1,2"), (4, "2,2,2,1")]
+BYTES = [(4, "2,2,2,1"), (3, "3,1,1,2")]
+DTYPES = [("float64", 8), ("float32", 4)]
+FLOPS = [(1, "1,1,1,1"), (3, "3,1,1,2"), (4, "2,2,2,1")]
+PIPELINED = [(3, "1,1,1,1"), (2, "1,2,1,1"), (4, "2,2,2,1"), (3, "3,1,1,2")]
+
+
 @pytest.fixture(scope="module")
-def single_rank(tmp_path_factory):
-    logs = {}
-    for loss in ("squared", "softmax"):
-        path = tmp_path_factory.mktemp("one") / f"{loss}.jsonl"
-        run_dnewton(1, [*COMMON, "--loss", loss, "--log", path])
-        logs[loss] = read_log(path)
-    return logs
+def runs(tmp_path_factory):
+    """Every run of this module, in one shared job per rank count (shared_runs.py)."""
+    runs = SharedRuns(tmp_path_factory.mktemp("mpi"))
+
+    def add(key, n_ranks, args):
+        runs.add(key, n_ranks, [*COMMON, *args, "--log", runs.log_path(key)])
+
+    for loss in LOSSES:
+        add(("one rank", loss), 1, ["--loss", loss])
+        for n_ranks, partitions in LAYOUTS:
+            add(("layout", n_ranks, partitions, loss), n_ranks,
+                ["--loss", loss, "--partitions", partitions])
+        for n_ranks, partitions in RECOMPUTED:
+            add(("recomputed", n_ranks, partitions, loss), n_ranks,
+                ["--loss", loss, "--partitions", partitions, "--jacobian", "recomputed"])
+        for (n_ranks, partitions), (dtype, _) in ((a, b) for a in BYTES for b in DTYPES):
+            add(("bytes", n_ranks, partitions, loss, dtype), n_ranks,
+                ["--loss", loss, "--partitions", partitions, "--dtype", dtype])
+        for n_ranks, partitions in PIPELINED:
+            for depth in ("1", "3"):
+                add(("pipelined", n_ranks, partitions, loss, depth), n_ranks,
+                    ["--loss", loss, "--partitions", partitions, "--chunk-size", "200",
+                     "--pipeline", depth])
+    for n_ranks, partitions in FLOPS:
+        add(("flops", n_ranks, partitions), n_ranks, ["--partitions", partitions])
+    runs.add("diagonal recomputed", 2, [*COMMON, "--diagonal", "--jacobian", "recomputed"])
+    return runs.run()
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("loss", ["squared", "softmax"])
+@pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("n_ranks, partitions", LAYOUTS)
-def test_layouts_give_the_single_rank_result(single_rank, tmp_path, loss, n_ranks, partitions):
-    log_path = tmp_path / "run.jsonl"
-    run_dnewton(n_ranks, [*COMMON, "--loss", loss, "--partitions", partitions, "--log", log_path])
-    log = read_log(log_path)
+def test_layouts_give_the_single_rank_result(runs, loss, n_ranks, partitions):
+    log = runs.log(("layout", n_ranks, partitions, loss))
     assert len(log) == 6
-    np.testing.assert_allclose(final_values(log), final_values(single_rank[loss]), rtol=1e-9)
+    np.testing.assert_allclose(final_values(log), final_values(runs.log(("one rank", loss))),
+                               rtol=1e-9)
     assert log[-1]["f"] < log[0]["f"]
     # Only multi-rank groups communicate: a real multi-rank run moves bytes.
     assert log[-1]["bytes"]["gauss_newton"] > 0
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("loss", ["squared", "softmax"])
-@pytest.mark.parametrize("n_ranks, partitions", [(2, "1,2,1,1"), (3, "3,1,1,2"),
-                                                 (4, "2,2,2,1")])
-def test_the_recomputed_jacobian_gives_the_stored_result(single_rank, tmp_path, loss,
-                                                         n_ranks, partitions):
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("n_ranks, partitions", RECOMPUTED)
+def test_the_recomputed_jacobian_gives_the_stored_result(runs, loss, n_ranks, partitions):
     """--jacobian recomputed: the single-rank stored run's f to 1e-9, and per CG
     iteration the bytes of a tangent pass (the forward sums), a backward sweep of
     one vector per instance, v.v with v'Gv, and r.r (docs/design.md)."""
-    log_path = tmp_path / "run.jsonl"
-    run_dnewton(n_ranks, [*COMMON, "--loss", loss, "--partitions", partitions,
-                          "--jacobian", "recomputed", "--log", log_path])
-    log = read_log(log_path)
-    np.testing.assert_allclose(final_values(log), final_values(single_rank[loss]), rtol=1e-9)
+    log = runs.log(("recomputed", n_ranks, partitions, loss))
+    np.testing.assert_allclose(final_values(log), final_values(runs.log(("one rank", loss))),
+                               rtol=1e-9)
     train, _ = read_dataset("digits")
     widths = (train.n_features, *HIDDEN, 10)
     layout = Layout.build(widths, tuple(map(int, partitions.split(","))), n_ranks)
@@ -77,9 +101,10 @@ def test_the_recomputed_jacobian_gives_the_stored_result(single_rank, tmp_path, 
 
 
 @pytest.mark.mpi
-def test_the_block_diagonal_method_refuses_the_recomputed_jacobian():
-    proc = run_dnewton(2, [*COMMON, "--diagonal", "--jacobian", "recomputed"], check=False)
-    assert proc.returncode == 2 and proc.stderr.count("dnewton: error") == 1, proc.stderr
+def test_the_block_diagonal_method_refuses_the_recomputed_jacobian(runs):
+    proc = runs["diagonal recomputed"]
+    assert proc.returncode == 2 and proc.statuses == [2, 2], proc.stderr
+    assert proc.stderr.count("dnewton: error") == 1, proc.stderr
     assert "--diagonal needs the stored Jacobian" in proc.stderr, proc.stderr
 
 
@@ -102,20 +127,17 @@ def expected_bytes(layout, n_instances, subset, trials, loss, world, itemsize):
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("loss", ["squared", "softmax"])
-@pytest.mark.parametrize("n_ranks, partitions", [(4, "2,2,2,1"), (3, "3,1,1,2")])
-@pytest.mark.parametrize("dtype, itemsize", [("float64", 8), ("float32", 4)])
-def test_bytes_per_phase_match_the_formulas(tmp_path, loss, n_ranks, partitions, dtype,
-                                            itemsize):
-    log_path = tmp_path / "run.jsonl"
-    run_dnewton(n_ranks, [*COMMON, "--loss", loss, "--partitions", partitions, "--log", log_path,
-                          "--dtype", dtype])
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("n_ranks, partitions", BYTES)
+@pytest.mark.parametrize("dtype, itemsize", DTYPES)
+def test_bytes_per_phase_match_the_formulas(runs, loss, n_ranks, partitions, dtype, itemsize):
+    log = runs.log(("bytes", n_ranks, partitions, loss, dtype))
     train, _ = read_dataset("digits")
     n_train = train.n_instances
     widths = (train.n_features, *HIDDEN, 10)
     layout = Layout.build(widths, tuple(map(int, partitions.split(","))), n_ranks)
     subset = math.ceil(0.05 * n_train)
-    for rec in read_log(log_path)[1:]:
+    for rec in log[1:]:
         n_out = widths[-1]
         # One allreduce of |S| n_L numbers (+ v.v) and one scalar per CG iteration,
         # and the initial residual norm.
@@ -148,17 +170,14 @@ def expected_flops(widths, n_instances, subset, trials, cg_iters, block_columns)
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("n_ranks, partitions", [(1, "1,1,1,1"), (3, "3,1,1,2"),
-                                                 (4, "2,2,2,1")])
-def test_flops_per_phase_match_the_formulas(tmp_path, n_ranks, partitions):
-    log_path = tmp_path / "run.jsonl"
-    run_dnewton(n_ranks, [*COMMON, "--partitions", partitions, "--log", log_path])
+@pytest.mark.parametrize("n_ranks, partitions", FLOPS)
+def test_flops_per_phase_match_the_formulas(runs, n_ranks, partitions):
     train, _ = read_dataset("digits")
     widths = (train.n_features, *HIDDEN, 10)
     layout = Layout.build(widths, tuple(map(int, partitions.split(","))), n_ranks)
     block_columns = sum(blk.shape[1] for blk in layout.blocks)
     subset = math.ceil(0.05 * train.n_instances)
-    log = read_log(log_path)
+    log = runs.log(("flops", n_ranks, partitions))
     start = expected_flops(widths, train.n_instances, 0, 1, 0, block_columns)
     assert log[0]["flops"]["forward"] == start["forward"]
     for rec in log[1:]:
@@ -176,17 +195,12 @@ def test_flops_per_phase_match_the_formulas(tmp_path, n_ranks, partitions):
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("loss", ["squared", "softmax"])
-@pytest.mark.parametrize("n_ranks, partitions", [(3, "1,1,1,1"), (2, "1,2,1,1"),
-                                                 (4, "2,2,2,1"), (3, "3,1,1,2")])
-def test_pipelined_passes_give_the_unpipelined_run(tmp_path, loss, n_ranks, partitions):
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("n_ranks, partitions", PIPELINED)
+def test_pipelined_passes_give_the_unpipelined_run(runs, loss, n_ranks, partitions):
     # The paper's layout (one block per rank) among them. Batches in flight change
     # when each sum happens, not what is summed: the same log, bytes included.
-    logs = []
-    for depth in ("1", "3"):
-        path = tmp_path / f"d{depth}.jsonl"
-        run_dnewton(n_ranks, [*COMMON, "--loss", loss, "--partitions", partitions,
-                              "--chunk-size", "200", "--pipeline", depth, "--log", path])
-        logs.append(without_timings(read_log(path)))
+    logs = [without_timings(runs.log(("pipelined", n_ranks, partitions, loss, depth)))
+            for depth in ("1", "3")]
     assert logs[0] == logs[1]
     assert len(logs[0]) == 6 and logs[0][-1]["f"] < logs[0][0]["f"]

@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from helpers import run_python
 
+pytestmark = pytest.mark.bench  # a bench/ script: make test-bench
+
 OVERLAP = Path(__file__).resolve().parents[1] / "bench" / "overlap.py"
 
 

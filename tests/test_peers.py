@@ -18,6 +18,8 @@ pytest.importorskip("torch")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import peers  # noqa: E402
 
+pytestmark = pytest.mark.bench  # a bench/ script: make test-bench
+
 
 @pytest.mark.parametrize("activation, loss", [("relu", "squared"), ("tanh", "softmax")])
 def test_peer_follows_dnewton_on_one_rank(activation, loss):

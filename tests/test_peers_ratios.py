@@ -5,6 +5,8 @@ repetition, and each run against the DGEMM rate of its own repetition."""
 import pytest
 from helpers import load_bench
 
+pytestmark = pytest.mark.bench  # a bench/ script: make test-bench
+
 
 def run(seconds, flops=2e9):
     """A run's records: iteration 0 and 1 (warm-up, slow) apart, then `seconds`."""

@@ -149,6 +149,7 @@ def test_a_model_file_is_loaded_only_as_its_own_kind(centred, tmp_path):
 # -- against scikit-learn's MLPRegressor on the diabetes set ----------------------------
 
 
+@pytest.mark.bench  # bench/regressor_diabetes.py's comparison: make test-bench
 @pytest.mark.skipif(WORLD.size > 1, reason="a one-process comparison; mpiexec repeats it")
 def test_at_its_defaults_newton_predicts_held_out_diabetes_as_well_as_mlp_regressor():
     """Both estimators at their defaults but the hidden layers (and random_state 0), on

@@ -8,7 +8,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from helpers import WORLD, run_dnewton, without_timings
+from helpers import WORLD, without_timings
+from shared_runs import SharedRuns
 
 from dnewton.app.monitor import Monitor
 from dnewton.app.problem import ModelConfig
@@ -215,16 +216,29 @@ def test_a_resumed_auto_run_keeps_the_C_and_the_fit_it_chose(tmp_path):
     assert without_timings(records[0]) == without_timings(records[1])
 
 
-@pytest.mark.mpi
-@pytest.mark.parametrize("args, message", [
+BAD = [
     (["--C-grid", "1,0"], "--C-grid must be positive numbers"),
     (["--C-grid", "1,-3"], "--C-grid must be positive numbers"),
     (["--holdout", "1.5"], "--holdout must be a fraction between 0 and 1"),
     (["--search-budget", "0"], "--search-budget must be > 0"),
-])
-def test_bad_search_settings_end_every_rank_with_one_message(args, message):
-    proc = run_dnewton(2, [*RUN, "-C", "auto", *args], TIMEOUT, check=False)
-    assert proc.returncode == 2, proc.stderr
+]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The runs of this module that need a whole command line, in one shared job
+    (shared_runs.py): settings every rank must refuse alike."""
+    runs = SharedRuns(tmp_path_factory.mktemp("regularization"), TIMEOUT)
+    for i, (args, _) in enumerate(BAD):
+        runs.add(("bad", i), 2, [*RUN, "-C", "auto", *args])
+    return runs.run()
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("case", range(len(BAD)), ids=[" ".join(a) for a, _ in BAD])
+def test_bad_search_settings_end_every_rank_with_one_message(runs, case):
+    proc, message = runs[("bad", case)], BAD[case][1]
+    assert proc.returncode == 2 and proc.statuses == [2, 2], proc.stderr
     assert proc.stderr.count("dnewton: error") == 1 and message in proc.stderr, proc.stderr
 
 

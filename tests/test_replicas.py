@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from helpers import backward_bytes, forward_bytes, read_log, run_dnewton
+from helpers import backward_bytes, forward_bytes
 from mpi4py import MPI
+from shared_runs import SharedRuns
 
 from dnewton.app.problem import ModelConfig, Problem
 from dnewton.io.data import RawData, read_dataset
@@ -28,14 +29,7 @@ def common(args):
     return MINI if "--solver" in args else COMMON
 
 
-def one_rank(tmp_path, *args):
-    path = tmp_path / "one.jsonl"
-    run_dnewton(1, [*common(args), *args, "--log", path])
-    return read_log(path)
-
-
-@pytest.mark.mpi
-@pytest.mark.parametrize("n_ranks, replicas, partitions, extra", [
+COPIES = [
     (2, 2, None, []),  # pure data parallelism
     (3, 3, None, ["--loss", "softmax"]),  # copies of unequal shares (1797 = 3 x 599)
     (4, 2, "1,2,1,1", []),  # two copies of a 2-rank layout
@@ -43,16 +37,52 @@ def one_rank(tmp_path, *args):
     (4, 2, "1,2,1,1", ["--diagonal"]),
     (2, 2, None, ["--solver", "sgd", "--epochs", "3", "--mini-batch", "64"]),
     (2, 2, None, ["--solver", "adam", "--epochs", "3", "--mini-batch", "64"]),
-])
-def test_replicas_give_the_single_rank_result(tmp_path, n_ranks, replicas, partitions, extra):
+]
+BYTES = [(2, 2, "1,1,1,1"), (4, 2, "1,2,1,1")]
+RESUMED = [(1, []), (4, ["--replicas", "2", "--partitions", "1,2,1,1"])]
+BAD = [
+    (3, ["--replicas", "2"], "--replicas 2 does not divide the 3 rank(s)"),
+    (2, ["--replicas", "3"], "--replicas 3 does not divide the 2 rank(s)"),
+    (2, ["--replicas", "0"], "--replicas must be >= 1"),
+    (2, ["--replicas", "2", "--diagonal", "--sync-fraction", "0.5"], "keep it at 1"),
+]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every run of this module, in one shared job per rank count (shared_runs.py);
+    the checkpoints that other rank counts resume from are written first."""
+    runs = SharedRuns(tmp_path_factory.mktemp("replicas"), TIMEOUT)
+
+    def add(key, n_ranks, args):
+        runs.add(key, n_ranks, [*common(args), *args, "--log", runs.log_path(key)])
+
+    for i in range(len(RESUMED)):
+        add(("checkpoint", i), 2, ["--iterations", "2", "--replicas", "2", "--checkpoint",
+                                   runs.scratch / f"ck{i}"])
+    add("one rank", 1, [])
+    for i, (n_ranks, replicas, partitions, extra) in enumerate(COPIES):
+        layout = ["--partitions", partitions] if partitions else []
+        add(("one rank", i), 1, [*extra, *(layout if "--diagonal" in extra else [])])
+        add(("copies", i), n_ranks, [*extra, *layout, "--replicas", replicas])
+    for n_ranks, replicas, partitions in BYTES:
+        add(("bytes", n_ranks), n_ranks, ["--partitions", partitions, "--replicas", replicas,
+                                          "--loss", "squared"])
+    for i, (n_ranks, args) in enumerate(RESUMED):
+        runs.add(("resumed", i), n_ranks, [*COMMON, *args, "--resume", runs.scratch / f"ck{i}",
+                                           "--log", runs.log_path(("checkpoint", i))])
+    for i, (n_ranks, args, _) in enumerate(BAD):
+        runs.add(("bad", i), n_ranks, [*COMMON, *args])
+    return runs.run()
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("case", range(len(COPIES)),
+                         ids=[f"{n}-{r}-{p}-{' '.join(e)}" for n, r, p, e in COPIES])
+def test_replicas_give_the_single_rank_result(runs, case):
     """f of every iteration equals the one-rank run's to 1e-9; the block-diagonal
     method's is that of its own blocks, so the one-rank run takes the same partitions."""
-    layout = ["--partitions", partitions] if partitions else []
-    reference = one_rank(tmp_path, *extra, *(layout if "--diagonal" in extra else []))
-    path = tmp_path / "copies.jsonl"
-    run_dnewton(n_ranks, [*common(extra), *extra, *layout, "--replicas", replicas,
-                          "--log", path])
-    log = read_log(path)
+    reference, log = runs.log(("one rank", case)), runs.log(("copies", case))
     assert len(log) == len(reference) > 3
     np.testing.assert_allclose(final_values(log), final_values(reference), rtol=1e-9)
     assert log[-1]["f"] < log[0]["f"]
@@ -64,25 +94,22 @@ def n_parameters(widths):
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("n_ranks, replicas, partitions", [(2, 2, "1,1,1,1"),
-                                                           (4, 2, "1,2,1,1")])
-def test_bytes_of_copies_match_the_formulas(tmp_path, n_ranks, replicas, partitions):
+@pytest.mark.parametrize("n_ranks, replicas, partitions", BYTES)
+def test_bytes_of_copies_match_the_formulas(runs, n_ranks, replicas, partitions):
     """Inside the copies, the formulas of one layout on all l instances and |S| (each
     copy's passes run on its share), with the per-copy scalars once per copy; across
     them, per iteration: f's loss sum per trial (8 bytes by each of the k ranks of a
     copy), the gradient (8 n) and per CG iteration the product with its quadratic
     form (8 (n + k)), n the parameters of the whole network. The squared loss: the
     softmax's sums over the output group add to the backward bytes (test_mpi's formulas)."""
-    path = tmp_path / "run.jsonl"
-    run_dnewton(n_ranks, [*COMMON, "--partitions", partitions, "--replicas", replicas,
-                          "--loss", "squared", "--log", path])
+    log = runs.log(("bytes", n_ranks))
     train, _ = read_dataset("digits")
     widths = (train.n_features, *HIDDEN, 10)
     k = n_ranks // replicas
     layout = Layout.build(widths, tuple(map(int, partitions.split(","))), k)
     n, n_train = n_parameters(widths), train.n_instances
     subset = math.ceil(0.05 * n_train)
-    for rec in read_log(path)[1:]:
+    for rec in log[1:]:
         trials, cg = rec["line_search_trials"], rec["cg_iters"]
         assert rec["bytes"]["replicas"] == trials * 8 * k + 8 * n + cg * 8 * (n + k)
         copies = replicas if k > 1 else 0  # a one-rank copy has no collectives inside
@@ -96,29 +123,22 @@ def test_bytes_of_copies_match_the_formulas(tmp_path, n_ranks, replicas, partiti
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("n_ranks, args", [(1, []), (4, ["--replicas", "2", "--partitions",
-                                                         "1,2,1,1"])])
-def test_a_checkpoint_resumes_across_copy_counts(tmp_path, n_ranks, args):
-    reference = one_rank(tmp_path)
-    folder, log = tmp_path / "ck", tmp_path / "run.jsonl"
-    run_dnewton(2, [*COMMON, "--iterations", "2", "--replicas", "2", "--checkpoint", folder,
-                    "--log", log], TIMEOUT)
-    run_dnewton(n_ranks, [*COMMON, *args, "--resume", folder, "--log", log], TIMEOUT)
-    resumed = read_log(log)
+@pytest.mark.parametrize("case", range(len(RESUMED)), ids=[str(n) for n, _ in RESUMED])
+def test_a_checkpoint_resumes_across_copy_counts(runs, case):
+    reference = runs.log("one rank")
+    runs.checked(("checkpoint", case))
+    runs.checked(("resumed", case))  # its log goes on in the checkpointed run's
+    resumed = runs.log(("checkpoint", case))
     assert [r["iter"] for r in resumed] == list(range(6))
     np.testing.assert_allclose(final_values(resumed), final_values(reference), rtol=1e-9)
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("n_ranks, args, message", [
-    (3, ["--replicas", "2"], "--replicas 2 does not divide the 3 rank(s)"),
-    (2, ["--replicas", "3"], "--replicas 3 does not divide the 2 rank(s)"),
-    (2, ["--replicas", "0"], "--replicas must be >= 1"),
-    (2, ["--replicas", "2", "--diagonal", "--sync-fraction", "0.5"], "keep it at 1"),
-])
-def test_bad_replicas_end_every_rank_with_one_message(n_ranks, args, message):
-    proc = run_dnewton(n_ranks, [*COMMON, *args], TIMEOUT, check=False)
-    assert proc.returncode == 2, proc.stderr
+@pytest.mark.parametrize("case", range(len(BAD)), ids=[m for _, _, m in BAD])
+def test_bad_replicas_end_every_rank_with_one_message(runs, case):
+    n_ranks, _, message = BAD[case]
+    proc = runs[("bad", case)]
+    assert proc.returncode == 2 and proc.statuses == [2] * n_ranks, proc.stderr
     assert proc.stderr.count("dnewton: error") == 1, proc.stderr
     assert message in proc.stderr, proc.stderr
 

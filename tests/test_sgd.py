@@ -14,8 +14,8 @@ from helpers import (
     outputs,
     random_theta,
     read_log,
-    run_dnewton,
 )
+from shared_runs import SharedRuns
 
 from dnewton.app.training import solve
 from dnewton.model.losses import LOSSES
@@ -79,33 +79,41 @@ SGD = ["train", "digits", "--solver", "sgd", "--hidden", "16,12", "--epochs", "3
        "--quiet", "--seed", "4"]
 
 
+LAYOUTS_OF_RANKS = [(2, "1,2,1,1"), (3, "3,1,1,2"), (4, "2,2,2,1")]
+LEARNS = ["train", "digits", "--solver", "sgd", "--hidden", "64", "--epochs", "10",
+          "--learning-rate", "0.05", "--feature-scale", "16", "--center", "--lr-decay", "0.1",
+          "--quiet"]
+DIVERGES = ["train", "digits", "--solver", "sgd", "--hidden", "16", "--epochs", "5",
+            "--learning-rate", "1e4", "--feature-scale", "16", "--loss", "squared", "--quiet"]
+
+
 @pytest.fixture(scope="module")
-def sgd_single_rank(tmp_path_factory):
-    path = tmp_path_factory.mktemp("sgd") / "one.jsonl"
-    run_dnewton(1, [*SGD, "--log", path])
-    return read_log(path)
+def runs(tmp_path_factory):
+    """Every run of this module, in one shared job per rank count (shared_runs.py)."""
+    runs = SharedRuns(tmp_path_factory.mktemp("sgd"))
+    runs.add("one rank", 1, [*SGD, "--log", runs.log_path("one rank")])
+    runs.add("learns", 1, [*LEARNS, "--log", runs.log_path("learns")])
+    model = runs.scratch / "model.npz"
+    runs.add("diverges", 1, [*DIVERGES, "--log", runs.log_path("diverges"), "--model", model])
+    runs.add("predict", 1, ["predict", model, "digits"])
+    for n_ranks, partitions in LAYOUTS_OF_RANKS:
+        runs.add(n_ranks, n_ranks, [*SGD, "--partitions", partitions, "--log",
+                                    runs.log_path(n_ranks)])
+    return runs.run()
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("n_ranks, partitions", [(2, "1,2,1,1"), (3, "3,1,1,2"),
-                                                 (4, "2,2,2,1")])
-def test_sgd_trajectory_and_bytes_do_not_depend_on_the_layout(
-        sgd_single_rank, tmp_path, n_ranks, partitions):
-    path = tmp_path / "run.jsonl"
-    run_dnewton(n_ranks, [*SGD, "--partitions", partitions, "--log", path])
-    log = read_log(path)
+@pytest.mark.parametrize("n_ranks, partitions", LAYOUTS_OF_RANKS)
+def test_sgd_trajectory_and_bytes_do_not_depend_on_the_layout(runs, n_ranks, partitions):
+    log = runs.log(n_ranks)
     assert [rec["iter"] for rec in log] == [0, 1, 2, 3]
     assert log[-1]["f"] < 0.5 * log[0]["f"]
-    check_digits_epochs(log, sgd_single_rank, n_ranks, partitions, (16, 12), 0.05)
+    check_digits_epochs(log, runs.log("one rank"), n_ranks, partitions, (16, 12), 0.05)
 
 
 @pytest.mark.mpi
-def test_sgd_learns_the_digits(tmp_path):
-    path = tmp_path / "run.jsonl"
-    run_dnewton(1, ["train", "digits", "--solver", "sgd", "--hidden", "64", "--epochs", "10",
-                    "--learning-rate", "0.05", "--feature-scale", "16", "--center",
-                    "--lr-decay", "0.1", "--quiet", "--log", path])
-    log = read_log(path)
+def test_sgd_learns_the_digits(runs):
+    log = runs.log("learns")
     assert log[-1]["test_accuracy"] >= 0.9
     assert log[-1]["f"] < 0.2 * log[0]["f"]
     rates = [rec["alpha"] for rec in log[1:]]
@@ -113,16 +121,11 @@ def test_sgd_learns_the_digits(tmp_path):
 
 
 @pytest.mark.mpi
-def test_diverging_sgd_keeps_the_last_finite_model(tmp_path):
-    path, model = tmp_path / "run.jsonl", tmp_path / "model.npz"
-    proc = run_dnewton(1, ["train", "digits", "--solver", "sgd", "--hidden", "16",
-                           "--epochs", "5", "--learning-rate", "1e4", "--feature-scale", "16",
-                           "--loss", "squared", "--quiet", "--log", path, "--model", model],
-                       check=False)
+def test_diverging_sgd_keeps_the_last_finite_model(runs):
+    proc = runs["diverges"]
     assert proc.returncode == 3, proc.stderr
     assert "the learning rate is too large?" in proc.stderr
-    log = read_log(path)
+    log = read_log(runs.log_path("diverges"))
     assert all(np.isfinite(rec["f"]) for rec in log)
     assert f"kept the model of epoch {log[-1]['iter']}" in proc.stderr
-    predict = run_dnewton(1, ["predict", model, "digits"])
-    assert "accuracy" in predict.stdout
+    assert "accuracy" in runs.checked("predict").stdout

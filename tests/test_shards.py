@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import LAYOUTS, WORLD, n_global, read_log, run_dnewton, run_python, unflatten
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from helpers import LAYOUTS, WORLD, n_global, read_log, run_dnewton, run_python, unflatten
 from mpi4py import MPI
 from scipy import sparse
 from sklearn.datasets import dump_svmlight_file

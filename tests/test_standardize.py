@@ -3,8 +3,9 @@ the model file, in `dnewton predict` and in `NewtonClassifier`."""
 
 import numpy as np
 import pytest
-from helpers import LAYOUTS, WORLD, outputs, random_theta, read_log, run_dnewton
+from helpers import LAYOUTS, WORLD, outputs, random_theta
 from mpi4py import MPI
+from shared_runs import SharedRuns
 from threadpoolctl import threadpool_limits
 
 from dnewton import NewtonClassifier
@@ -115,28 +116,6 @@ TRAIN = ["train", "digits", "--hidden", "16,12", "--iterations", "4", "--feature
          "--standardize", "--quiet", "--seed", "5"]
 
 
-@pytest.mark.mpi
-def test_cli_model_predicts_the_logged_accuracy_and_the_estimator_matches(tmp_path):
-    model, log, labels = tmp_path / "model.npz", tmp_path / "run.jsonl", tmp_path / "labels"
-    run_dnewton(2, [*TRAIN, "--partitions", "2,1,1,1", "--model", model, "--log", log])
-    accuracy = read_log(log)[-1]["test_accuracy"]
-    proc = run_dnewton(3, ["predict", model, "digits", "--output", labels])
-    assert f"accuracy {100 * accuracy:.2f}%" in proc.stdout
-    train, test = read_dataset("digits")
-    np.testing.assert_array_equal(np.mean(np.loadtxt(labels) == test.y), accuracy)
-
-    log1 = tmp_path / "run1.jsonl"
-    run_dnewton(1, [*TRAIN, "--log", log1])
-    with threadpool_limits(limits=1):  # as run_dnewton's BLAS: the same sums, bit for bit
-        clf = NewtonClassifier(hidden=(16, 12), max_iter=4, feature_scale=16, standardize=True,
-                               random_state=5).fit(train.X, train.y)
-        assert clf.score(test.X, test.y) == read_log(log1)[-1]["test_accuracy"]
-    assert [r["f"] for r in clf.history_] == [r["f"] for r in read_log(log1)]
-    saved = load_model(MPI.COMM_SELF, model)
-    np.testing.assert_allclose(clf.std_, saved.std, rtol=1e-15)
-    np.testing.assert_allclose(clf.mean_, saved.mean, rtol=1e-15)
-
-
 # Digits with the default C = 0.01 (30 iterations, 64,64): raw pixels (0..16) reach 92.2%
 # test accuracy, scaled and centred (the documented recipe, but default C) 76.0%, as
 # DATASETS says; standardized 96.9%: with unit spread per pixel the default C suits.
@@ -145,16 +124,48 @@ def test_cli_model_predicts_the_logged_accuracy_and_the_estimator_matches(tmp_pa
 # the expectation was measured with, rather than left to the planner.
 DEFAULT_C = ["train", "digits", "--hidden", "64,64", "--iterations", "30", "--quiet",
              "--seed", "1", "--jacobian", "stored"]
+FEATURES = {"raw": [], "center": ["--feature-scale", "16", "--center"],
+            "standardize": ["--standardize"]}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every run of this module, in one shared job per rank count (shared_runs.py);
+    the 2-rank job first: it writes the model that the 3-rank job predicts with."""
+    runs = SharedRuns(tmp_path_factory.mktemp("standardize"), 300)
+    model = runs.scratch / "model.npz"
+    runs.add("trained", 2, [*TRAIN, "--partitions", "2,1,1,1", "--model", model, "--log",
+                            runs.log_path("trained")])
+    runs.add("predict", 3, ["predict", model, "digits", "--output", runs.scratch / "labels"])
+    runs.add("one rank", 1, [*TRAIN, "--log", runs.log_path("one rank")])
+    for name, extra in FEATURES.items():
+        runs.add(name, 1, [*DEFAULT_C, *extra, "--log", runs.log_path(name)])
+    return runs.run()
 
 
 @pytest.mark.mpi
-def test_standardize_is_no_worse_than_raw_or_scaled_features_with_the_default_C(tmp_path):
-    accuracy = {}
-    for name, extra in (("raw", []), ("center", ["--feature-scale", "16", "--center"]),
-                        ("standardize", ["--standardize"])):
-        log = tmp_path / f"{name}.jsonl"
-        run_dnewton(1, [*DEFAULT_C, *extra, "--log", log], timeout=300)
-        accuracy[name] = read_log(log)[-1]["test_accuracy"]
+def test_cli_model_predicts_the_logged_accuracy_and_the_estimator_matches(runs):
+    accuracy = runs.log("trained")[-1]["test_accuracy"]
+    proc = runs.checked("predict")
+    assert f"accuracy {100 * accuracy:.2f}%" in proc.stdout
+    train, test = read_dataset("digits")
+    np.testing.assert_array_equal(np.mean(np.loadtxt(runs.scratch / "labels") == test.y),
+                                  accuracy)
+
+    log1 = runs.log("one rank")
+    with threadpool_limits(limits=1):  # as the runs' BLAS: the same sums, bit for bit
+        clf = NewtonClassifier(hidden=(16, 12), max_iter=4, feature_scale=16, standardize=True,
+                               random_state=5).fit(train.X, train.y)
+        assert clf.score(test.X, test.y) == log1[-1]["test_accuracy"]
+    assert [r["f"] for r in clf.history_] == [r["f"] for r in log1]
+    saved = load_model(MPI.COMM_SELF, runs.scratch / "model.npz")
+    np.testing.assert_allclose(clf.std_, saved.std, rtol=1e-15)
+    np.testing.assert_allclose(clf.mean_, saved.mean, rtol=1e-15)
+
+
+@pytest.mark.mpi
+def test_standardize_is_no_worse_than_raw_or_scaled_features_with_the_default_C(runs):
+    accuracy = {name: runs.log(name)[-1]["test_accuracy"] for name in FEATURES}
     assert accuracy["standardize"] >= max(accuracy["raw"], accuracy["center"]), accuracy
     assert accuracy["standardize"] >= 0.95, accuracy
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from helpers import mpiexec_path, read_log, run_dnewton, run_environment, without_timings
+from shared_runs import SharedRuns
 
 from dnewton.app.stopping import EXIT_NOTHING_SAVED, EXIT_RESUMABLE, StopRequests, parse_duration
 from dnewton.errors import ParameterError
@@ -18,9 +19,9 @@ from dnewton.io.checkpoint import Checkpoint
 
 TIMEOUT = 120
 NEWTON = ["train", "digits", "--hidden", "64,48", "--feature-scale", "16", "--center",
-          "--iterations", "1500", "--quiet", "--seed", "4"]
+          "--iterations", "800", "--quiet", "--seed", "4"]
 SGD = ["train", "digits", "--solver", "sgd", "--hidden", "32", "--feature-scale", "16",
-       "--center", "--epochs", "400", "--mini-batch", "32", "--quiet", "--seed", "4"]
+       "--center", "--epochs", "200", "--mini-batch", "32", "--quiet", "--seed", "4"]
 
 
 @pytest.mark.parametrize("text, seconds", [("90", 90), ("2.5", 2.5), ("1:30", 90),
@@ -108,14 +109,26 @@ def check_stopped_and_resumed(tmp_path, job, seconds, log, folder, args, whole, 
     assert without_timings(read_log(log)) == without_timings(whole)
 
 
+C_SEARCH = ["train", "digits", "--hidden", "64,64", "--feature-scale", "16", "--iterations",
+            "30", "-C", "auto", "--search-budget", "400", "--time-limit", "2", "--quiet"]
+
+
 @pytest.fixture(scope="module")
-def whole_runs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("whole")
-    runs = {}
+def runs(tmp_path_factory):
+    """The runs of this module that no test signals nor resumes, in one shared job
+    (shared_runs.py): the runs never stopped, and the -C auto search the time limit
+    stops."""
+    runs = SharedRuns(tmp_path_factory.mktemp("stopping"), TIMEOUT)
+    tmp = runs.scratch
     for name, args in (("newton", NEWTON), ("sgd", SGD)):
-        run_dnewton(2, [*args, "--log", folder / f"{name}.jsonl"], TIMEOUT)
-        runs[name] = read_log(folder / f"{name}.jsonl")
-    return runs
+        runs.add(name, 2, [*args, "--log", runs.log_path(name)])
+    runs.add("C search", 2, [*C_SEARCH, "--checkpoint", tmp / "c-search"])
+    return runs.run()
+
+
+@pytest.fixture
+def whole_runs(runs):
+    return {name: runs.log(name) for name in ("newton", "sgd")}
 
 
 @pytest.mark.mpi
@@ -150,11 +163,11 @@ def test_sgd_stops_and_resumes_too(tmp_path, whole_runs):
 def test_the_time_limit_ends_in_a_checkpoint(tmp_path, whole_runs):
     folder, log = tmp_path / "ck", tmp_path / "run.jsonl"
     began = time.monotonic()
-    proc = run_dnewton(2, [*NEWTON, "--time-limit", "0:03", "--checkpoint", folder,
+    proc = run_dnewton(2, [*NEWTON, "--time-limit", "0:02", "--checkpoint", folder,
                            "--log", log], TIMEOUT, check=False)
-    assert time.monotonic() - began < 3 + 10
+    assert time.monotonic() - began < 2 + 10
     check_stopped_and_resumed(tmp_path, proc, 0.0, log, folder, NEWTON, whole_runs["newton"],
-                              "the next iteration would pass the time limit of 3 s")
+                              "the next iteration would pass the time limit of 2 s")
 
 
 SECOND_SIGNAL = """
@@ -231,16 +244,13 @@ def test_a_stop_during_the_C_search_says_there_is_nothing_to_resume(tmp_path):
 
 
 @pytest.mark.mpi
-def test_the_time_limit_during_the_C_search_ends_with_nothing_claimed(tmp_path):
-    folder = tmp_path / "ck"
-    proc = run_dnewton(2, ["train", "digits", "--hidden", "64,64", "--feature-scale", "16",
-                           "--iterations", "30", "-C", "auto", "--search-budget", "400",
-                           "--checkpoint", folder, "--time-limit", "2", "--quiet"],
-                       TIMEOUT, check=False)
+def test_the_time_limit_during_the_C_search_ends_with_nothing_claimed(runs):
+    proc = runs["C search"]
     assert proc.returncode == EXIT_NOTHING_SAVED, proc.stderr
+    assert set(proc.statuses) == {EXIT_NOTHING_SAVED}, proc.stderr
     assert proc.stderr.count("dnewton: stopped: ") == 1, proc.stderr
     assert "nothing to resume from" in proc.stderr and "--resume" not in proc.stderr
-    assert not (folder / "checkpoint.npz").exists()
+    assert not (runs.scratch / "c-search" / "checkpoint.npz").exists()
 
 
 SETTLED = """

@@ -4,6 +4,8 @@ whose two paired runs on the same 90% must agree to the bit."""
 import pytest
 from helpers import load_bench
 
+pytestmark = pytest.mark.bench  # a bench/ script: make test-bench
+
 
 def test_early_stop_keeps_the_first_best_and_stops_after_patience():
     stopping = load_bench("stopping")

@@ -7,6 +7,8 @@ import json
 import pytest
 from helpers import load_bench
 
+pytestmark = pytest.mark.bench  # a bench/ script: make test-bench
+
 
 def load_suite():
     return load_bench("suite")

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import read_log, run_dnewton
+from shared_runs import SharedRuns
 
 from dnewton.app.monitor import Monitor
 from dnewton.app.plot import plot_logs
@@ -22,26 +22,49 @@ LINES = [f"{i % 3} 1:{i / 40:.3f} 2:{(i * 7 % 11) / 11:.3f} 4:0.5" for i in rang
 TEXT = "\n".join(LINES) + "\n"
 
 
-def test_datasets_lists_the_embedded_sets():
-    proc = run_dnewton(1, ["datasets"])
+COMPRESSED = ("train.svm", "train.svm.gz", "train.svm.bz2")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every run of this module, in one shared job per rank count (shared_runs.py);
+    the 3-rank job first: it writes the model that a 2-rank run predicts with."""
+    runs = SharedRuns(tmp_path_factory.mktemp("tools"))
+    tmp = runs.scratch
+    (tmp / "train.svm").write_text(TEXT)
+    npz = write_npz(tmp / "train.npz", *dense())
+    for train in (tmp / "train.svm", npz):
+        runs.add(("npz", train.name), 3, ["train", train, "--test", npz, *SMALL, "--log",
+                                          runs.log_path(("npz", train.name)), "--model",
+                                          tmp / "model.npz"])
+    runs.add("npz predict", 2, ["predict", tmp / "model.npz", npz])
+    (tmp / "train.svm.gz").write_bytes(gzip.compress(TEXT.encode()))
+    (tmp / "train.svm.bz2").write_bytes(bz2.compress(TEXT.encode()))
+    for name in COMPRESSED:
+        runs.add(name, 2, ["train", tmp / name, "--test", tmp / "train.svm", *SMALL, "--log",
+                           runs.log_path(name)])
+    runs.add("datasets", 1, ["datasets"])
+    log = runs.log_path("plotted")
+    runs.add("plotted", 1, ["train", "digits", *SMALL, "--log", log])
+    runs.add("plot", 1, ["plot", log, "--vs", log, "-o", tmp / "fig.png"])
+    (tmp / "bad.jsonl").write_text('{"iter": 0}\n')
+    runs.add("plot bad log", 1, ["plot", tmp / "bad.jsonl", "-o", tmp / "x.png"])
+    runs.add("plot bad format", 1, ["plot", log, "-o", tmp / "x.nosuchformat"])
+    return runs.run()
+
+
+@pytest.mark.mpi
+def test_datasets_lists_the_embedded_sets(runs):
+    proc = runs.checked("datasets")
     assert [line.split(":")[0] for line in proc.stdout.splitlines()] == list(DATASETS)
     assert "1,347 train / 450 test" in proc.stdout
 
 
 @pytest.mark.mpi
-def test_compressed_libsvm_files_train_to_the_same_log(tmp_path):
-    plain = tmp_path / "train.svm"
-    plain.write_text(TEXT)
-    (tmp_path / "train.svm.gz").write_bytes(gzip.compress(TEXT.encode()))
-    (tmp_path / "train.svm.bz2").write_bytes(bz2.compress(TEXT.encode()))
-    logs = []
-    for name in ("train.svm", "train.svm.gz", "train.svm.bz2"):
-        log = tmp_path / f"{name}.jsonl"
-        run_dnewton(2, ["train", tmp_path / name, "--test", plain, *SMALL, "--log", log])
-        logs.append([(r["f"], r["test_accuracy"]) for r in read_log(log)])
-    # The LIBSVM file stays sparse (layer 1 on CSR blocks), the .npz is dense: their
-    # sums run in another order, so the runs agree to rounding.
-    np.testing.assert_allclose(logs[0], logs[1], rtol=1e-9) == logs[2]
+def test_compressed_libsvm_files_train_to_the_same_log(runs):
+    logs = [[(r["f"], r["test_accuracy"]) for r in runs.log(name)] for name in COMPRESSED]
+    np.testing.assert_allclose(logs[0], logs[1], rtol=1e-9)
+    np.testing.assert_allclose(logs[0], logs[2], rtol=1e-9)
 
 
 def write_npz(path, X, y):
@@ -62,19 +85,13 @@ def dense(lines=LINES):
 
 
 @pytest.mark.mpi
-def test_npz_input_trains_like_the_same_libsvm_data(tmp_path):
-    (tmp_path / "train.svm").write_text(TEXT)
-    npz = write_npz(tmp_path / "train.npz", *dense())
-    logs = []
-    for train in (tmp_path / "train.svm", npz):
-        log = tmp_path / f"{train.name}.jsonl"
-        run_dnewton(3, ["train", train, "--test", npz, *SMALL, "--log", log,
-                        "--model", tmp_path / "model.npz"])
-        logs.append([(r["f"], r["test_accuracy"]) for r in read_log(log)])
+def test_npz_input_trains_like_the_same_libsvm_data(runs):
+    logs = [[(r["f"], r["test_accuracy"]) for r in runs.log(("npz", name))]
+            for name in ("train.svm", "train.npz")]
     # The LIBSVM file stays sparse (layer 1 on CSR blocks), the .npz is dense: their
     # sums run in another order, so the runs agree to rounding.
     np.testing.assert_allclose(logs[0], logs[1], rtol=1e-9)
-    proc = run_dnewton(2, ["predict", tmp_path / "model.npz", npz])
+    proc = runs.checked("npz predict")
     assert f"accuracy {100 * logs[1][-1][1]:.2f}%" in proc.stdout
 
 
@@ -186,16 +203,14 @@ def test_plot_draws_every_quantity_of_every_run(tmp_path):
     assert (image[..., :3] < 0.5).any()  # something was drawn
 
 
-def test_plot_command_and_its_errors(tmp_path):
-    log = tmp_path / "run.jsonl"
-    run_dnewton(1, ["train", "digits", *SMALL, "--log", log])
-    run_dnewton(1, ["plot", log, "--vs", log, "-o", tmp_path / "fig.png"])
-    assert (tmp_path / "fig.png").stat().st_size > 10_000
-    (tmp_path / "bad.jsonl").write_text('{"iter": 0}\n')
-    proc = run_dnewton(1, ["plot", tmp_path / "bad.jsonl", "-o", tmp_path / "x.png"],
-                       check=False)
+@pytest.mark.mpi
+def test_plot_command_and_its_errors(runs):
+    runs.checked("plotted")
+    runs.checked("plot")
+    assert (runs.scratch / "fig.png").stat().st_size > 10_000
+    proc = runs["plot bad log"]
     assert proc.returncode == 2 and "line 1 is not a dnewton log record" in proc.stderr
-    proc = run_dnewton(1, ["plot", log, "-o", tmp_path / "x.nosuchformat"], check=False)
+    proc = runs["plot bad format"]
     assert proc.returncode == 2 and "cannot write the figure" in proc.stderr
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from helpers import read_log, run_python
 
+pytestmark = pytest.mark.bench  # a bench/ script: make test-bench
+
 WAITS = Path(__file__).resolve().parents[1] / "bench" / "waits.py"
 
 

@@ -320,12 +320,13 @@ def build_parser():
         "--assignment", choices=("balanced", "aligned"), default=None,
         help="with --partitions: how blocks go to ranks; balanced: largest first to the "
         "least-loaded rank; aligned: block (m, a, b) to rank (a P_m + b) mod ranks "
-        "(default: the cheaper by the layout's estimate)",
+        "(default: the planner's, for a nominal iteration of one batch)",
     )
     model.add_argument(
         "--machine", metavar="FILE", default=None,
-        help="machine description (from dnewton calibrate) the planner predicts with when "
-        "no --partitions is given (default: a typical cluster node, docs/scaling.md)",
+        help="machine description (from dnewton calibrate) the planner predicts with: "
+        "the layout, or the assignment of --partitions (default: a typical cluster node, "
+        "docs/scaling.md)",
     )
     model.add_argument(
         "--replicas", type=int, default=_MODEL.replicas, metavar="R",
@@ -554,7 +555,8 @@ def build_parser():
     predict.add_argument("--data-cache", metavar="DIR", default=None,
                          help="as train --data-cache")
     predict.add_argument("--partitions", type=_int_list, default=None, metavar="P0,...,PL",
-                         help="layout for this job (default: split the widest layers)")
+                         help="layout for this job (default: the planner's for a nominal "
+                         "iteration of one batch; given, the planner's assignment)")
     predict.add_argument("--chunk-size", type=int, default=BATCH_SIZE, dest="batch_size",
                          metavar="N", help=f"instances per forward pass through memory "
                          f"(default {BATCH_SIZE})")
@@ -674,7 +676,8 @@ def _add_plan(commands):
     plan.add_argument("--memory-per-rank", type=float, default=None, metavar="BYTES",
                       help="refuse layouts whose largest rank needs more (default: no limit)")
     plan.add_argument("--top", type=int, default=20, metavar="N",
-                      help="rows of the table (all of them with --json)")
+                      help="the first N layouts (rows of the table, candidates of --json); "
+                      "only those that can be among them are predicted; 0: every candidate")
     plan.add_argument("--json", action="store_true",
                       help="print one JSON object with the key candidates (in order)")
     plan.set_defaults(run=run_plan)
@@ -707,7 +710,7 @@ def run_plan(args):
     from ..io.shards import open_dataset
     from ..planning.cost import Workload
     from ..planning.machine import DEFAULT, Machine
-    from ..planning.planner import rank
+    from ..planning.planner import search
     from ..planning.report import as_json, table
     from ..planning.volume import Counts, subset_size
 
@@ -729,6 +732,8 @@ def run_plan(args):
                 raise ParameterError(f"{{{name}}} must be >= {2 if name == 'classes' else 1}")
         if args.ranks < 1:
             raise ParameterError("{ranks} must be >= 1")
+        if args.top < 0:
+            raise ParameterError("{top} must be >= 0")
         if args.replicas is not None and (args.replicas < 1 or args.ranks % args.replicas):
             raise ParameterError(f"{{replicas}} {args.replicas} must divide {{ranks}} "
                                  f"{args.ranks}")
@@ -741,14 +746,20 @@ def run_plan(args):
                         itemsize=np.dtype(args.dtype).itemsize, loss=args.loss,
                         batch_size=args.batch_size,
                         counts=Counts(cg_iters=args.cg_iters, trials=args.trials))
-    fits, refused = rank(workload, args.ranks, machine, args.memory_per_rank,
-                         replicas=args.replicas, jacobian=args.jacobian)
-    if world.rank == 0:
-        if args.json:
-            print(as_json(fits, refused, workload, args.ranks, machine), flush=True)
-        else:
-            print(table(fits, refused, workload, args.ranks, machine, args.top), flush=True)
-    return 0 if fits else 2
+    status = None
+    with agreed(world):
+        if world.rank == 0:  # one rank plans and prints; the others learn the status
+            found = search(workload, args.ranks, machine, args.memory_per_rank,
+                           args.top or None, replicas=args.replicas, jacobian=args.jacobian)
+            shown = found.fits[:args.top] if args.top else found.fits
+            if args.json:
+                print(as_json(shown, found.refused, workload, args.ranks, machine,
+                              found.skipped), flush=True)
+            else:
+                print(table(found.fits, found.refused, workload, args.ranks, machine,
+                            args.top or None, found.skipped), flush=True)
+            status = 0 if found.fits else 2
+    return world.bcast(status, root=0)
 
 
 def run_calibrate(args):

@@ -16,6 +16,7 @@ from ..model.network import Network
 from ..parallel.groups import Groups
 from ..parallel.layout import Layout
 from ..parallel.phases import Phase
+from .problem import planned_layout
 from .threads import compute_threads, default_threads
 
 
@@ -28,17 +29,17 @@ class Predictor:
     comm : mpi4py communicator
     model : io.model_file.Model
     partitions : sequence of int or None
-        P_0..P_L for this job, or None for `Layout.default`.
+        P_0..P_L for this job, or None: the planner's (both with the planner's
+        assignment: `app.problem.planned_layout`).
     batch_size : int
         Instances per forward batch (bounds memory).
     """
 
     def __init__(self, comm, model, partitions=None, batch_size=BATCH_SIZE):
-        with agreed(comm):
-            if partitions is None:
-                self.layout = Layout.default(model.widths, comm.size)
-            else:
-                self.layout = Layout.build(model.widths, partitions, comm.size)
+        with agreed(comm):  # partitions that cannot be laid out: refused on every rank
+            if partitions is not None:
+                Layout(model.widths, partitions, comm.size)
+        self.layout = planned_layout(comm, model.widths, comm.size, partitions)
         self.world = world = comm.Dup()
         self.model = model
         self.batch_size = batch_size

@@ -17,8 +17,8 @@ from mpi4py import MPI
 from ..constants import BATCH_SIZE, KEEP_MEMORY_SHARE, PARAMETER_COPIES, PRECISIONS
 from ..errors import InputError, ParameterError, agreed, check_parameters, everywhere
 from ..io.data import SPARSE_MAX_DENSITY, Preprocessing, Targets, targets_from_training
-from ..io.shards import share_of, stored_entries
 from ..io.model_file import CLASSIFICATION, REGRESSION, gather_model, gather_vector
+from ..io.shards import share_of, stored_entries
 from ..model.activations import Activation
 from ..model.gauss_newton import JACOBIAN_MODES, stored_bytes
 from ..model.losses import make_loss
@@ -29,7 +29,7 @@ from ..parallel.layout import Layout
 from ..planning.machine import DEFAULT as DEFAULT_MACHINE
 from ..planning.machine import Machine
 from ..planning.memory import RankMemory
-from ..planning.planner import ASSIGNMENTS, choose
+from ..planning.planner import ASSIGNMENTS, choose, layout_for
 from ..planning.volume import subset_size
 
 # The paper's objective, one flag away (`--paper`) for reproducing its runs. The
@@ -135,13 +135,14 @@ class Problem:
                 widths = [train_raw.n_features, *map(int, config.hidden), len(classes)]
                 if config.replicas is not None:  # refused before the planner looks
                     _copy_size(world.size, config.replicas, train_raw.n_instances)
-                if config.partitions is None:
-                    plan = _plan(widths, train_raw.n_instances, n_subset, world.size, config)
-                    choice = plan[0].choice
-                    config = replace(config, replicas=choice.replicas, jacobian=choice.jacobian)
-                else:
-                    config = replace(config, replicas=config.replicas or 1,
-                                     jacobian=config.jacobian or "stored")
+            if config.partitions is None:
+                plan = _plan(world, widths, train_raw.n_instances, n_subset, config)
+                choice = plan[0].choice
+                config = replace(config, replicas=choice.replicas, jacobian=choice.jacobian)
+            else:
+                config = replace(config, replicas=config.replicas or 1,
+                                 jacobian=config.jacobian or "stored")
+            with agreed(world):
                 n_ranks = _copy_size(world.size, config.replicas, train_raw.n_instances)
                 if plan is not None:
                     layout = Layout(widths, choice.partitions, n_ranks, choice.assignment)
@@ -152,13 +153,16 @@ class Problem:
                             f"{{assignment}} {config.assignment} leaves a rank without a "
                             f"block with {{partitions}} "
                             f"{','.join(map(str, config.partitions))}: use balanced")
-                else:
-                    layout = Layout.build(widths, config.partitions, n_ranks)
+                else:  # checked here on every rank; the assignment comes next
+                    layout = Layout(widths, config.partitions, n_ranks)
                 if test_raw is not None and test_raw.n_features > train_raw.n_features:
                     raise InputError(
                         f"{test_raw.source}: {test_raw.n_features} features, more than the "
                         f"{train_raw.n_features} of the training set"
                     )
+            if plan is None and config.assignment is None:
+                layout = planned_layout(world, widths, n_ranks, config.partitions,
+                                        config.machine)
             groups = Groups(world, layout, config.replicas)
             prep = Preprocessing(config.feature_scale, config.center,
                                  standardize=config.standardize)
@@ -298,17 +302,39 @@ class Problem:
         self.world.Free()
 
 
-def _plan(widths, n_instances, n_subset, n_ranks, config):
-    """The planner's ranked layouts for this run on `n_ranks` (all the job's ranks),
-    restricted to the configured replicas and Jacobian mode; the same on every rank
-    (the same inputs, no randomness)."""
-    machine = Machine.load(config.machine) if config.machine else DEFAULT_MACHINE
-    if n_subset is None:
-        n_subset = subset_size(n_instances)
-    return choose(widths, n_instances, n_subset, n_ranks, machine, replicas=config.replicas,
-                  jacobian=config.jacobian, assignment=config.assignment,
-                  itemsize=np.dtype(config.dtype).itemsize, loss=config.loss,
-                  batch_size=config.batch_size)
+def _plan(world, widths, n_instances, n_subset, config):
+    """Collective: the planner's ranked layouts for this run on all of `world`'s ranks,
+    restricted to the configured replicas, Jacobian mode and assignment: the first
+    (the choice) and the runner-up the start-up line names. Rank 0 plans (and reads
+    the machine file) and sends the answer to the others; an error is every rank's."""
+    plan = None
+    with agreed(world):
+        if world.rank == 0:
+            machine = Machine.load(config.machine) if config.machine else DEFAULT_MACHINE
+            if n_subset is None:
+                n_subset = subset_size(n_instances)
+            plan = choose(widths, n_instances, n_subset, world.size, machine,
+                          replicas=config.replicas, jacobian=config.jacobian,
+                          assignment=config.assignment,
+                          itemsize=np.dtype(config.dtype).itemsize, loss=config.loss,
+                          batch_size=config.batch_size, top=1)
+    return world.bcast(plan, root=0)
+
+
+def planned_layout(comm, widths, n_ranks, partitions=None, machine=None):
+    """Collective: the planner's layout of one copy of `n_ranks` ranks where no
+    training run is known (`planning.planner.layout_for`: the assignment of
+    `partitions`, or without them the whole layout), on `machine` (a machine file,
+    or None: the default). Rank 0 plans and sends its choice; an error is every
+    rank's."""
+    choice = None
+    with agreed(comm):
+        if comm.rank == 0:
+            loaded = Machine.load(machine) if machine else DEFAULT_MACHINE
+            layout = layout_for(widths, n_ranks, partitions, loaded)
+            choice = (layout.partitions, layout.assignment)
+    partitions, assignment = comm.bcast(choice, root=0)
+    return Layout(widths, partitions, n_ranks, assignment)
 
 
 def _copy_size(n_ranks, replicas, n_instances):

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from .. import _sparse as sparse
 
+from .. import _sparse as sparse
 from ..constants import CONSTANT_FEATURE_RTOL
 from ..errors import InputError
 from . import libsvm

@@ -93,45 +93,32 @@ class Model:
 
     def arrays(self):
         """The model as the named arrays of its file."""
+        arrays = {
+            "format": np.array(FORMAT),
+            "widths": np.array(self.widths, dtype=np.int64),
+            "activation": np.array(self.activation),
+            "loss": np.array(self.loss),
+            "feature_scale": np.array(float(self.feature_scale)),
+            "center": np.array(self.mean is not None),
+            "mean": np.zeros(self.widths[0]) if self.mean is None else self.mean,
+            "dtype": np.array(self.dtype),
+        }
         if self.regression:
-            return self._regression_arrays()
-        arrays = {
-            "format": np.array(FORMAT),
-            "version": np.array(VERSION if self.std is None else STD_VERSION),
-            "widths": np.array(self.widths, dtype=np.int64),
-            "activation": np.array(self.activation),
-            "loss": np.array(self.loss),
-            "feature_scale": np.array(float(self.feature_scale)),
-            "center": np.array(self.mean is not None),
-            "mean": np.zeros(self.widths[0]) if self.mean is None else self.mean,
-            "classes": np.asarray(self.classes),
-            "dtype": np.array(self.dtype),
-        }
-        for m, (W, b) in enumerate(zip(self.weights, self.biases), start=1):
-            arrays[f"W{m}"], arrays[f"b{m}"] = W, b
-        if self.std is not None:
-            arrays["std"] = self.std
-        return arrays
-
-    def _regression_arrays(self):
-        k = self.widths[-1]
-        arrays = {
-            "format": np.array(FORMAT),
-            "version": np.array(REGRESSION_VERSION),
-            "task": np.array(REGRESSION),
-            "widths": np.array(self.widths, dtype=np.int64),
-            "activation": np.array(self.activation),
-            "loss": np.array(self.loss),
-            "feature_scale": np.array(float(self.feature_scale)),
-            "center": np.array(self.mean is not None),
-            "mean": np.zeros(self.widths[0]) if self.mean is None else self.mean,
-            "standardize": np.array(self.std is not None),
-            "std": np.ones(self.widths[0]) if self.std is None else self.std,
-            "normalize_y": np.array(self.target_std is not None),
-            "target_mean": np.zeros(k) if self.target_std is None else self.target_mean,
-            "target_std": np.ones(k) if self.target_std is None else self.target_std,
-            "dtype": np.array(self.dtype),
-        }
+            k = self.widths[-1]
+            arrays.update({
+                "version": np.array(REGRESSION_VERSION),
+                "task": np.array(REGRESSION),
+                "standardize": np.array(self.std is not None),
+                "std": np.ones(self.widths[0]) if self.std is None else self.std,
+                "normalize_y": np.array(self.target_std is not None),
+                "target_mean": np.zeros(k) if self.target_std is None else self.target_mean,
+                "target_std": np.ones(k) if self.target_std is None else self.target_std,
+            })
+        else:
+            arrays["version"] = np.array(VERSION if self.std is None else STD_VERSION)
+            arrays["classes"] = np.asarray(self.classes)
+            if self.std is not None:
+                arrays["std"] = self.std
         for m, (W, b) in enumerate(zip(self.weights, self.biases), start=1):
             arrays[f"W{m}"], arrays[f"b{m}"] = W, b
         return arrays

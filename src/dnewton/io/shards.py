@@ -34,13 +34,20 @@ from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
-from .. import _sparse as sparse
 
+from .. import _sparse as sparse
 from ..errors import InputError, agreed, alike_everywhere, everywhere
 from . import cache as data_cache
 from . import libsvm
-from .data import (DATASETS, SPARSE_MAX_DENSITY, PartitionedData, RawData, _int32,
-                   read_dataset, std_from_sums)
+from .data import (
+    DATASETS,
+    SPARSE_MAX_DENSITY,
+    PartitionedData,
+    RawData,
+    _int32,
+    read_dataset,
+    std_from_sums,
+)
 
 # `dnewton convert`'s output: a folder of .npy arrays and this description.
 NPY_FORMAT = "dnewton-npy"

@@ -14,9 +14,9 @@ two kernels on one block's own J_{i,p} v_p, with no communication at all
 """
 
 import numpy as np
-from .._sparse import issparse
 
 from .. import _kernels as K
+from .._sparse import issparse
 from ..parallel.phases import Phase
 from ..parallel.pipeline import run
 from ..parallel.space import GroupSpace, local_dot

@@ -18,9 +18,9 @@ belongs to (`parallel.groups.Groups`).
 from dataclasses import dataclass
 
 import numpy as np
-from .._sparse import issparse
 
 from .. import _kernels as K
+from .._sparse import issparse
 from ..constants import Stream, random_stream
 from ..parallel.phases import Phase
 from ..parallel.pipeline import Reduction, run

@@ -12,8 +12,6 @@ the one definition of how a rank's blocks sit in its flat parameter vector.
 See docs/design.md, "The partition".
 """
 
-import itertools
-import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -48,12 +46,6 @@ class Block:
         return n_rows * n_cols + (n_cols if self.has_bias else 0)
 
 
-# Beyond this many partition vectors, `Layout.default` tries only 1 and R per layer.
-_MAX_CANDIDATES = 4096
-# Estimates closer than this (relative) are taken as equal by `Layout.default`.
-_COST_RESOLUTION = 0.03
-
-
 def _split(width, parts):
     """Boundaries of `parts` contiguous groups of `width` neurons, sizes differing by <= 1."""
     sizes = np.full(parts, width // parts)
@@ -79,7 +71,7 @@ class Layout:
         rank; "aligned", block (m, a, b) to rank (a P_m + b) mod R, which puts
         column group b of layer m and row group b of layer m+1 on the same rank
         when the layers are split alternately (no communication between them).
-        `Layout.build` picks the cheaper of the two.
+        `Layout.build` takes the planner's choice of the two.
     """
 
     def __init__(self, widths, partitions, n_ranks, assignment="balanced"):
@@ -129,47 +121,19 @@ class Layout:
 
     @classmethod
     def build(cls, widths, partitions, n_ranks):
-        """The layout of `partitions` with the cheaper assignment (`cost` estimate)."""
-        from .cost import seconds_per_instance
+        """The layout of `partitions` with the planner's assignment
+        (`planning.planner.layout_for`)."""
+        from ..planning.planner import layout_for
 
-        balanced = cls(widths, partitions, n_ranks)
-        aligned = cls(widths, partitions, n_ranks, "aligned")
-        if len(set(aligned.owner.tolist())) < n_ranks:  # a rank without a block
-            return balanced
-        return min((balanced, aligned), key=seconds_per_instance)
+        return layout_for(widths, n_ranks, partitions)
 
     @classmethod
     def default(cls, widths, n_ranks):
-        """The layout used when the user gives none: the cheapest by `cost`'s estimate.
+        """The planner's layout when the user gives none and no training run is known
+        (`planning.planner.layout_for`); with one rank, nothing is split."""
+        from ..planning.planner import layout_for
 
-        Candidates split every layer into a number of groups that divides the
-        rank count (so that groups and ranks can line up), with both assignments.
-        Among those within `_COST_RESOLUTION` of the cheapest, the one with the
-        fewest blocks wins (fewer, larger products and fewer collectives, which the
-        estimate does not see). With one rank, nothing is split.
-        """
-        from .cost import seconds_per_instance
-
-        widths = [int(w) for w in widths]
-        if n_ranks == 1:
-            return cls(widths, [1] * len(widths), 1)
-        counts = [d for d in range(1, n_ranks + 1) if n_ranks % d == 0]
-        choices = [[p for p in counts if p <= w] for w in widths]
-        if math.prod(len(c) for c in choices) > _MAX_CANDIDATES:
-            choices = [[p for p in (1, n_ranks) if p <= w] for w in widths]
-        scored = [(seconds_per_instance(layout), layout)
-                   for layout in (cls.build(widths, parts, n_ranks)
-                                  for parts in itertools.product(*choices)
-                                  if cls.count_blocks(parts) >= n_ranks)]
-        if not scored:
-            raise InputError(
-                f"a network of widths {widths} has at most "
-                f"{cls.count_blocks(widths)} blocks, fewer than {n_ranks} ranks"
-            )
-        cheapest = min(cost for cost, _ in scored)
-        near = [(len(layout.blocks), cost, i, layout) for i, (cost, layout) in enumerate(scored)
-                if cost <= cheapest * (1 + _COST_RESOLUTION)]
-        return min(near)[3]
+        return layout_for(widths, n_ranks)
 
     @property
     def n_layers(self):

@@ -161,16 +161,19 @@ def predict(workload, choice, n_ranks, machine=DEFAULT, memory_per_rank=None):
     counts = workload.counts
     total = {p: 0 for p in PHASES}
     tests = split(counts.test_instances, R)  # the test set is split like the training set
+    copies = {}  # the shares take two or three sizes: each copy's bytes computed once
     for l_i, s_i, t_i in zip(shares, subsets, tests):
-        one = iteration_bytes(layout, l_i, s_i, replace(counts, test_instances=0),
-                              world=layout.n_ranks, itemsize=workload.itemsize,
-                              jacobian=choice.jacobian, loss=workload.loss,
-                              diagonal=workload.diagonal, keep=keep, groups=groups)
-        for p, value in one.items():
+        if (l_i, s_i, t_i) not in copies:
+            one = iteration_bytes(layout, l_i, s_i, replace(counts, test_instances=0),
+                                  world=layout.n_ranks, itemsize=workload.itemsize,
+                                  jacobian=choice.jacobian, loss=workload.loss,
+                                  diagonal=workload.diagonal, keep=keep, groups=groups)
+            if counts.test_instances:  # every copy sums its share's score, even an empty one
+                one["evaluation"] += (forward_bytes(layout, t_i, workload.itemsize, groups)
+                                      + (FLOAT64 if layout.n_ranks > 1 else 0))
+            copies[l_i, s_i, t_i] = one
+        for p, value in copies[l_i, s_i, t_i].items():
             total[p] += value
-        if counts.test_instances:  # every copy sums its share's score, even an empty one
-            total["evaluation"] += (forward_bytes(layout, t_i, workload.itemsize, groups)
-                                    + (FLOAT64 if layout.n_ranks > 1 else 0))
     position_params = [memory.parameters(r) for r in range(layout.n_ranks)]
     total["replicas"] = replica_bytes(position_params, counts, workload.itemsize, R)
     if counts.test_instances and R > 1:  # the copies' scores summed over the replica groups
@@ -185,6 +188,186 @@ def predict(workload, choice, n_ranks, machine=DEFAULT, memory_per_rank=None):
     communication = {p: phases[p].comm if isinstance(phases[p], _Seconds) else 0.0
                      for p in PHASES}
     return Prediction(choice, n_ranks, seconds, total, parts, refused, communication)
+
+
+def lower_bound(workload, choice, n_ranks, machine=DEFAULT, memo=None):
+    """Seconds per iteration that `predict` cannot go below for `choice`, from the
+    partitions alone (no `Layout`: O(L) block shapes, not O(blocks)).
+
+    The same pieces as `predict`, each bounded from below: a layer's busiest rank
+    does at least its layer's work over the ranks that can hold it, and at least
+    its largest block's with that block's group member work; a rank's vectors are at
+    least the parameters over the copy's ranks; the model-parallel sums of the
+    layers count nothing; the sums over all of a copy's ranks are exact; the replica
+    groups sum at least the mean position's parameters; the kept passes are assumed
+    (without them the iteration only grows). The planner skips a candidate whose
+    bound exceeds what it already has (`planner.search`). `memo`, a dict kept
+    between calls on one `machine`, holds the GEMM times already computed.
+    """
+    R = choice.replicas
+    if R < 1 or n_ranks % R:
+        raise ValueError(f"{R} replicas do not divide {n_ranks} ranks")
+    k = n_ranks // R
+    # the first (largest) of `split`'s shares, without listing R of them
+    l_c, s_c = -(-workload.n_instances // R), max(-(-workload.n_subset // R), 1)
+    return _Bound(workload, choice.partitions, k, machine, n_ranks, R, memo).iteration(
+        l_c, s_c, choice.jacobian)
+
+
+def _sizes(width, parts):
+    """[(group size, how many groups)] of `width` split in `parts` (the larger first,
+    as `parallel.layout` splits)."""
+    q, e = divmod(int(width), int(parts))
+    return [(size, count) for size, count in ((q + 1, e), (q, parts - e)) if count]
+
+
+class _Bound:
+    """`_Timer`'s pieces bounded from below from the partitions' block shapes."""
+
+    def __init__(self, workload, partitions, k, machine, n_ranks, replicas, memo=None):
+        self.w, self.machine, self.k = workload, machine, k
+        self.gemms = {} if memo is None else memo
+        self.n_ranks, self.replicas = n_ranks, replicas
+        self.widths = tuple(workload.widths)
+        self.parts = tuple(partitions)
+        self.L = len(self.widths) - 1
+        self.threads = machine.cores_per_node if n_ranks == 1 else 1
+        self.on_node = min(n_ranks, machine.ranks_per_node)
+        self.itemsize = workload.itemsize
+        self.n_out = self.widths[-1]
+        self.sizes = [_sizes(w, p) for w, p in zip(self.widths, self.parts)]
+        # layer m: [(rows, cols, how many blocks)]
+        self.shapes = {m: [(a, b, ca * cb) for a, ca in self.sizes[m - 1]
+                           for b, cb in self.sizes[m]] for m in range(1, self.L + 1)}
+        self.n_blocks = {m: self.parts[m - 1] * self.parts[m] for m in range(1, self.L + 1)}
+        self.n_params = sum(a * b + b for a, b in zip(self.widths[:-1], self.widths[1:]))
+        # the largest block: the first row group (the largest, with the bias) by the
+        # largest column group
+        self.largest_block = max(self.sizes[m - 1][0][0] * self.sizes[m][0][0]
+                                 + self.sizes[m][0][0] for m in range(1, self.L + 1))
+
+    def _gemm(self, m, k, n):
+        key = (m, k, n, self.threads)
+        seconds = self.gemms.get(key)
+        if seconds is None:
+            seconds = self.gemms[key] = self.machine.gemm_seconds(m, k, n, self.threads)
+        return seconds
+
+    def _stream(self, numbers):
+        return self.machine.stream_seconds(numbers * self.itemsize, self.on_node)
+
+    def _all(self, nbytes):
+        return self.machine.sum_seconds(nbytes, self.k, self.k > self.machine.ranks_per_node)
+
+    def _stage(self, m, block, member_total, member_of):
+        """The busiest rank's work in layer m at least: `block(a, b)` a block's work,
+        `member_total` the groups' member work with one member each, `member_of(a,
+        b)` the member work of the group a block's owner belongs to."""
+        shapes = self.shapes[m]
+        blocks = sum(n * block(a, b) for a, b, n in shapes)
+        return max(blocks / min(self.k, self.n_blocks[m]),
+                   (blocks + member_total) / self.k,
+                   max(block(a, b) + member_of(a, b) for a, b, _ in shapes))
+
+    def _forward(self, n, tangent=False, batched=True):
+        batches = max(1, math.ceil(n / self.w.batch_size)) if batched else 1
+        rows = n / batches
+        over = self.machine.call_overhead
+        total = 0.0
+        for m in range(1, self.L + 1):
+            def block(a, b, m=m):
+                t = self._gemm(rows, a, b) + self._stream(2 * rows * b)
+                return t + self._gemm(rows, a, b) if tangent and m > 1 else t
+
+            if m < self.L:
+                def member(width):
+                    return self._stream(3 * rows * width) + over
+
+                member_total = sum(c * member(width) for width, c in self.sizes[m])
+                total += self._stage(m, block, member_total, lambda a, b: member(b))
+            else:
+                out = self._stream(3 * rows * self.n_out) + over
+                total += self._stage(m, block, out, lambda a, b: out)
+        return batches * total
+
+    def _backward(self, n, vectors, gradient=True, batched=True):
+        batches = max(1, math.ceil(n / self.w.batch_size)) if batched else 1
+        rows = n / batches
+        total = 0.0
+        for m in range(self.L, 0, -1):
+            def block(a, b, m=m):
+                t = 0.0
+                if gradient:
+                    t += self._gemm(a, rows, b) + self._stream(rows * b)
+                if m > 1:
+                    t += self._gemm(rows * vectors, b, a)
+                if not gradient and m == self.L:
+                    t += self._stream(rows * vectors * b)
+                return t
+
+            if m > 1:
+                def member(width):
+                    return self._stream(4 * rows * vectors * width)
+
+                member_total = sum(c * member(width) for width, c in self.sizes[m - 1])
+                total += self._stage(m, block, member_total, lambda a, b: member(a))
+            else:
+                total += self._stage(m, block, 0.0, lambda a, b: 0.0)
+        return batches * total
+
+    def _vectors(self, passes):
+        return self._stream(passes * max(self.n_params / self.k, self.largest_block))
+
+    def iteration(self, n, s, jacobian):
+        w, c, mach = self.w, self.w.counts, self.machine
+        t = c.trials
+        pass_l = self._forward(n)
+        # every hidden group has a member, the output group too
+        pass_numbers = (2 * sum(self.widths[1:-1]) + self.n_out) / self.k
+        forward = t * (pass_l + self._all(2 * FLOAT64)) + self._stream(2 * s * pass_numbers)
+        backward = self._backward(n, 1)
+        if jacobian == "stored":
+            backward += self._backward(s, self.n_out, gradient=False, batched=False)
+        if w.loss == "softmax":
+            backward += self._all(s * self.n_out * FLOAT64)
+        if jacobian == "stored":
+            work = [(self._gemm(s, a, b) + self._gemm(a, s, b)
+                     + 4.0 * s * self.n_out * b / (mach.small_product_rate * mach.pass_efficiency),
+                     n_blk) for m in self.shapes for a, b, n_blk in self.shapes[m]]
+            busiest = max(sum(x * n_blk for x, n_blk in work) / self.k,
+                          max(x for x, _ in work))
+            product = busiest + self._all((s * self.n_out + 1) * FLOAT64)
+        else:
+            product = (self._forward(s, tangent=True, batched=False)
+                       + self._backward(s, 1, batched=False) + self._all(2 * FLOAT64))
+        per_cg = product + self._vectors(_CG_VECTOR_PASSES) + self._all(FLOAT64)
+        per_cg += 6 * mach.call_overhead
+        sync = 0.0
+        if w.diagonal:
+            per_cg -= self._all((s * self.n_out + 1) * FLOAT64) + self._all(FLOAT64)
+            sync = c.vote_rounds * self._all(FLOAT64)
+        gauss_newton = c.cg_iters * per_cg + self._all(FLOAT64)
+        other = (self._vectors(_NEWTON_VECTOR_PASSES + t * _TRIAL_VECTOR_PASSES)
+                 + self._all(3 * FLOAT64) + self._all(FLOAT64) + mach.iteration_overhead)
+        replicas = 0.0
+        if self.replicas > 1:
+            replicas = self._replicas(t + 1, 1 + c.cg_iters)
+        return forward + backward + gauss_newton + other + sync + replicas
+
+    def _replicas(self, scalars, vectors):
+        """`_Timer._replica_seconds` at least: the mean position's parameters over the
+        cheaper of the positions' networks (all span nodes when the first does)."""
+        R, k, mach = self.replicas, self.k, self.machine
+        params = self.n_params / k
+
+        def seconds(across):
+            return (scalars * mach.sum_seconds(FLOAT64, R, across)
+                    + mach.sum_seconds(params * self.itemsize, R, across)
+                    + (vectors - 1) * mach.sum_seconds((params + 1) * FLOAT64, R, across))
+
+        if mach.node_of(0) != mach.node_of((R - 1) * k):  # position 0 spans nodes
+            return seconds(True)
+        return min(seconds(False), seconds(True))
 
 
 class _Seconds:
@@ -226,6 +409,7 @@ class _Timer:
         self.on_node = min(n_ranks, machine.ranks_per_node)
         self.itemsize = workload.itemsize
         self.n_out = layout.widths[-1]
+        self.gemms = {}
         self.by_layer = {}
         for blk in layout.blocks:
             self.by_layer.setdefault(blk.layer, []).append(blk)
@@ -237,7 +421,11 @@ class _Timer:
     # -- pieces ------------------------------------------------------------------
 
     def _gemm(self, m, k, n):
-        return self.machine.gemm_seconds(m, k, n, self.threads)
+        key = (m, k, n)  # a layout repeats a few block shapes
+        seconds = self.gemms.get(key)
+        if seconds is None:
+            seconds = self.gemms[key] = self.machine.gemm_seconds(m, k, n, self.threads)
+        return seconds
 
     def _stream(self, numbers, itemsize=None):
         return self.machine.stream_seconds(numbers * (itemsize or self.itemsize), self.on_node)
@@ -309,7 +497,7 @@ class _Timer:
         return max(self._stream(passes * p) for p in self.params)
 
     def _all(self, nbytes):
-        t = self._sum(nbytes, tuple(range(self.k)))
+        t = self.machine.sum_seconds(nbytes, self.k, self.k > self.machine.ranks_per_node)
         return _Seconds(t, t)
 
     # -- the iteration -------------------------------------------------------------
@@ -366,11 +554,11 @@ class _Timer:
     def _replica_seconds(self, position_params, scalars, vectors):
         """The replica groups' sums: the slowest position j (ranks j, j + k, ...):
         `scalars` loss sums, the gradient and `vectors` - 1 products (float64)."""
-        worst = 0.0
+        mach, R, worst = self.machine, self.replicas, 0.0
         for j, params in enumerate(position_params):
-            members = tuple(j + c * self.k for c in range(self.replicas))
-            worst = max(worst, scalars * self.machine.allreduce_seconds(FLOAT64, members)
-                        + self.machine.allreduce_seconds(params * self.itemsize, members)
-                        + (vectors - 1) * self.machine.allreduce_seconds(
-                            (params + 1) * FLOAT64, members))
+            # members j, j + k, ..., j + (R-1) k: across nodes iff the extremes are
+            across = mach.node_of(j) != mach.node_of(j + (R - 1) * self.k)
+            worst = max(worst, scalars * mach.sum_seconds(FLOAT64, R, across)
+                        + mach.sum_seconds(params * self.itemsize, R, across)
+                        + (vectors - 1) * mach.sum_seconds((params + 1) * FLOAT64, R, across))
         return _Seconds(worst, worst)

@@ -111,13 +111,20 @@ class Machine:
         """An allreduce of `nbytes` over the world ranks `members` (0 for one rank):
         2 ceil(log2 k) latency + 2 (k-1)/k nbytes / bandwidth, the network's
         figures when the members span nodes (docs/design.md's cost note)."""
-        k = len(members)
+        if len(members) <= 1:
+            return 0.0
+        # nodes hold contiguous ranks: the members span nodes iff the extremes do
+        return self.sum_seconds(nbytes, len(members),
+                                self.node_of(min(members)) != self.node_of(max(members)))
+
+    def sum_seconds(self, nbytes, k, across):
+        """`allreduce_seconds` over k ranks, on the network when `across` nodes."""
         if k <= 1:
             return 0.0
-        if len({self.node_of(r) for r in members}) == 1:
-            latency, bandwidth = self.latency_intra, self.bandwidth_intra
-        else:
+        if across:
             latency, bandwidth = self.latency_inter, self.bandwidth_inter
+        else:
+            latency, bandwidth = self.latency_intra, self.bandwidth_intra
         return (2 * math.ceil(math.log2(k)) * latency + 2 * (k - 1) / k * nbytes / bandwidth
                 + self.call_overhead)
 

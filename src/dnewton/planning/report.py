@@ -9,8 +9,9 @@ def _mib(nbytes):
     return f"{nbytes / 2**20:.1f}"
 
 
-def table(fits, refused, workload, n_ranks, machine, top=None):
-    """The ranked candidates and the refused ones, as lines of text."""
+def table(fits, refused, workload, n_ranks, machine, top=None, skipped=0):
+    """The ranked candidates and the refused ones, as lines of text; `skipped`: the
+    candidates not predicted (slower than the first `top` by their lower bound)."""
     shown = fits if top is None else fits[:top]
     lines = [
         f"dnewton plan: network {'-'.join(map(str, workload.widths))}, "
@@ -28,7 +29,10 @@ def table(fits, refused, workload, n_ranks, machine, top=None):
             f"{p.choice.replicas:>3}  {p.choice.jacobian:<11}{p.seconds_per_iteration:>9.4g}"
             f"{comm:>9.3g}{_mib(p.bytes_per_iteration):>11}{_mib(p.memory_per_rank):>10}")
     if top is not None and len(fits) > top:
-        lines.append(f"     ... {len(fits) - top} more (--top N shows more)")
+        lines.append(f"     ... {len(fits) - top} more predicted (--top N shows more)")
+    if skipped:
+        lines.append(f"     {skipped} more not predicted: slower than these by their lower "
+                     "bound (--top 0 predicts every one)")
     if refused:
         lines.append(f"refused ({len(refused)}, do not fit in memory):")
         for p in refused[: top or len(refused)]:  # not timed
@@ -41,12 +45,14 @@ def _comm_share(prediction):
     return sum(prediction.communication[p] for p in TRAINING_PHASES)
 
 
-def as_json(fits, refused, workload, n_ranks, machine):
-    """One JSON object: the candidates in order, then the refused ones."""
+def as_json(fits, refused, workload, n_ranks, machine, skipped=0):
+    """One JSON object: the candidates in order, then the refused ones, and how many
+    were not predicted (`skipped`)."""
     return json.dumps({
         "widths": list(workload.widths), "instances": workload.n_instances,
         "subset": workload.n_subset, "ranks": n_ranks, "machine": machine.to_json(),
         "phases": list(TRAINING_PHASES),
         "candidates": [p.to_json() for p in fits],
         "refused": [p.to_json() for p in refused],
+        "not_predicted": skipped,
     })
