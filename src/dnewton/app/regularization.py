@@ -44,6 +44,7 @@ import numpy as np
 from ..errors import InputError, agreed
 from ..io.data import RawData
 from ..io.model_file import Model, broadcast_arrays
+from ..parallel.phases import Phase
 from .problem import Problem
 
 
@@ -236,7 +237,7 @@ def search_C(comm, train_raw, config, units, seed, fit, report=None, announce=No
 def phase_flops(flops):
     """The FLOPs of training in a record's `flops` (by phase): all but monitoring's
     (``evaluation``), the cost of a run apart from the machine's load."""
-    return float(sum(value for phase, value in flops.items() if phase != "evaluation"))
+    return float(sum(value for phase, value in flops.items() if phase != Phase.EVALUATION.value))
 
 
 def training_flops(history):

@@ -421,7 +421,7 @@ def _goes_on(options, n_instances):
     0.2-3.5 points below a fresh one (docs/benchmarks.md)."""
     if not isinstance(options, NewtonOptions):
         return True
-    return options.sample_size is not None and options.sample_size < n_instances
+    return options.samples(n_instances)
 
 
 def _describe(problem, options, train_data, monitor, outputs, faults):
@@ -462,7 +462,7 @@ def _describe(problem, options, train_data, monitor, outputs, faults):
         return
     with alike_everywhere():  # the same options and data size on every rank
         n_subset = options.largest_subset(problem.objective.n_instances)
-    if options.sample_size is not None and options.sample_size < problem.objective.n_instances:
+    if options.samples(problem.objective.n_instances):
         growth = (f", {options.sample_growth:g} times larger each iteration"
                   if options.sample_growth > 1 else "")
         average = (f"; the model is the moving average of the iterates (beta "

@@ -92,6 +92,10 @@ class NewtonOptions:
         """Raise ParameterError naming the first nonsensical value."""
         check_parameters(self, self.RULES)
 
+    def samples(self, n_instances):
+        """Whether a run on `n_instances` works on samples (fewer than all of them)."""
+        return self.sample_size is not None and self.sample_size < n_instances
+
     def largest_subset(self, n_instances):
         """The largest |S| a run on `n_instances` draws (what memory must hold): of
         the first sample, or once a growing one holds them all, of all of them."""
@@ -166,8 +170,7 @@ class NewtonSolver:
             options.check()
             options.subset_size(objective.n_instances)  # refuses a gn_size beyond l
         self.objective = objective
-        self.sampling = (options.sample_size is not None
-                         and options.sample_size < objective.n_instances)
+        self.sampling = options.samples(objective.n_instances)
         self.space = space
         self.direction = direction
         self.options = options
