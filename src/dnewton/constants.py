@@ -32,6 +32,9 @@ PARAMETER_COPIES = 12
 # The precisions a network can be trained in (`--dtype`).
 PRECISIONS = ("float64", "float32")
 
+# Bytes of a float64: what f's sums, J v and B are in either precision.
+FLOAT64 = 8
+
 # --standardize leaves a feature unscaled (divides by 1) when its training standard
 # deviation is at most this fraction of the largest |value| in its column (0 for an
 # all-zero column): a constant column's computed std is rounding noise, and

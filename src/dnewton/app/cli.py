@@ -712,7 +712,7 @@ def run_plan(args):
     from ..planning.machine import DEFAULT, Machine
     from ..planning.planner import search
     from ..planning.report import as_json, table
-    from ..planning.volume import Counts, subset_size
+    from ..planning.volume import Counts
 
     world = MPI.COMM_WORLD
     with agreed(world):
@@ -741,8 +741,9 @@ def run_plan(args):
             raise ParameterError("{gn_ratio} must be in (0, 1]")
         machine = Machine.load(args.machine) if args.machine else DEFAULT
     n_instances, n0, k = shape
-    workload = Workload((n0, *args.hidden, k), n_instances,
-                        min(subset_size(n_instances, args.gn_ratio, args.gn_size), n_instances),
+    gn_size = None if args.gn_size is None else min(args.gn_size, n_instances)  # at most l
+    n_subset = NewtonOptions(gn_ratio=args.gn_ratio, gn_size=gn_size).subset_size(n_instances)
+    workload = Workload((n0, *args.hidden, k), n_instances, n_subset,
                         itemsize=np.dtype(args.dtype).itemsize, loss=args.loss,
                         batch_size=args.batch_size,
                         counts=Counts(cg_iters=args.cg_iters, trials=args.trials))

@@ -7,9 +7,7 @@ ranks together (to hold against the node's DGEMM rate), and the data the
 collectives moved.
 """
 
-from ..parallel.phases import Phase
-
-_TRAINING = [p.value for p in Phase if p != Phase.EVALUATION]
+from ..parallel.phases import TRAINING_PHASES, Phase
 
 
 def log_view(records):
@@ -40,9 +38,9 @@ def log_view(records):
         return (f"{name:<14}{values['compute']:>10.3f}{values['wait']:>9.3f}{share}"
                 f"{values['flops'] / 1e9:>10.3f}{rate:>9.1f}{values['bytes'] / 2**20:>10.2f}")
 
-    for phase in _TRAINING:
+    for phase in TRAINING_PHASES:
         lines.append(row(phase, totals[phase]))
-    total = {key: sum(totals[p][key] for p in _TRAINING)
+    total = {key: sum(totals[p][key] for p in TRAINING_PHASES)
              for key in ("compute", "wait", "flops", "bytes")}
     lines.append(row("total", total))
     lines.append(row("evaluation", totals[Phase.EVALUATION.value], share=False)

@@ -25,12 +25,12 @@ from ..model.losses import make_loss
 from ..model.network import Network
 from ..model.objective import Objective
 from ..parallel.groups import Groups
-from ..parallel.layout import Layout
+from ..parallel.layout import Layout, contiguous_share
 from ..planning.machine import DEFAULT as DEFAULT_MACHINE
 from ..planning.machine import Machine
 from ..planning.memory import RankMemory
 from ..planning.planner import ASSIGNMENTS, choose, layout_for
-from ..planning.volume import subset_size
+from ..solvers.newton import NewtonOptions
 
 # The paper's objective, one flag away (`--paper`) for reproducing its runs. The
 # defaults below fit real data better (bench/choose_defaults.py, docs/benchmarks.md
@@ -312,7 +312,7 @@ def _plan(world, widths, n_instances, n_subset, config):
         if world.rank == 0:
             machine = Machine.load(config.machine) if config.machine else DEFAULT_MACHINE
             if n_subset is None:
-                n_subset = subset_size(n_instances)
+                n_subset = NewtonOptions().subset_size(n_instances)
             plan = choose(widths, n_instances, n_subset, world.size, machine,
                           replicas=config.replicas, jacobian=config.jacobian,
                           assignment=config.assignment,
@@ -368,11 +368,8 @@ def _check_data_memory(world, layout, groups, n_rows, itemsize, density, availab
 
 
 def _share(n_instances, groups):
-    """This rank's copy's contiguous share of `n_instances`: sizes differ by at most
-    one, the first copies taking the larger ones."""
-    size, extra = divmod(n_instances, groups.n_replicas)
-    start = groups.replica * size + min(groups.replica, extra)
-    return slice(start, start + size + (groups.replica < extra))
+    """This rank's replica's contiguous share of `n_instances`."""
+    return contiguous_share(n_instances, groups.n_replicas, groups.replica)
 
 
 def _size(nbytes):

@@ -37,6 +37,7 @@ from mpi4py import MPI
 
 from .. import _sparse as sparse
 from ..errors import InputError, agreed, alike_everywhere, everywhere
+from ..parallel.layout import contiguous_share
 from . import cache as data_cache
 from . import libsvm
 from .data import (
@@ -473,12 +474,11 @@ def read_text_shard(comm, path, n_features=None, cut=False, limit=None):
     return X, first, n_instances, n_read, y_all
 
 
-def copy_shares(n_instances, n_copies):
-    """(start, stop) of every copy's contiguous share of `n_instances`, as
-    `app.problem`'s: sizes differ by at most one, the first copies the larger."""
-    size, extra = divmod(n_instances, n_copies)
-    starts = [c * size + min(c, extra) for c in range(n_copies + 1)]
-    return list(zip(starts[:-1], starts[1:]))
+def replica_shares(n_instances, n_replicas):
+    """(start, stop) of every replica's contiguous share of `n_instances`
+    (`parallel.layout.contiguous_share`)."""
+    return [(share.start, share.stop) for share in
+            (contiguous_share(n_instances, n_replicas, c) for c in range(n_replicas))]
 
 
 def needed_columns(layout, rank):
@@ -491,18 +491,18 @@ def needed_columns(layout, rank):
     return mask
 
 
-def exchange(comm, X, first, layout, n_copies, n_instances):
-    """Collective over `comm` (``n_copies`` copies of `layout`, rank c k + r being rank r
-    of copy c): send the rows of CSR `X` (global rows ``first ..``) to every rank whose
-    copy's share holds them, in the columns its layer-1 blocks use; return this rank's
-    rows of its share (global order) as CSR (share rows, n_0).
+def exchange(comm, X, first, layout, n_replicas, n_instances):
+    """Collective over `comm` (``n_replicas`` replicas of `layout`, rank c k + r being
+    rank r of replica c): send the rows of CSR `X` (global rows ``first ..``) to every
+    rank whose replica's share holds them, in the columns its layer-1 blocks use;
+    return this rank's rows of its share (global order) as CSR (share rows, n_0).
 
     Moves three buffers with ``Alltoallv``, one after the other so that one send
     buffer exists at a time: the rows' lengths, the column indices (int32 below 2^31
     features) and the values (float64).
     """
     k = layout.n_ranks
-    shares = copy_shares(n_instances, n_copies)
+    shares = replica_shares(n_instances, n_replicas)
     masks = {}  # one mask per distinct set of input groups, not per rank
     for r in range(k):
         wanted = tuple(sorted({blk.row for blk in layout.blocks_of(r) if blk.layer == 1}))
@@ -512,9 +512,9 @@ def exchange(comm, X, first, layout, n_copies, n_instances):
     pieces = []  # per destination: its rows lo .. hi - 1, entries a .. b - 1, columns
     counts = np.zeros((2, comm.size), dtype=np.int64)
     for dest in range(comm.size):
-        copy, r = divmod(dest, k)
-        lo = min(max(shares[copy][0] - first, 0), X.shape[0])
-        hi = max(lo, min(shares[copy][1] - first, X.shape[0]))
+        replica, r = divmod(dest, k)
+        lo = min(max(shares[replica][0] - first, 0), X.shape[0])
+        hi = max(lo, min(shares[replica][1] - first, X.shape[0]))
         if masks[r] is None:  # no layer-1 block: no rows either
             lo = hi
         a, b = int(X.indptr[lo]), int(X.indptr[hi])

@@ -20,6 +20,7 @@ from .._sparse import issparse
 from ..parallel.phases import Phase
 from ..parallel.pipeline import run
 from ..parallel.space import GroupSpace, local_dot
+from . import memory
 from .copies import Copies
 
 # How the Gauss-Newton product gets J: the Jacobian stored once per Newton
@@ -226,35 +227,9 @@ class RecomputedGaussNewtonOperator:
 
 
 def stored_bytes(network, n_subset, jacobian="stored", input_bytes=None):
-    """Bytes this rank keeps for the Gauss-Newton operator on |S| = n_subset.
-
-    The forward pass over S (z and s of every group it joins, the inputs of its
-    layer-1 blocks) and, with the stored Jacobian, D_b^m for every column group b
-    it owns a block of (n_L |b| numbers per instance), the kernels' workspaces
-    (|b| per block) and J v (n_L, float64); recomputed, the tangents and the
-    backward sweep's sums (about twice the pass) instead: linear in |S| either way.
-    `input_bytes` (bytes per instance of the layer-1 inputs of S, for sparse
-    data) replaces the dense |a| numbers per layer-1 block.
-    """
-    layout, n_out, itemsize = network.layout, network.n_outputs, network.dtype.itemsize
-    joined = [
-        (m, b)
-        for m in range(1, layout.n_layers)
-        for b in range(layout.partitions[m])
-        if network.groups.forward(m, b) is not None
-    ]
-    pass_numbers = 2 * sum(_width(layout, m, b) for m, b in joined)
-    if input_bytes is None:
-        input_bytes = itemsize * sum(_width(layout, 0, blk.row) for blk in network.blocks
-                                     if blk.layer == 1)
-    if jacobian == "recomputed":
-        return n_subset * (itemsize * 2 * pass_numbers + input_bytes + 8 * 3 * n_out)
-    columns = {(blk.layer, blk.col) for blk in network.blocks}
-    per_instance = pass_numbers + sum(n_out * _width(layout, m, b) for m, b in columns)
-    per_instance += sum(blk.shape[1] for blk in network.blocks)
-    return n_subset * (itemsize * per_instance + input_bytes + 8 * 2 * n_out)
-
-
-def _width(layout, m, g):
-    group = layout.group(m, g)
-    return group.stop - group.start
+    """Bytes this rank keeps for the Gauss-Newton operator on |S| = n_subset
+    (`model.memory.gauss_newton_bytes`); `input_bytes`: bytes per instance of the
+    layer-1 inputs of S, for sparse data."""
+    return memory.gauss_newton_bytes(n_subset, network.blocks, network.hidden_widths(),
+                                     network.n_outputs, network.dtype.itemsize, jacobian,
+                                     input_bytes)

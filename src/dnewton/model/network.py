@@ -24,6 +24,7 @@ from .._sparse import issparse
 from ..constants import Stream, random_stream
 from ..parallel.phases import Phase
 from ..parallel.pipeline import Reduction, run
+from . import memory
 
 
 @dataclass
@@ -79,6 +80,10 @@ class Network:
         # backward products reach a layer below); layer 1's depend on the inputs.
         self._macs_above_1 = sum(blk.shape[0] * blk.shape[1] for blk in self.blocks
                                  if blk.layer > 1)
+        # (m, b), m < L, of the hidden groups whose F(m, b) this rank is in
+        self.hidden_groups = [(m, b) for m in range(1, self.n_layers)
+                              for b in range(layout.partitions[m])
+                              if groups.forward(m, b) is not None]
         self._gradient_workspace = {}
 
     def initial_parameters(self, seed):
@@ -116,22 +121,23 @@ class Network:
     def empty_pass(self, n):
         """Uninitialised arrays for a forward pass of n instances on this rank."""
         s, z = {}, {}
-        layout = self.layout
-        for m in range(1, self.n_layers):
-            for b in range(layout.partitions[m]):
-                if self.groups.forward(m, b) is not None:
-                    width = layout.group(m, b).stop - layout.group(m, b).start
-                    s[(m, b)] = np.empty((n, width), dtype=self.dtype)
-                    z[(m, b)] = np.empty((n, width), dtype=self.dtype)
+        for m, b in self.hidden_groups:
+            width = self.layout.width(m, b)
+            s[(m, b)] = np.empty((n, width), dtype=self.dtype)
+            z[(m, b)] = np.empty((n, width), dtype=self.dtype)
         output = (np.empty((n, self.n_outputs), dtype=self.dtype)
                   if self.groups.output is not None else None)
         return Pass(z, s, output, n)
 
+    def hidden_widths(self):
+        """|b| of each of `hidden_groups`."""
+        return [self.layout.width(m, b) for m, b in self.hidden_groups]
+
     def pass_numbers(self):
-        """Numbers per instance an `empty_pass` holds (its memory is n itemsize times this)."""
-        fwd = self.empty_pass(0)
-        return (sum(a.shape[1] for a in (*fwd.s.values(), *fwd.z.values()))
-                + (0 if fwd.output is None else fwd.output.shape[1]))
+        """Numbers per instance an `empty_pass` holds (its memory is n itemsize times
+        this; `model.memory.pass_numbers`)."""
+        return memory.pass_numbers(self.hidden_widths(),
+                                   0 if self.groups.output is None else self.n_outputs)
 
     def forward(self, theta, inputs, n, phase=Phase.FORWARD, into=None):
         """Forward pass of n instances; `inputs[a]` is the (n, |a|) block of input group a.
@@ -217,8 +223,7 @@ class Network:
                 group = self.groups.forward(m, b)
                 if group is None:
                     continue
-                width = layout.group(m, b).stop - layout.group(m, b).start
-                ds = np.empty((n, width), dtype=self.dtype)
+                ds = np.empty((n, layout.width(m, b)), dtype=self.dtype)
                 sum_tangents(m, b, ds)
                 yield Reduction(group, ds, phase)
                 K.activation_backward(self.activation, fwd.s[(m, b)], fwd.z[(m, b)], ds)

@@ -20,6 +20,7 @@ from ..constants import BATCH_SIZE
 from ..parallel.phases import Phase
 from ..parallel.pipeline import run, run_pipelined
 from ..parallel.space import GroupSpace, local_dot
+from . import memory
 from .copies import Copies
 from .gauss_newton import GaussNewtonOperator, RecomputedGaussNewtonOperator
 
@@ -130,7 +131,8 @@ class Objective:
 
     def kept_bytes(self):
         """Bytes of this rank's two stores of kept forward passes."""
-        return 2 * self.network.dtype.itemsize * self.n_local * self.network.pass_numbers()
+        return memory.kept_bytes(self.n_local, self.network.pass_numbers(),
+                                 self.network.dtype.itemsize)
 
     def _batches(self, n):
         for start in range(0, n, self.batch_size):

@@ -37,7 +37,7 @@ class Block:
 
     @property
     def shape(self):
-        return (self.rows.stop - self.rows.start, self.cols.stop - self.cols.start)
+        return (_length(self.rows), _length(self.cols))
 
     @property
     def size(self):
@@ -46,11 +46,22 @@ class Block:
         return n_rows * n_cols + (n_cols if self.has_bias else 0)
 
 
-def _split(width, parts):
-    """Boundaries of `parts` contiguous groups of `width` neurons, sizes differing by <= 1."""
-    sizes = np.full(parts, width // parts)
-    sizes[: width % parts] += 1
-    return np.concatenate([[0], np.cumsum(sizes)]).tolist()
+def contiguous_share(total, parts, i):
+    """Share i (a slice) of `parts` contiguous shares of range(`total`): sizes differ
+    by at most one, the first shares taking the larger ones. The one rule for every
+    such split: a layer's neurons into groups, the instances into the replicas' shares."""
+    size, extra = divmod(int(total), int(parts))
+    start = i * size + min(i, extra)
+    return slice(start, start + size + (i < extra))
+
+
+def share_sizes(total, parts):
+    """The sizes of the `parts` shares of `contiguous_share`, in order."""
+    return [_length(contiguous_share(total, parts, i)) for i in range(parts)]
+
+
+def _length(share):
+    return share.stop - share.start
 
 
 class Layout:
@@ -79,7 +90,6 @@ class Layout:
         self.partitions = tuple(int(p) for p in partitions)
         self.n_ranks = int(n_ranks)
         self._check()
-        self.bounds = [_split(w, p) for w, p in zip(self.widths, self.partitions)]
         self.blocks = []
         for m in range(1, self.n_layers + 1):
             for a in range(self.partitions[m - 1]):
@@ -142,7 +152,11 @@ class Layout:
 
     def group(self, m, a):
         """Neurons of group a of layer m, as a slice."""
-        return slice(self.bounds[m][a], self.bounds[m][a + 1])
+        return contiguous_share(self.widths[m], self.partitions[m], a)
+
+    def width(self, m, a):
+        """|a|, the number of neurons of group a of layer m."""
+        return _length(self.group(m, a))
 
     def _cost(self, block):
         # Per-instance flops of the forward/backward GEMMs plus the Jacobian products.
@@ -187,10 +201,6 @@ class Layout:
             rows.setdefault((blk.layer, blk.row), set()).add(owner)
             layers.setdefault(blk.layer, set()).add(owner)
         return columns, rows, layers
-
-    def column_owners(self, m, b):
-        """Ranks owning a block (m, ., b)."""
-        return set(self._owner_sets[0].get((m, b), ()))
 
     def row_owners(self, m, a):
         """Ranks owning a block (m, a, .)."""

@@ -17,3 +17,9 @@ class Phase(Name):
     OTHER = "other"  # the Newton step's scalars: g'd, d'd, d'Ad, ||g||
     EVALUATION = "evaluation"  # monitoring: test accuracy, SGD's and Adam's f and ||g||
     REPLICAS = "replicas"  # --replicas: sums of f, g and each product over the copies
+
+
+# Every phase, as the ledger and the log name them, and those that make up an
+# iteration's time (evaluation is monitoring, outside it).
+PHASES = tuple(p.value for p in Phase)
+TRAINING_PHASES = tuple(p for p in PHASES if p != Phase.EVALUATION)

@@ -148,16 +148,16 @@ def _pass_efficiency(machine, n_ranks, budget):
 
     from ..model.activations import Activation
     from ..model.network import Network
-    from ..parallel.groups import Groups as Communicators
+    from ..parallel.groups import Groups
     from ..parallel.layout import Layout
     from .cost import Workload, _Timer
-    from .volume import Groups
+    from .volume import GroupMembers
 
     widths, n = (784, 300, 300, 10), 2000
     layout = Layout(widths, (1, 1, 1, 1), 1)
-    communicators = Communicators(MPI.COMM_SELF, layout)
+    groups = Groups(MPI.COMM_SELF, layout)
     try:
-        network = Network(layout, communicators, Activation.hidden("relu"))
+        network = Network(layout, groups, Activation.hidden("relu"))
         theta = network.initial_parameters(0)
         inputs = {0: np.random.default_rng(1).standard_normal((n, widths[0]))}
         grad = np.zeros_like(theta)
@@ -169,8 +169,8 @@ def _pass_efficiency(machine, n_ranks, budget):
         with threadpool_limits(limits=1):
             measured = _median_seconds(passes, 2 * budget)
     finally:
-        communicators.free()
-    timer = _Timer(layout, Groups(layout), replace(machine, pass_efficiency=1.0),
+        groups.free()
+    timer = _Timer(layout, GroupMembers(layout), replace(machine, pass_efficiency=1.0),
                    Workload(widths, n, 1), n_ranks, 1, threads=1)
     modelled = float(timer._forward(n) + timer._backward(n, 1))
     return min(modelled / measured, 1.0)

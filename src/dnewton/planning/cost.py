@@ -26,15 +26,13 @@ Gauss-Newton product.
 import math
 from dataclasses import dataclass, field, replace
 
-from ..constants import BATCH_SIZE
-from ..parallel.layout import Layout
+from ..constants import BATCH_SIZE, FLOAT64
+from ..model import memory as model_memory
+from ..parallel.layout import Layout, contiguous_share, share_sizes
+from ..parallel.phases import PHASES, TRAINING_PHASES
 from .machine import DEFAULT
 from .memory import RankMemory
-from .volume import FLOAT64, Counts, Groups, forward_bytes, iteration_bytes, replica_bytes, split
-
-PHASES = ("forward", "backward", "gauss_newton", "other", "sync", "replicas", "evaluation")
-# Phases that make up an iteration's time (evaluation is monitoring, outside it).
-TRAINING_PHASES = PHASES[:-1]
+from .volume import Counts, GroupMembers, forward_bytes, iteration_bytes, replica_bytes
 
 # Parameter-shaped vector passes per CG iteration (out = shift v; cg_step reads and
 # writes x, r, p, q, Ax; cg_direction; v.v) and per Newton iteration outside CG
@@ -141,8 +139,8 @@ def predict(workload, choice, n_ranks, machine=DEFAULT, memory_per_rank=None):
     if R < 1 or n_ranks % R:
         raise ValueError(f"{R} replicas do not divide {n_ranks} ranks")
     layout = copy_layout(workload.widths, choice, n_ranks)
-    groups = Groups(layout)
-    shares, subsets = split(workload.n_instances, R), split(workload.n_subset, R)
+    groups = GroupMembers(layout)
+    shares, subsets = share_sizes(workload.n_instances, R), share_sizes(workload.n_subset, R)
     l_c, s_c = shares[0], max(subsets[0], 1)  # the largest copy sets the time
     memory = RankMemory(layout, groups)
     keep = workload.keep
@@ -160,7 +158,7 @@ def predict(workload, choice, n_ranks, machine=DEFAULT, memory_per_rank=None):
     # plus (R - 1) times the scalar terms.
     counts = workload.counts
     total = {p: 0 for p in PHASES}
-    tests = split(counts.test_instances, R)  # the test set is split like the training set
+    tests = share_sizes(counts.test_instances, R)  # the test set is split like the training set
     copies = {}  # the shares take two or three sizes: each copy's bytes computed once
     for l_i, s_i, t_i in zip(shares, subsets, tests):
         if (l_i, s_i, t_i) not in copies:
@@ -208,17 +206,25 @@ def lower_bound(workload, choice, n_ranks, machine=DEFAULT, memo=None):
     if R < 1 or n_ranks % R:
         raise ValueError(f"{R} replicas do not divide {n_ranks} ranks")
     k = n_ranks // R
-    # the first (largest) of `split`'s shares, without listing R of them
-    l_c, s_c = -(-workload.n_instances // R), max(-(-workload.n_subset // R), 1)
+    # the first (largest) of the shares, without listing R of them
+    l_c = _size(contiguous_share(workload.n_instances, R, 0))
+    s_c = max(_size(contiguous_share(workload.n_subset, R, 0)), 1)
     return _Bound(workload, choice.partitions, k, machine, n_ranks, R, memo).iteration(
         l_c, s_c, choice.jacobian)
 
 
+def _size(share):
+    return share.stop - share.start
+
+
 def _sizes(width, parts):
-    """[(group size, how many groups)] of `width` split in `parts` (the larger first,
-    as `parallel.layout` splits)."""
-    q, e = divmod(int(width), int(parts))
-    return [(size, count) for size, count in ((q + 1, e), (q, parts - e)) if count]
+    """[(group size, how many groups)] of `width` split in `parts` as
+    `parallel.layout.contiguous_share` splits (the larger first), without listing
+    the groups: the first and the last group have the two sizes."""
+    large, small = (_size(contiguous_share(width, parts, i)) for i in (0, parts - 1))
+    n_large = width - small * parts if large > small else parts
+    return [(size, count) for size, count in ((large, n_large), (small, parts - n_large))
+            if count]
 
 
 class _Bound:
@@ -323,7 +329,7 @@ class _Bound:
         t = c.trials
         pass_l = self._forward(n)
         # every hidden group has a member, the output group too
-        pass_numbers = (2 * sum(self.widths[1:-1]) + self.n_out) / self.k
+        pass_numbers = model_memory.pass_numbers(self.widths[1:-1], self.n_out) / self.k
         forward = t * (pass_l + self._all(2 * FLOAT64)) + self._stream(2 * s * pass_numbers)
         backward = self._backward(n, 1)
         if jacobian == "stored":
@@ -455,7 +461,7 @@ class _Timer:
             sums = ([((m, b), g.forward[(m, b)]) for b in range(self.layout.partitions[m])]
                     if m < L else [((m, 0), g.output)])
             for (_, b), members in sums:
-                width = g.width(m, b) if m < L else self.n_out
+                width = self.layout.width(m, b) if m < L else self.n_out
                 for r in members:  # every member applies sigma (or keeps the output)
                     work[r] += self._stream(3 * rows * width) + self.machine.call_overhead
                 t = self._sum(rows * width * self.itemsize, members)
@@ -484,7 +490,7 @@ class _Timer:
                     work[r] += self._stream(rows * vectors * b)
             if m > 1:
                 for a in range(self.layout.partitions[m - 1]):
-                    members, width = g.backward[(m, a)], g.width(m - 1, a)
+                    members, width = g.backward[(m, a)], self.layout.width(m - 1, a)
                     for r in members:  # zero the sum, scale by sigma'
                         work[r] += self._stream(4 * rows * vectors * width)
                     t = self._sum(rows * vectors * width * self.itemsize, members)

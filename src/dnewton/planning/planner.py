@@ -31,9 +31,10 @@ import numpy as np
 from ..constants import BATCH_SIZE
 from ..errors import InputError
 from ..parallel.layout import Layout
+from ..solvers.newton import NewtonOptions
 from .cost import Choice, Workload, lower_bound, predict
 from .machine import DEFAULT
-from .volume import Counts, subset_size
+from .volume import Counts
 
 ASSIGNMENTS = ("balanced", "aligned")
 JACOBIANS = ("stored", "recomputed")
@@ -286,6 +287,6 @@ def layout_for(widths, n_ranks, partitions=None, machine=None):
         partitions = tuple(int(p) for p in partitions)
         Layout(widths, partitions, n_ranks)  # refuses what cannot be laid out, as it says
     n = NOMINAL_INSTANCES
-    first = choose(widths, n, subset_size(n), n_ranks, machine, replicas=1, jacobian="stored",
-                   partitions=partitions, top=1)[0].choice
+    first = choose(widths, n, NewtonOptions().subset_size(n), n_ranks, machine, replicas=1,
+                   jacobian="stored", partitions=partitions, top=1)[0].choice
     return Layout(widths, first.partitions, n_ranks, first.assignment)

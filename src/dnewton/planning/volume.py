@@ -6,17 +6,16 @@ N times the numbers' size once; a group of one rank counts nothing. The passes'
 sums move numbers of the run's precision (`itemsize`); f's sums, CG's scalars, J v
 and B's probabilities are float64 in either precision.
 
-`Groups` lists the member ranks of every group of a layout (the layout's own
-groups, `parallel.layout.Layout.forward_group` and `backward_group`).
+`GroupMembers` lists the member ranks of every group of a layout (the layout's
+own groups, `parallel.layout.Layout.forward_group` and `backward_group`).
 """
 
-import math
 from dataclasses import dataclass
 
-FLOAT64 = 8
+from ..constants import FLOAT64
 
 
-class Groups:
+class GroupMembers:
     """Members (sorted rank tuples, copy-local) of every group of `layout`."""
 
     def __init__(self, layout):
@@ -28,15 +27,11 @@ class Groups:
         self.backward = {(m, a): layout.backward_group(m, a)
                          for m in range(2, L + 1) for a in range(layout.partitions[m - 1])}
 
-    def width(self, m, g):
-        group = self.layout.group(m, g)
-        return group.stop - group.start
-
 
 def forward_bytes(layout, n, itemsize=FLOAT64, groups=None):
     """Bytes of one forward pass over n instances: the F(m, b) sums and the output's."""
-    groups = groups or Groups(layout)
-    total = sum(n * groups.width(m, b) * itemsize
+    groups = groups or GroupMembers(layout)
+    total = sum(n * layout.width(m, b) * itemsize
                 for (m, b), members in groups.forward.items() if len(members) > 1)
     if len(groups.output) > 1:
         total += n * layout.widths[-1] * itemsize
@@ -45,8 +40,8 @@ def forward_bytes(layout, n, itemsize=FLOAT64, groups=None):
 
 def backward_bytes(layout, n, vectors, itemsize=FLOAT64, groups=None):
     """Bytes of one backward sweep of `vectors` vectors per instance: the K(m, a) sums."""
-    groups = groups or Groups(layout)
-    return sum(n * vectors * groups.width(m - 1, a) * itemsize
+    groups = groups or GroupMembers(layout)
+    return sum(n * vectors * layout.width(m - 1, a) * itemsize
                for (m, a), members in groups.backward.items() if len(members) > 1)
 
 
@@ -78,7 +73,7 @@ def iteration_bytes(layout, n_instances, n_subset, counts, *, world, itemsize=FL
     at the new point are the next sample's, so a forward pass more (docs/design.md,
     "Stochastic Newton").
     """
-    groups = groups or Groups(layout)
+    groups = groups or GroupMembers(layout)
     many = world > 1
     scalar = FLOAT64 if many else 0
     n_out = layout.widths[-1]
@@ -132,15 +127,3 @@ def replica_bytes(position_params, counts, itemsize=FLOAT64, replicas=1):
     return (counts.trials * FLOAT64 * k + itemsize * params
             + counts.cg_iters * FLOAT64 * (params + k))
 
-
-def split(total, parts):
-    """Sizes of `parts` contiguous shares of `total`, differing by <= 1, first larger."""
-    base, extra = divmod(int(total), int(parts))
-    return [base + (1 if i < extra else 0) for i in range(parts)]
-
-
-def subset_size(n_instances, gn_ratio=0.05, gn_size=None):
-    """|S| as `solvers.newton.NewtonOptions.subset_size` computes it."""
-    if gn_size is not None:
-        return int(gn_size)
-    return max(1, math.ceil(gn_ratio * n_instances))
