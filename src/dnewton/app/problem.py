@@ -134,7 +134,7 @@ class Problem:
                                          "targets take the squared loss")
                 widths = [train_raw.n_features, *map(int, config.hidden), len(classes)]
                 if config.replicas is not None:  # refused before the planner looks
-                    _copy_size(world.size, config.replicas, train_raw.n_instances)
+                    _replica_size(world.size, config.replicas, train_raw.n_instances)
             if config.partitions is None:
                 plan = _plan(world, widths, train_raw.n_instances, n_subset, config)
                 choice = plan[0].choice
@@ -143,7 +143,7 @@ class Problem:
                 config = replace(config, replicas=config.replicas or 1,
                                  jacobian=config.jacobian or "stored")
             with agreed(world):
-                n_ranks = _copy_size(world.size, config.replicas, train_raw.n_instances)
+                n_ranks = _replica_size(world.size, config.replicas, train_raw.n_instances)
                 if plan is not None:
                     layout = Layout(widths, choice.partitions, n_ranks, choice.assignment)
                 elif config.assignment is not None:
@@ -337,8 +337,8 @@ def planned_layout(comm, widths, n_ranks, partitions=None, machine=None):
     return Layout(widths, partitions, n_ranks, assignment)
 
 
-def _copy_size(n_ranks, replicas, n_instances):
-    """Ranks per copy of the layout, refusing a split that cannot be made."""
+def _replica_size(n_ranks, replicas, n_instances):
+    """Ranks per replica (copy of the layout), refusing a split that cannot be made."""
     if replicas > n_ranks or n_ranks % replicas:
         raise ParameterError(f"{{replicas}} {replicas} does not divide the {n_ranks} rank(s) "
                              "into copies of equal size")

@@ -21,7 +21,7 @@ from ..parallel.phases import Phase
 from ..parallel.pipeline import run
 from ..parallel.space import GroupSpace, local_dot
 from . import memory
-from .copies import Copies
+from .replicas import Replicas
 
 # How the Gauss-Newton product gets J: the Jacobian stored once per Newton
 # iteration and streamed in every CG iteration, or recomputed in every CG
@@ -47,7 +47,7 @@ class GaussNewtonOperator:
     damping : float
         Levenberg-Marquardt lambda.
     n_subset : int or None
-        |S| over all copies (``--replicas``: `fwd` holds this copy's share of S);
+        |S| over all replicas (``--replicas``: `fwd` holds this replica's share of S);
         None: ``fwd.n``.
     """
 
@@ -61,7 +61,7 @@ class GaussNewtonOperator:
         self.n_subset = fwd.n if n_subset is None else n_subset
         self.n_local = fwd.n
         self.n_outputs = network.n_outputs
-        self._copies = Copies(network)
+        self._replicas = Replicas(network)
         self._Z = []
         self._D = []
         self._U = []
@@ -119,8 +119,8 @@ class GaussNewtonOperator:
 
         One allreduce of |S| n_L + 1 numbers (phase ``gauss_newton``): the extra
         number is v.v, which with J v gives the quadratic form without another
-        reduction. With copies of the layout, one more of the product's numbers and
-        the quadratic form over the copies (`model.copies`).
+        reduction. With replicas, one more of the product's numbers and the
+        quadratic form over the replicas (`model.replicas`).
         """
         self.ledger.computed(Phase.GAUSS_NEWTON, sum(self._flops))
         Jv = self.jacobian_vector(v)
@@ -128,9 +128,10 @@ class GaussNewtonOperator:
         self.network.groups.all.allreduce(self._buf, Phase.GAUSS_NEWTON)
         Q = self.loss.apply_curvature(self.curvature, Jv)
         shift = self.regularization + self.damping
-        self._copies.start(v, shift, out)
+        self._replicas.start(v, shift, out)
         self.jacobian_transpose(Q, out, 1.0 / self.n_subset)
-        quadratic = self._copies.sum_with(out, float(np.einsum("ij,ij->", Jv, Q)) / self.n_subset)
+        quadratic = self._replicas.sum_with(out,
+                                            float(np.einsum("ij,ij->", Jv, Q)) / self.n_subset)
         return quadratic + shift * self._buf[-1]
 
     def block_operators(self):
@@ -161,11 +162,11 @@ class GaussNewtonOperator:
             jv(Z, V, vb, D, U, Jv)
             Q = self.loss.apply_curvature(self.curvature, Jv)
             shift = self.regularization + self.damping
-            self._copies.start(v, shift, out)
+            self._replicas.start(v, shift, out)
             out_W, out_b = block_views(blk, out)
             jtq(Z, D, Q, U, out_W, out_b, 1.0 / self.n_subset)
-            quadratic = self._copies.sum_with(out, float(np.einsum("ij,ij->", Jv, Q))
-                                            / self.n_subset)
+            quadratic = self._replicas.sum_with(out, float(np.einsum("ij,ij->", Jv, Q))
+                                                / self.n_subset)
             return quadratic + shift * K.dot(v, v)
 
         return apply
@@ -192,7 +193,7 @@ class RecomputedGaussNewtonOperator:
         self.regularization = regularization
         self.damping = damping
         self.n_subset = fwd.n if n_subset is None else n_subset
-        self._copies = Copies(network)
+        self._replicas = Replicas(network)
         self._counts = network.groups.leads_output
         self._sums = GroupSpace(network.groups.all, Phase.GAUSS_NEWTON)
         self._workspace = {}  # the backward sweep's sums, reused by every product
@@ -208,7 +209,7 @@ class RecomputedGaussNewtonOperator:
         if self.fwd is None:
             raise RuntimeError("the Gauss-Newton operator was released")
         shift = self.regularization + self.damping
-        self._copies.start(v, shift, out)
+        self._replicas.start(v, shift, out)
         Jv = self.network.tangent(self.theta, self.fwd, v)
         dout, quadratic = None, 0.0
         if Jv is not None:
@@ -220,7 +221,7 @@ class RecomputedGaussNewtonOperator:
         run(self.network.backward_steps(self.theta, self.fwd, dout, out, self._workspace,
                                         Phase.GAUSS_NEWTON))
         vv, quadratic = self._sums.sum([local_dot(v, v), quadratic])
-        return self._copies.sum_with(out, quadratic) + shift * vv
+        return self._replicas.sum_with(out, quadratic) + shift * vv
 
     def block_operators(self):
         raise NotImplementedError("the block-diagonal operator needs the stored Jacobian")

@@ -4,11 +4,11 @@
 run in batches of `batch_size` to bound memory; every rank steps through the same
 batches, so each batch's collectives line up.
 
-With ``--replicas`` each copy of the layout holds a contiguous share of the l
-instances (and of every subset S): the sums over instances of each copy are
-added over the copies (`Groups.replicas`, one reduction per f, gradient and
-Gauss-Newton product), and the regularization term, the same in every copy, is
-added once (by the first copy) before that sum.
+With ``--replicas`` each replica (copy of the layout) holds a contiguous share of
+the l instances (and of every subset S): the sums over instances of each replica
+are added over the replicas (`Groups.replicas`, one reduction per f, gradient and
+Gauss-Newton product, `model.replicas`), and the regularization term, the same in
+every replica, is added once (by the first) before that sum.
 """
 
 import copy
@@ -21,8 +21,8 @@ from ..parallel.phases import Phase
 from ..parallel.pipeline import run, run_pipelined
 from ..parallel.space import GroupSpace, local_dot
 from . import memory
-from .copies import Copies
 from .gauss_newton import GaussNewtonOperator, RecomputedGaussNewtonOperator
+from .replicas import Replicas
 
 
 @dataclass
@@ -87,7 +87,7 @@ class Objective:
         self.data = data
         self.loss = loss
         self.C = C
-        self.n_instances = data.n_total  # l, over all copies
+        self.n_instances = data.n_total  # l, over all replicas
         self.n_local = data.n_instances  # this copy's share of them
         self.regularization = 1.0 / (C * data.n_total)
         self.batch_size = batch_size
@@ -99,7 +99,7 @@ class Objective:
         self._sums = GroupSpace(self.groups.all, Phase.FORWARD)
         self._scores = GroupSpace(self.groups.all, Phase.EVALUATION)
         self._across = GroupSpace(self.groups.replicas, Phase.REPLICAS)
-        self._copies = Copies(network)
+        self._replicas = Replicas(network)
         self._across_scores = GroupSpace(self.groups.replicas, Phase.EVALUATION)
         self._stores = []
         self._current = None  # the store of the point whose gradient was taken last
@@ -203,7 +203,7 @@ class Objective:
         Reuses the point's forward pass if it is still kept, else runs it again.
         """
         theta, store = evaluation.theta, self._kept(evaluation)
-        grad = self._copies.start(theta, self.regularization)
+        grad = self._replicas.start(theta, self.regularization)
 
         def batch(rows):
             inputs = self.data.rows(rows)
@@ -226,7 +226,7 @@ class Objective:
         with self.ledger.phase(Phase.BACKWARD):
             self._passes(batch(rows) for rows in self._batches(self.n_local))
         self._current = store
-        return self._copies.sum(grad)
+        return self._replicas.sum(grad)
 
     def value_and_gradient(self, theta):
         """(f(theta), local part of the gradient)."""
@@ -240,7 +240,7 @@ class Objective:
         of the gradient of f when B is drawn uniformly. Returns this rank's part,
         shape (n_params,). Collective over the layout's groups, like `value`.
         """
-        grad = self._copies.start(theta, self.regularization)
+        grad = self._replicas.start(theta, self.regularization)
         local = self.data.local(rows)
         with self.ledger.phase(Phase.FORWARD):
             fwd = self.network.forward(theta, self.data.rows(local), len(local))
@@ -249,7 +249,7 @@ class Objective:
                 dout = self.loss.gradient(fwd.output, self.data.labels[local]) / len(rows)
         with self.ledger.phase(Phase.BACKWARD):
             self.network.backward(theta, fwd, dout, grad)
-        return self._copies.sum(grad)
+        return self._replicas.sum(grad)
 
     def gauss_newton(self, point, subset, damping):
         """The operator v -> (G_S + damping I) v at `point` (an `evaluate`d point,

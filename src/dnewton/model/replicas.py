@@ -1,11 +1,11 @@
-"""Sums over the copies of the layout (``--replicas``; docs/design.md, "Copies of
-the layout").
+"""Sums over the replicas, the copies of the layout (``--replicas``; docs/design.md,
+"Copies of the layout").
 
-Each copy forms its part of a sum over instances (the gradient, a Gauss-Newton
-product) on its share of them; what every copy would add alike (theta / (C l),
-the product's shift (1/(C l) + lambda) v) is added by the first copy alone, and
+Each replica forms its part of a sum over instances (the gradient, a Gauss-Newton
+product) on its share of them; what every replica would add alike (theta / (C l),
+the product's shift (1/(C l) + lambda) v) is added by the first replica alone, and
 one allreduce over `Groups.replicas` (phase ``replicas``) adds the parts. Without
-copies, `start` is the plain start of the sum and the sums return at once.
+replicas, `start` is the plain start of the sum and the sums return at once.
 """
 
 import numpy as np
@@ -13,8 +13,8 @@ import numpy as np
 from ..parallel.phases import Phase
 
 
-class Copies:
-    """The start and the sum over copies of sums over instances, for `network`'s rank."""
+class Replicas:
+    """The start and the sum over replicas of sums over instances, for `network`'s rank."""
 
     def __init__(self, network):
         self.groups = network.groups
@@ -23,8 +23,8 @@ class Copies:
         self._bufs = {}  # by size: the block-diagonal operators sum one block at a time
 
     def start(self, v, scale, out=None):
-        """`out` (or a new array) set to where this copy's part of a sum starts: scale v
-        in the first copy, zero in the others."""
+        """`out` (or a new array) set to where this replica's part of a sum starts:
+        scale v in the first replica, zero in the others."""
         if out is None:
             out = np.empty_like(v)
         if self.active and not self.groups.leads_replicas:
@@ -34,14 +34,14 @@ class Copies:
         return out
 
     def sum(self, vec):
-        """Sum `vec` over the copies, in place, in its own precision; returns it."""
+        """Sum `vec` over the replicas, in place, in its own precision; returns it."""
         if self.active:
             with self.ledger.phase(Phase.REPLICAS):
                 self.groups.replicas.allreduce(vec, Phase.REPLICAS)
         return vec
 
     def sum_with(self, out, quadratic):
-        """Sum `out` over the copies, in place, and in one more float64 slot of the
+        """Sum `out` over the replicas, in place, and in one more float64 slot of the
         same allreduce the float `quadratic`; returns its sum."""
         if not self.active:
             return quadratic
