@@ -21,7 +21,7 @@ from dnewton.app.regularization import (
     trunk_C,
     winner_iterations,
 )
-from dnewton.app.stopping import EXIT_RESUMABLE, StopRequests
+from dnewton.app.stop_requests import EXIT_RESUMABLE, StopRequests
 from dnewton.app.training import Outputs, train
 from dnewton.errors import InputError
 from dnewton.io.data import read_dataset

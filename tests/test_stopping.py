@@ -13,7 +13,12 @@ import pytest
 from helpers import mpiexec_path, read_log, run_dnewton, run_environment, without_timings
 from shared_runs import SharedRuns
 
-from dnewton.app.stopping import EXIT_NOTHING_SAVED, EXIT_RESUMABLE, StopRequests, parse_duration
+from dnewton.app.stop_requests import (
+    EXIT_NOTHING_SAVED,
+    EXIT_RESUMABLE,
+    StopRequests,
+    parse_duration,
+)
 from dnewton.errors import ParameterError
 from dnewton.io.checkpoint import Checkpoint
 
@@ -172,7 +177,7 @@ def test_the_time_limit_ends_in_a_checkpoint(tmp_path, whole_runs):
 
 SECOND_SIGNAL = """
 import os, signal, time
-from dnewton.app.stopping import StopRequests
+from dnewton.app.stop_requests import StopRequests
 with StopRequests().installed():
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(0.1)
@@ -255,7 +260,7 @@ def test_the_time_limit_during_the_C_search_ends_with_nothing_claimed(runs):
 
 SETTLED = """
 import os, signal, time
-from dnewton.app.stopping import StopRequests
+from dnewton.app.stop_requests import StopRequests
 stops = StopRequests()
 with stops.installed():
     os.kill(os.getpid(), signal.SIGTERM)
@@ -267,7 +272,7 @@ print("not reached")
 
 BEFORE_TRAINING = """
 import os, signal, time
-from dnewton.app.stopping import note_from_start, release_from_start
+from dnewton.app.stop_requests import note_from_start, release_from_start
 note_from_start()
 os.kill(os.getpid(), signal.SIGTERM)
 time.sleep(0.1)
@@ -307,11 +312,11 @@ def test_sigterm_at_random_times_ends_as_documented():
 
 AT_EXIT = """
 import os, signal
-from dnewton.app import stopping
-stopping.note_from_start()
-with stopping.StopRequests().installed() as stops:
+from dnewton.app import stop_requests
+stop_requests.note_from_start()
+with stop_requests.StopRequests().installed() as stops:
     stops.settle(0)  # the run wrote everything
-stopping.settled_at_exit()
+stop_requests.settled_at_exit()
 os.kill(os.getpid(), signal.SIGTERM)  # as while Python shuts down and MPI finalises
 print("kept the run's status")
 """

@@ -88,7 +88,7 @@ class NumericalError(DNewtonError, ArithmeticError):
 
 class StoppedEarly(DNewtonError):
     """A stop request (signal, time limit) honoured before the run had anything to
-    resume from: the message says so; the status (`app.stopping.EXIT_NOTHING_SAVED`)
+    resume from: the message says so; the status (`app.stop_requests.EXIT_NOTHING_SAVED`)
     tells a requeue script not to requeue."""
 
     exit_status = 76

@@ -39,7 +39,7 @@ from ..solvers.newton import STOCHASTIC, STOCHASTIC_FROM, NewtonOptions, recomme
 from ..solvers.sgd import SGDOptions
 from .early_stopping import EarlyStopping
 from .problem import PAPER_OBJECTIVE, ModelConfig
-from .stopping import EXIT_NOTHING_SAVED, EXIT_RESUMABLE, parse_duration, release_from_start
+from .stop_requests import EXIT_NOTHING_SAVED, EXIT_RESUMABLE, parse_duration, release_from_start
 
 _DEFAULTS = NewtonOptions()
 _SGD = SGDOptions()

@@ -57,7 +57,7 @@ from .regularization import (
     trunk_C,
     winner_iterations,
 )
-from .stopping import EXIT_RESUMABLE, StopRequests
+from .stop_requests import EXIT_RESUMABLE, StopRequests
 from .threads import compute_threads, default_threads
 
 # The exit status of the command line for each way a run ends (0 for the others).
@@ -128,7 +128,7 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
         last good iterate (and saves it when asked); it is not an exception.
         SIGTERM, SIGUSR1 or SIGINT during the run, or the time limit, end it
         after the current iteration (iteration 0 included) with a checkpoint and
-        ``RunStatus.INTERRUPTED`` or ``TIME_LIMIT`` (`app.stopping`); during the
+        ``RunStatus.INTERRUPTED`` or ``TIME_LIMIT`` (`app.stop_requests`); during the
         ``-C auto`` search, with `errors.StoppedEarly` (nothing to resume from).
     """
     started = time.perf_counter()
@@ -574,7 +574,7 @@ class SolverRun:
     counted as ``evaluation``) and its test accuracy; then the checkpointer may
     save the solver's state and the monitor sees the record. The reduction that
     collects the costs also carries each rank's stop requests and checkpoint
-    timing, so the ranks agree on both at no extra cost (`app.stopping`).
+    timing, so the ranks agree on both at no extra cost (`app.stop_requests`).
 
     Parameters
     ----------
@@ -582,7 +582,7 @@ class SolverRun:
     solver : solvers.newton.NewtonSolver or a solvers.minibatch.MiniBatchSolver
     monitor : callable (IterationRecord), optional
     checkpoint : io.checkpoint.Checkpointer, optional
-    stops : app.stopping.StopRequests, optional
+    stops : app.stop_requests.StopRequests, optional
     best : app.early_stopping.BestModel, optional
         Early stopping: scores the problem's validation split after every
         iteration (its time counts as training), stops when it stalls, and makes
@@ -718,7 +718,7 @@ class SolverRun:
 def solve(problem, options, theta=None, monitor=None, faults=None, stops=None):
     """Run `options`' solver on a built `Problem` from `theta` (default: the seeded
     initialisation); returns the `RunResult`, stopped early by `stops`
-    (`app.stopping.StopRequests`) if given. For the -C auto search, and for tests
+    (`app.stop_requests.StopRequests`) if given. For the -C auto search, and for tests
     and scripts that assemble the problem themselves."""
     run = SolverRun(problem, make_solver(problem, options, faults), monitor, stops=stops)
     run.start(problem.network.initial_parameters(options.seed) if theta is None else theta)

@@ -126,7 +126,7 @@ class StopRequests:
             self.signal = number
             return
         if self.settled is not None:  # nothing left to write: end with what was earned
-            flush_streams()
+            _flush_streams()
             os._exit(self.settled)
         # A second signal while stopping: end now.
         os.write(2, f"dnewton: {signal.Signals(number).name} again: stopping at "
@@ -199,7 +199,7 @@ def settled_at_exit():
             signal.signal(number, signal.SIG_IGN)
 
 
-def flush_streams():
+def _flush_streams():
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
