@@ -16,9 +16,9 @@
 /* With DN_TARGET_CLONES (meson checks that the compiler and the loader support
  * it), every loop is compiled twice, for AVX2 and for the baseline x86-64 (SSE2
  * only), and the loader picks the version the CPU can run (GCC's target_clones,
- * an ifunc): one portable build, vector width where the CPU has it. The per-
- * instance loops of the Jacobian kernels ran 1.2x (J v) and 2x (J^T q) faster
- * on their own (in the kernels, where the GEMM dominates: README, "Kernels").
+ * an ifunc): one portable build, vector width where the CPU has it (the per-
+ * instance loops of the Jacobian kernels gain most; bench/bench_kernels.py times
+ * the kernels).
  * Under -ffp-contract=off and without reassociation, float64 results are the
  * same bits in either version; float32's reassociated sums may differ in their
  * last bits (wider vectors, another order of the partial sums). */

@@ -84,8 +84,8 @@ void NAME(dn_batched_matvec)(const REAL *D, const REAL *u, double *out,
 #ifdef DN_ORDERED_SUMS
         /* Eight rows at once, then two: several sums, each still taken in the
          * order of c (the same result as one row at a time), whose adds no longer
-         * wait on one another; one sum's chain of dependent adds ran at a fraction
-         * of the adder's rate (2.8x slower on the reference network's blocks). */
+         * wait on one another; one sum's chain of dependent adds runs at a
+         * fraction of the adder's rate. */
         for (; j + 8 <= nl; j += 8) {
             const REAL *rows = Di + j * k;
             REAL acc[8] = {0};

@@ -15,8 +15,8 @@ __all__ = ["NewtonClassifier", "NewtonRegressor", "train"]
 
 # Built with -Dopenmp=enabled, the kernels' C loops use OpenMP threads, which by
 # default spin after each loop and take the core from the BLAS threads that run
-# next: measured on the reference run, 1 rank x 2 threads took 0.54 s per
-# iteration with spinning, 0.11 s without. Read when libgomp loads, so set here.
+# next (time the reference run with OMP_WAIT_POLICY=ACTIVE to see it). Read when
+# libgomp loads, so set here.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
@@ -25,8 +25,8 @@ def _load_blas():
     cimports it), as a module of its own.
 
     Imported the usual way it first runs ``scipy.linalg``'s ``__init__``, which loads
-    every LAPACK wrapper and decomposition of SciPy: about 21 MB of memory and 0.14 s
-    on every rank, none of it used by dnewton. A later ``import scipy.linalg`` works
+    every LAPACK wrapper and decomposition of SciPy, memory and start-up time on
+    every rank, none of it used by dnewton. A later ``import scipy.linalg`` works
     as usual (it does not load this module again). Should this ever fail, nothing
     is loaded and the usual import happens when the kernels ask.
     """

@@ -18,9 +18,8 @@ from ..constants import CONSTANT_FEATURE_RTOL
 from ..errors import InputError
 from . import libsvm
 
-# Above this share of stored entries, CSR loses to the dense GEMM: measured on
-# layer 1 of the MNIST subset (19% non-zero) the CSR loops took twice the time;
-# they win below about 10% (bench/bench_sparse.py). Sets the same decision on
+# Above this share of stored entries, CSR loses to the dense GEMM; below it, the
+# CSR loops win (bench/bench_sparse.py times both). Sets the same decision on
 # every rank, since it looks at the whole training matrix.
 SPARSE_MAX_DENSITY = 0.1
 
