@@ -19,6 +19,7 @@ from ..errors import InputError, ParameterError, agreed, check_parameters, every
 from ..io.data import SPARSE_MAX_DENSITY, Preprocessing, Targets, targets_from_training
 from ..io.model_file import CLASSIFICATION, REGRESSION, gather_model, gather_vector
 from ..io.shards import share_of, stored_entries
+from ..model import memory as model_memory
 from ..model.activations import Activation
 from ..model.gauss_newton import JACOBIAN_MODES, stored_bytes
 from ..model.losses import make_loss
@@ -198,17 +199,18 @@ class Problem:
         data = self.objective.data
         labels = data.labels.nbytes if data.labels is not None else 0
         need = np.array([float(data.stored_bytes() + labels),
-                         float(self.network.dtype.itemsize * PARAMETER_COPIES
-                               * self.network.n_params)])
+                         float(self._parameter_bytes())])
         self.world.Allreduce(MPI.IN_PLACE, need, op=MPI.MAX)
         return int(need[0]), int(need[1])
+
+    def _parameter_bytes(self):
+        return model_memory.parameter_bytes(self.network.n_params, self.network.dtype.itemsize)
 
     def check_parameter_memory(self, available):
         """Collective: refuse (on every rank) a network whose parameter vectors would
         not fit in `available` bytes per node (None: unknown, no check), before any
         is allocated. A solver keeps about `PARAMETER_COPIES` of them at once."""
-        need = np.array([float(self.network.dtype.itemsize * PARAMETER_COPIES
-                               * self.network.n_params)])
+        need = np.array([float(self._parameter_bytes())])
         node = self.world.Split_type(MPI.COMM_TYPE_SHARED)
         node.Allreduce(MPI.IN_PLACE, need)
         node.Free()

@@ -1,19 +1,26 @@
 """Bytes a rank's model arrays take, from their shapes alone (no MPI, no arrays).
 
 The one statement of these formulas: the run's own estimates (`Network.pass_numbers`,
-`Objective.kept_bytes`, `gauss_newton.stored_bytes`) and the planner's, rank by rank
-of a layout (`planning.memory.RankMemory`), both call them. `hidden_widths` are
+`Objective.kept_bytes`, `gauss_newton.stored_bytes`, `app.problem`'s memory checks)
+and the planner's, rank by rank of a layout (`planning.memory.RankMemory`), both
+call them. `hidden_widths` are
 the widths |b| of the hidden groups (m, b), m < L, whose forward group F(m, b) the
 rank is in: it holds s_b^m and z_b^m of each.
 """
 
-from ..constants import FLOAT64
+from ..constants import FLOAT64, PARAMETER_COPIES
 
 
 def pass_numbers(hidden_widths, n_outputs=0):
     """Numbers per instance of a forward pass: s and z of every hidden group the rank
     joins, and the n_L outputs (`n_outputs`: n_L on the output group's ranks, else 0)."""
     return 2 * sum(hidden_widths) + n_outputs
+
+
+def parameter_bytes(n_params, itemsize):
+    """Bytes of the `PARAMETER_COPIES` parameter-shaped vectors of `n_params` numbers
+    a solver holds at once."""
+    return PARAMETER_COPIES * itemsize * n_params
 
 
 def kept_bytes(n_instances, numbers, itemsize):

@@ -4,13 +4,13 @@ The run's own formulas (`model.memory`), rank by rank:
 
 * the Gauss-Newton data of |S| instances (`model.memory.gauss_newton_bytes`);
 * the two stores of kept forward passes (`model.memory.kept_bytes`);
-* `PARAMETER_COPIES` parameter-shaped vectors (`app.problem.check_parameter_memory`);
+* the parameter-shaped vectors of a solver (`model.memory.parameter_bytes`);
 * the rank's feature blocks (l |a| numbers per input group a it needs, l the
   instances of its replica; CSR: by the stored entries) and, on output ranks, the
   labels (8 bytes per instance).
 """
 
-from ..constants import FLOAT64, PARAMETER_COPIES
+from ..constants import FLOAT64
 from ..model import memory
 from .volume import GroupMembers
 
@@ -56,7 +56,7 @@ class RankMemory:
         return memory.kept_bytes(n_instances, self.pass_numbers(rank), itemsize)
 
     def parameter_bytes(self, rank, itemsize=FLOAT64):
-        return PARAMETER_COPIES * itemsize * self.parameters(rank)
+        return memory.parameter_bytes(self.parameters(rank), itemsize)
 
     def data_bytes(self, rank, n_instances, itemsize=FLOAT64, density=None):
         """The feature blocks of the input groups `rank` needs for `n_instances` (its
