@@ -172,7 +172,7 @@ class Network:
                 output[...] = 0.0
                 for b in range(layout.partitions[L]):
                     cols = layout.group(L, b)
-                    part = np.empty((n, cols.stop - cols.start), dtype=self.dtype)
+                    part = np.empty((n, layout.width(L, b)), dtype=self.dtype)
                     self._sum_products(params, z, L, b, part)
                     output[:, cols] += part
             yield Reduction(group, output, phase)
@@ -234,7 +234,7 @@ class Network:
         out = np.zeros((n, self.n_outputs), dtype=self.dtype)
         for b in range(layout.partitions[L]):
             cols = layout.group(L, b)
-            part = np.empty((n, cols.stop - cols.start), dtype=self.dtype)
+            part = np.empty((n, layout.width(L, b)), dtype=self.dtype)
             sum_tangents(L, b, part)
             out[:, cols] += part
         yield Reduction(group, out, phase)
@@ -283,8 +283,7 @@ class Network:
                 group = self.groups.backward(m, a)
                 if group is None:
                     continue
-                rows = layout.group(m - 1, a)
-                shape = (fwd.n, k, rows.stop - rows.start)
+                shape = (fwd.n, k, layout.width(m - 1, a))
                 if workspace is None:
                     buf = np.zeros(shape, dtype=self.dtype)
                 else:
@@ -346,7 +345,7 @@ class Network:
         for b in range(layout.partitions[L]):
             if self.owns_column(L, b):
                 cols = layout.group(L, b)
-                width = cols.stop - cols.start
+                width = layout.width(L, b)
                 Db = np.zeros((fwd.n, self.n_outputs, width), dtype=self.dtype)
                 Db[:, cols.start + np.arange(width), np.arange(width)] = 1.0
                 top[(L, b)] = Db
