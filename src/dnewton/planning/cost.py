@@ -213,6 +213,11 @@ def lower_bound(workload, choice, n_ranks, machine=DEFAULT, memo=None):
         l_c, s_c, choice.jacobian)
 
 
+def _batch_count(n, batch_size):
+    """Batches of a pass over n instances (`model.objective`'s), at least one."""
+    return max(1, math.ceil(n / batch_size))
+
+
 def _size(share):
     return share.stop - share.start
 
@@ -276,7 +281,7 @@ class _Bound:
                    max(block(a, b) + member_of(a, b) for a, b, _ in shapes))
 
     def _forward(self, n, tangent=False, batched=True):
-        batches = max(1, math.ceil(n / self.w.batch_size)) if batched else 1
+        batches = _batch_count(n, self.w.batch_size) if batched else 1
         rows = n / batches
         over = self.machine.call_overhead
         total = 0.0
@@ -297,7 +302,7 @@ class _Bound:
         return batches * total
 
     def _backward(self, n, vectors, gradient=True, batched=True):
-        batches = max(1, math.ceil(n / self.w.batch_size)) if batched else 1
+        batches = _batch_count(n, self.w.batch_size) if batched else 1
         rows = n / batches
         total = 0.0
         for m in range(self.L, 0, -1):
@@ -447,7 +452,7 @@ class _Timer:
     def _forward(self, n, tangent=False, batched=True):
         """A forward pass (or, `tangent`, the R-operator's pass) over n instances."""
         g, L = self.groups, self.layout.n_layers
-        batches = max(1, math.ceil(n / self.w.batch_size)) if batched else 1
+        batches = _batch_count(n, self.w.batch_size) if batched else 1
         rows = n / batches
         total = _Seconds()
         for m in range(1, L + 1):
@@ -474,7 +479,7 @@ class _Timer:
         """A backward sweep of `vectors` vectors per instance over n instances;
         `gradient`: with the Z^T dS products of every block (the gradient, J^T q)."""
         g, L = self.groups, self.layout.n_layers
-        batches = max(1, math.ceil(n / self.w.batch_size)) if batched else 1
+        batches = _batch_count(n, self.w.batch_size) if batched else 1
         rows = n / batches
         total = _Seconds()
         for m in range(L, 0, -1):
