@@ -114,7 +114,7 @@ def bench_commands():
 
     found = set()
     for document in (*regenerate.DOCUMENTS, "docs/benchmarks.md", "docs/experiment.md",
-                     "docs/design.md"):
+                     "docs/design.md", "bench/README.md"):
         text = (ROOT / document).read_text()
         for match in re.finditer(r"bench/((?:studies/)?\w+)\.py([^`)#\n]*)", text):
             flags = tuple(sorted(set(re.findall(r"(?<![\w-])--[a-z][\w-]*", match.group(2)))))
