@@ -15,26 +15,19 @@ with R no more than the cores.
 """
 
 import argparse
-import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import experiment  # bench/ is on sys.path when this runs as a script
 import numpy as np
-
-from dnewton.app.plot import read_log
-
-ROOT = Path(__file__).resolve().parents[1]
-HIDDEN = (300, 300)
+from common import HIDDEN, ROOT, dnewton_command, fashion_npz, one_thread_environment, read_log
 
 
 def load(instances, out):
     """Fashion-MNIST's training set (the first `instances`), as dnewton reads it and as
     PyTorch gets it: the .npz path, and X / 255 centred, y."""
-    path = experiment.fashion_npz(Path(out))["train"]
+    path = fashion_npz(Path(out))["train"]
     with np.load(path) as archive:
         X, y = archive["X"][:instances], archive["y"][:instances]
     if len(y) < 60000:  # dnewton reads the same first instances from a file of their own
@@ -79,14 +72,11 @@ def dnewton_epochs(path, dtype, epochs, ranks):
     """Seconds of each dnewton Adam epoch (the log's training seconds)."""
     with tempfile.TemporaryDirectory() as folder:
         log = Path(folder) / "adam.jsonl"
-        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-                   MPIEXEC_TIMEOUT="3600")
-        subprocess.run([experiment.mpiexec(), "-n", str(ranks), sys.executable, "-m", "dnewton",
-                        "train", path, "--hidden", ",".join(map(str, HIDDEN)),
-                        "--feature-scale", "255", "--center", "--solver", "adam",
-                        "--learning-rate", "0.001", "--mini-batch", "128", "--epochs",
-                        str(epochs), "--dtype", dtype, "--quiet", "--log", str(log)],
-                       check=True, env=env)
+        subprocess.run(dnewton_command(ranks, [
+            "train", path, "--hidden", ",".join(map(str, HIDDEN)), "--feature-scale", "255",
+            "--center", "--solver", "adam", "--learning-rate", "0.001", "--mini-batch", "128",
+            "--epochs", str(epochs), "--dtype", dtype, "--quiet", "--log", str(log)]),
+            check=True, env=one_thread_environment(MPIEXEC_TIMEOUT="3600"))
         return [record["iteration_time"] for record in read_log(log)[1:]]
 
 

@@ -17,13 +17,13 @@ BLAS runs on one thread per rank.
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from common import mpi_command, one_thread_environment
 
 
 def wide_data(rows, features, nnz, classes=3, seed=0):
@@ -97,17 +97,16 @@ def main():
     args = parser.parse_args()
     if args.worker:
         return worker(args)
-    mpiexec = Path(sys.executable).parent / "mpiexec"
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = one_thread_environment()
     dense_mib = args.rows * args.features * 8 / 2**20
     print(f"{args.rows} rows x {args.features:,} features, {args.nnz} non-zeros per row, "
           f"network {args.features}-{args.hidden}-3 on {args.ranks} rank(s); densified the "
           f"data would take {dense_mib:,.0f} MiB over the ranks' blocks")
     results = []
     for mode in args.modes.split(","):
-        cmd = [str(mpiexec), "-n", str(args.ranks), sys.executable, __file__, "--worker", mode,
-               *(f"--{k}={getattr(args, k)}" for k in
-                 ("rows", "features", "nnz", "hidden", "iterations"))]
+        cmd = mpi_command(args.ranks, [__file__, "--worker", mode, *(
+            f"--{k}={getattr(args, k)}" for k in ("rows", "features", "nnz", "hidden",
+                                                   "iterations"))])
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             sys.exit(f"{mode}: exit {proc.returncode}\n{proc.stderr[-2000:]}")

@@ -15,33 +15,26 @@ on another rank count.
 """
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from common import SHARED_DATA as DATA
+from common import dnewton_command, one_thread_environment, read_log
 
-from dnewton.app.plot import read_log
-from dnewton.io.data import EMBEDDED_DATA  # the MNIST subset shipped with the package
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA = EMBEDDED_DATA
 SLOW_RANK_VARIABLE = "DNEWTON_TEST_SLOW_RANK"
 
 
 def run(ranks, extra, log, env_extra=None, iterations=100, partitions="2,2,2,1"):
-    mpiexec = Path(sys.executable).parent / "mpiexec"
-    cmd = [
-        str(mpiexec), "-n", str(ranks), sys.executable, "-m", "dnewton", "train",
-        str(DATA / "mnist-demo.svm.gz"), "--test", str(DATA / "mnist-demo.t.svm.gz"),
+    cmd = dnewton_command(ranks, [
+        "train", str(DATA / "mnist-demo.svm.gz"), "--test", str(DATA / "mnist-demo.t.svm.gz"),
         "--hidden", "300,300", "--feature-scale", "255", "--center", "--paper", "--quiet",
         "--iterations", str(iterations), "--partitions", partitions, "--log", str(log),
         *extra,
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-               MPIEXEC_TIMEOUT="3000", **(env_extra or {}))
+    ])
+    env = one_thread_environment(MPIEXEC_TIMEOUT="3000", **(env_extra or {}))
     subprocess.run(cmd, check=True, env=env)
     return read_log(log)
 

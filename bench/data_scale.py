@@ -30,7 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from common import ROOT, fashion_npz, mpi_command, one_thread_environment
+
 # --sample-size all: the paper's method (f, g and S over all instances), which the
 # table in docs/scaling.md measures; dnewton's default samples beyond 10,000 instances.
 ARGS = ["--hidden", "300,300", "--feature-scale", "255", "--center", "--iterations", "1",
@@ -39,22 +40,16 @@ MARK = "data_scale: peak_rss_kib"
 
 
 def fashion(out):
-    """The path of fashion-train.npz in `out`, converted once (bench/experiment.py)."""
-    sys.path.insert(0, str(HERE))
-    from experiment import fashion_npz
-
+    """The path of fashion-train.npz in `out`, converted once."""
     return fashion_npz(Path(out) / "data")["train"]
 
 
 def launch(n_ranks, train, extra=(), timeout=900):
     """Run the training job on `n_ranks` ranks, each through `rank_main`; returns
     (seconds, stdout, stderr)."""
-    mpiexec = Path(sys.executable).parent / "mpiexec"
-    cmd = [str(mpiexec if mpiexec.exists() else "mpiexec"), "-n", str(n_ranks),
-           sys.executable, __file__, "rank", "train", str(train), *ARGS,
-           "--replicas", str(n_ranks), *extra]
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-               MPIEXEC_TIMEOUT=str(timeout))
+    cmd = mpi_command(n_ranks, [__file__, "rank", "train", str(train), *ARGS,
+                                "--replicas", str(n_ranks), *extra])
+    env = one_thread_environment(MPIEXEC_TIMEOUT=str(timeout))
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout + 30)
     seconds = time.perf_counter() - started
@@ -134,7 +129,7 @@ def main(argv=None):
     parser.add_argument("--ranks", type=lambda s: [int(n) for n in s.split(",")],
                         default=None, metavar="N,N,...")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=str(HERE / "out"), metavar="DIR",
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out"), metavar="DIR",
                         help="where the converted data set is kept")
     args = parser.parse_args(argv)
     if args.ranks is None:

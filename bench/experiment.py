@@ -45,7 +45,6 @@ import json
 import os
 import platform
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -53,13 +52,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from common import (
+    ROOT,
+    SHARED_DATA,
+    dnewton_command,
+    fashion_npz,
+    mpiexec,
+    one_thread_environment,
+    read_log,
+)
 
-from dnewton.app.plot import read_log
 from dnewton.app.regularization import PathPoint, best_C
-from dnewton.io.data import EMBEDDED_DATA  # the MNIST subset shipped with the package
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = EMBEDDED_DATA
 NUMERICAL_ERROR = 3  # dnewton's exit status when f turns non-finite (SGD diverging)
 # "replicas": the sums over data-parallel copies, which the planner may choose for
 # Newton; "evaluation" (test scoring, monitoring) is left out.
@@ -80,32 +84,6 @@ class Dataset:
         options = self.options
         return float(options[options.index("--feature-scale") + 1]) \
             if "--feature-scale" in options else 1.0
-
-
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-
-
-def fashion_npz(folder):
-    """Fashion-MNIST's IDX files as OUT/data/fashion-{train,test}.npz, once: uint8
-    pixels: dnewton reads any numeric X, and uint8 takes an eighth of float64's
-    bytes."""
-    paths = {part: folder / f"fashion-{part}.npz" for part in ("train", "test")}
-    if all(path.exists() for path in paths.values()):
-        return paths
-    if not FASHION.exists():
-        raise SystemExit(f"experiment: Fashion-MNIST needs {FASHION} (Debian package "
-                         "dataset-fashion-mnist: apt-get install dataset-fashion-mnist)")
-    from suite import _idx  # bench/ is on sys.path when this runs as a script
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for part, prefix in (("train", "train"), ("test", "t10k")):
-        X = _idx(FASHION / f"{prefix}-images-idx3-ubyte.gz").reshape(-1, 784)
-        y = _idx(FASHION / f"{prefix}-labels-idx1-ubyte.gz")
-        partial = paths[part].with_suffix(".partial")
-        with open(partial, "wb") as f:  # a file object: np.savez would append ".npz"
-            np.savez(f, X=X, y=y)
-        partial.replace(paths[part])  # an interrupted conversion leaves no half file
-    return paths
 
 
 def datasets(data_dir, out):
@@ -181,11 +159,6 @@ def methods(families, rates, adam_rates, iterations, epochs, batch, momentum):
     return found
 
 
-def mpiexec():
-    beside = Path(sys.executable).parent / "mpiexec"
-    return str(beside) if beside.exists() else shutil.which("mpiexec")
-
-
 def run(dataset, method, seed, args, log):
     """One training run; returns (exit status, wall seconds). Skips finished runs
     when resuming (a run counts as finished once its status file exists)."""
@@ -195,11 +168,10 @@ def run(dataset, method, seed, args, log):
     if args.resume and status.exists():
         done = json.loads(status.read_text())
         return done["returncode"], done["wall"]
-    cmd = [mpiexec(), "-n", str(args.ranks), sys.executable, "-m", "dnewton", "train",
-           dataset.train, *dataset.test, *dataset.options, "--hidden", args.hidden,
-           *method.options, "--seed", str(seed), "--log", str(log), "--quiet"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-               MKL_NUM_THREADS="1", MPIEXEC_TIMEOUT=str(args.timeout))
+    cmd = dnewton_command(args.ranks, [
+        "train", dataset.train, *dataset.test, *dataset.options, "--hidden", args.hidden,
+        *method.options, "--seed", str(seed), "--log", str(log), "--quiet"])
+    env = one_thread_environment(MPIEXEC_TIMEOUT=str(args.timeout))
     began = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
                           timeout=args.timeout + 60)

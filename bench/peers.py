@@ -69,6 +69,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import mpiexec
 
 from dnewton.io.data import EMBEDDED_DATA  # the MNIST subset shipped with the package
 from dnewton.solvers.newton import RHO_GOOD, RHO_POOR  # the damping thresholds
@@ -585,11 +586,6 @@ def run_alone(args):
         print(f"peer: stopped after iteration {records[-1]['iter']}: {message}; "
               f"f = {records[-1]['f']:.10e}")
     print(summary(timing))
-
-
-def mpiexec():
-    beside = Path(sys.executable).parent / "mpiexec"
-    return str(beside) if beside.exists() else shutil.which("mpiexec")
 
 
 def compare_runs(args):

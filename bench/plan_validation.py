@@ -29,17 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from common import SHARED_DATA, dnewton_command
 
-from dnewton.io.data import EMBEDDED_DATA  # the MNIST subset shipped with the package
 from dnewton.planning.cost import TRAINING_PHASES, Choice, Workload, predict
 from dnewton.planning.machine import Machine
 from dnewton.planning.volume import Counts
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = EMBEDDED_DATA / "mnist-demo.svm.gz"
+DATA = SHARED_DATA / "mnist-demo.svm.gz"
 # The reference problem (the paper's objective: the planner's Workload has its loss).
 ARGS = ["--hidden", "300,300", "--feature-scale", "255", "--center", "--paper"]
-BIN = Path(sys.executable).parent
 CORES = len(os.sched_getaffinity(0))
 
 
@@ -81,20 +79,20 @@ RUNS = [
 
 
 def has_replicas():
-    text = subprocess.run([str(BIN / "dnewton"), "train", "--help"], capture_output=True,
-                          text=True).stdout
+    text = subprocess.run([sys.executable, "-m", "dnewton", "train", "--help"],
+                          capture_output=True, text=True).stdout
     return "--replicas" in text
 
 
 def calibrate(path, seconds):
-    subprocess.run([str(BIN / "mpiexec"), "-n", "2", sys.executable, "-m", "dnewton",
-                    "calibrate", "--output", str(path), "--seconds", str(seconds)], check=True)
+    subprocess.run(dnewton_command(2, ["calibrate", "--output", str(path), "--seconds",
+                                       str(seconds)]), check=True)
 
 
 def train(run, iterations, log, machine_path):
-    cmd = [str(BIN / "mpiexec"), "-n", str(run.ranks), sys.executable, "-m", "dnewton",
-           "train", str(DATA), *ARGS, "--iterations", str(iterations), "--log", str(log),
-           "--jacobian", run.jacobian, "--machine", str(machine_path)]
+    cmd = dnewton_command(run.ranks, [
+        "train", str(DATA), *ARGS, "--iterations", str(iterations), "--log", str(log),
+        "--jacobian", run.jacobian, "--machine", str(machine_path)])
     if run.partitions:
         cmd += ["--partitions", run.partitions, "--assignment", run.assignment]
     if run.replicas > 1:

@@ -11,7 +11,7 @@ split, features and cores, in one process:
 * ``NewtonClassifier()`` with its defaults (softmax loss, C = 1, 100 iterations),
 * ``NewtonClassifier(C="auto")`` (the held-out path of ``-C auto``),
 * the paper's objective (``--paper``: squared loss, C = 0.01), the defaults before
-  this suite chose new ones (bench/choose_defaults.py has the grid behind them),
+  this suite chose new ones (bench/studies/choose_defaults.py has the grid behind them),
 * ``MLPClassifier()`` with its defaults (adam, 200 epochs) at the same hidden
   layers (300, 300),
 
@@ -27,85 +27,14 @@ machine only.
 """
 
 import argparse
-import gzip
 import json
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+from common import HIDDEN, classification_sets
 from threadpoolctl import threadpool_limits
-
-from dnewton.io.data import EMBEDDED_DATA  # the MNIST subset shipped with the package
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = EMBEDDED_DATA
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-HIDDEN = (300, 300)
-
-
-def _split(X, y, seed=0):
-    from sklearn.model_selection import train_test_split
-
-    return train_test_split(X, y, test_size=0.25, stratify=y, random_state=seed)
-
-
-def _sklearn(loader):
-    def load():
-        data = loader()
-        return (*_split(data.data.astype(np.float64), data.target), 1.0)
-    return load
-
-
-def _mnist_subset():
-    from sklearn.datasets import load_svmlight_file
-
-    X, y = load_svmlight_file(str(SHARED_DATA / "mnist-demo.svm.gz"), n_features=784)
-    Xt, yt = load_svmlight_file(str(SHARED_DATA / "mnist-demo.t.svm.gz"), n_features=784)
-    return X.toarray(), Xt.toarray(), y, yt, 255.0
-
-
-def _idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
-def _fashion(n_train=10000):
-    X = _idx(FASHION / "train-images-idx3-ubyte.gz").reshape(-1, 784).astype(np.float64)
-    y = _idx(FASHION / "train-labels-idx1-ubyte.gz").astype(np.float64)
-    Xt = _idx(FASHION / "t10k-images-idx3-ubyte.gz").reshape(-1, 784).astype(np.float64)
-    yt = _idx(FASHION / "t10k-labels-idx1-ubyte.gz").astype(np.float64)
-    keep = np.random.default_rng(0).permutation(len(y))[:n_train]
-    return X[keep], Xt, y[keep], yt, 255.0
-
-
-def _synthetic():
-    from sklearn.datasets import make_classification
-
-    X, y = make_classification(n_samples=6000, n_features=40, n_informative=20,
-                               n_classes=8, n_clusters_per_class=2, random_state=0)
-    return (*_split(X, y.astype(np.float64)), 1.0)
-
-
-def suite():
-    from sklearn import datasets
-
-    sets = {
-        "digits": _sklearn(datasets.load_digits),
-        "iris": _sklearn(datasets.load_iris),
-        "wine": _sklearn(datasets.load_wine),
-        "breast_cancer": _sklearn(datasets.load_breast_cancer),
-        "synthetic": _synthetic,
-    }
-    if (SHARED_DATA / "mnist-demo.svm.gz").exists():
-        sets["mnist_subset"] = _mnist_subset
-    if FASHION.exists():
-        sets["fashion_10k"] = _fashion
-    return sets
-
 
 # The methods by short name (--methods), in the order they run.
 METHODS = {"defaults": "dnewton defaults", "auto": "dnewton -C auto",
@@ -119,11 +48,11 @@ def methods(scale, seed=0, chosen=tuple(METHODS)):
     from dnewton import NewtonClassifier
     from dnewton.app.problem import PAPER_OBJECTIVE
 
-    common = dict(hidden=HIDDEN, feature_scale=scale, center=True, random_state=seed)
+    shared = dict(hidden=HIDDEN, feature_scale=scale, center=True, random_state=seed)
     makers = {
-        "defaults": lambda: NewtonClassifier(**common),
-        "auto": lambda: NewtonClassifier(**common, C="auto"),
-        "paper": lambda: NewtonClassifier(**common, **PAPER_OBJECTIVE),
+        "defaults": lambda: NewtonClassifier(**shared),
+        "auto": lambda: NewtonClassifier(**shared, C="auto"),
+        "paper": lambda: NewtonClassifier(**shared, **PAPER_OBJECTIVE),
         "mlp": lambda: MLPClassifier(hidden_layer_sizes=HIDDEN, random_state=seed),
     }
     return {METHODS[key]: makers[key] for key in chosen}
@@ -195,7 +124,8 @@ def markdown(table):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sets", help="comma-separated subset of: " + ", ".join(suite()))
+    parser.add_argument("--sets", help="comma-separated subset of: "
+                        + ", ".join(classification_sets()))
     parser.add_argument("--methods", default=",".join(METHODS),
                         help="comma-separated subset of: " + ", ".join(METHODS))
     parser.add_argument("--seeds", type=int, default=1,
@@ -203,7 +133,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2, help="BLAS threads for every method")
     parser.add_argument("--json", help="write the rows (one per method and seed) to this file")
     args = parser.parse_args(argv)
-    sets = suite()
+    sets = classification_sets()
     names = args.sets.split(",") if args.sets else list(sets)
     chosen = tuple(args.methods.split(","))
     unknown = [m for m in chosen if m not in METHODS] + [n for n in names if n not in sets]

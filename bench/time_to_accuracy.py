@@ -43,13 +43,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import experiment  # bench/ is on sys.path when this runs as a script
 import numpy as np
-import suite
+from common import (
+    ROOT,
+    classification_sets,
+    dnewton_command,
+    fashion_npz,
+    one_thread_environment,
+    read_log,
+)
 
-from dnewton.app.plot import read_log
-
-ROOT = Path(__file__).resolve().parents[1]
 RESUMABLE = 75  # dnewton's exit status when --time-limit ended the run
 NUMERICAL_ERROR = 3  # ... and when f turned non-finite (a learning rate too large)
 
@@ -75,7 +78,7 @@ class DataSet:
 
 
 def fashion_set(out):
-    paths = experiment.fashion_npz(out / "data")
+    paths = fashion_npz(out / "data")
     return DataSet("fashion", str(paths["train"]), str(paths["test"]),
                    ["--feature-scale", "255", "--center"], 255.0, [0.88, 0.89],
                    Budget(iterations=400, epochs=15, seconds=240))
@@ -96,7 +99,7 @@ def suite_set(name, load, out):
 
 
 def data_sets(names, out):
-    loaders = suite.suite()
+    loaders = classification_sets()
     found = {}
     for name in names:
         if name == "fashion":
@@ -157,13 +160,12 @@ def run(data, method, seed, args, log):
     if method.family == "mlp":
         return run_mlp(data, seed, args, log.with_suffix(".json"))
     if not log.with_suffix(".done").exists():
-        cmd = [experiment.mpiexec(), "-n", str(args.ranks), sys.executable, "-m", "dnewton",
-               "train", data.train, "--test", data.test, *data.options, "--hidden",
-               args.hidden, *method.options, *budget_options(method, data.budget),
-               "--time-limit", f"{data.budget.seconds:g}", "--seed", str(seed),
-               "--log", str(log), "--quiet"]
-        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-                   MPIEXEC_TIMEOUT=str(int(4 * data.budget.seconds + 120)))
+        cmd = dnewton_command(args.ranks, [
+            "train", data.train, "--test", data.test, *data.options, "--hidden", args.hidden,
+            *method.options, *budget_options(method, data.budget),
+            "--time-limit", f"{data.budget.seconds:g}", "--seed", str(seed),
+            "--log", str(log), "--quiet"])
+        env = one_thread_environment(MPIEXEC_TIMEOUT=str(int(4 * data.budget.seconds + 120)))
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode not in (0, RESUMABLE, NUMERICAL_ERROR):
             raise SystemExit(f"time_to_accuracy: {shlex.join(cmd)} failed "

@@ -35,9 +35,13 @@ MNIST_DATA = EMBEDDED_DATA
 
 
 def load_bench(name):
-    """The module bench/<name>.py (bench/ is not a package): for tests of its pieces."""
+    """The module bench/<name>.py ("suite", "studies/stopping"; bench/ is not a
+    package): for tests of its pieces. Its folder goes on sys.path, as when Python
+    runs the script, for its ``import common``."""
     path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -107,14 +107,16 @@ def test_every_flag_a_document_names_exists(document):
 
 
 def bench_commands():
-    """(script, flags) of every bench/NAME.py command the documents show, its flags
-    being those on the same line after it (up to a backtick, ')' or '#')."""
+    """(script, flags) of every bench/NAME.py or bench/studies/NAME.py command the
+    documents show (script "NAME" or "studies/NAME"), its flags being those on the
+    same line after it (up to a backtick, ')' or '#')."""
     import re
 
     found = set()
     for document in (*regenerate.DOCUMENTS, "docs/benchmarks.md", "docs/experiment.md",
-                     "docs/design.md"):
-        for match in re.finditer(r"bench/(\w+)\.py([^`)#\n]*)", (ROOT / document).read_text()):
+                     "docs/design.md", "bench/README.md"):
+        text = (ROOT / document).read_text()
+        for match in re.finditer(r"bench/((?:studies/)?\w+)\.py([^`)#\n]*)", text):
             flags = tuple(sorted(set(re.findall(r"(?<![\w-])--[a-z][\w-]*", match.group(2)))))
             found.add((match.group(1), flags))
     return sorted(found)

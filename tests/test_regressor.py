@@ -149,14 +149,14 @@ def test_a_model_file_is_loaded_only_as_its_own_kind(centred, tmp_path):
 # -- against scikit-learn's MLPRegressor on the diabetes set ----------------------------
 
 
-@pytest.mark.bench  # bench/regressor_diabetes.py's comparison: make test-bench
+@pytest.mark.bench  # bench/studies/regressor_diabetes.py's comparison: make test-bench
 @pytest.mark.skipif(WORLD.size > 1, reason="a one-process comparison; mpiexec repeats it")
 def test_at_its_defaults_newton_predicts_held_out_diabetes_as_well_as_mlp_regressor():
     """Both estimators at their defaults but the hidden layers (and random_state 0), on
     the splits of random_state 0..9 (X and y standardized, a quarter held out):
-    the mean held-out R^2 (bench/regressor_diabetes.py --defaults), and no
+    the mean held-out R^2 (bench/studies/regressor_diabetes.py --defaults), and no
     worse on most splits."""
-    bench = load_bench("regressor_diabetes")
+    bench = load_bench("studies/regressor_diabetes")
     results = [bench.compare_defaults(random_state, hidden=(16,)) for random_state in range(10)]
     newton = np.array([result["newton"] for result in results])
     mlp = np.array([result["mlp"] for result in results])

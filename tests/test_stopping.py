@@ -296,12 +296,12 @@ def test_commands_that_do_not_train_act_on_a_signal_noted_at_start():
 
 @pytest.mark.mpi
 def test_sigterm_at_random_times_ends_as_documented():
-    """bench/sigterm_trials.py with 3 trials (the lead runs 20): start-up, a checkpoint
+    """bench/studies/sigterm_trials.py with 3 trials (the lead runs 20): start-up, a checkpoint
     write, the model write; each ends with 75 and a resumable checkpoint, 76 and
     nothing claimed, or 0 with everything written."""
     if mpiexec_path() is None:
         pytest.skip("no mpiexec found")
-    script = Path(__file__).resolve().parents[1] / "bench" / "sigterm_trials.py"
+    script = Path(__file__).resolve().parents[1] / "bench" / "studies" / "sigterm_trials.py"
     proc = subprocess.run([sys.executable, script, "--trials", "3", "--seed", "1",
                            "--phases", "startup,checkpoint,model", "--timeout", str(TIMEOUT)],
                           capture_output=True, text=True, timeout=10 * TIMEOUT,

@@ -1,4 +1,4 @@
-"""bench/stopping.py: the early-stopping rule it simulates, and a short run on iris
+"""bench/studies/stopping.py: the early-stopping rule it simulates, and a short run on iris
 whose two paired runs on the same 90% must agree to the bit."""
 
 import pytest
@@ -8,7 +8,7 @@ pytestmark = pytest.mark.bench  # a bench/ script: make test-bench
 
 
 def test_early_stop_keeps_the_first_best_and_stops_after_patience():
-    stopping = load_bench("stopping")
+    stopping = load_bench("studies/stopping")
     held_out = [0.5, 0.7, 0.7, 0.6, 0.8, 0.8, 0.8, 0.79, 0.8]
     # best 0.8 first at 4; no improvement at 5, 6, 7: patience 3 stops at 7, keeps 4
     assert stopping.early_stop(held_out, 3) == (7, 4)
@@ -20,7 +20,7 @@ def test_early_stop_keeps_the_first_best_and_stops_after_patience():
 
 @pytest.mark.mpi  # runs dnewton in subprocesses: not from inside an MPI job
 def test_short_run_on_iris(capsys):
-    stopping = load_bench("stopping")
+    stopping = load_bench("studies/stopping")
     stopping.main(["--sets", "iris", "--iterations", "12", "--patience", "2,50"])
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("| iris |")]

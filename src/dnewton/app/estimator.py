@@ -563,7 +563,7 @@ class NewtonRegressor(RegressorMixin, NewtonNetwork):
         so C alone keeps the network from following the noise of a small set:
         over scikit-learn's diabetes, linnerud and Friedman #1-#3 sets, 0.1 has
         the best held-out R^2 or is within 0.025 of it, where C = 1 overfits the
-        noisier ones (bench/regressor_c.py).
+        noisier ones (bench/studies/regressor_c.py).
     normalize_y : bool, default True
         Fit the network to each target minus its training mean, divided by its
         training standard deviation (1 for a constant target), and predict in

@@ -34,7 +34,7 @@ from ..planning.planner import ASSIGNMENTS, choose, layout_for
 from ..solvers.newton import NewtonOptions
 
 # The paper's objective, one flag away (`--paper`) for reproducing its runs. The
-# defaults below fit real data better (bench/choose_defaults.py, docs/benchmarks.md
+# defaults below fit real data better (bench/studies/choose_defaults.py, docs/benchmarks.md
 # "Default settings"): C = 0.01 was meant for 60,000 images and over-regularizes smaller sets,
 # and the squared loss trails cross-entropy on tabular sets.
 PAPER_OBJECTIVE = {"loss": "squared", "C": 0.01}

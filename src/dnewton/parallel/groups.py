@@ -20,9 +20,10 @@ collectives on overlapping communicators free of deadlock.
 
 Accounting (`ledger.Ledger`): a collective whose payload is N float64 over a
 group of k > 1 ranks counts 8 N bytes, once per collective (by the group's first
-rank), and its seconds as waiting in its phase. The bytes are the logical volume
-of the design's byte formulas; a ring allreduce moves about 2 (k-1)/k of it per
-rank on the wire.
+rank), and its seconds as waiting in its phase (with the ledger's ``sync``, the
+barrier before a blocking one apart; the non-blocking sums have none). The bytes
+are the logical volume of the design's byte formulas; a ring allreduce moves
+about 2 (k-1)/k of it per rank on the wire.
 """
 
 from mpi4py import MPI
@@ -59,7 +60,7 @@ class Group:
             return
         if self.comm.rank == 0:
             self.ledger.moved(phase, buf.nbytes)
-        with waiting(self.ledger, phase):
+        with waiting(self.ledger, phase, self.comm):
             self.comm.Allreduce(MPI.IN_PLACE, buf)
 
     def start_allreduce(self, buf, phase):
@@ -177,7 +178,7 @@ class Groups:
             return
         if self.rank == root:
             self.ledger.moved(phase, buf.nbytes)
-        with waiting(self.ledger, phase):
+        with waiting(self.ledger, phase, self.comm):
             self.comm.Bcast(buf, root=root)
 
     def free(self):

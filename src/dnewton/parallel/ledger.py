@@ -15,8 +15,17 @@ One `Ledger` per run and rank. The code that does the work reports to it:
 `collect` sums bytes and FLOPs over the ranks and averages the seconds (so the
 phases of an iteration add up to its time; a rank that waits while another
 computes shows as waiting), then starts a new count.
+
+Synchronized timing (``Ledger(sync=True)``, or the environment variable
+DNEWTON_LOG_SYNC=1; off by default, as PETSc's ``-log_sync``): a barrier on the
+collective's communicator precedes every blocking collective that `waiting` is
+given the communicator of, and its seconds -- until the group's last rank arrives
+-- are reported apart as the phase's ``barrier`` seconds, a part of its ``wait``;
+the rest of ``wait`` is the collective alone. The barriers are extra meeting
+points, so such a run is slower: read the split, not the total.
 """
 
+import os
 import time
 from contextlib import contextmanager
 
@@ -26,12 +35,20 @@ from mpi4py import MPI
 from .phases import Phase
 
 _PHASES = tuple(Phase)
+SYNC_VARIABLE = "DNEWTON_LOG_SYNC"  # set to 1: every ledger times a barrier apart
 
 
 class Ledger:
-    """Bytes, FLOPs, compute and wait seconds by phase, on this rank."""
+    """Bytes, FLOPs, compute and wait seconds by phase, on this rank.
 
-    def __init__(self):
+    `sync`: time a barrier before each blocking collective apart from it (see the
+    module); None takes it from the environment variable `SYNC_VARIABLE`.
+    """
+
+    def __init__(self, sync=None):
+        if sync is None:
+            sync = os.environ.get(SYNC_VARIABLE, "0") not in ("", "0")
+        self.sync = bool(sync)
         self._open = []  # [started, seconds excluded] of the phases being timed
         self._reset()
 
@@ -40,6 +57,7 @@ class Ledger:
         self.flops = dict.fromkeys(_PHASES, 0.0)
         self.compute = dict.fromkeys(_PHASES, 0.0)
         self.wait = dict.fromkeys(_PHASES, 0.0)
+        self.barrier = dict.fromkeys(_PHASES, 0.0)  # of `wait`, with `sync` only
 
     @contextmanager
     def phase(self, phase):
@@ -76,33 +94,46 @@ class Ledger:
         `elapsed` (seconds of the period on this rank), when given, puts the time
         no phase claimed into ``other``'s computation. Returns a dict with the
         keys ``bytes`` and ``flops`` (sums over ranks) and ``seconds`` (per phase a
-        dict of ``compute`` and ``wait``, the mean over ranks), each keyed by the
-        phases' names in `Phase` order.
+        dict of ``compute`` and ``wait``, and with `sync` ``barrier``, the mean over
+        ranks), each keyed by the phases' names in `Phase` order.
         """
         if elapsed is not None:
             claimed = sum(self.compute.values()) + sum(self.wait.values())
             self.compute[Phase.OTHER] += max(elapsed - claimed, 0.0)
         totals = np.array([*(self.bytes[p] for p in _PHASES), *(self.flops[p] for p in _PHASES),
                            *(self.compute[p] for p in _PHASES),
-                           *(self.wait[p] for p in _PHASES), *agree], dtype=np.float64)
+                           *(self.wait[p] for p in _PHASES), *agree,
+                           *(self.barrier[p] for p in _PHASES if self.sync)],
+                          dtype=np.float64)
         if world.size > 1:
             world.Allreduce(MPI.IN_PLACE, totals, op=MPI.SUM)
         self._reset()
-        n, ranks = len(_PHASES), world.size
+        n, ranks, agreed = len(_PHASES), world.size, 4 * len(_PHASES) + len(agree)
+        seconds = {p.value: {"compute": float(totals[2 * n + i] / ranks),
+                             "wait": float(totals[3 * n + i] / ranks)}
+                   for i, p in enumerate(_PHASES)}
+        if self.sync:
+            for i, p in enumerate(_PHASES):
+                seconds[p.value]["barrier"] = float(totals[agreed + i] / ranks)
         return {
             "bytes": {p.value: int(totals[i]) for i, p in enumerate(_PHASES)},
             "flops": {p.value: float(totals[n + i]) for i, p in enumerate(_PHASES)},
-            "seconds": {p.value: {"compute": float(totals[2 * n + i] / ranks),
-                                  "wait": float(totals[3 * n + i] / ranks)}
-                        for i, p in enumerate(_PHASES)},
-            "agreed": totals[4 * n:].tolist(),
+            "seconds": seconds,
+            "agreed": totals[4 * n:agreed].tolist(),
         }
 
 
 @contextmanager
-def waiting(ledger, phase):
-    """Count the seconds of the block as waiting in `phase` (around a collective)."""
+def waiting(ledger, phase, comm=None):
+    """Count the seconds of the block as waiting in `phase` (around a collective).
+
+    `comm`: the collective's communicator; with the ledger's `sync`, a barrier on
+    it comes first, its seconds counted as ``barrier`` too.
+    """
     started = time.perf_counter()
+    if ledger.sync and comm is not None:
+        comm.Barrier()
+        ledger.barrier[Phase(phase)] += time.perf_counter() - started
     try:
         yield
     finally:

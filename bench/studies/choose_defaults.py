@@ -1,7 +1,7 @@
 """The evidence behind the default loss and C: test accuracy over a grid of both.
 
-    python bench/choose_defaults.py [--sets digits,wine,...] [--C 0.01,0.1,1,10,100]
-                                    [--json out.json]
+    python bench/studies/choose_defaults.py [--sets digits,wine,...] [--C 0.01,0.1,1,10,100]
+                                            [--json out.json]
 
 On every set of bench/suite.py (same splits and features: pixels divided by 255,
 every set centred) this fits ``NewtonClassifier`` for each loss (squared, the
@@ -16,7 +16,7 @@ import json
 import warnings
 from pathlib import Path
 
-from suite import HIDDEN, suite
+from common import HIDDEN, classification_sets
 from threadpoolctl import threadpool_limits
 
 LOSSES = ("squared", "softmax")
@@ -43,13 +43,14 @@ def accuracies(load, grid, threads):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sets", help="comma-separated subset of: " + ", ".join(suite()))
+    parser.add_argument("--sets", help="comma-separated subset of: "
+                        + ", ".join(classification_sets()))
     parser.add_argument("--C", default="0.01,0.1,1,10,100", help="the grid of C")
     parser.add_argument("--threads", type=int, default=2, help="BLAS threads")
     parser.add_argument("--json", help="write the table to this file")
     args = parser.parse_args(argv)
     grid = [float(c) for c in args.C.split(",")]
-    sets = suite()
+    sets = classification_sets()
     names = args.sets.split(",") if args.sets else list(sets)
     columns = [(loss, C) for loss in LOSSES for C in grid]
     print("| set | " + " | ".join(f"{loss} C={C:g}" for loss, C in columns)

@@ -1,6 +1,7 @@
 """dnewton's ``-C auto`` against LIBLINEAR's parameter search (``train -C``).
 
-    python bench/liblinear_search.py [--sets digits,wine,...] [--threads 1] [--json out.json]
+    python bench/studies/liblinear_search.py [--sets digits,wine,...] [--threads 1]
+                                             [--json out.json]
 
 LIBLINEAR (the ``liblinear-official`` package) searches C for L2-regularized
 logistic regression (``-s 0``) by 5-fold cross-validation: from a small C computed
@@ -36,7 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import suite
+from common import HIDDEN, classification_sets
 from threadpoolctl import threadpool_limits
 
 
@@ -77,7 +78,7 @@ def run_set(name, load, threads):
         "LIBLINEAR -s 0 -B 1 -C (linear)": lambda: liblinear_search(
             scaler.transform(X), y, scaler.transform(Xt), yt),
         "dnewton -C auto, linear": lambda: dnewton_search(X, y, Xt, yt, scale, ()),
-        "dnewton -C auto, 300-300": lambda: dnewton_search(X, y, Xt, yt, scale, suite.HIDDEN),
+        "dnewton -C auto, 300-300": lambda: dnewton_search(X, y, Xt, yt, scale, HIDDEN),
     }
     for method, search in searches.items():
         with threadpool_limits(limits=threads):
@@ -91,7 +92,7 @@ def run_set(name, load, threads):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sets = suite.suite()
+    sets = classification_sets()
     parser.add_argument("--sets", help="comma-separated subset of: " + ", ".join(sets))
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads for dnewton")
     parser.add_argument("--json", help="write the rows to this file")

@@ -1,6 +1,6 @@
 """NewtonRegressor against scikit-learn's MLPRegressor on the diabetes set: held-out R^2.
 
-    python bench/regressor_diabetes.py [--splits 10] [--hidden 16] [--defaults]
+    python bench/studies/regressor_diabetes.py [--splits 10] [--hidden 16] [--defaults]
 
 For each split (train_test_split's random_state 0..splits-1, a quarter held out;
 X and y standardized with the training part's means and deviations), each

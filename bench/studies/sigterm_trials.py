@@ -1,7 +1,7 @@
 """SIGTERM at random times: every trial must end as docs/usage.md's fault table says.
 
-    python bench/sigterm_trials.py [--trials 20] [--ranks 2] [--seed 0]
-                                   [--phases startup,search,iteration,checkpoint,model]
+    python bench/studies/sigterm_trials.py [--trials 20] [--ranks 2] [--seed 0]
+                                           [--phases startup,search,iteration,checkpoint,model]
 
 One uninterrupted run is the reference: the digits set, ``-C auto`` over two values
 of C (so the search is a phase of its own), 8 Newton iterations with a checkpoint
@@ -36,7 +36,6 @@ run on a busy machine as well as an idle one: nothing here is a timing.
 """
 
 import argparse
-import json
 import os
 import random
 import shutil
@@ -48,17 +47,14 @@ import threading
 import time
 from pathlib import Path
 
+from common import dnewton_command, mpiexec, read_log
+
 PHASES = ("startup", "search", "iteration", "checkpoint", "model")
 RUN = ["train", "digits", "--hidden", "32", "--feature-scale", "16", "--center",
        "--iterations", "8", "-C", "auto", "--C-grid", "10,1",
        "--checkpoint-every", "1", "--seed", "3"]
 TIMINGS = ("time", "iteration_time", "seconds", "checkpoint_seconds")
 SLOW_WRITE = "0.3"  # seconds each checkpoint write is held open (a target to hit)
-
-
-def mpiexec():
-    beside = Path(sys.executable).parent / "mpiexec"
-    return str(beside) if beside.exists() else shutil.which("mpiexec")
 
 
 def environment(timeout):
@@ -74,7 +70,7 @@ class Run:
     def __init__(self, ranks, args, timeout):
         self.began = time.monotonic()
         self.process = subprocess.Popen(
-            [mpiexec(), "-n", str(ranks), sys.executable, "-m", "dnewton", *map(str, args)],
+            dnewton_command(ranks, args),
             env=environment(timeout), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True)
         self.lines = []  # (seconds from the start, line)
@@ -105,11 +101,6 @@ class Run:
             status = None
         self.reader.join(5)
         return status, "\n".join(line for _, line in self.lines)
-
-
-def read_log(path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
 
 
 def without_timings(records):

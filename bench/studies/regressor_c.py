@@ -1,6 +1,6 @@
 """NewtonRegressor's default C: held-out R^2 over C on five small regression sets.
 
-    python bench/regressor_c.py [--splits 5] [--hidden 16]
+    python bench/studies/regressor_c.py [--splits 5] [--hidden 16]
 
 scikit-learn's diabetes and linnerud sets and its Friedman #1-#3 generators (500
 instances, noise 1, 100 and 0.1, seed 0); for each, splits of train_test_split's

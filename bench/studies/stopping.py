@@ -1,7 +1,7 @@
 """Would stopping earlier close the time gap to MLPClassifier()? Test accuracy along
 Newton's iterations, and early stopping on a held-out tenth.
 
-    python bench/stopping.py [--sets iris,wine,...] [--iterations 100] [--patience 5,10,20]
+    python bench/studies/stopping.py [--sets iris,wine,...] [--iterations 100] [--patience 5,10,20]
 
 For each set of `bench/suite.py` (same split, same scaling, dnewton's defaults,
 one process) it trains three times, each run logging the accuracy on one set
@@ -25,11 +25,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
-from dnewton.app.plot import read_log
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import suite  # noqa: E402  -- the benchmark sets and their split
+from common import classification_sets, read_log
 
 CHECKPOINTS = (10, 20, 30, 50, 70, 100)
 
@@ -87,7 +83,7 @@ def main(argv=None):
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--patience", default="5,10,20")
     args = parser.parse_args(argv)
-    sets = suite.suite()
+    sets = classification_sets()
     patiences = [int(p) for p in args.patience.split(",")]
     names = args.sets.split(",")
     unknown = [n for n in names if n not in sets]
