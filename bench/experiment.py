@@ -63,11 +63,11 @@ from common import (
 )
 
 from dnewton.app.regularization import PathPoint, best_C
+from dnewton.parallel.phases import TRAINING_PHASES
 
 NUMERICAL_ERROR = 3  # dnewton's exit status when f turns non-finite (SGD diverging)
 # "replicas": the sums over data-parallel copies, which the planner may choose for
 # Newton; "evaluation" (test scoring, monitoring) is left out.
-TRAINING_PHASES = ("forward", "backward", "gauss_newton", "sync", "other", "replicas")
 
 
 @dataclass

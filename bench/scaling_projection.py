@@ -18,7 +18,6 @@ also prints what the block-diagonal method and smaller subsets save at 1,024 ran
 """
 
 import argparse
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from dnewton.planning.cost import Choice, Workload, predict
 from dnewton.planning.machine import DEFAULT, Machine
 from dnewton.planning.planner import partition_vectors, rank
 from dnewton.planning.volume import Counts
+from dnewton.solvers.newton import NewtonOptions
 
 WIDTHS = (784, 8192, 8192, 8192, 1000)
 NODE_MEMORY = 192e9
@@ -39,7 +39,7 @@ def memory_per_rank(p, machine):
 
 
 def workload(n_instances, gn_ratio=0.05, diagonal=False, widths=WIDTHS):
-    return Workload(widths, n_instances, max(1, math.ceil(gn_ratio * n_instances)),
+    return Workload(widths, n_instances, NewtonOptions(gn_ratio=gn_ratio).subset_size(n_instances),
                     diagonal=diagonal, counts=Counts(cg_iters=10, trials=1))
 
 
@@ -138,7 +138,8 @@ def techniques(machine):
     lines = []
     for ratio in (1.0, 0.05, 0.01, 0.001):
         best = planner(workload(n, ratio), p, machine)
-        lines.append(f"gn_ratio {ratio:g} (|S| = {math.ceil(ratio * n)}): {describe(best)}; "
+        subset = NewtonOptions(gn_ratio=ratio).subset_size(n)
+        lines.append(f"gn_ratio {ratio:g} (|S| = {subset}): {describe(best)}; "
                      f"Gauss-Newton phase "
                      f"{best.seconds['gauss_newton'] if best else float('nan'):.3g} s"
                      if best else f"gn_ratio {ratio:g}: no layout fits")
