@@ -25,7 +25,7 @@ from pathlib import Path
 import experiment  # bench/ is on sys.path when this runs as a script
 import numpy as np
 
-from dnewton.app.plot import read_log
+from dnewton.io.run_log import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 HIDDEN = (300, 300)

@@ -54,9 +54,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dnewton.app.plot import read_log
 from dnewton.app.regularization import PathPoint, best_C
 from dnewton.io.data import EMBEDDED_DATA  # the MNIST subset shipped with the package
+from dnewton.io.run_log import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = EMBEDDED_DATA

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnewton.app.plot import read_log
+from dnewton.io.run_log import read_log
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import suite  # noqa: E402  -- the benchmark sets and their split

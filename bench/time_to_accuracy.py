@@ -47,7 +47,7 @@ import experiment  # bench/ is on sys.path when this runs as a script
 import numpy as np
 import suite
 
-from dnewton.app.plot import read_log
+from dnewton.io.run_log import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 RESUMABLE = 75  # dnewton's exit status when --time-limit ended the run

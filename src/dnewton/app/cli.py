@@ -795,7 +795,7 @@ def run_train(args):
 
     from ..errors import agreed
     from ..io.shards import open_dataset
-    from ..solvers.records import RunStatus
+    from ..run_records import RunStatus
     from .monitor import Monitor
     from .training import Outputs, train
 

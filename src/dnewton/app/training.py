@@ -37,11 +37,11 @@ from ..io.shards import stored_entries
 from ..parallel.phases import Phase
 from ..parallel.space import GroupSpace
 from ..parallel.vote import CompletionVote
+from ..run_records import RunResult, RunStatus
 from ..solvers.adam import AdamOptions, AdamSolver
 from ..solvers.direction import BlockDiagonalCG, FullCG
 from ..solvers.minibatch import MiniBatchOptions
 from ..solvers.newton import NewtonOptions, NewtonSolver
-from ..solvers.records import RunResult, RunStatus
 from ..solvers.sgd import SGDOptions, SGDSolver
 from .early_stopping import BestModel
 from .log_view import log_view
@@ -313,7 +313,7 @@ class Fit:
     """One stretch of a -C auto fit: its result, and where the next may go on from."""
 
     result: RunResult
-    state: object  # solvers.records.SolverState after its last iteration
+    state: object  # run_records.SolverState after its last iteration
     record: object  # the record of that iteration
     flops: float  # training FLOPs, the start's evaluation of f and g included
     seconds: float
