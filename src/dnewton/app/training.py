@@ -32,8 +32,9 @@ from ..errors import (
 from ..fault_injection import Faults
 from ..io.checkpoint import Checkpoint, Checkpointer
 from ..io.data import SPARSE_MAX_DENSITY
-from ..io.model_file import Model, broadcast_arrays, check_writable, save_model
+from ..io.model_file import Model, check_writable, save_model
 from ..io.shards import stored_entries
+from ..parallel.gather_scatter import broadcast_arrays
 from ..parallel.phases import Phase
 from ..parallel.space import GroupSpace
 from ..parallel.vote import CompletionVote

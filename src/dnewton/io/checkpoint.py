@@ -40,15 +40,9 @@ import numpy as np
 
 from ..constants import RESUME_F_RTOL
 from ..errors import InputError, ParameterError, agreed, everywhere
+from ..parallel.gather_scatter import scatter_vector
 from ..run_records import IterationRecord, SolverState
-from .model_file import (
-    Model,
-    check_writable,
-    commit,
-    read_arrays_everywhere,
-    scatter_vector,
-    write_temporary,
-)
+from .model_file import Model, check_writable, commit, read_arrays_everywhere, write_temporary
 
 NAME = "checkpoint.npz"
 LOCK = ".lock"
