@@ -794,6 +794,7 @@ def run_train(args):
     from mpi4py import MPI
 
     from ..errors import agreed
+    from ..fault_injection import Faults
     from ..io.shards import open_dataset
     from ..run_records import RunStatus
     from .monitor import Monitor
@@ -842,7 +843,8 @@ def run_train(args):
         early_stopping = EarlyStopping(args.validation_fraction, args.n_iter_no_change,
                                        args.tol)
     result = train(train_raw, test_raw, config, options, outputs, comm=world, monitor=monitor,
-                   blas_threads=args.blas_threads, early_stopping=early_stopping)
+                   blas_threads=args.blas_threads, early_stopping=early_stopping,
+                   faults=Faults.from_environment())
     # A line search that cannot decrease f ends training normally (the message says
     # so); non-finite values are an error, reported after the last good state is kept.
     if result.status == RunStatus.NUMERICAL_ERROR:

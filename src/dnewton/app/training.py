@@ -111,7 +111,8 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
     blas_threads : int or None
         Compute threads per rank (the kernels' BLAS and OpenMP loops; see
         `app.threads`); None: 1 with several ranks, else the libraries' default.
-    faults : fault_injection.Faults (default: from the environment, for tests)
+    faults : fault_injection.Faults or None
+        Faults to inject (tests); None injects none.
     return_model : bool
         Gather the trained network into ``result.model`` on every rank.
     early_stopping : app.early_stopping.EarlyStopping or None
@@ -138,7 +139,7 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
     options = NewtonOptions() if options is None else options
     outputs = Outputs() if outputs is None else outputs
     monitor = Monitor(comm.rank, quiet=True) if monitor is None else monitor
-    faults = Faults.from_environment() if faults is None else faults
+    faults = Faults() if faults is None else faults
     newton = isinstance(options, NewtonOptions)
     stops = StopRequests(outputs.time_limit, started)
     with alike_everywhere():  # the same argument on every rank
