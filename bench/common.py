@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnewton.app.plot import read_log as read_log  # the library's log reader, for the scripts
+from dnewton.io.run_log import read_log as read_log  # the library's log reader, for the scripts
 from dnewton.io.data import EMBEDDED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository

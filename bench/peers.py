@@ -649,7 +649,7 @@ def training_flops(records):
 def run_compare(args):
     """Every run as a fresh process, alternating over the repetitions; then the table."""
     import dnewton._kernels  # noqa: F401 -- build the editable install before mpiexec
-    from dnewton.app.plot import read_log
+    from dnewton.io.run_log import read_log
 
     runs = compare_runs(args)
     timings = [Timing(label) for label, _, _ in runs]

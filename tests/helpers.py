@@ -25,7 +25,7 @@ from mpi4py import MPI
 
 from dnewton.app.problem import ModelConfig, Problem
 from dnewton.io.data import EMBEDDED_DATA, RawData, read_dataset
-from dnewton.io.model_file import gather_parameters
+from dnewton.parallel.gather_scatter import gather_parameters
 from dnewton.parallel.layout import Layout
 from dnewton.planning import volume
 

@@ -14,9 +14,9 @@ from dnewton.app.regularization import split_rows
 from dnewton.app.training import Outputs, train
 from dnewton.errors import ParameterError
 from dnewton.io.data import read_dataset
+from dnewton.run_records import RunStatus
 from dnewton.solvers.adam import AdamOptions
 from dnewton.solvers.newton import NewtonOptions
-from dnewton.solvers.records import RunStatus
 
 
 def feed(tracker, scores):

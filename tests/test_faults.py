@@ -380,6 +380,22 @@ def test_blas_threads_below_one_are_refused_by_name(threads):
     assert e.value.agreed  # raised alike on every rank
 
 
+def test_the_library_injects_no_faults_from_the_environment(monkeypatch):
+    """Only ``dnewton train`` reads the fault variables: `train` ignores them unless
+    handed the `Faults` they ask for."""
+    from dnewton.app.training import train
+    from dnewton.errors import ParameterError
+    from dnewton.fault_injection import MEMORY_LIMIT, Faults
+    from dnewton.io.data import read_dataset
+    from dnewton.solvers.newton import NewtonOptions
+
+    monkeypatch.setenv(MEMORY_LIMIT, "10000")  # far too little for digits
+    raw, options = read_dataset("digits")[0], NewtonOptions(iterations=1)
+    assert train(raw, options=options).iterations == 1
+    with pytest.raises(ParameterError, match="more than the 9.8 KiB available"):
+        train(raw, options=options, faults=Faults.from_environment())
+
+
 def test_the_time_left_that_squeue_prints_for_a_job_without_a_limit_is_accepted():
     from dnewton.app.cli import build_parser
 

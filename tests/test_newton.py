@@ -9,11 +9,11 @@ from helpers import make_problem
 from dnewton.app.training import SolverRun, make_solver, solve
 from dnewton.errors import ParameterError
 from dnewton.parallel.space import LocalSpace
+from dnewton.run_records import RunStatus
 from dnewton.solvers.cg import CGReason, conjugate_gradient
 from dnewton.solvers.direction import FullCG
 from dnewton.solvers.line_search import LineSearchReason, line_search
 from dnewton.solvers.newton import NewtonOptions, NewtonSolver
-from dnewton.solvers.records import RunStatus
 
 LOCAL = LocalSpace()
 

@@ -25,8 +25,8 @@ from dnewton.app.stop_requests import EXIT_RESUMABLE, StopRequests
 from dnewton.app.training import Outputs, train
 from dnewton.errors import InputError
 from dnewton.io.data import read_dataset
+from dnewton.run_records import RunStatus
 from dnewton.solvers.newton import NewtonOptions
-from dnewton.solvers.records import RunStatus
 
 TIMEOUT = 120
 RUN = ["train", "digits", "--hidden", "16", "--feature-scale", "16", "--center",

@@ -222,7 +222,7 @@ def test_a_stop_during_start_up_keeps_iteration_0_which_resumes(tmp_path, solver
     """A signal noted before training (the command line notes them from its first
     line) stops the run at iteration 0 with a checkpoint of it; resuming gives the
     run that was never stopped."""
-    from dnewton.solvers.records import RunStatus
+    from dnewton.run_records import RunStatus
 
     whole = _digits_run(tmp_path, solver=solver)
     early = StopRequests()

@@ -15,7 +15,7 @@ from dnewton.app.monitor import Monitor
 from dnewton.app.plot import plot_logs
 from dnewton.errors import InputError
 from dnewton.io.data import DATASETS, read_dataset
-from dnewton.solvers.records import IterationRecord
+from dnewton.run_records import IterationRecord
 
 SMALL = ["--hidden", "8", "--iterations", "2", "--quiet"]
 LINES = [f"{i % 3} 1:{i / 40:.3f} 2:{(i * 7 % 11) / 11:.3f} 4:0.5" for i in range(40)]

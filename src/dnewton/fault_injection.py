@@ -4,9 +4,11 @@ The tests of failures, stragglers and crash recovery need a run to misbehave on
 purpose: a rank that is slow, a block whose operator returns NaN, a process that
 dies right after (or in the middle of) writing a checkpoint, a node with little
 memory. The numerical and I/O code knows nothing of this: it takes plain
-callbacks (a block decorator, checkpoint hooks, an available-memory figure), and
-the training entry point installs the ones this module builds from the
-environment. Unset variables inject nothing; users never need them.
+callbacks (a block decorator, checkpoint hooks, an available-memory figure).
+``dnewton train`` (`app.cli.run_train`) installs the ones this module builds from
+the environment; the library (`app.training.train`, the estimators) injects none
+unless it is handed a `Faults`. Unset variables inject nothing; users never need
+them.
 
 =============================  =====================================================
 variable                       effect

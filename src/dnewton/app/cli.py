@@ -246,6 +246,8 @@ def _duration(text):
 
 
 def build_parser():
+    """The command line's parser: one subparser per command, each built by its
+    ``_add_COMMAND`` (train's options by group)."""
     parser = Parser(
         prog="dnewton",
         description=(
@@ -258,6 +260,17 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"dnewton {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _add_train(commands)
+    _add_predict(commands)
+    _add_plot(commands)
+    _add_datasets(commands)
+    _add_convert(commands)
+    _add_plan(commands)
+    _add_calibrate(commands)
+    return parser
+
+
+def _add_train(commands):
     train = commands.add_parser(
         "train",
         help="train a network with the distributed Newton method",
@@ -290,6 +303,17 @@ def build_parser():
         help="test file (LIBSVM or .npz); accuracy is reported each iteration "
         "(default: the embedded set's test part, if TRAIN names one)",
     )
+    _add_model_options(train)
+    _add_data_options(train)
+    _add_optimizer_options(train)
+    _add_minibatch_options(train)
+    _add_early_stopping_options(train)
+    _add_output_options(train)
+    train.set_defaults(run=run_train)
+
+
+def _add_model_options(train):
+    """train's model options: the network, its layout and precision, the seed."""
     model = train.add_argument_group("model")
     model.add_argument(
         "--hidden", type=_hidden, default=(300, 300), metavar="N1,N2,...",
@@ -352,6 +376,10 @@ def build_parser():
     )
     model.add_argument("--seed", type=int, default=_DEFAULTS.seed,
                        help="seed of the initial weights, the subsets and the mini-batches")
+
+
+def _add_data_options(train):
+    """train's data options: features, cache, preprocessing, passes through memory."""
     data = train.add_argument_group("data")
     data.add_argument("--features", type=int, default=None, metavar="N",
                       help="n_0, the number of features (default: the largest index in "
@@ -378,6 +406,10 @@ def build_parser():
                       help="pipeline the passes over all instances: keep D batches in "
                       "flight, each batch's sums travelling (non-blocking) while the next "
                       "batch computes; 1 = one batch after another")
+
+
+def _add_optimizer_options(train):
+    """train's optimizer options: the solver, C, and Newton's settings."""
     opt = train.add_argument_group("optimizer")
     opt.add_argument("--solver", choices=("newton", "sgd", "adam"), default="newton",
                      help="newton: subsampled Gauss-Newton (the options below); sgd: "
@@ -441,6 +473,10 @@ def build_parser():
                      help="CG stops when ||r|| <= xi ||g||")
     opt.add_argument("--lambda", type=float, default=_DEFAULTS.damping, dest="damping",
                      metavar="LAMBDA", help="initial Levenberg-Marquardt damping")
+
+
+def _add_minibatch_options(train):
+    """train's options of the mini-batch solvers (SGD, Adam)."""
     stochastic = train.add_argument_group(
         "mini-batch solvers (with --solver sgd or adam)",
         "Each step takes g_B, the gradient of f estimated on a mini-batch B, with the "
@@ -472,6 +508,10 @@ def build_parser():
                       help="decay b2 of the second moment v")
     adam.add_argument("--adam-eps", type=float, default=_ADAM.eps, dest="eps", metavar="EPS",
                       help="eps added to sqrt(v_hat)")
+
+
+def _add_early_stopping_options(train):
+    """train's early-stopping options."""
     early = train.add_argument_group(
         "early stopping (every solver; scikit-learn's names and meanings)",
         "With --early-stopping a stratified share of the training set is set aside and "
@@ -489,6 +529,10 @@ def build_parser():
     early.add_argument("--tol", type=float, default=_EARLY.tol,
                        help="with --early-stopping: the least rise of the validation "
                        "score (accuracy, 0..1) that counts as an improvement")
+
+
+def _add_output_options(train):
+    """train's outputs: log, model, checkpoints, limits, progress."""
     out = train.add_argument_group("output")
     out.add_argument("--log", metavar="FILE",
                      help="write one JSON object per iteration (f, gnorm, cg_iters, alpha, "
@@ -524,8 +568,9 @@ def build_parser():
     out.add_argument("--blas-threads", type=int, default=None, metavar="N",
                      help="BLAS threads per rank (default: 1 under mpiexec with several "
                      "ranks, else the BLAS default)")
-    train.set_defaults(run=run_train)
 
+
+def _add_predict(commands):
     predict = commands.add_parser(
         "predict",
         help="predict with a saved model; print the accuracy if DATA has labels",
@@ -563,6 +608,8 @@ def build_parser():
     predict.add_argument("--batch-size", action=_Renamed, message=_BATCH_SIZE_RENAMED)
     predict.set_defaults(run=run_predict)
 
+
+def _add_plot(commands):
     plot = commands.add_parser(
         "plot",
         help="plot run logs (needs matplotlib: pip install 'dnewton[plot]')",
@@ -578,13 +625,11 @@ def build_parser():
                       help="image to write; its suffix sets the format (.png, .pdf, .svg)")
     plot.set_defaults(run=run_plot)
 
+
+def _add_datasets(commands):
     datasets = commands.add_parser("datasets", help="list the embedded data sets",
                                    epilog=_exit_statuses("0 listed"))
     datasets.set_defaults(run=run_datasets)
-    _add_convert(commands)
-    _add_plan(commands)
-    _add_calibrate(commands)
-    return parser
 
 
 def _add_convert(commands):
@@ -795,8 +840,9 @@ def run_train(args):
     from mpi4py import MPI
 
     from ..errors import agreed
+    from ..fault_injection import Faults
     from ..io.shards import open_dataset
-    from ..solvers.records import RunStatus
+    from ..run_records import RunStatus
     from .monitor import Monitor
     from .training import Outputs, train
 
@@ -843,7 +889,8 @@ def run_train(args):
         early_stopping = EarlyStopping(args.validation_fraction, args.n_iter_no_change,
                                        args.tol)
     result = train(train_raw, test_raw, config, options, outputs, comm=world, monitor=monitor,
-                   blas_threads=args.blas_threads, early_stopping=early_stopping)
+                   blas_threads=args.blas_threads, early_stopping=early_stopping,
+                   faults=Faults.from_environment())
     # A line search that cannot decrease f ends training normally (the message says
     # so); non-finite values are an error, reported after the last good state is kept.
     if result.status == RunStatus.NUMERICAL_ERROR:

@@ -43,7 +43,7 @@ from ..model.activations import HIDDEN_ACTIVATIONS
 from ..model.losses import make_loss
 from ..solvers.adam import AdamOptions
 from ..solvers.newton import STOCHASTIC, NewtonOptions, recommended
-from ..solvers.records import RunStatus
+from ..run_records import RunStatus
 from ..solvers.sgd import SGDOptions
 from .early_stopping import EarlyStopping
 from .monitor import Monitor

@@ -3,16 +3,13 @@
 On a terminal the progress is one live line, rewritten in place (carriage return)
 after every iteration, with the iteration count and the time left; piped or
 redirected, every iteration gets its own plain line. Only rank 0 prints or
-writes. Each log line is flushed as it is written, so a run that dies keeps every
-iteration it finished.
+writes the log (`io.run_log`).
 """
 
-import json
 import shutil
 import sys
 
-from ..errors import InputError
-from ..io.text_output import open_text
+from ..io.run_log import RunLogWriter
 
 
 def _scores(rec):
@@ -97,13 +94,7 @@ class Monitor:
         if not (self.active and path):
             return
         self.log_path = path
-        self.log = open_text(path, "log")  # a pipe nobody reads is refused, not waited on
-        try:
-            for record in previous:
-                self.log.write(json.dumps(record) + "\n")
-            self.log.flush()
-        except OSError as exc:
-            raise InputError(f"{path}: cannot write the log ({exc.strerror})") from None
+        self.log = RunLogWriter(path, previous)
 
     def __call__(self, record):
         if not self.active:
@@ -114,8 +105,7 @@ class Monitor:
             print(format_record(record), file=self.stream, flush=True)
         if self.log is not None:
             try:
-                self.log.write(json.dumps(record.as_dict()) + "\n")
-                self.log.flush()
+                self.log.write(record.as_dict())
             except OSError as exc:
                 self._log_failed(exc)
 

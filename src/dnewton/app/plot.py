@@ -5,11 +5,11 @@ Drawing uses matplotlib's object interface with the Agg canvas, so it needs no
 display and leaves no global pyplot state behind.
 """
 
-import json
 import math
 from pathlib import Path
 
 from ..errors import InputError
+from ..io.run_log import read_log
 
 # (record key, axis label, logarithmic axis)
 QUANTITIES = [
@@ -17,29 +17,6 @@ QUANTITIES = [
     ("gnorm", "gradient norm ||g||", True),
     ("test_accuracy", "test accuracy", False),
 ]
-
-
-def read_log(path):
-    """The records of a JSON-lines run log; InputError naming the file and line."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.readlines()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the log ({exc.strerror})") from None
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            raise InputError(f"{path}: line {number} is not JSON") from None
-        if not (isinstance(record, dict) and {"iter", "time", "f", "gnorm"} <= set(record)):
-            raise InputError(f"{path}: line {number} is not a dnewton log record")
-        records.append(record)
-    if not records:
-        raise InputError(f"{path}: the log holds no iterations")
-    return records
 
 
 def plot_logs(paths, output):

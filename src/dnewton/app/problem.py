@@ -17,7 +17,7 @@ from mpi4py import MPI
 from ..constants import BATCH_SIZE, KEEP_MEMORY_SHARE, PARAMETER_COPIES, PRECISIONS
 from ..errors import InputError, ParameterError, agreed, check_parameters, everywhere
 from ..io.data import SPARSE_MAX_DENSITY, Preprocessing, Targets, targets_from_training
-from ..io.model_file import CLASSIFICATION, REGRESSION, gather_model, gather_vector
+from ..io.model_file import REGRESSION, Model
 from ..io.shards import share_of, stored_entries
 from ..model import memory as model_memory
 from ..model.activations import Activation
@@ -25,6 +25,7 @@ from ..model.gauss_newton import JACOBIAN_MODES, stored_bytes
 from ..model.losses import make_loss
 from ..model.network import Network
 from ..model.objective import Objective
+from ..parallel.gather_scatter import gather_input_groups, gather_parameters, gather_vector
 from ..parallel.groups import Groups
 from ..parallel.layout import Layout, contiguous_share
 from ..planning.machine import DEFAULT as DEFAULT_MACHINE
@@ -269,10 +270,18 @@ class Problem:
     def gather_model(self, theta):
         """Collective: the dense `io.model_file.Model` of `theta` on rank 0, None on
         the other ranks of the first copy (every copy gathers its own alike)."""
-        task = REGRESSION if isinstance(self.classes, Targets) else CLASSIFICATION
-        return gather_model(self.groups.comm, self.layout, theta, self.preprocessing,
-                            self.config.activation, self.config.loss, self.classes.labels,
-                            task=task)
+        comm, layout, prep = self.groups.comm, self.layout, self.preprocessing
+        dense = gather_parameters(layout, comm, theta)
+        mean = gather_input_groups(layout, comm, prep.means) if prep.centers else None
+        std = gather_input_groups(layout, comm, prep.stds) if prep.standardize else None
+        if comm.rank != 0:
+            return None
+        activation, loss = self.config.activation, self.config.loss
+        if isinstance(self.classes, Targets):  # a regressor has no classes
+            return Model(layout.widths, activation, loss, prep.scale, mean, None, *dense, std,
+                         task=REGRESSION)
+        return Model(layout.widths, activation, loss, prep.scale, mean, self.classes.labels,
+                     *dense, std)
 
     def gather_vector(self, vec):
         """Collective: the dense form of a parameter-shaped vector on rank 0, as

@@ -43,7 +43,8 @@ import numpy as np
 
 from ..errors import InputError, agreed
 from ..io.data import RawData
-from ..io.model_file import Model, broadcast_arrays
+from ..io.model_file import Model
+from ..parallel.gather_scatter import broadcast_arrays
 from ..parallel.phases import Phase
 from .problem import Problem
 

@@ -1,8 +1,10 @@
 """The one training run behind every front end.
 
 `train` takes raw data and settings and does everything a run needs, in this
-order: BLAS threads, checks, the layout and this rank's data, the memory check,
-resumption, the outputs, the solver loop, the model file. The command line and
+order: BLAS threads; the settings checked and settled once (`_settle`: the
+planner's bounds, C, early stopping's split); the layout and this rank's data, the
+memory check; the start or the resumption and the log (`_start_or_resume`); the
+solver loop; the last lines and the model file (`_conclude`). The command line and
 `NewtonClassifier` both call it; they differ only in how they gather settings
 and how they print.
 
@@ -32,16 +34,17 @@ from ..errors import (
 from ..fault_injection import Faults
 from ..io.checkpoint import Checkpoint, Checkpointer
 from ..io.data import SPARSE_MAX_DENSITY
-from ..io.model_file import Model, broadcast_arrays, check_writable, save_model
+from ..io.model_file import Model, check_writable, save_model
 from ..io.shards import stored_entries
+from ..parallel.gather_scatter import broadcast_arrays
 from ..parallel.phases import Phase
 from ..parallel.space import GroupSpace
 from ..parallel.vote import CompletionVote
+from ..run_records import RunResult, RunStatus
 from ..solvers.adam import AdamOptions, AdamSolver
 from ..solvers.direction import BlockDiagonalCG, FullCG
 from ..solvers.minibatch import MiniBatchOptions
 from ..solvers.newton import NewtonOptions, NewtonSolver
-from ..solvers.records import RunResult, RunStatus
 from ..solvers.sgd import SGDOptions, SGDSolver
 from .early_stopping import BestModel
 from .log_view import log_view
@@ -110,7 +113,8 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
     blas_threads : int or None
         Compute threads per rank (the kernels' BLAS and OpenMP loops; see
         `app.threads`); None: 1 with several ranks, else the libraries' default.
-    faults : fault_injection.Faults (default: from the environment, for tests)
+    faults : fault_injection.Faults or None
+        Faults to inject (tests); None injects none.
     return_model : bool
         Gather the trained network into ``result.model`` on every rank.
     early_stopping : app.early_stopping.EarlyStopping or None
@@ -133,12 +137,10 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
     """
     started = time.perf_counter()
     comm = MPI.COMM_WORLD if comm is None else comm
-    config = ModelConfig() if config is None else config
     options = NewtonOptions() if options is None else options
     outputs = Outputs() if outputs is None else outputs
     monitor = Monitor(comm.rank, quiet=True) if monitor is None else monitor
-    faults = Faults.from_environment() if faults is None else faults
-    newton = isinstance(options, NewtonOptions)
+    faults = Faults() if faults is None else faults
     stops = StopRequests(outputs.time_limit, started)
     with alike_everywhere():  # the same argument on every rank
         if blas_threads is not None and not (isinstance(blas_threads, int)
@@ -146,111 +148,30 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
             raise ParameterError(f"{{blas_threads}} must be a whole number >= 1, got "
                                  f"{blas_threads}")
     with compute_threads(blas_threads or default_threads(comm.size)), stops.installed():
-        with agreed(comm):
-            options.check()
-            config.check()
-            if early_stopping is not None:
-                early_stopping.check()
-            config = _planner_bounds(config, options)
-            if (getattr(options, "diagonal", False) and options.sync_fraction < 1
-                    and (config.replicas or 1) > 1):
-                raise ParameterError("{sync_fraction} below 1 stops each block's CG when the "
-                                     "vote passes, at a different iteration in each copy of "
-                                     "the layout: with {replicas} > 1 keep it at 1")
-            if getattr(options, "diagonal", False) and config.jacobian != "stored":
-                raise ParameterError("{diagonal} needs the stored Jacobian: its blocks' own "
-                                     "products come from it (drop {jacobian} recomputed)")
-            if outputs.model and comm.rank == 0:
-                check_writable(outputs.model, "model")
-        checkpoint = Checkpoint.load(comm, outputs.resume) if outputs.resume else None
-        path, searched = None, None
-        if config.C == "auto" and checkpoint is not None:  # chosen before the checkpoint
-            config = replace(config, C=checkpoint.settings["C"])
-            searched = checkpoint.settings.get("search_iterations", 0)
-            options = _less(options, searched)
-            monitor.iterations = _units(options)
-        elif config.C == "auto":
-            config, path, chosen, searched = _choose_C(comm, train_data, config, options,
-                                                       monitor, faults, stops)
-            initial = chosen if chosen is not None else initial
-            options = _less(options, searched)
-            monitor.iterations = _units(options)
-        validation_data = None
-        if early_stopping is not None:
-            with agreed(comm):
-                train_data, validation_data = split_rows(
-                    train_data, early_stopping.validation_fraction, options.seed,
-                    "early stopping")
-        n_subset = None
-        if newton:
-            with agreed(comm):
-                n_subset = options.largest_subset(train_data.n_instances)
+        settled = _settle(comm, train_data, config, options, outputs, early_stopping, initial,
+                      monitor, faults, stops)
         available = (faults.memory_limit if faults.memory_limit is not None
                      else available_memory())
-        problem = Problem.build(comm, train_data, test_data, config, n_subset, validation_data,
-                                available)
+        problem = Problem.build(comm, settled.train_data, test_data, settled.config,
+                                settled.n_subset, settled.validation_data, available)
         checkpointer = None
         try:
-            _describe(problem, options, train_data, monitor, outputs, faults)
+            _describe(problem, settled.options, settled.train_data, monitor, outputs, faults)
             if outputs.checkpoint:
                 before_commit, after_write = faults.checkpoint_hooks()
                 checkpointer = Checkpointer(
                     problem.world, problem.gather_model, problem.gather_vector, outputs.checkpoint,
-                    outputs.checkpoint_every, options.iterations,
-                    run_settings(problem, options, early_stopping, searched),
+                    outputs.checkpoint_every, settled.options.iterations,
+                    run_settings(problem, settled.options, early_stopping, settled.searched),
                     CHECKPOINT_INTERVAL, before_commit, after_write,
                 )
-            run = SolverRun(problem, make_solver(problem, options, faults), monitor,
+            run = SolverRun(problem, make_solver(problem, settled.options, faults), monitor,
                             checkpointer, stops,
                             None if early_stopping is None else BestModel(early_stopping))
-            run.regularization_path = path
-            if checkpoint is not None:
-                with agreed(problem.world):
-                    checkpoint.check(run_settings(problem, options, early_stopping, searched))
-                run.resume(checkpoint.state(problem.layout, problem.rank),
-                           checkpoint.records())
-                checkpoint.check_f(run.solver.f)
-                monitor.message(f"dnewton: resuming {outputs.resume} after iteration "
-                                f"{checkpoint.iteration}")
-            # Only now, with every input checked, may an existing log be replaced.
-            with agreed(problem.world):
-                monitor.open_log(outputs.log, checkpoint.history if checkpoint else ())
-            if checkpoint is None:
-                run.start(_starting_point(problem, options, initial))
+            _start_or_resume(run, problem, settled, early_stopping, outputs, monitor)
             result = run.finish()
-            unit = "iteration" if newton else "epoch"
-            # A log that cannot be written stopped the run: the model is still saved
-            # below, and the error said at the end instead of the usual last lines.
-            if monitor.error is None:
-                chosen = f"; C = {config.C:g}, chosen by -C auto" if path else ""
-                monitor.message(f"dnewton: stopped after {result.iterations} {unit}(s): "
-                                f"{result.message}; f = {result.f:.6e}{chosen}")
-            if result.status in (RunStatus.INTERRUPTED, RunStatus.TIME_LIMIT):
-                # Only a checkpoint this run wrote is named: it is on disk.
-                if checkpointer is not None and checkpointer.saved is not None:
-                    where = (f"checkpoint in {outputs.checkpoint}: continue with --resume "
-                             f"{outputs.checkpoint}")
-                elif checkpointer is not None:
-                    where = "no checkpoint was written, so there is nothing to resume from"
-                else:
-                    where = "no --checkpoint was given, so there is nothing to resume from"
-                monitor.report(f"dnewton: {result.message} after {unit} {result.iterations}; "
-                               f"{where}")
-            if outputs.log_view and monitor.error is None:
-                monitor.report(log_view(result.history))
-            model = None
-            if outputs.model or return_model:
-                model = problem.gather_model(result.theta)
-            if outputs.model:
-                save_model(problem.world, model, outputs.model)
-                monitor.message(f"dnewton: model saved to {outputs.model}")
-            if return_model:
-                arrays = broadcast_arrays(problem.world, model.arrays() if model else None)
-                model = Model.from_arrays(arrays, "the trained model")
-            monitor.close()
-            with agreed(problem.world):  # the log is rank 0's: a write it could not do
-                if monitor.error is not None:
-                    raise InputError(monitor.error)
+            model = _conclude(problem, result, settled, outputs, monitor, checkpointer,
+                              return_model)
             stops.settle(EXIT_STATUS.get(result.status, 0))
         finally:
             monitor.close()
@@ -258,7 +179,133 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
                 checkpointer.close()
             problem.close()
     return TrainingResult(**{field: getattr(result, field) for field in
-                             RunResult.__dataclass_fields__}, model=model, C=config.C)
+                             RunResult.__dataclass_fields__}, model=model, C=settled.config.C)
+
+
+@dataclass
+class _SettledRun:
+    """A run's settings once settled, before any network exists: the configuration
+    with its C and its planner bounds, the options with the iterations left, and
+    what the run starts from."""
+
+    config: ModelConfig
+    options: object  # NewtonOptions, SGDOptions or AdamOptions
+    train_data: object  # less early stopping's validation split
+    validation_data: object  # early stopping's split, or None
+    checkpoint: object  # the Checkpoint to resume from, or None
+    initial: object  # the Model to start from (a warm start, -C auto's fit), or None
+    path: object  # -C auto's search path as the log records it, or None
+    searched: object  # iterations (epochs) the chosen C had in the search, or None
+    n_subset: object  # Newton's largest Gauss-Newton subset, for the planner; or None
+
+
+def _settle(comm, train_data, config, options, outputs, early_stopping, initial, monitor,
+            faults, stops):
+    """Collective: check the settings and settle them, once: the planner's bounds,
+    C (the checkpoint's, or -C auto's search, which trains), early stopping's split.
+    Returns a `_SettledRun`."""
+    config = ModelConfig() if config is None else config
+    with agreed(comm):
+        options.check()
+        config.check()
+        if early_stopping is not None:
+            early_stopping.check()
+        config = _planner_bounds(config, options)
+        if (getattr(options, "diagonal", False) and options.sync_fraction < 1
+                and (config.replicas or 1) > 1):
+            raise ParameterError("{sync_fraction} below 1 stops each block's CG when the "
+                                 "vote passes, at a different iteration in each copy of "
+                                 "the layout: with {replicas} > 1 keep it at 1")
+        if getattr(options, "diagonal", False) and config.jacobian != "stored":
+            raise ParameterError("{diagonal} needs the stored Jacobian: its blocks' own "
+                                 "products come from it (drop {jacobian} recomputed)")
+        if outputs.model and comm.rank == 0:
+            check_writable(outputs.model, "model")
+    checkpoint = Checkpoint.load(comm, outputs.resume) if outputs.resume else None
+    path, searched = None, None
+    if config.C == "auto" and checkpoint is not None:  # chosen before the checkpoint
+        config = replace(config, C=checkpoint.settings["C"])
+        searched = checkpoint.settings.get("search_iterations", 0)
+        options = _less(options, searched)
+        monitor.iterations = _units(options)
+    elif config.C == "auto":
+        config, path, chosen, searched = _choose_C(comm, train_data, config, options,
+                                                   monitor, faults, stops)
+        initial = chosen if chosen is not None else initial
+        options = _less(options, searched)
+        monitor.iterations = _units(options)
+    validation_data = None
+    if early_stopping is not None:
+        with agreed(comm):
+            train_data, validation_data = split_rows(
+                train_data, early_stopping.validation_fraction, options.seed,
+                "early stopping")
+    n_subset = None
+    if isinstance(options, NewtonOptions):
+        with agreed(comm):
+            n_subset = options.largest_subset(train_data.n_instances)
+    return _SettledRun(config, options, train_data, validation_data, checkpoint, initial,
+                       path, searched, n_subset)
+
+
+def _start_or_resume(run, problem, settled, early_stopping, outputs, monitor):
+    """Collective: resume the `SolverRun` `run` from the checkpoint (its settings and
+    f checked), or start it; and open the log, once every input is checked."""
+    checkpoint = settled.checkpoint
+    run.regularization_path = settled.path
+    if checkpoint is not None:
+        with agreed(problem.world):
+            checkpoint.check(run_settings(problem, settled.options, early_stopping,
+                                          settled.searched))
+        run.resume(checkpoint.state(problem.layout, problem.rank), checkpoint.records())
+        checkpoint.check_f(run.solver.f)
+        monitor.message(f"dnewton: resuming {outputs.resume} after iteration "
+                        f"{checkpoint.iteration}")
+    # Only now, with every input checked, may an existing log be replaced.
+    with agreed(problem.world):
+        monitor.open_log(outputs.log, checkpoint.history if checkpoint else ())
+    if checkpoint is None:
+        run.start(_starting_point(problem, settled.options, settled.initial))
+
+
+def _conclude(problem, result, settled, outputs, monitor, checkpointer, return_model):
+    """Collective: the last lines, the model file and the log closed; returns the
+    model (with `return_model` on every rank, else with a model file on rank 0
+    alone, else None). InputError (on every rank) if the log could not be written."""
+    unit = "iteration" if isinstance(settled.options, NewtonOptions) else "epoch"
+    # A log that cannot be written stopped the run: the model is still saved
+    # below, and the error said at the end instead of the usual last lines.
+    if monitor.error is None:
+        chosen = f"; C = {settled.config.C:g}, chosen by -C auto" if settled.path else ""
+        monitor.message(f"dnewton: stopped after {result.iterations} {unit}(s): "
+                        f"{result.message}; f = {result.f:.6e}{chosen}")
+    if result.status in (RunStatus.INTERRUPTED, RunStatus.TIME_LIMIT):
+        # Only a checkpoint this run wrote is named: it is on disk.
+        if checkpointer is not None and checkpointer.saved is not None:
+            where = (f"checkpoint in {outputs.checkpoint}: continue with --resume "
+                     f"{outputs.checkpoint}")
+        elif checkpointer is not None:
+            where = "no checkpoint was written, so there is nothing to resume from"
+        else:
+            where = "no --checkpoint was given, so there is nothing to resume from"
+        monitor.report(f"dnewton: {result.message} after {unit} {result.iterations}; "
+                       f"{where}")
+    if outputs.log_view and monitor.error is None:
+        monitor.report(log_view(result.history))
+    model = None
+    if outputs.model or return_model:
+        model = problem.gather_model(result.theta)
+    if outputs.model:
+        save_model(problem.world, model, outputs.model)
+        monitor.message(f"dnewton: model saved to {outputs.model}")
+    if return_model:
+        arrays = broadcast_arrays(problem.world, model.arrays() if model else None)
+        model = Model.from_arrays(arrays, "the trained model")
+    monitor.close()
+    with agreed(problem.world):  # the log is rank 0's: a write it could not do
+        if monitor.error is not None:
+            raise InputError(monitor.error)
+    return model
 
 
 def _starting_point(problem, options, initial):
@@ -313,7 +360,7 @@ class Fit:
     """One stretch of a -C auto fit: its result, and where the next may go on from."""
 
     result: RunResult
-    state: object  # solvers.records.SolverState after its last iteration
+    state: object  # run_records.SolverState after its last iteration
     record: object  # the record of that iteration
     flops: float  # training FLOPs, the start's evaluation of f and g included
     seconds: float

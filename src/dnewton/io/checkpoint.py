@@ -1,7 +1,7 @@
 """Checkpoints: the whole solver state, written atomically, to resume a run exactly.
 
 ``DIR/checkpoint.npz`` is a model file (`model_file`, so ``dnewton predict`` reads
-it) with the state of `solvers.records.SolverState` added: ``iteration`` k,
+it) with the state of `run_records.SolverState` added: ``iteration`` k,
 ``generator`` (the solver's random stream), ``scalars`` (Newton's damping, the
 mini-batch solvers' step count), one dense ``vector_NAME`` per parameter-shaped
 vector (SGD's velocity, Adam's m and v), ``history`` (the log records of
@@ -40,15 +40,9 @@ import numpy as np
 
 from ..constants import RESUME_F_RTOL
 from ..errors import InputError, ParameterError, agreed, everywhere
-from ..solvers.records import IterationRecord, SolverState
-from .model_file import (
-    Model,
-    check_writable,
-    commit,
-    read_arrays_everywhere,
-    scatter_vector,
-    write_temporary,
-)
+from ..parallel.gather_scatter import scatter_vector
+from ..run_records import IterationRecord, SolverState
+from .model_file import Model, check_writable, commit, read_arrays_everywhere, write_temporary
 
 NAME = "checkpoint.npz"
 LOCK = ".lock"

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..constants import Stream, random_stream
 from ..errors import NumericalError, alike_everywhere, check_parameters, everywhere
-from .records import IterationRecord, RunStatus, SolverState
+from ..run_records import IterationRecord, RunStatus, SolverState
 
 
 @dataclass
@@ -116,7 +116,7 @@ class MiniBatchSolver:
         return IterationRecord(0, math.nan, math.nan)
 
     def resume(self, state, record):
-        """Continue from a `records.SolverState` after epoch ``state.iteration``, whose
+        """Continue from a `run_records.SolverState` after epoch ``state.iteration``, whose
         log record is `record`: what follows is what the uninterrupted run did."""
         self.theta = state.theta.copy()
         self.vectors = {name: state.vectors[name].astype(self.theta.dtype)
@@ -134,7 +134,7 @@ class MiniBatchSolver:
             self.status, self.message = RunStatus.ITERATION_LIMIT, "reached the epoch limit"
 
     def state(self):
-        """The `records.SolverState` after the last completed epoch."""
+        """The `run_records.SolverState` after the last completed epoch."""
         return SolverState(self.iteration, self.theta, self.batches.bit_generator.state,
                            scalars={"steps": self.steps}, vectors=self.vectors)
 

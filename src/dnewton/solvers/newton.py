@@ -35,8 +35,8 @@ from ..errors import (
     check_parameters,
     everywhere,
 )
+from ..run_records import IterationRecord, RunStatus, SolverState
 from .line_search import LineSearchReason, line_search
-from .records import IterationRecord, RunStatus, SolverState
 
 # Levenberg-Marquardt: the ratio rho of actual to predicted reduction says how far
 # the quadratic model can be trusted.

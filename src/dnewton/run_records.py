@@ -1,8 +1,11 @@
-"""What the solvers report: one record per iteration, and how a run ended.
+"""What a run reports: one record per iteration, the state a checkpoint keeps, and
+how a run ended.
 
-The records are the run log (docs/design.md, "What a run reports"): every
-solver fills the fields it knows; the caller adds the clock, the bytes and the
-test accuracy. Iteration 0 is the starting point.
+The records are the run log (docs/design.md, "What a run reports"; written and
+read by `io.run_log`): every solver fills the fields it knows; the caller adds the
+clock, the bytes and the test accuracy. Iteration 0 is the starting point. The
+module uses nothing of the package but `constants`, so the solvers, `io` and
+`app` all build on it.
 """
 
 from dataclasses import dataclass, field, fields
@@ -10,7 +13,7 @@ from enum import Enum
 
 import numpy as np
 
-from ..constants import Name
+from .constants import Name
 
 
 class RunStatus(Name):
