@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dnewton.io.run_log import read_log as read_log  # the library's log reader, for the scripts
 from dnewton.io.data import EMBEDDED_DATA
+from dnewton.io.run_log import read_log as read_log  # the library's log reader, for the scripts
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository
 SHARED_DATA = EMBEDDED_DATA  # the MNIST subset shipped with the package
