@@ -223,9 +223,26 @@ def test_the_recommended_setting_samples_large_sets_only():
 
     assert recommended(STOCHASTIC_FROM, {"iterations": 7}) == NewtonOptions(iterations=7)
     large = recommended(STOCHASTIC_FROM + 1, {"iterations": 7, "cg_max": 3})
-    assert large == NewtonOptions(iterations=7, **{**STOCHASTIC, "cg_max": 3})
+    assert large == NewtonOptions(**{**STOCHASTIC, "iterations": 7, "cg_max": 3})
+    assert recommended(STOCHASTIC_FROM + 1, {}) == NewtonOptions(**STOCHASTIC)
     assert recommended(10**6, {"sample_size": None}) == NewtonOptions()
     assert recommended(10**6, {"sample_size": 50}) == NewtonOptions(sample_size=50)
+
+
+def test_the_recommended_precision_is_float32_on_samples_only():
+    from dnewton.solvers.newton import (
+        STOCHASTIC_DTYPE,
+        STOCHASTIC_FROM,
+        recommended,
+        recommended_dtype,
+    )
+
+    large = STOCHASTIC_FROM + 1
+    assert recommended_dtype(recommended(large, {}), large) == STOCHASTIC_DTYPE == "float32"
+    assert recommended_dtype(recommended(large, {"sample_size": None}), large) == "float64"
+    assert recommended_dtype(recommended(STOCHASTIC_FROM, {}), STOCHASTIC_FROM) == "float64"
+    # a sample as large as the set is no sample
+    assert recommended_dtype(NewtonOptions(sample_size=large), large) == "float64"
 
 
 def test_a_checkpoint_resumes_the_sample_and_the_average(tmp_path):
