@@ -83,7 +83,7 @@ def fashion_set(out):
     paths = fashion_npz(out / "data")
     return DataSet("fashion", str(paths["train"]), str(paths["test"]),
                    ["--feature-scale", "255", "--center"], 255.0, [0.88, 0.89],
-                   Budget(iterations=1000, epochs=15, seconds=240))
+                   Budget(iterations=400, epochs=15, seconds=240))
 
 
 def suite_set(name, load, out):

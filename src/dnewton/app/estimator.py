@@ -88,7 +88,7 @@ class NewtonNetwork(BaseEstimator):
         f = theta'theta / (2 C l) + mean loss.
     max_iter : int, default 100
         Newton iterations, or epochs of SGD and Adam. Left at 100 with the
-        recommended stochastic setting (see `sample_size`), that setting's 1000.
+        recommended stochastic setting (see `sample_size`), that setting's 400.
     gn_ratio, gn_size, diagonal, sync_fraction, cg_max, xi, damping
         Newton only: as ``--gn-ratio``, ``--gn-size``, ``--diagonal``,
         ``--sync-fraction``, ``--cg-max``, ``--xi`` and ``--lambda``.
