@@ -14,10 +14,12 @@ out of its time likewise. So the methods share the machine's cores and their clo
 count the same work. Nothing else may run meanwhile, and R must not exceed the cores.
 
 Methods: ``newton``, dnewton's recommended setting (``dnewton train`` with no
-optimizer option); ``newton-f32``, the same in float32; ``newton-full``, the paper's
+optimizer option: float32 on samples beyond 10,000 instances); ``newton-f32`` and
+``newton-f64``, the same in float32 and float64; ``newton-full``, the paper's
 method on the same objective (f and
 its gradient on all instances every iteration: ``--sample-size all``); ``adam-ETA``
-and ``sgd-ETA``, dnewton's first-order baselines; ``mlp``, MLPClassifier's defaults
+and ``sgd-ETA``, dnewton's first-order baselines (float64), ``adam-f32-ETA`` the
+same Adam in float32; ``mlp``, MLPClassifier's defaults
 (adam, eta 0.001, batches of 200) at the same hidden layers.
 
 Prints, and writes to OUT/report.md with the figure OUT/accuracy-vs-time.png:
@@ -124,14 +126,16 @@ def methods(adam_rates, sgd_rates, families):
     for family in families:
         if family == "newton":
             found.append(Method("newton", "newton", []))
-        elif family == "newton-f32":
-            found.append(Method("newton-f32", "newton", ["--dtype", "float32"]))
+        elif family in ("newton-f32", "newton-f64"):
+            found.append(Method(family, "newton", ["--dtype", f"float{family[-2:]}"]))
         elif family == "newton-full":
             found.append(Method("newton-full", "newton", ["--sample-size", "all"]))
-        elif family in ("adam", "sgd"):
-            rates = adam_rates if family == "adam" else sgd_rates
-            found += [Method(f"{family}-{rate:g}", family,
-                             ["--solver", family, "--learning-rate", f"{rate:g}"])
+        elif family in ("adam", "sgd", "adam-f32"):
+            solver, _, precision = family.partition("-")
+            rates = sgd_rates if solver == "sgd" else adam_rates
+            dtype = ["--dtype", "float32"] if precision else []
+            found += [Method(f"{family}-{rate:g}", solver,
+                             ["--solver", solver, "--learning-rate", f"{rate:g}", *dtype])
                       for rate in rates]
         elif family == "mlp":
             found.append(Method("mlp", "mlp", []))
@@ -299,7 +303,8 @@ def parse(argv):
         "Time on an idle machine, with no more ranks than cores."))
     parser.add_argument("--sets", default="fashion", help="fashion and bench/suite.py's sets")
     parser.add_argument("--methods", default="newton,newton-full,adam,sgd,mlp",
-                        help="families: newton, newton-f32, newton-full, adam, sgd, mlp")
+                        help="families: newton, newton-f32, newton-f64, newton-full, adam, "
+                        "adam-f32, sgd, mlp")
     parser.add_argument("--adam-rates", default="0.0003,0.001,0.003")
     parser.add_argument("--sgd-rates", default="0.003,0.01,0.03")
     parser.add_argument("--seeds", type=int, default=3)

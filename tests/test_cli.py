@@ -14,7 +14,7 @@ from dnewton.app.problem import PAPER_OBJECTIVE, ModelConfig
 from dnewton.app.training import Outputs
 from dnewton.errors import ParameterError
 from dnewton.solvers.adam import AdamOptions
-from dnewton.solvers.newton import STOCHASTIC, NewtonOptions
+from dnewton.solvers.newton import STOCHASTIC, STOCHASTIC_DTYPE, NewtonOptions
 from dnewton.solvers.sgd import SGDOptions
 
 # Library parameters with no flag: the line search's and the damping's constants.
@@ -66,6 +66,11 @@ def test_every_parameter_has_a_flag_with_the_library_default(settings):
             assert default in (None, "auto")
             flag = "--" + field.name.replace("_", "-")
             assert f"{flag} {STOCHASTIC[field.name]:g}" in help_text
+            continue
+        if field.name == "dtype":  # None: the library's, or float32 for stochastic Newton
+            assert default is None
+            assert (f"Default: {STOCHASTIC_DTYPE} for stochastic Newton" in help_text
+                    and f"else {field.default}" in help_text)
             continue
         if field.name in PAPER_OBJECTIVE:  # None: the library's, or the paper's with --paper
             shown = [f"{v:g}" if isinstance(v, float) else v

@@ -223,9 +223,26 @@ def test_the_recommended_setting_samples_large_sets_only():
 
     assert recommended(STOCHASTIC_FROM, {"iterations": 7}) == NewtonOptions(iterations=7)
     large = recommended(STOCHASTIC_FROM + 1, {"iterations": 7, "cg_max": 3})
-    assert large == NewtonOptions(iterations=7, **{**STOCHASTIC, "cg_max": 3})
+    assert large == NewtonOptions(**{**STOCHASTIC, "iterations": 7, "cg_max": 3})
+    assert recommended(STOCHASTIC_FROM + 1, {}) == NewtonOptions(**STOCHASTIC)
     assert recommended(10**6, {"sample_size": None}) == NewtonOptions()
     assert recommended(10**6, {"sample_size": 50}) == NewtonOptions(sample_size=50)
+
+
+def test_the_recommended_precision_is_float32_on_samples_only():
+    from dnewton.solvers.newton import (
+        STOCHASTIC_DTYPE,
+        STOCHASTIC_FROM,
+        recommended,
+        recommended_dtype,
+    )
+
+    large = STOCHASTIC_FROM + 1
+    assert recommended_dtype(recommended(large, {}), large) == STOCHASTIC_DTYPE == "float32"
+    assert recommended_dtype(recommended(large, {"sample_size": None}), large) == "float64"
+    assert recommended_dtype(recommended(STOCHASTIC_FROM, {}), STOCHASTIC_FROM) == "float64"
+    # a sample as large as the set is no sample
+    assert recommended_dtype(NewtonOptions(sample_size=large), large) == "float64"
 
 
 def test_a_checkpoint_resumes_the_sample_and_the_average(tmp_path):
@@ -246,3 +263,20 @@ def test_a_checkpoint_resumes_the_sample_and_the_average(tmp_path):
     assert [r.f for r in resumed.history] == [r.f for r in straight.history]
     for a, b in zip(resumed.model.weights, straight.model.weights):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_run_on_samples_is_planned_for_its_sample():
+    """The planner times an iteration of stochastic Newton on |B| instances with one
+    more forward pass (the next sample's), not on all of them."""
+    from dnewton.app.problem import _plan
+    from dnewton.planning.planner import choose
+    from dnewton.planning.volume import Counts
+
+    widths, config = [784, 300, 300, 10], ModelConfig(hidden=(300, 300), dtype="float32")
+    sampled = _plan(WORLD, widths, 60_000, 100, config, n_sample=500)
+    whole = _plan(WORLD, widths, 60_000, 100, config)
+    expected = choose(widths, 500, 100, WORLD.size, counts=Counts(trials=2), itemsize=4,
+                      loss=config.loss, batch_size=config.batch_size, top=1)
+    assert sampled[0].choice == expected[0].choice
+    assert sampled[0].seconds_per_iteration == expected[0].seconds_per_iteration
+    assert sampled[0].seconds_per_iteration < whole[0].seconds_per_iteration / 10

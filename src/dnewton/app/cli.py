@@ -35,7 +35,14 @@ from ..model.activations import HIDDEN_ACTIVATIONS
 from ..model.gauss_newton import JACOBIAN_MODES
 from ..model.losses import LOSSES, make_loss
 from ..solvers.adam import AdamOptions
-from ..solvers.newton import STOCHASTIC, STOCHASTIC_FROM, NewtonOptions, recommended
+from ..solvers.newton import (
+    STOCHASTIC,
+    STOCHASTIC_DTYPE,
+    STOCHASTIC_FROM,
+    NewtonOptions,
+    recommended,
+    recommended_dtype,
+)
 from ..solvers.sgd import SGDOptions
 from .early_stopping import EarlyStopping
 from .problem import PAPER_OBJECTIVE, ModelConfig
@@ -361,10 +368,11 @@ def _add_model_options(train):
         "Default: the planner's choice without --partitions (Newton), else 1",
     )
     model.add_argument(
-        "--dtype", choices=PRECISIONS, default=_MODEL.dtype,
+        "--dtype", choices=PRECISIONS, default=None,
         help="precision of the parameters, data and passes; float32 halves memory and "
         "data moved and runs faster, while f, dot products and CG's scalars are summed "
-        "in float64 either way (the model file records it)",
+        f"in float64 either way (the model file records it). Default: {STOCHASTIC_DTYPE} "
+        f"for stochastic Newton (--sample-size below the training set), else {_MODEL.dtype}",
     )
     model.add_argument(
         "--jacobian", choices=JACOBIAN_MODES, default=_MODEL.jacobian,
@@ -463,8 +471,9 @@ def _add_optimizer_options(train):
     opt.add_argument("--sync-fraction", type=float, default=1.0, metavar="Q",
                      help="with --diagonal: stop each Newton iteration's CG once a fraction "
                      "Q of the blocks has met its stopping rule (1 = wait for all)")
-    opt.add_argument("--iterations", type=int, default=_DEFAULTS.iterations, metavar="N",
-                     help="Newton iterations")
+    opt.add_argument("--iterations", type=int, default=None, metavar="N",
+                     help=f"Newton iterations (default: {_DEFAULTS.iterations}; "
+                     f"{STOCHASTIC['iterations']} with the recommended stochastic setting)")
     opt.add_argument("--cg-max", type=int, default=None, metavar="N",
                      help=f"CG iterations per Newton iteration, at most (default: "
                      f"{_DEFAULTS.cg_max}; {STOCHASTIC['cg_max']} with the recommended "
@@ -869,7 +878,8 @@ def run_train(args):
         partitions=args.partitions, replicas=args.replicas,
         feature_scale=args.feature_scale, center=args.center,
         standardize=args.standardize, batch_size=args.batch_size, pipeline=args.pipeline,
-        dtype=args.dtype, C_grid=tuple(args.C_grid), holdout=args.holdout,
+        dtype=_dtype(args, options, train_raw.n_instances), C_grid=tuple(args.C_grid),
+        holdout=args.holdout,
         search_budget=args.search_budget, jacobian=args.jacobian, machine=args.machine,
         assignment=args.assignment,
     )
@@ -909,15 +919,24 @@ def _objective(args):
             args.C if args.C is not None else base["C"])
 
 
+def _dtype(args, options, n_instances):
+    """The run's precision: as given, else `newton.recommended_dtype` for Newton."""
+    if args.dtype is not None:
+        return args.dtype
+    if isinstance(options, NewtonOptions):
+        return recommended_dtype(options, n_instances)
+    return _MODEL.dtype
+
+
 def _newton_options(args, n_instances):
     """`NewtonOptions` from the command line for a training set of `n_instances`:
     what the user left unset is the recommended setting's (`newton.recommended`);
     --paper is the paper's method."""
     given = dict(gn_size=args.gn_size, sample_growth=args.sample_growth,
                  diagonal=args.diagonal, sync_fraction=args.sync_fraction,
-                 iterations=args.iterations, xi=args.xi, damping=args.damping,
-                 seed=args.seed)
-    unset = dict(gn_ratio=args.gn_ratio, cg_max=args.cg_max, average=args.average)
+                 xi=args.xi, damping=args.damping, seed=args.seed)
+    unset = dict(gn_ratio=args.gn_ratio, cg_max=args.cg_max, average=args.average,
+                 iterations=args.iterations)
     given.update((key, value) for key, value in unset.items() if value is not None)
     if args.sample_size != "auto" or args.paper:
         given["sample_size"] = None if args.paper else args.sample_size

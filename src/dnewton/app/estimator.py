@@ -42,7 +42,7 @@ from ..io.model_file import REGRESSION, Model, load_model, save_model
 from ..model.activations import HIDDEN_ACTIVATIONS
 from ..model.losses import make_loss
 from ..solvers.adam import AdamOptions
-from ..solvers.newton import STOCHASTIC, NewtonOptions, recommended
+from ..solvers.newton import STOCHASTIC, NewtonOptions, recommended, recommended_dtype
 from ..run_records import RunStatus
 from ..solvers.sgd import SGDOptions
 from .early_stopping import EarlyStopping
@@ -87,7 +87,8 @@ class NewtonNetwork(BaseEstimator):
     C : float, default 1.0
         f = theta'theta / (2 C l) + mean loss.
     max_iter : int, default 100
-        Newton iterations, or epochs of SGD and Adam.
+        Newton iterations, or epochs of SGD and Adam. Left at 100 with the
+        recommended stochastic setting (see `sample_size`), that setting's 400.
     gn_ratio, gn_size, diagonal, sync_fraction, cg_max, xi, damping
         Newton only: as ``--gn-ratio``, ``--gn-size``, ``--diagonal``,
         ``--sync-fraction``, ``--cg-max``, ``--xi`` and ``--lambda``.
@@ -120,8 +121,10 @@ class NewtonNetwork(BaseEstimator):
     chunk_size : int, default 4096
         Instances per forward and backward pass over the data (bounds memory; it
         is not the mini-batch).
-    dtype : {"float64", "float32"}, default "float64"
+    dtype : {"float64", "float32"} or None, default None
         Precision of training and prediction (as ``--dtype``); X may be either.
+        None: float32 for stochastic Newton (a sample size below the training
+        set, as the recommended setting beyond 10,000 instances), else float64.
     warm_start : bool, default False
         Fit again from the fitted network instead of a new one (the same widths,
         and for the classifier the same classes; a solver's own state, Newton's
@@ -201,7 +204,7 @@ class NewtonNetwork(BaseEstimator):
         "partitions": [None, "array-like"],
         "replicas": [None, _at_least(numbers.Integral, 1)],
         "chunk_size": [_at_least(numbers.Integral, 1)],
-        "dtype": [StrOptions(set(PRECISIONS))],
+        "dtype": [None, StrOptions(set(PRECISIONS))],
         "warm_start": ["boolean"],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -224,7 +227,7 @@ class NewtonNetwork(BaseEstimator):
                  learning_rate_init=None, batch_size=128, lr_decay=0.0, momentum=0.9,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, feature_scale=1.0, center=False,
                  standardize=False, partitions=None, replicas=None, chunk_size=BATCH_SIZE,
-                 dtype="float64", warm_start=False, random_state=None, verbose=False,
+                 dtype=None, warm_start=False, random_state=None, verbose=False,
                  comm=None, sample_size="auto", sample_growth=1.0, average=0.0,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
                  tol=1e-4):
@@ -315,6 +318,10 @@ class NewtonNetwork(BaseEstimator):
             _check_same_data(comm, X, targets)
             seed = _draw_seed(comm, self.random_state)
             options = self._options(seed, len(targets))
+            dtype = self.dtype
+            if dtype is None:
+                dtype = (recommended_dtype(options, len(targets)) if self.solver == "newton"
+                         else "float64")
             early = None
             if self.early_stopping:
                 early = EarlyStopping(self.validation_fraction, self.n_iter_no_change,
@@ -323,13 +330,13 @@ class NewtonNetwork(BaseEstimator):
                 hidden=_widths(self.hidden), activation=self.activation, loss=self._loss,
                 C=self.C, partitions=self.partitions, replicas=self.replicas,
                 feature_scale=self.feature_scale, center=self.center,
-                standardize=self.standardize, batch_size=self.chunk_size, dtype=self.dtype,
+                standardize=self.standardize, batch_size=self.chunk_size, dtype=dtype,
             )
             with _estimator_names():
                 result = train(RawData(X, targets, "X"), None, config, options, comm=comm,
                                return_model=True, initial=initial, early_stopping=early,
                                monitor=Monitor(comm.rank, quiet=not self.verbose,
-                                               iterations=self.max_iter))
+                                               iterations=options.iterations))
         model = result.model
         self.n_outputs_ = model.widths[-1]
         self.coefs_, self.intercepts_, self.mean_ = model.weights, model.biases, model.mean
@@ -486,7 +493,7 @@ class NewtonClassifier(ClassifierMixin, NewtonNetwork):
                  learning_rate_init=None, batch_size=128, lr_decay=0.0, momentum=0.9,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, feature_scale=1.0, center=False,
                  standardize=False, partitions=None, replicas=None, chunk_size=BATCH_SIZE,
-                 dtype="float64", warm_start=False, random_state=None, verbose=False,
+                 dtype=None, warm_start=False, random_state=None, verbose=False,
                  comm=None, sample_size="auto", sample_growth=1.0, average=0.0,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
                  tol=1e-4):
@@ -591,7 +598,7 @@ class NewtonRegressor(RegressorMixin, NewtonNetwork):
                  learning_rate_init=None, batch_size=128, lr_decay=0.0, momentum=0.9,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, feature_scale=1.0, center=False,
                  standardize=False, normalize_y=True, partitions=None, replicas=None,
-                 chunk_size=BATCH_SIZE, dtype="float64", warm_start=False, random_state=None,
+                 chunk_size=BATCH_SIZE, dtype=None, warm_start=False, random_state=None,
                  verbose=False, comm=None, sample_size="auto", sample_growth=1.0,
                  average=0.0, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=10, tol=1e-4):

@@ -32,6 +32,7 @@ from ..planning.machine import DEFAULT as DEFAULT_MACHINE
 from ..planning.machine import Machine
 from ..planning.memory import RankMemory
 from ..planning.planner import ASSIGNMENTS, choose, layout_for
+from ..planning.volume import Counts
 from ..solvers.newton import NewtonOptions
 
 # The paper's objective, one flag away (`--paper`) for reproducing its runs. The
@@ -114,7 +115,7 @@ class Problem:
 
     @classmethod
     def build(cls, comm, train_raw, test_raw, config, n_subset=None, validation_raw=None,
-              available=None):
+              available=None, n_sample=None):
         """Collective over `comm`; every rank passes the same raw data and settings
         (a `io.data.RawData` or a `io.shards.ShardedData`, read here by shares).
 
@@ -138,7 +139,7 @@ class Problem:
                 if config.replicas is not None:  # refused before the planner looks
                     _replica_size(world.size, config.replicas, train_raw.n_instances)
             if config.partitions is None:
-                plan = _plan(world, widths, train_raw.n_instances, n_subset, config)
+                plan = _plan(world, widths, train_raw.n_instances, n_subset, config, n_sample)
                 choice = plan[0].choice
                 config = replace(config, replicas=choice.replicas, jacobian=choice.jacobian)
             else:
@@ -313,18 +314,23 @@ class Problem:
         self.world.Free()
 
 
-def _plan(world, widths, n_instances, n_subset, config):
+def _plan(world, widths, n_instances, n_subset, config, n_sample=None):
     """Collective: the planner's ranked layouts for this run on all of `world`'s ranks,
     restricted to the configured replicas, Jacobian mode and assignment: the first
     (the choice) and the runner-up the start-up line names. Rank 0 plans (and reads
-    the machine file) and sends the answer to the others; an error is every rank's."""
+    the machine file) and sends the answer to the others; an error is every rank's.
+    With `n_sample` (stochastic Newton's fixed sample size) an iteration's passes are
+    over that many instances, and one more forward pass (the next sample's f)."""
     plan = None
     with agreed(world):
         if world.rank == 0:
             machine = Machine.load(config.machine) if config.machine else DEFAULT_MACHINE
             if n_subset is None:
                 n_subset = NewtonOptions().subset_size(n_instances)
-            plan = choose(widths, n_instances, n_subset, world.size, machine,
+            counts = None
+            if n_sample is not None:
+                n_instances, counts = n_sample, Counts(trials=2)
+            plan = choose(widths, n_instances, n_subset, world.size, machine, counts=counts,
                           replicas=config.replicas, jacobian=config.jacobian,
                           assignment=config.assignment,
                           itemsize=np.dtype(config.dtype).itemsize, loss=config.loss,

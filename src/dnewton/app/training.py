@@ -153,7 +153,8 @@ def train(train_data, test_data=None, config=None, options=None, outputs=None, *
         available = (faults.memory_limit if faults.memory_limit is not None
                      else available_memory())
         problem = Problem.build(comm, settled.train_data, test_data, settled.config,
-                                settled.n_subset, settled.validation_data, available)
+                                settled.n_subset, settled.validation_data, available,
+                                settled.n_sample)
         checkpointer = None
         try:
             _describe(problem, settled.options, settled.train_data, monitor, outputs, faults)
@@ -197,6 +198,7 @@ class _SettledRun:
     path: object  # -C auto's search path as the log records it, or None
     searched: object  # iterations (epochs) the chosen C had in the search, or None
     n_subset: object  # Newton's largest Gauss-Newton subset, for the planner; or None
+    n_sample: object  # stochastic Newton's fixed sample size, for the planner; or None
 
 
 def _settle(comm, train_data, config, options, outputs, early_stopping, initial, monitor,
@@ -240,12 +242,14 @@ def _settle(comm, train_data, config, options, outputs, early_stopping, initial,
             train_data, validation_data = split_rows(
                 train_data, early_stopping.validation_fraction, options.seed,
                 "early stopping")
-    n_subset = None
+    n_subset = n_sample = None
     if isinstance(options, NewtonOptions):
         with agreed(comm):
             n_subset = options.largest_subset(train_data.n_instances)
+        if options.samples(train_data.n_instances) and options.sample_growth == 1:
+            n_sample = options.sample_size
     return _SettledRun(config, options, train_data, validation_data, checkpoint, initial,
-                       path, searched, n_subset)
+                       path, searched, n_subset, n_sample)
 
 
 def _start_or_resume(run, problem, settled, early_stopping, outputs, monitor):
@@ -517,8 +521,8 @@ def _describe(problem, options, train_data, monitor, outputs, faults):
         monitor.message(
             f"dnewton: stochastic Newton: f, the gradient and the line search on a fresh "
             f"random sample of {options.sample_size} instances{growth} every iteration, "
-            f"CG at most {options.cg_max} iterations{average} (--sample-size all: the "
-            "paper's method)")
+            f"CG at most {options.cg_max} iterations{average}, {options.iterations} "
+            f"iterations in {config.dtype} (--sample-size all: the paper's method)")
     jacobian, kept, other = problem.check_memory(n_subset, available)
     stored = config.jacobian == "stored"
     what = ("its stored Jacobian takes" if stored else
