@@ -146,10 +146,12 @@ def methods(adam_rates, sgd_rates, families):
 
 def grid(adam_rates, sgd_rates):
     """Each family's settings grid (--grid): Newton's C, Gauss-Newton share and sample
-    size around the recommended setting; the first-order methods' learning rates."""
+    size around the recommended setting (its CG cap and averaging kept); the
+    first-order methods' learning rates."""
     newton = [Method(f"newton-C{C:g}-r{r:g}-B{B}", "newton",
-                     ["-C", f"{C:g}", "--gn-ratio", f"{r:g}", "--sample-size", B])
-              for C in (0.1, 1.0, 10.0) for r in (0.05, 0.2) for B in ("2000", "all")]
+                     ["-C", f"{C:g}", "--gn-ratio", f"{r:g}", "--sample-size", B,
+                      "--cg-max", "10", "--average", "0.95"])
+              for C in (0.1, 1.0, 10.0) for r in (0.05, 0.2) for B in ("500", "2000")]
     return newton + methods(adam_rates, sgd_rates, ["adam", "sgd"])
 
 
