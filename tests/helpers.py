@@ -26,8 +26,8 @@ from mpi4py import MPI
 from dnewton.app.problem import ModelConfig, Problem
 from dnewton.io.data import EMBEDDED_DATA, RawData, read_dataset
 from dnewton.parallel.gather_scatter import gather_parameters
-from dnewton.parallel.layout import Layout
 from dnewton.planning import volume
+from dnewton.planning.planner import layout_for
 
 WORLD = MPI.COMM_WORLD
 # The MNIST subset that ships with the package (src/dnewton/datasets).
@@ -126,8 +126,8 @@ def check_digits_epochs(log, reference, n_ranks, partitions, hidden, rate):
     np.testing.assert_allclose([rec["f"] for rec in log], [rec["f"] for rec in reference],
                                rtol=1e-9)
     train, _ = read_dataset("digits")
-    layout = Layout.build((train.n_features, *hidden, 10),
-                          tuple(map(int, partitions.split(","))), n_ranks)
+    layout = layout_for((train.n_features, *hidden, 10), n_ranks,
+                        tuple(map(int, partitions.split(","))))
     for rec in log[1:]:
         assert rec["bytes"]["forward"] == forward_bytes(layout, train.n_instances)
         assert rec["bytes"]["backward"] == backward_bytes(layout, train.n_instances, 1)

@@ -7,6 +7,7 @@ import pytest
 
 from dnewton.errors import InputError
 from dnewton.parallel.layout import Layout
+from dnewton.planning.planner import layout_for
 
 WIDTHS = (784, 300, 300, 10)
 
@@ -62,7 +63,7 @@ def test_groups_are_owners_of_the_right_blocks():
 
 @pytest.mark.parametrize("n_ranks", [1, 2, 3, 4, 7, 16])
 def test_default_layout_fits_rank_count(n_ranks):
-    layout = Layout.default(WIDTHS, n_ranks)
+    layout = layout_for(WIDTHS, n_ranks)
     assert len(layout.blocks) >= n_ranks
     assert sorted(set(layout.owner.tolist())) == list(range(n_ranks))
 
@@ -72,7 +73,7 @@ def test_default_layout_keeps_every_rank_busy_in_the_big_layers(n_ranks):
     # Never whole layers per rank, taking turns: in each layer that holds a tenth
     # of the work or more, every rank has a share, and no share is above 4/3 of
     # the mean.
-    layout = Layout.default(WIDTHS, n_ranks)
+    layout = layout_for(WIDTHS, n_ranks)
     total = sum(a * b for a, b in zip(WIDTHS[:-1], WIDTHS[1:]))
     for m in range(1, len(WIDTHS)):
         if WIDTHS[m - 1] * WIDTHS[m] < total / 10:
@@ -95,7 +96,7 @@ def test_aligned_assignment_puts_consecutive_groups_together():
 
 
 def test_default_layout_single_rank_is_unsplit():
-    assert Layout.default(WIDTHS, 1).partitions == (1, 1, 1, 1)
+    assert layout_for(WIDTHS, 1).partitions == (1, 1, 1, 1)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from helpers import backward_bytes, forward_bytes, without_timings
 from shared_runs import SharedRuns
 
 from dnewton.io.data import read_dataset
-from dnewton.parallel.layout import Layout
+from dnewton.planning.planner import layout_for
 
 HIDDEN = (16, 12)
 COMMON = ["train", "digits", "--hidden", "16,12", "--iterations", "5", "--feature-scale", "16",
@@ -93,7 +93,7 @@ def test_the_recomputed_jacobian_gives_the_stored_result(runs, loss, n_ranks, pa
                                rtol=1e-9)
     train, _ = read_dataset("digits")
     widths = (train.n_features, *HIDDEN, 10)
-    layout = Layout.build(widths, tuple(map(int, partitions.split(","))), n_ranks)
+    layout = layout_for(widths, n_ranks, tuple(map(int, partitions.split(","))))
     subset = math.ceil(0.05 * train.n_instances)
     per_cg = forward_bytes(layout, subset) + backward_bytes(layout, subset, 1) + 16 + 8
     for rec in log[1:]:
@@ -135,7 +135,7 @@ def test_bytes_per_phase_match_the_formulas(runs, loss, n_ranks, partitions, dty
     train, _ = read_dataset("digits")
     n_train = train.n_instances
     widths = (train.n_features, *HIDDEN, 10)
-    layout = Layout.build(widths, tuple(map(int, partitions.split(","))), n_ranks)
+    layout = layout_for(widths, n_ranks, tuple(map(int, partitions.split(","))))
     subset = math.ceil(0.05 * n_train)
     for rec in log[1:]:
         n_out = widths[-1]
@@ -174,7 +174,7 @@ def expected_flops(widths, n_instances, subset, trials, cg_iters, block_columns)
 def test_flops_per_phase_match_the_formulas(runs, n_ranks, partitions):
     train, _ = read_dataset("digits")
     widths = (train.n_features, *HIDDEN, 10)
-    layout = Layout.build(widths, tuple(map(int, partitions.split(","))), n_ranks)
+    layout = layout_for(widths, n_ranks, tuple(map(int, partitions.split(","))))
     block_columns = sum(blk.shape[1] for blk in layout.blocks)
     subset = math.ceil(0.05 * train.n_instances)
     log = runs.log(("flops", n_ranks, partitions))

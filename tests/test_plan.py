@@ -22,7 +22,15 @@ from dnewton.parallel.layout import Layout
 from dnewton.planning.cost import Choice, Workload, lower_bound, predict
 from dnewton.planning.machine import DEFAULT, Machine
 from dnewton.planning.memory import RankMemory
-from dnewton.planning.planner import NOMINAL_INSTANCES, _products, candidates, choose, rank, search
+from dnewton.planning.planner import (
+    NOMINAL_INSTANCES,
+    _products,
+    candidates,
+    choose,
+    layout_for,
+    rank,
+    search,
+)
 from dnewton.planning.volume import Counts
 
 HIDDEN = (16, 12)
@@ -453,7 +461,7 @@ def test_training_plans_on_one_rank(monkeypatch):
 def test_given_partitions_take_the_planners_assignment(widths, partitions, ranks):
     nominal = Workload(widths, NOMINAL_INSTANCES, math.ceil(0.05 * NOMINAL_INSTANCES))
     fits, _ = rank(nominal, ranks, partitions=partitions, replicas=1, jacobian="stored")
-    layout = Layout.build(widths, partitions, ranks)
+    layout = layout_for(widths, ranks, partitions)
     assert (layout.partitions, layout.assignment) == (partitions, fits[0].choice.assignment)
 
 
@@ -462,12 +470,12 @@ def test_the_default_layout_is_the_planners(ranks):
     widths = (784, 300, 300, 10)
     nominal = Workload(widths, NOMINAL_INSTANCES, math.ceil(0.05 * NOMINAL_INSTANCES))
     first = rank(nominal, ranks, replicas=1, jacobian="stored")[0][0].choice
-    layout = Layout.default(widths, ranks)
+    layout = layout_for(widths, ranks)
     assert (layout.partitions, layout.assignment) == (first.partitions, first.assignment)
 
 
 def test_partitions_that_cannot_be_laid_out_are_refused_as_before():
     with pytest.raises(ParameterError, match="gives 3 weight blocks but the job has 4 ranks"):
-        Layout.build((64, 16, 12, 10), (1, 1, 1, 1), 4)
+        layout_for((64, 16, 12, 10), 4, (1, 1, 1, 1))
     with pytest.raises(InputError, match="fewer than 20 ranks"):
-        Layout.default((2, 2, 2), 20)
+        layout_for((2, 2, 2), 20)

@@ -12,7 +12,7 @@ from shared_runs import SharedRuns
 
 from dnewton.app.problem import ModelConfig, Problem
 from dnewton.io.data import RawData, read_dataset
-from dnewton.parallel.layout import Layout
+from dnewton.planning.planner import layout_for
 
 HIDDEN = (16, 12)
 MINI = ["train", "digits", "--hidden", "16,12", "--feature-scale", "16", "--center", "--quiet",
@@ -106,7 +106,7 @@ def test_bytes_of_copies_match_the_formulas(runs, n_ranks, replicas, partitions)
     train, _ = read_dataset("digits")
     widths = (train.n_features, *HIDDEN, 10)
     k = n_ranks // replicas
-    layout = Layout.build(widths, tuple(map(int, partitions.split(","))), k)
+    layout = layout_for(widths, k, tuple(map(int, partitions.split(","))))
     n, n_train = n_parameters(widths), train.n_instances
     subset = math.ceil(0.05 * n_train)
     for rec in log[1:]:

@@ -29,7 +29,7 @@ from scipy import sparse
 from dnewton.app.prediction import Predictor
 from dnewton.app.training import solve
 from dnewton.io.data import Preprocessing, RawData, partition
-from dnewton.parallel.layout import Layout
+from dnewton.planning.planner import layout_for
 from dnewton.solvers.newton import NewtonOptions
 
 
@@ -216,7 +216,7 @@ def test_the_recomputed_product_on_csr_inputs_is_the_dense_stored_one(pair):
                                                                             "standardize"])
 def test_centring_or_standardizing_keeps_the_blocks_dense_and_preprocessed(prep):
     sparse_raw, dense_raw = sparse_and_dense()
-    layout = Layout.build((7, 5, 4, 3), (2, 1, 1, 1), 1)
+    layout = layout_for((7, 5, 4, 3), 1, (2, 1, 1, 1))
     on_csr = partition(sparse_raw, layout, 0, None, prep, fit=True)
     fresh = Preprocessing(2.0, center=prep.center, standardize=prep.standardize)
     on_dense = partition(dense_raw, layout, 0, None, fresh, fit=True)

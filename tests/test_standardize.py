@@ -13,7 +13,7 @@ from dnewton.app.prediction import Predictor
 from dnewton.app.problem import ModelConfig, Problem
 from dnewton.io.data import RawData, read_dataset
 from dnewton.io.model_file import STD_VERSION, VERSION, Model, load_model, read_arrays, save_arrays
-from dnewton.parallel.layout import Layout
+from dnewton.planning.planner import layout_for
 
 SCALE = 2.0
 CONSTANT = [2, 5]  # columns 2 (all 3.5) and 5 (all 0) of `with_constants`
@@ -106,7 +106,7 @@ def test_a_model_without_std_stays_version_1_and_loads_unstandardized(tmp_path):
         save_arrays(path, arrays, "model")
     loaded = load_model(WORLD, path)
     assert loaded.std is None and loaded.mean is None
-    prep = loaded.preprocessing(Layout.default(loaded.widths, WORLD.size))
+    prep = loaded.preprocessing(layout_for(loaded.widths, WORLD.size))
     assert not prep.standardize and not prep.centers
 
 

@@ -82,7 +82,7 @@ class Layout:
         rank; "aligned", block (m, a, b) to rank (a P_m + b) mod R, which puts
         column group b of layer m and row group b of layer m+1 on the same rank
         when the layers are split alternately (no communication between them).
-        `Layout.build` takes the planner's choice of the two.
+        `planning.planner.layout_for` takes the planner's choice of the two.
     """
 
     def __init__(self, widths, partitions, n_ranks, assignment="balanced"):
@@ -128,22 +128,6 @@ class Layout:
     @staticmethod
     def count_blocks(partitions):
         return sum(p * q for p, q in zip(partitions[:-1], partitions[1:]))
-
-    @classmethod
-    def build(cls, widths, partitions, n_ranks):
-        """The layout of `partitions` with the planner's assignment
-        (`planning.planner.layout_for`)."""
-        from ..planning.planner import layout_for
-
-        return layout_for(widths, n_ranks, partitions)
-
-    @classmethod
-    def default(cls, widths, n_ranks):
-        """The planner's layout when the user gives none and no training run is known
-        (`planning.planner.layout_for`); with one rank, nothing is split."""
-        from ..planning.planner import layout_for
-
-        return layout_for(widths, n_ranks)
 
     @property
     def n_layers(self):

@@ -278,9 +278,9 @@ def layout_for(widths, n_ranks, partitions=None, machine=None):
 
     It predicts a nominal iteration: `NOMINAL_INSTANCES` instances (one batch), |S|
     5% of them, float64, the squared loss, the stored Jacobian. `dnewton predict`
-    and `train --partitions` without `--assignment` take it (`Layout.build` and
-    `Layout.default` are this). Raises `errors.ParameterError` for partitions that
-    cannot be laid out on `n_ranks`, InputError for a network with too few blocks.
+    and `train --partitions` without `--assignment` take it. Raises
+    `errors.ParameterError` for partitions that cannot be laid out on `n_ranks`,
+    InputError for a network with too few blocks.
     """
     widths = tuple(int(w) for w in widths)
     if partitions is not None:
