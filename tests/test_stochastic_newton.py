@@ -231,6 +231,7 @@ def test_the_recommended_setting_samples_large_sets_only():
 
 def test_the_recommended_precision_is_float32_on_samples_only():
     from dnewton.solvers.newton import (
+        STOCHASTIC,
         STOCHASTIC_DTYPE,
         STOCHASTIC_FROM,
         recommended,
@@ -243,6 +244,13 @@ def test_the_recommended_precision_is_float32_on_samples_only():
     assert recommended_dtype(recommended(STOCHASTIC_FROM, {}), STOCHASTIC_FROM) == "float64"
     # a sample as large as the set is no sample
     assert recommended_dtype(NewtonOptions(sample_size=large), large) == "float64"
+    # the first-order solvers keep float64
+    from dnewton.solvers.adam import AdamOptions
+    assert recommended_dtype(AdamOptions(), large) == "float64"
+    # the planner's sample: fixed samples only
+    assert recommended(large, {}).fixed_sample(large) == STOCHASTIC["sample_size"]
+    assert NewtonOptions(sample_size=50, sample_growth=1.1).fixed_sample(large) is None
+    assert NewtonOptions().fixed_sample(large) is None
 
 
 def test_a_checkpoint_resumes_the_sample_and_the_average(tmp_path):

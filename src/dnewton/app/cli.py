@@ -878,7 +878,8 @@ def run_train(args):
         partitions=args.partitions, replicas=args.replicas,
         feature_scale=args.feature_scale, center=args.center,
         standardize=args.standardize, batch_size=args.batch_size, pipeline=args.pipeline,
-        dtype=_dtype(args, options, train_raw.n_instances), C_grid=tuple(args.C_grid),
+        dtype=args.dtype or recommended_dtype(options, train_raw.n_instances),
+        C_grid=tuple(args.C_grid),
         holdout=args.holdout,
         search_budget=args.search_budget, jacobian=args.jacobian, machine=args.machine,
         assignment=args.assignment,
@@ -917,15 +918,6 @@ def _objective(args):
     base = PAPER_OBJECTIVE if args.paper else {"loss": _MODEL.loss, "C": _MODEL.C}
     return (args.loss if args.loss is not None else base["loss"],
             args.C if args.C is not None else base["C"])
-
-
-def _dtype(args, options, n_instances):
-    """The run's precision: as given, else `newton.recommended_dtype` for Newton."""
-    if args.dtype is not None:
-        return args.dtype
-    if isinstance(options, NewtonOptions):
-        return recommended_dtype(options, n_instances)
-    return _MODEL.dtype
 
 
 def _newton_options(args, n_instances):

@@ -318,10 +318,7 @@ class NewtonNetwork(BaseEstimator):
             _check_same_data(comm, X, targets)
             seed = _draw_seed(comm, self.random_state)
             options = self._options(seed, len(targets))
-            dtype = self.dtype
-            if dtype is None:
-                dtype = (recommended_dtype(options, len(targets)) if self.solver == "newton"
-                         else "float64")
+            dtype = self.dtype or recommended_dtype(options, len(targets))
             early = None
             if self.early_stopping:
                 early = EarlyStopping(self.validation_fraction, self.n_iter_no_change,

@@ -246,8 +246,7 @@ def _settle(comm, train_data, config, options, outputs, early_stopping, initial,
     if isinstance(options, NewtonOptions):
         with agreed(comm):
             n_subset = options.largest_subset(train_data.n_instances)
-        if options.samples(train_data.n_instances) and options.sample_growth == 1:
-            n_sample = options.sample_size
+        n_sample = options.fixed_sample(train_data.n_instances)
     return _SettledRun(config, options, train_data, validation_data, checkpoint, initial,
                        path, searched, n_subset, n_sample)
 

@@ -96,11 +96,17 @@ class NewtonOptions:
         """Whether a run on `n_instances` works on samples (fewer than all of them)."""
         return self.sample_size is not None and self.sample_size < n_instances
 
+    def fixed_sample(self, n_instances):
+        """|B| of every iteration of a run on `n_instances` that works on samples of
+        one size; None when it works on all instances or on a growing sample."""
+        if self.samples(n_instances) and self.sample_growth == 1:
+            return self.sample_size
+        return None
+
     def largest_subset(self, n_instances):
         """The largest |S| a run on `n_instances` draws (what memory must hold): of
         the first sample, or once a growing one holds them all, of all of them."""
-        fixed = self.sample_size is not None and self.sample_growth == 1
-        return self.subset_size(n_instances, self.sample_size if fixed else None)
+        return self.subset_size(n_instances, self.fixed_sample(n_instances))
 
     def subset_size(self, n_instances, sample=None):
         """|S| for l = `n_instances`: `gn_size` if given (at most l), else
@@ -143,9 +149,11 @@ def recommended(n_instances, given):
 
 
 def recommended_dtype(options, n_instances):
-    """The precision of a Newton run with `options` on `n_instances` when the user
-    names none: `STOCHASTIC_DTYPE` when it works on samples, else float64."""
-    return STOCHASTIC_DTYPE if options.samples(n_instances) else "float64"
+    """The precision of a run with `options` (any solver's) on `n_instances` when the
+    user names none: `STOCHASTIC_DTYPE` for Newton on samples, else float64."""
+    if isinstance(options, NewtonOptions) and options.samples(n_instances):
+        return STOCHASTIC_DTYPE
+    return "float64"
 
 
 _STOP_MESSAGES = {
