@@ -38,7 +38,10 @@ COPIES = [
     (2, 2, None, ["--solver", "sgd", "--epochs", "3", "--mini-batch", "64"]),
     (2, 2, None, ["--solver", "adam", "--epochs", "3", "--mini-batch", "64"]),
 ]
-BYTES = [(2, 2, "1,1,1,1"), (4, 2, "1,2,1,1")]
+# (ranks, replicas, partitions, precision): the sums over the copies move the
+# gradient and the products in the run's precision
+BYTES = [(2, 2, "1,1,1,1", "float64"), (4, 2, "1,2,1,1", "float64"),
+         (2, 2, "1,1,1,1", "float32")]
 RESUMED = [(1, []), (4, ["--replicas", "2", "--partitions", "1,2,1,1"])]
 BAD = [
     (3, ["--replicas", "2"], "--replicas 2 does not divide the 3 rank(s)"),
@@ -65,9 +68,9 @@ def runs(tmp_path_factory):
         layout = ["--partitions", partitions] if partitions else []
         add(("one rank", i), 1, [*extra, *(layout if "--diagonal" in extra else [])])
         add(("copies", i), n_ranks, [*extra, *layout, "--replicas", replicas])
-    for n_ranks, replicas, partitions in BYTES:
-        add(("bytes", n_ranks), n_ranks, ["--partitions", partitions, "--replicas", replicas,
-                                          "--loss", "squared"])
+    for n_ranks, replicas, partitions, dtype in BYTES:
+        add(("bytes", n_ranks, dtype), n_ranks, ["--partitions", partitions, "--replicas",
+                                                 replicas, "--loss", "squared", "--dtype", dtype])
     for i, (n_ranks, args) in enumerate(RESUMED):
         runs.add(("resumed", i), n_ranks, [*COMMON, *args, "--resume", runs.scratch / f"ck{i}",
                                            "--log", runs.log_path(("checkpoint", i))])
@@ -94,15 +97,17 @@ def n_parameters(widths):
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("n_ranks, replicas, partitions", BYTES)
-def test_bytes_of_copies_match_the_formulas(runs, n_ranks, replicas, partitions):
+@pytest.mark.parametrize("n_ranks, replicas, partitions, dtype", BYTES)
+def test_bytes_of_copies_match_the_formulas(runs, n_ranks, replicas, partitions, dtype):
     """Inside the copies, the formulas of one layout on all l instances and |S| (each
     copy's passes run on its share), with the per-copy scalars once per copy; across
     them, per iteration: f's loss sum per trial (8 bytes by each of the k ranks of a
-    copy), the gradient (8 n) and per CG iteration the product with its quadratic
-    form (8 (n + k)), n the parameters of the whole network. The squared loss: the
-    softmax's sums over the output group add to the backward bytes (test_mpi's formulas)."""
-    log = runs.log(("bytes", n_ranks))
+    copy), the gradient (n numbers) and per CG iteration the product with its
+    quadratic form (n + k numbers), in the run's precision, n the parameters of the
+    whole network. The squared loss: the softmax's sums over the output group add to
+    the backward bytes (test_mpi's formulas)."""
+    log = runs.log(("bytes", n_ranks, dtype))
+    itemsize = np.dtype(dtype).itemsize
     train, _ = read_dataset("digits")
     widths = (train.n_features, *HIDDEN, 10)
     k = n_ranks // replicas
@@ -111,7 +116,8 @@ def test_bytes_of_copies_match_the_formulas(runs, n_ranks, replicas, partitions)
     subset = math.ceil(0.05 * n_train)
     for rec in log[1:]:
         trials, cg = rec["line_search_trials"], rec["cg_iters"]
-        assert rec["bytes"]["replicas"] == trials * 8 * k + 8 * n + cg * 8 * (n + k)
+        assert rec["bytes"]["replicas"] == (trials * 8 * k + itemsize * n
+                                            + cg * itemsize * (n + k))
         copies = replicas if k > 1 else 0  # a one-rank copy has no collectives inside
         assert rec["bytes"]["forward"] == trials * (forward_bytes(layout, n_train) + 16 * copies)
         assert rec["bytes"]["backward"] == (backward_bytes(layout, n_train, 1)

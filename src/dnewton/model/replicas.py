@@ -41,13 +41,14 @@ class Replicas:
         return vec
 
     def sum_with(self, out, quadratic):
-        """Sum `out` over the replicas, in place, and in one more float64 slot of the
-        same allreduce the float `quadratic`; returns its sum."""
+        """Sum `out` over the replicas, in place, and in one more slot of the same
+        allreduce, in `out`'s precision (half the bytes in float32), the float
+        `quadratic`; returns its sum."""
         if not self.active:
             return quadratic
-        buf = self._bufs.get(out.size)
+        buf = self._bufs.get((out.size, out.dtype))
         if buf is None:
-            buf = self._bufs[out.size] = np.empty(out.size + 1)
+            buf = self._bufs[out.size, out.dtype] = np.empty(out.size + 1, dtype=out.dtype)
         buf[:-1] = out
         buf[-1] = quadratic
         self.sum(buf)

@@ -374,7 +374,8 @@ class _Bound:
         def seconds(across):
             return (scalars * mach.sum_seconds(FLOAT64, R, across)
                     + mach.sum_seconds(params * self.itemsize, R, across)
-                    + (vectors - 1) * mach.sum_seconds((params + 1) * FLOAT64, R, across))
+                    + (vectors - 1) * mach.sum_seconds((params + 1) * self.itemsize, R,
+                                                       across))
 
         if mach.node_of(0) != mach.node_of((R - 1) * k):  # position 0 spans nodes
             return seconds(True)
@@ -564,12 +565,14 @@ class _Timer:
 
     def _replica_seconds(self, position_params, scalars, vectors):
         """The replica groups' sums: the slowest position j (ranks j, j + k, ...):
-        `scalars` loss sums, the gradient and `vectors` - 1 products (float64)."""
+        `scalars` loss sums, the gradient and `vectors` - 1 products, in the
+        run's precision."""
         mach, R, worst = self.machine, self.replicas, 0.0
         for j, params in enumerate(position_params):
             # members j, j + k, ..., j + (R-1) k: across nodes iff the extremes are
             across = mach.node_of(j) != mach.node_of(j + (R - 1) * self.k)
             worst = max(worst, scalars * mach.sum_seconds(FLOAT64, R, across)
                         + mach.sum_seconds(params * self.itemsize, R, across)
-                        + (vectors - 1) * mach.sum_seconds((params + 1) * FLOAT64, R, across))
+                        + (vectors - 1) * mach.sum_seconds((params + 1) * self.itemsize,
+                                                           R, across))
         return _Seconds(worst, worst)

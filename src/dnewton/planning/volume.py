@@ -116,8 +116,9 @@ def replica_bytes(position_params, counts, itemsize=FLOAT64, replicas=1):
     docs/design.md, "Copies of the layout"): one group per position j of a copy,
     R > 1 members each. Per f evaluation the loss sum (8 bytes), per gradient the
     position's parameters in the run's precision, per Gauss-Newton product its
-    parameters in float64 plus one slot (v'Gv's data term); summed over the k
-    positions: t 8 k + itemsize n + c 8 (n + k), n all the network's parameters.
+    parameters plus one slot (v'Gv's data term) in the run's precision; summed
+    over the k positions: t 8 k + itemsize n + c itemsize (n + k), n all the
+    network's parameters.
     (The test accuracy's sum over the copies is the evaluation phase's: 8 k.)
     `position_params` lists the parameters of each position."""
     if replicas <= 1:
@@ -125,5 +126,5 @@ def replica_bytes(position_params, counts, itemsize=FLOAT64, replicas=1):
     k = len(position_params)
     params = sum(position_params)
     return (counts.trials * FLOAT64 * k + itemsize * params
-            + counts.cg_iters * FLOAT64 * (params + k))
+            + counts.cg_iters * itemsize * (params + k))
 
