@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import SHARED_DATA as DATA
+from common import EMBEDDED_DATA as DATA
 from common import dnewton_command, one_thread_environment, read_log
 
 SLOW_RANK_VARIABLE = "DNEWTON_TEST_SLOW_RANK"

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dnewton.io.data import EMBEDDED_DATA
+from dnewton.io.data import EMBEDDED_DATA  # the package's data: the MNIST subset
 from dnewton.io.run_log import read_log as read_log  # the library's log reader, for the scripts
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository
-SHARED_DATA = EMBEDDED_DATA  # the MNIST subset shipped with the package
 FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 HIDDEN = (300, 300)  # the hidden layers of the comparisons on the suite's sets
 
@@ -102,8 +101,8 @@ def _sklearn(loader):
 def _mnist_subset():
     from sklearn.datasets import load_svmlight_file
 
-    X, y = load_svmlight_file(str(SHARED_DATA / "mnist-demo.svm.gz"), n_features=784)
-    Xt, yt = load_svmlight_file(str(SHARED_DATA / "mnist-demo.t.svm.gz"), n_features=784)
+    X, y = load_svmlight_file(str(EMBEDDED_DATA / "mnist-demo.svm.gz"), n_features=784)
+    Xt, yt = load_svmlight_file(str(EMBEDDED_DATA / "mnist-demo.t.svm.gz"), n_features=784)
     return X.toarray(), Xt.toarray(), y, yt, 255.0
 
 
@@ -138,7 +137,7 @@ def classification_sets():
         "breast_cancer": _sklearn(datasets.load_breast_cancer),
         "synthetic": _synthetic,
     }
-    if (SHARED_DATA / "mnist-demo.svm.gz").exists():
+    if (EMBEDDED_DATA / "mnist-demo.svm.gz").exists():
         sets["mnist_subset"] = _mnist_subset
     if FASHION.exists():
         sets["fashion_10k"] = _fashion

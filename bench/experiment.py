@@ -53,8 +53,8 @@ from pathlib import Path
 
 import numpy as np
 from common import (
+    EMBEDDED_DATA,
     ROOT,
-    SHARED_DATA,
     dnewton_command,
     fashion_npz,
     mpiexec,
@@ -424,7 +424,7 @@ def parse(argv):
         "of test accuracy against time.")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "experiment",
                         help="directory for report.md, the figure and the run logs")
-    parser.add_argument("--data", type=Path, default=SHARED_DATA,
+    parser.add_argument("--data", type=Path, default=EMBEDDED_DATA,
                         help="directory holding mnist-demo.svm.gz and mnist-demo.t.svm.gz")
     parser.add_argument("--datasets", default="mnist,digits",
                         help="which data sets: mnist, digits, fashion")

@@ -29,13 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from common import SHARED_DATA, dnewton_command
+from common import EMBEDDED_DATA, dnewton_command
 
 from dnewton.planning.cost import TRAINING_PHASES, Choice, Workload, predict
 from dnewton.planning.machine import Machine
 from dnewton.planning.volume import Counts
 
-DATA = SHARED_DATA / "mnist-demo.svm.gz"
+DATA = EMBEDDED_DATA / "mnist-demo.svm.gz"
 # The reference problem (the paper's objective: the planner's Workload has its loss).
 ARGS = ["--hidden", "300,300", "--feature-scale", "255", "--center", "--paper"]
 CORES = len(os.sched_getaffinity(0))

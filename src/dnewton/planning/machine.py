@@ -139,11 +139,6 @@ class Machine:
         """The machine file's JSON text."""
         return json.dumps(self.to_json(), indent=2) + "\n"
 
-    def save(self, path):
-        from ..io.text_output import TextOutput
-
-        TextOutput(path, "machine file").write(self.text())
-
     @classmethod
     def from_json(cls, record, where="the machine description"):
         """A Machine from a dict as `to_json` writes it; InputError naming the first
