@@ -28,6 +28,15 @@ SETTINGS = {
     "b500": (["--sample-size", "500", "--gn-ratio", "0.2", "--average", "0.9875"], 700),
     "b500-a99": (["--sample-size", "500", "--gn-ratio", "0.2", "--average", "0.99"], 700),
     "b500-s50": (["--sample-size", "500", "--gn-ratio", "0.1", "--average", "0.9875"], 800),
+    # variations of b2000: a looser CG tolerance, fewer CG iterations, a longer
+    # average, and a sample growing from 1,000 by 1% per iteration
+    "b2000-xi0.3": (["--sample-size", "2000", "--gn-ratio", "0.2", "--average", "0.95",
+                     "--xi", "0.3"], 250),
+    "b2000-cg5": (["--sample-size", "2000", "--gn-ratio", "0.2", "--average", "0.95",
+                   "--cg-max", "5"], 250),
+    "b2000-a98": (["--sample-size", "2000", "--gn-ratio", "0.2", "--average", "0.98"], 250),
+    "b1000-grow": (["--sample-size", "1000", "--sample-growth", "1.01", "--gn-ratio", "0.2",
+                    "--average", "0.95"], 250),
 }
 
 
