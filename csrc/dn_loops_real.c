@@ -160,14 +160,15 @@ double NAME(dn_cg_step)(REAL *x, REAL *r, const REAL *p, const REAL *q, REAL *ax
                         double alpha, size_t n)
 {
     REAL a = (REAL)alpha;
-    double rr = 0.0;
+    double acc = 0.0;  /* r.r */
+    DN_SIMD_REDUCTION
     for (size_t i = 0; i < n; i++) {
         x[i] += a * p[i];
         r[i] -= a * q[i];
         ax[i] += a * q[i];
-        rr += (double)r[i] * r[i];
+        acc += (double)r[i] * r[i];
     }
-    return rr;
+    return acc;
 }
 
 DN_CLONES
@@ -182,6 +183,7 @@ DN_CLONES
 double NAME(dn_dot)(const REAL *a, const REAL *b, size_t n)
 {
     double acc = 0.0;
+    DN_SIMD_REDUCTION
     for (size_t i = 0; i < n; i++) acc += (double)a[i] * b[i];
     return acc;
 }

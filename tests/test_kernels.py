@@ -161,7 +161,7 @@ def test_jacobian_products_are_adjoint(real):
     assert np.sum(Jv * Q) == pytest.approx(np.sum(V * out) + vb @ ob, rel=TOLERANCE[real] * 10)
 
 
-@pytest.mark.parametrize("n", [0, 1, 17])
+@pytest.mark.parametrize("n", [0, 1, 17, 1001])  # 1001: vector body and tail
 def test_cg_updates(n, real):
     rng = np.random.default_rng(8)
     x, r, p, q, Ax = (rand(rng, real, n) for _ in range(5))
