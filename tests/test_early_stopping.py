@@ -3,6 +3,8 @@ sequences, and whole runs that keep the best validated model, resume with the
 tracker's state, and refuse nonsensical settings by name. In process: on one rank
 and under ``mpiexec -n 3``."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from helpers import WORLD
@@ -37,7 +39,7 @@ def test_the_rule_is_scikit_learns():
     assert stopped == 6
     assert tracker.score == 0.525 and tracker.iteration == 6
     np.testing.assert_array_equal(tracker.theta, [6.0])
-    assert "0.01 for 3 iteration(s)" in tracker.message()
+    assert "0.01 for 3 epoch(s)" in tracker.message()
 
 
 def test_a_steady_rise_never_stops():
@@ -78,6 +80,19 @@ def validation_accuracy(model, raw, seed):
         predictor.close()
 
 
+def epoch_ends(history, raw, early):
+    """The iterations whose models early stopping scores: every record after the
+    first (an epoch each) but with samples, where the instances drawn since the start
+    pass another multiple of l, the training part's size, and the last."""
+    if history[-1].sample_size is None:
+        return [rec.iter for rec in history[1:]]
+    l = raw.n_instances - len(split_rows(raw, early.validation_fraction, 0, "")[1].y)
+    drawn = np.cumsum([rec.sample_size for rec in history[1:]])
+    ends = [k for k in range(1, len(history)) if drawn[k - 1] // l > (drawn[k - 2] if k > 1
+                                                                      else 0) // l]
+    return ends + [len(history) - 1] if ends[-1:] != [len(history) - 1] else ends
+
+
 @pytest.mark.parametrize("options", [
     AdamOptions(learning_rate=0.05, epochs=25, seed=1),  # a rate too large: it wanders
     NewtonOptions(sample_size=200, gn_ratio=0.2, cg_max=5, iterations=25, seed=1),
@@ -90,9 +105,10 @@ def test_the_model_returned_is_the_best_validated_one(options):
     config = ModelConfig(hidden=(32,), feature_scale=16, center=True, replicas=1)
     result = train(raw, None, config, options, Outputs(), comm=WORLD, return_model=True,
                    early_stopping=early)
-    scores = [rec.validation_score for rec in result.history[1:]]
-    assert result.history[0].validation_score is None and None not in scores
-    best = int(np.argmax(scores)) + 1  # the first of equal scores, as the rule keeps
+    scored = [rec for rec in result.history if rec.validation_score is not None]
+    assert [rec.iter for rec in scored] == epoch_ends(result.history, raw, early)
+    scores = [rec.validation_score for rec in scored]
+    best = scored[int(np.argmax(scores))].iter  # the first of equal scores, as the rule keeps
     assert validation_accuracy(result.model, raw, options.seed) == pytest.approx(
         max(scores), abs=1e-12)
     assert f"at iteration {best}" in result.message or result.iterations == 25
@@ -101,19 +117,25 @@ def test_the_model_returned_is_the_best_validated_one(options):
     assert result.f == result.history[best].f
 
 
-def test_a_resumed_run_keeps_the_trackers_state(tmp_path):
+@pytest.mark.parametrize("options, part", [
+    (AdamOptions(learning_rate=0.05, epochs=6, seed=2), {"epochs": 3}),
+    # samples of 200 from 1,078 instances: epochs end at iterations 6, 11, 17, 22
+    # (the instances drawn pass 1,078, 2,156, 3,234, 4,312) and the last is scored;
+    # the resumed run must count the 3,400 drawn by the first 17 to score 22, not 23
+    (NewtonOptions(sample_size=200, gn_ratio=0.2, cg_max=5, iterations=25, seed=2),
+     {"iterations": 17}),
+], ids=["adam", "stochastic-newton"])
+def test_a_resumed_run_keeps_the_trackers_state(tmp_path, options, part):
     """Interrupted by its iteration count and resumed from the checkpoint: the same
     records and the same best model as the run that went straight through."""
     raw, _ = read_dataset("digits")
     early = EarlyStopping(validation_fraction=0.2, n_iter_no_change=50)
     config = ModelConfig(hidden=(16,), feature_scale=16, center=True, replicas=1)
-    options = AdamOptions(learning_rate=0.05, epochs=6, seed=2)
     straight = train(raw, None, config, options, Outputs(), comm=WORLD, return_model=True,
                      early_stopping=early)
     folder = WORLD.bcast(str(tmp_path / "ck") if WORLD.rank == 0 else None)
-    part = AdamOptions(learning_rate=0.05, epochs=3, seed=2)
-    train(raw, None, config, part, Outputs(checkpoint=folder, checkpoint_every=1),
-          comm=WORLD, early_stopping=early)
+    train(raw, None, config, replace(options, **part),
+          Outputs(checkpoint=folder, checkpoint_every=1), comm=WORLD, early_stopping=early)
     resumed = train(raw, None, config, options, Outputs(resume=folder), comm=WORLD,
                     return_model=True, early_stopping=early)
     assert ([r.validation_score for r in resumed.history]

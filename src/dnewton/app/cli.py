@@ -524,17 +524,20 @@ def _add_early_stopping_options(train):
     early = train.add_argument_group(
         "early stopping (every solver; scikit-learn's names and meanings)",
         "With --early-stopping a stratified share of the training set is set aside and "
-        "scored after every iteration (epoch); the run stops once the score has not "
-        "risen by --tol for more than --n-iter-no-change iterations in a row, and the "
-        "model kept is the best validated one (the log's validation_score).")
+        "scored once per epoch: after every epoch of SGD and Adam, every Newton "
+        "iteration on all instances, and on samples the iteration whose samples "
+        "complete another training set's worth of instances (and the last); the run "
+        "stops once the score has not risen by --tol for more than --n-iter-no-change "
+        "epochs in a row, and the model kept is the best validated one (the log's "
+        "validation_score).")
     early.add_argument("--early-stopping", action="store_true",
                        help="stop when the validation score stops improving")
     early.add_argument("--validation-fraction", type=float,
                        default=_EARLY.validation_fraction, metavar="F",
                        help="with --early-stopping: the share of the training set set aside")
     early.add_argument("--n-iter-no-change", type=int, default=_EARLY.n_iter_no_change,
-                       metavar="N", help="with --early-stopping: iterations (epochs) "
-                       "without improvement before the run stops")
+                       metavar="N", help="with --early-stopping: epochs without "
+                       "improvement before the run stops")
     early.add_argument("--tol", type=float, default=_EARLY.tol,
                        help="with --early-stopping: the least rise of the validation "
                        "score (accuracy, 0..1) that counts as an improvement")

@@ -2,8 +2,9 @@
 
 ``early_stopping`` sets aside `EarlyStopping.validation_fraction` of the training
 set (stratified, seeded by the run's seed) and trains on the rest. After every
-iteration (Newton) or epoch (SGD, Adam) the model's accuracy on the set-aside part
-is its validation score. As in `sklearn.neural_network.MLPClassifier`:
+epoch the model's accuracy on the set-aside part is its validation score
+(`app.training.SolverRun.validates` says which records end an epoch). As in
+`sklearn.neural_network.MLPClassifier`:
 
 * a score above the best so far makes that model the best (it is kept);
 * a score below best + `tol` counts as no improvement, anything else resets
@@ -29,7 +30,7 @@ class EarlyStopping:
     """When to stop for lack of progress on held-out data (scikit-learn's defaults)."""
 
     validation_fraction: float = 0.1  # share of the training set set aside
-    n_iter_no_change: int = 10  # iterations (epochs) without improvement tolerated
+    n_iter_no_change: int = 10  # epochs (validations) without improvement tolerated
     tol: float = 1e-4  # an improvement is a score above best + tol
 
     RULES = (
@@ -58,8 +59,8 @@ class BestModel:
         self.no_improvement = 0
 
     def update(self, iteration, score, theta):
-        """Take the validation `score` of the model `theta` after `iteration`;
-        returns True when the run should stop."""
+        """Take the validation `score` of the model `theta` after `iteration` (the
+        end of an epoch); returns True when the run should stop."""
         if score < self.score + self.options.tol:
             self.no_improvement += 1
         else:
@@ -71,7 +72,7 @@ class BestModel:
     def message(self):
         """Why the run stopped, for the log and the result."""
         return (f"the validation score has not risen by {self.options.tol:g} for "
-                f"{self.no_improvement} iteration(s) (more than "
+                f"{self.no_improvement} epoch(s) (more than "
                 f"{self.options.n_iter_no_change}); kept the best validated model, "
                 f"{100 * self.score:.2f}% at iteration {self.iteration}")
 

@@ -150,9 +150,11 @@ class NewtonNetwork(BaseEstimator):
         iterates with this beta (0: the last iterate).
     early_stopping, validation_fraction, n_iter_no_change, tol
         As scikit-learn's MLPClassifier: set aside `validation_fraction` of the
-        training set (stratified), stop once its accuracy has not risen by `tol`
-        for more than `n_iter_no_change` iterations (epochs), and keep the best
-        validated network (`validation_scores_`). The classifier only.
+        training set (stratified), score it once per epoch (for Newton on samples:
+        whenever the samples have drawn another training set's worth of
+        instances), stop once its accuracy has not risen by `tol` for more than
+        `n_iter_no_change` epochs, and keep the best validated network
+        (`validation_scores_`). The classifier only.
     comm : mpi4py communicator or None, default None
         The ranks that fit together (every one of them calls `fit` alike); None:
         ``MPI.COMM_WORLD``. The estimator works on a duplicate of it; a clone
@@ -342,7 +344,8 @@ class NewtonNetwork(BaseEstimator):
         self.history_ = [record.as_dict() for record in result.history]
         if self.early_stopping:
             self.validation_scores_ = [record["validation_score"]
-                                       for record in self.history_[1:]]
+                                       for record in self.history_[1:]
+                                       if "validation_score" in record]
             self.best_validation_score_ = max(self.validation_scores_, default=None)
         curve = [float(record["f"]) for record in self.history_[1:]]
         # A network loaded from a file has no curve yet.

@@ -634,9 +634,9 @@ class SolverRun:
     checkpoint : io.checkpoint.Checkpointer, optional
     stops : app.stop_requests.StopRequests, optional
     best : app.early_stopping.BestModel, optional
-        Early stopping: scores the problem's validation split after every
-        iteration (its time counts as training), stops when it stalls, and makes
-        the result the best validated model.
+        Early stopping: scores the problem's validation split after every epoch
+        (`validates`; its time counts as training), stops when it stalls, and
+        makes the result the best validated model.
     """
 
     def __init__(self, problem, solver, monitor=None, checkpoint=None, stops=None, best=None):
@@ -654,6 +654,7 @@ class SolverRun:
         self.stopped = None  # the agreed stop reason (StopRequests.local_reason; 4: early)
         self.regularization_path = None  # -C auto's path, for iteration 0's record
         self._checkpoint_seconds = 0.0
+        self._drawn = 0  # instances the samples of iterations 1, 2, ... have drawn
 
     def start(self, theta):
         """Start the solver at `theta` and report iteration 0."""
@@ -667,6 +668,7 @@ class SolverRun:
                 self.stopped = 4  # it had stopped early: nothing left to do
         self.solver.resume(state, history[-1])
         self.history = list(history)
+        self._drawn = sum(r.sample_size or 0 for r in self.history[1:])
         self.clock = self.history[-1].time  # the run's clock goes on from the checkpoint
         # These costs belong to no iteration: the uninterrupted run evaluated f and g
         # here in the iteration the checkpoint ends with, and counted them there.
@@ -717,7 +719,7 @@ class SolverRun:
         # all the evaluation phase's.
         if record is not None:
             record = self.solver.measure(record)
-        if record is not None and self.validate is not None and record.iter > 0:
+        if record is not None and self.validate is not None and self.validates(record):
             began = time.perf_counter()  # part of the method: its time is training's
             record.validation_score = float(self.validate(self.solver.model))
             seconds += time.perf_counter() - began
@@ -754,6 +756,20 @@ class SolverRun:
         if self.monitor is not None:
             self.monitor(record)
 
+
+    def validates(self, record):
+        """Whether early stopping scores the model of `record`: once per epoch, as
+        scikit-learn's MLPClassifier does. An epoch is an iteration that sees every
+        instance (Newton on all of them; SGD's and Adam's records are epochs) or,
+        for Newton on samples, the iteration whose samples complete another l
+        instances drawn since the start; the last iteration is scored too."""
+        if record.iter == 0:
+            return False
+        if record.sample_size is None:
+            return True
+        n = self.problem.objective.n_instances
+        before, self._drawn = self._drawn, self._drawn + record.sample_size
+        return self._drawn // n > before // n or self.solver.done
 
     def _state(self):
         """The solver's state, with early stopping's beside it."""
