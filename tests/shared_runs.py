@@ -3,9 +3,11 @@ each a test's own, run one after the other in one MPI job of N ranks.
 
 Starting a job costs seconds (every rank imports NumPy, SciPy, scikit-learn and
 MPI); most runs of the suite take less than that. A test module declares its runs
-up front (`SharedRuns.add`), a module-scoped fixture starts them (`SharedRuns.run`:
-one job per rank count), and each test asserts on its own run's result, so a
-wrong result still fails its test alone.
+up front (`SharedRuns.add`), a module-scoped fixture starts them (`SharedRuns.run`),
+and each test asserts on its own run's result, so a wrong result still fails its
+test alone. The jobs outlive the module: one job per rank count serves the runs
+of every module of the session (`_JOBS`), waiting for the next plan without
+using a core (it polls a folder), until the session ends.
 
 In the job, every rank calls the command line's entry point (`dnewton.app.cli.main`,
 the code ``python -m dnewton`` runs) for each run in turn, with that run's
@@ -14,18 +16,22 @@ its own. A run's exit status is the one ``main`` exits with: an error that every
 rank agreed on ends the command on every rank with its status, as it ends the
 process in a job of its own. The ranks meet in a barrier after each run, so a
 rank that returned while another still waits in a collective hangs the job, and
-the job's time limit (``MPIEXEC_TIMEOUT``) fails that run.
+the run's time limit fails that run (below).
 
 Anything that ends the job instead -- ``MPI_Abort`` after an error not agreed on,
-a killed rank, the time limit -- fails the run it happened in, with what the
-ranks and ``mpiexec`` printed; the runs after it start in a new job, so they keep
-their own results.
+a killed rank -- fails the run it happened in, with what the ranks and ``mpiexec``
+printed; the runs after it start in a new job, so they keep their own results. A
+run still going when its time is up (the k-th run of a plan: k timeouts after
+the plan started) has the job killed, and fails the same way.
 
 ``DNEWTON_TESTS_ONE_JOB_PER_RUN=1`` starts a job for every run instead (to rule
 out that runs sharing a process disturb each other).
 
-Run as a script (``mpiexec -n N python shared_runs.py PLAN.json FIRST``), this
-module is that job; its results go to the plan's folder.
+Run as a script, this module is that job: ``mpiexec -n N python shared_runs.py
+PLAN.json FIRST`` runs one plan from its run FIRST on, and ``... shared_runs.py
+serve FOLDER PID`` runs the plans named in FOLDER's requests in turn, until FOLDER
+holds a file "quit" or the process PID (the tests' session) is gone. The results
+go to each plan's folder.
 """
 
 import json
@@ -75,7 +81,9 @@ def _one_run(run, folder, rank):
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
-    Path(f"{base}.status").write_text(f"{status} {time.monotonic() - began}\n")
+    # Whole when it appears: a serving job's runs are read while the job goes on.
+    Path(f"{base}.status.tmp").write_text(f"{status} {time.monotonic() - began}\n")
+    os.replace(f"{base}.status.tmp", f"{base}.status")
 
 
 def job(plan_path, first):
@@ -87,6 +95,37 @@ def job(plan_path, first):
     for run in plan["runs"][first:]:
         _one_run(run, folder, world.rank)
         world.Barrier()
+
+
+POLL = 0.02  # seconds between looks at the requests folder of an idle job
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def serve(control, parent):
+    """Run the plans of the requests "0.json", "1.json", ... that appear in the folder
+    `control`, in turn. Every rank waits by polling the folder, not in a collective:
+    MPI's waits spin, and an idle job would take cores from the tests."""
+    import time
+
+    control, number = Path(control), 0
+    while True:
+        request = control / f"{number}.json"
+        while not request.exists():
+            if (control / "quit").exists() or not _alive(parent):
+                return
+            time.sleep(POLL)
+        plan = json.loads(request.read_text())
+        job(plan["plan"], plan["first"])
+        number += 1
 
 
 # -- the tests' side ----------------------------------------------------------------------
@@ -106,7 +145,7 @@ class SharedRuns:
         self.timeout = timeout
         self.pending = []  # (key, n_ranks, args, env)
         self.results = {}
-        self.jobs = 0  # mpiexec jobs started
+        self.jobs = 0  # the mpiexec jobs the runs ran in
 
     def add(self, key, n_ranks, args, env=None):
         """Declare the run ``dnewton ARGS`` on `n_ranks` ranks, with the variables
@@ -167,8 +206,7 @@ class SharedRuns:
 
     def _run_group(self, n_ranks, group):
         import subprocess
-
-        from helpers import mpiexec_path, run_environment
+        import time
 
         tag = f"job{len(list(self.folder.glob('job*')))}"
         folder = self.folder / tag
@@ -179,25 +217,23 @@ class SharedRuns:
         plan.write_text(json.dumps({"folder": str(folder), "runs": runs}))
         first = 0
         while first < len(group):
-            timeout = self.timeout * (len(group) - first)
-            cmd = [mpiexec_path(), "-n", str(n_ranks), sys.executable, __file__, str(plan),
-                   str(first)]
+            server = _server(n_ranks, self.folder)
             self.jobs += 1
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30,
-                                      env=run_environment(timeout))
-            except subprocess.TimeoutExpired as exc:
-                proc = subprocess.CompletedProcess(cmd, "timed out", exc.stdout or "",
-                                                   exc.stderr or "")
+            printed = server.submit(plan, first)
+            started = time.monotonic()
             for index in range(first, len(group)):
                 key, _, args, _ = group[index]
+                deadline = started + self.timeout * (index - first + 1)
+                ended = server.wait(lambda: all(
+                    (folder / f"{index}.rank{rank}.status").exists() for rank in range(n_ranks)),
+                    deadline)
                 statuses = [self._read(folder, index, rank, "status") for rank in range(n_ranks)]
                 out = "".join(self._read(folder, index, rank, "out") or ""
                               for rank in range(n_ranks))
                 err = "".join(self._read(folder, index, rank, "err") or ""
                               for rank in range(n_ranks))
                 shown = ["mpiexec", "-n", str(n_ranks), "dnewton", *args]
-                if all(s is not None for s in statuses):
+                if ended is None and all(s is not None for s in statuses):
                     seconds = max(float(s.split()[1]) for s in statuses)
                     statuses = [int(s.split()[0]) for s in statuses]
                     # as mpiexec reports a job whose ranks exit differently: not 0
@@ -207,9 +243,10 @@ class SharedRuns:
                     self.results[key] = result
                     continue
                 # The job ended in this run: it fails with everything printed.
+                stdout, stderr = printed()
                 self.results[key] = subprocess.CompletedProcess(
-                    shown, f"the shared job ended in this run (mpiexec: {proc.returncode})",
-                    out + proc.stdout, err + "\n--- mpiexec\n" + proc.stderr)
+                    shown, f"the shared job ended in this run (mpiexec: {ended})",
+                    out + stdout, err + "\n--- mpiexec\n" + stderr)
                 self.results[key].statuses, self.results[key].seconds = statuses, None
                 first = index + 1
                 break
@@ -225,5 +262,115 @@ class SharedRuns:
             return None
 
 
+class _Job:
+    """A job of `n_ranks` ranks started by the tests' side: one that serves plans
+    until the session ends, or (`serving` false, ``DNEWTON_TESTS_ONE_JOB_PER_RUN``)
+    one that runs a single plan and ends."""
+
+    # MPIEXEC_TIMEOUT of a job, a last resort: `wait` ends a run that is over its time.
+    LIFETIME = 6 * 3600
+
+    def __init__(self, n_ranks, scratch, serving=True):
+        import tempfile
+
+        self.control = Path(tempfile.mkdtemp(prefix="server-", dir=scratch))
+        self.n_ranks, self.serving, self.requests, self.proc = n_ranks, serving, 0, None
+        self.printed = self.control / "mpiexec.out", self.control / "mpiexec.err"
+        if serving:
+            self._start(["serve", self.control, os.getpid()])
+
+    def _start(self, args):
+        import subprocess
+
+        from helpers import mpiexec_path, run_environment
+
+        # Appending: mpiexec's output of every plan, each read from its own offset.
+        with open(self.printed[0], "ab") as out, open(self.printed[1], "ab") as err:
+            self.proc = subprocess.Popen(
+                [mpiexec_path(), "-n", str(self.n_ranks), sys.executable, __file__,
+                 *map(str, args)], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                env=run_environment(self.LIFETIME))
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def submit(self, plan, first):
+        """Start the plan's runs from `first` on; returns a function that gives what
+        mpiexec printed since, (stdout, stderr)."""
+        offsets = [path.stat().st_size if path.exists() else 0 for path in self.printed]
+        if self.serving:
+            request = self.control / f"{self.requests}.json"
+            temporary = request.with_suffix(".tmp")
+            temporary.write_text(json.dumps({"plan": str(plan), "first": first}))
+            temporary.rename(request)  # whole when the ranks see it
+            self.requests += 1
+        else:
+            self._start([plan, first])
+
+        def printed():
+            texts = []
+            for path, offset in zip(self.printed, offsets):
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    texts.append(f.read().decode(errors="replace"))
+            return tuple(texts)
+
+        return printed
+
+    def wait(self, done, deadline):
+        """Wait until `done()`, the job's end or `deadline` (then the job is killed):
+        None if done, else how the job ended."""
+        import time
+
+        while not done():
+            if self.proc.poll() is not None:
+                return None if done() else self.proc.returncode
+            if time.monotonic() > deadline:
+                self.close(kill=True)
+                return f"killed at the run's time limit, {self.proc.returncode}"
+            time.sleep(POLL)
+        return None
+
+    def close(self, kill=False):
+        import subprocess
+
+        if not self.alive():
+            return
+        if not kill:
+            (self.control / "quit").write_text("")
+            try:
+                self.proc.wait(10)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        self.proc.kill()  # mpiexec ends the ranks when it is killed
+        self.proc.wait()
+
+
+_JOBS = {}  # n_ranks -> the serving _Job of the session
+
+
+def _server(n_ranks, scratch):
+    """A job of `n_ranks` ranks ready for a plan: the session's serving one, started
+    now if there is none or the last one ended."""
+    if os.environ.get(SEPARATE):
+        return _Job(n_ranks, scratch, serving=False)
+    if n_ranks not in _JOBS or not _JOBS[n_ranks].alive():
+        if not _JOBS:
+            import atexit
+
+            atexit.register(_close_all)
+        _JOBS[n_ranks] = _Job(n_ranks, scratch)
+    return _JOBS[n_ranks]
+
+
+def _close_all():
+    for server in _JOBS.values():
+        server.close()
+
+
 if __name__ == "__main__":
-    job(sys.argv[1], int(sys.argv[2]))
+    if sys.argv[1] == "serve":
+        serve(sys.argv[2], int(sys.argv[3]))
+    else:
+        job(sys.argv[1], int(sys.argv[2]))

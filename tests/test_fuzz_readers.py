@@ -10,6 +10,7 @@ only: under ``mpiexec -n 3`` every rank would repeat the same inputs.
 """
 
 import bz2
+import functools
 import gzip
 import json
 import math
@@ -205,6 +206,18 @@ def original(name):
     return ORIGINAL[name]
 
 
+CORPUS_ARRAYS = {}
+
+
+def corpus_arrays(name):
+    """A fresh dict of the arrays of the corpus file `name` (.npz), read once: the
+    properties that build on it would read it for each of their inputs."""
+    if name not in CORPUS_ARRAYS:
+        with np.load(CORPUS / name) as a:
+            CORPUS_ARRAYS[name] = {k: a[k] for k in a.files}
+    return dict(CORPUS_ARRAYS[name])
+
+
 def same_data(a, b):
     np.testing.assert_array_equal(a[0].toarray(), b[0].toarray())
     np.testing.assert_array_equal(a[1], b[1])
@@ -336,6 +349,12 @@ def same_model(a, b):
         np.testing.assert_array_equal(x, y)
 
 
+@functools.cache
+def corpus_model():
+    """The corpus model file as loaded unchanged (the comparison for a mutated copy)."""
+    return _model(read_arrays(CORPUS / "model.npz", "model file"), "corpus")
+
+
 @FUZZ
 @given(EDITS)
 def test_a_mutated_model_file_loads_the_same_model_or_is_refused(tmp_path_factory, edits):
@@ -343,7 +362,7 @@ def test_a_mutated_model_file_loads_the_same_model_or_is_refused(tmp_path_factor
     write(path, mutate((CORPUS / "model.npz").read_bytes(), edits))
     model = loads_or_refuses(lambda: _model(read_arrays(path, "model file"), path))
     if model is not None:
-        same_model(model, _model(read_arrays(CORPUS / "model.npz", "model file"), "corpus"))
+        same_model(model, corpus_model())
 
 
 @FUZZ
@@ -353,8 +372,7 @@ def test_a_mutated_model_file_loads_the_same_model_or_is_refused(tmp_path_factor
 def test_a_model_file_with_arrays_missing_or_replaced_is_refused_or_loads(
         tmp_path_factory, dropped, replaced):
     path = tmp_path_factory.getbasetemp() / "crafted-model.npz"
-    with np.load(CORPUS / "model.npz") as a:
-        arrays = {k: a[k] for k in a.files if k not in dropped}
+    arrays = {k: v for k, v in corpus_arrays("model.npz").items() if k not in dropped}
     arrays.update(replaced)
     np.savez(path, **arrays)
     model = loads_or_refuses(lambda: _model(read_arrays(path, "model file"), path))
@@ -428,8 +446,7 @@ def test_a_checkpoint_with_crafted_state_is_refused_or_resumable(tmp_path_factor
                                                                  value, iteration):
     folder = tmp_path_factory.getbasetemp() / "crafted-ck"
     folder.mkdir(exist_ok=True)
-    with np.load(CORPUS / NAME) as a:
-        arrays = {k: a[k] for k in a.files}
+    arrays = corpus_arrays(NAME)
     arrays[field] = np.array(json.dumps(value))
     if iteration is not None:
         arrays["iteration"] = iteration
