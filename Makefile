@@ -2,6 +2,7 @@
 #   make demo   -- build into .venv and train on the embedded MNIST subset with 2 ranks
 #   make test   -- build into .venv and run the test suite (what CI runs)
 #   make test-bench -- the tests of the bench/ scripts
+#   make fuzz   -- the readers' fuzz tests on ten times the inputs
 # Everything needed is created on first use; nothing outside this folder is touched.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -12,7 +13,7 @@ ITERATIONS ?= 30
 # Last resort against a hung job: MPICH's mpiexec kills the job after this many seconds.
 export MPIEXEC_TIMEOUT ?= 900
 
-.PHONY: demo test test-bench bench clean
+.PHONY: demo test test-bench fuzz bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +42,10 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m "not bench" tests
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/mpiexec -n 3 \
 	    $(BIN)/python -m pytest -q -p no:cacheprovider -m "not mpi and not bench" tests
+
+# The readers' fuzz tests with ten times make test's inputs (after a reader change).
+fuzz: $(VENV)/.installed
+	DNEWTON_FUZZ_EXAMPLES=5000 $(BIN)/python -m pytest -q tests/test_fuzz_readers.py
 
 test-bench: $(VENV)/.installed
 	$(BIN)/python -c "import dnewton._kernels"

@@ -3,7 +3,9 @@
 the command line); never another exception, a hang, or silently different data.
 
 The mutations start from the real-format files of tests/corpus (README there).
-Each property runs `EXAMPLES` inputs; an input that takes longer than `HANG`
+Each property runs `EXAMPLES` inputs, the same ones every run (derandomized): 500
+in `make test`, as many as DNEWTON_FUZZ_EXAMPLES says otherwise (`make fuzz`: 5000,
+a deeper search for a reader change); an input that takes longer than `HANG`
 seconds fails as a hang. The readers of rank 0 do not communicate (the collective
 ones run on ``MPI.COMM_SELF`` here), so these tests run in the one-process suite
 only: under ``mpiexec -n 3`` every rank would repeat the same inputs.
@@ -14,6 +16,7 @@ import functools
 import gzip
 import json
 import math
+import os
 import shutil
 import signal
 import tempfile
@@ -37,7 +40,7 @@ pytestmark = pytest.mark.skipif(MPI.COMM_WORLD.size > 1,
                                 reason="readers of one rank: the one-process suite runs them")
 
 CORPUS = Path(__file__).parent / "corpus"
-EXAMPLES = 2000
+EXAMPLES = int(os.environ.get("DNEWTON_FUZZ_EXAMPLES", "500"))
 HANG = 5  # seconds: a reader that takes longer on a small input hangs
 
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
