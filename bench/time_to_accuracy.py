@@ -3,6 +3,8 @@
     python bench/time_to_accuracy.py --sets fashion --seeds 3 --out docs/time-to-accuracy
     python bench/time_to_accuracy.py --sets iris,wine,digits --seeds 3 --out /tmp/tta-suite
     python bench/time_to_accuracy.py --sets fashion --grid --seeds 1 --out /tmp/tta-grid
+    python bench/time_to_accuracy.py --sets fashion_10k,mnist_subset --grid --seeds 1 \
+        --time-scale 4 --out /tmp/grid-out
     python bench/time_to_accuracy.py --sets iris --seeds 1 --quick --out /tmp/tta  # smoke
 
 Every dnewton run is ``mpiexec -n R dnewton train`` in a process of its own, scoring
@@ -30,7 +32,12 @@ Prints, and writes to OUT/report.md with the figure OUT/accuracy-vs-time.png:
   the accuracy MLPClassifier ends at, minus half a point, beside MLP's own time;
 * with ``--grid``, the robustness of each family over its own settings: the final
   accuracy of every setting of the grid (Newton: C, Gauss-Newton share and sample
-  size; Adam and SGD: the learning rate), its worst and its spread.
+  size, the sizes 500 and 2,000 on Fashion-MNIST, ``all`` and those below the set's
+  size on the others; Adam and SGD: the learning rate), its worst and its spread.
+
+Every run stops at its set's time limit times ``--time-scale``; a scale large enough
+that runs end by their iterations or epochs makes final accuracies independent of
+the machine's load.
 """
 
 import argparse
@@ -77,13 +84,21 @@ class DataSet:
     scale: float  # what MLP's inputs are divided by
     thresholds: list = field(default_factory=list)  # fixed accuracies to report
     budget: Budget = None
+    samples: tuple = ()  # the sample sizes of Newton's grid (--grid)
 
 
 def fashion_set(out):
     paths = fashion_npz(out / "data")
     return DataSet("fashion", str(paths["train"]), str(paths["test"]),
                    ["--feature-scale", "255", "--center"], 255.0, [0.88, 0.89],
-                   Budget(iterations=400, epochs=15, seconds=240))
+                   Budget(iterations=400, epochs=15, seconds=240), ("500", "2000"))
+
+
+def newton_samples(n_train):
+    """The sample sizes of Newton's grid on a set of `n_train` instances: ``all`` (the
+    paper's method, dnewton's recommended one at this size) and the stochastic sizes
+    below `n_train` (one at or above it would repeat ``all``)."""
+    return ("all", *(str(size) for size in (500, 2000) if size < n_train))
 
 
 def suite_set(name, load, out):
@@ -97,7 +112,8 @@ def suite_set(name, load, out):
         np.savez(test, X=Xt, y=yt)
     options = ["--feature-scale", f"{scale:g}", "--center"]
     return DataSet(name, str(train), str(test), options, scale,
-                   budget=Budget(iterations=100, epochs=200, seconds=120))
+                   budget=Budget(iterations=100, epochs=200, seconds=120),
+                   samples=newton_samples(len(y)))
 
 
 def data_sets(names, out):
@@ -144,14 +160,14 @@ def methods(adam_rates, sgd_rates, families):
     return found
 
 
-def grid(adam_rates, sgd_rates):
+def grid(samples, adam_rates, sgd_rates):
     """Each family's settings grid (--grid): Newton's C, Gauss-Newton share and sample
-    size around the recommended setting (its CG cap and averaging kept); the
-    first-order methods' learning rates."""
+    size (one of `samples`, a set's `DataSet.samples`) around the recommended setting
+    (its CG cap and averaging kept); the first-order methods' learning rates."""
     newton = [Method(f"newton-C{C:g}-r{r:g}-B{B}", "newton",
                      ["-C", f"{C:g}", "--gn-ratio", f"{r:g}", "--sample-size", B,
                       "--cg-max", "10", "--average", "0.95"])
-              for C in (0.1, 1.0, 10.0) for r in (0.05, 0.2) for B in ("500", "2000")]
+              for C in (0.1, 1.0, 10.0) for r in (0.05, 0.2) for B in samples]
     return newton + methods(adam_rates, sgd_rates, ["adam", "sgd"])
 
 
@@ -314,6 +330,13 @@ def parse(argv):
     parser.add_argument("--hidden", default="300,300")
     parser.add_argument("--grid", action="store_true",
                         help="the robustness grid instead of --methods")
+    parser.add_argument("--time-scale", type=float, default=1.0, metavar="F",
+                        help="multiply every run's time limit by F: with F large enough "
+                        "runs end by their iteration/epoch budget, so a loaded machine "
+                        "changes their seconds but not their final accuracies")
+    parser.add_argument("--epochs", type=int, metavar="N",
+                        help="the first-order methods' epochs on every set (default: the "
+                        "set's own, 15 on Fashion-MNIST, 200 on the suite's sets)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: tiny budgets, one rate per first-order family")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "time-to-accuracy")
@@ -329,19 +352,23 @@ def main(argv=None):
     sgd = [float(r) for r in args.sgd_rates.split(",")]
     if args.quick:
         adam, sgd = adam[1:2], sgd[1:2]
-    chosen = grid(adam, sgd) if args.grid else methods(adam, sgd, args.methods.split(","))
+    chosen = None if args.grid else methods(adam, sgd, args.methods.split(","))
     began = datetime.datetime.now(datetime.timezone.utc)
     report = [f"# Time to accuracy{' over settings grids' if args.grid else ''}", "",
               f"`python bench/time_to_accuracy.py {shlex.join(sys.argv[1:] or [])}` on "
               f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
               f"{args.ranks} rank(s) per run, started {began:%Y-%m-%d %H:%M} UTC; seeds "
-              f"0-{args.seeds - 1}; hidden layers {args.hidden}.", ""]
+              f"0-{args.seeds - 1}; hidden layers {args.hidden}; time limits "
+              f"x{args.time_scale:g}.",
+              ""]
     all_results = {}
     for name, data in data_sets(args.sets.split(","), args.out).items():
         if args.quick:
             data.budget = Budget(iterations=5, epochs=2, seconds=60)
+        data.budget.seconds *= args.time_scale
+        data.budget.epochs = args.epochs or data.budget.epochs
         results = {}
-        for method in chosen:
+        for method in grid(data.samples, adam, sgd) if args.grid else chosen:
             folder = args.out / "runs" / name
             folder.mkdir(parents=True, exist_ok=True)
             results[method.key] = [run(data, method, seed, args,
