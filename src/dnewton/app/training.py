@@ -756,13 +756,13 @@ class SolverRun:
         if self.monitor is not None:
             self.monitor(record)
 
-
     def validates(self, record):
         """Whether early stopping scores the model of `record`: once per epoch, as
         scikit-learn's MLPClassifier does. An epoch is an iteration that sees every
         instance (Newton on all of them; SGD's and Adam's records are epochs) or,
         for Newton on samples, the iteration whose samples complete another l
-        instances drawn since the start; the last iteration is scored too."""
+        instances drawn since the start; the last iteration is scored too. Counts
+        `record`'s sample: one call per record."""
         if record.iter == 0:
             return False
         if record.sample_size is None:
