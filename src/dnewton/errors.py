@@ -174,8 +174,10 @@ def abort_on_exception(exc_type, exc, tb):
         print(f"dnewton: error{rank}: {describe(exc)}", file=sys.stderr, flush=True)
         status = exc.exit_status
     else:
-        print(f"dnewton: internal error{rank}:", file=sys.stderr)
-        traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
+        # One write: the launcher forwards what reached it before the abort ends the
+        # job, and a traceback written line by line was seen cut after its first line.
+        sys.stderr.write(f"dnewton: internal error{rank}:\n"
+                         + "".join(traceback.format_exception(exc_type, exc, tb)))
         sys.stderr.flush()
         status = 1
     if world is not None and world.size > 1:
