@@ -8,6 +8,7 @@ bench/ for the benchmarks, and bench/studies/common.py is a link to this file.
 import gzip
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -49,6 +50,37 @@ def mpi_command(ranks, args):
 def dnewton_command(ranks, args):
     """``mpiexec -n RANKS python -m dnewton ARGS`` as a list."""
     return mpi_command(ranks, ["-m", "dnewton", *args])
+
+
+# -- the FLOP bound ------------------------------------------------------------------
+
+
+def gemm_rate(threads, dtype="float64", size=2000, repeat=7):
+    """GFLOP/s of NumPy's GEMM in `dtype` on `threads` threads (a fresh process,
+    median of `repeat` size^3 products): the machine's rate that a FLOP bound
+    divides by."""
+    code = (
+        "import time, numpy as np\n"
+        f"a = np.random.default_rng(0).standard_normal(({size}, {size})).astype('{dtype}')\n"
+        "c = a @ a\n"
+        "times = []\n"
+        f"for _ in range({repeat}):\n"
+        "    t = time.perf_counter(); np.matmul(a, a, out=c)\n"
+        "    times.append(time.perf_counter() - t)\n"
+        f"print(2 * {size}**3 / sorted(times)[len(times) // 2] / 1e9)\n"
+    )
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    env = dict(os.environ, **dict.fromkeys(names, str(threads)))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, check=True)
+    return float(proc.stdout.split()[-1])
+
+
+def training_flops(records):
+    """Median FLOPs of an iteration (all ranks, monitoring excluded), from a log's
+    records."""
+    return float(np.median([sum(v for k, v in r["flops"].items() if k != "evaluation")
+                            for r in records if r["iter"] >= 1]))
 
 
 # -- data sets ----------------------------------------------------------------------

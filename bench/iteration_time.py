@@ -22,12 +22,17 @@ import shlex
 import statistics
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-from common import ROOT, dnewton_command, fashion_npz, one_thread_environment, read_log
-from threadpoolctl import threadpool_limits
+from common import (
+    ROOT,
+    dnewton_command,
+    fashion_npz,
+    gemm_rate,
+    one_thread_environment,
+    read_log,
+    training_flops,
+)
 
 NETWORK = ["--hidden", "300,300", "--feature-scale", "255", "--center", "--quiet"]
 
@@ -40,20 +45,6 @@ def sets(out):
     }
 
 
-def gemm_rate(dtype, threads=2, n=2000, repeat=7):
-    """GFLOP/s of an n^3 GEMM on `threads` BLAS threads (median of `repeat`)."""
-    rng = np.random.default_rng(0)
-    a, b = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
-    c = np.empty_like(a)
-    seconds = []
-    with threadpool_limits(limits=threads):
-        for _ in range(repeat):
-            began = time.perf_counter()
-            np.matmul(a, b, out=c)
-            seconds.append(time.perf_counter() - began)
-    return 2.0 * n**3 / statistics.median(seconds) / 1e9
-
-
 def run_median(train, options, ranks, iterations, log):
     """(median seconds per iteration from iteration 2 on, training FLOPs per iteration)."""
     command = dnewton_command(ranks, ["train", train, *NETWORK, *options,
@@ -61,9 +52,7 @@ def run_median(train, options, ranks, iterations, log):
     subprocess.run(command, check=True, env=one_thread_environment(),
                    stderr=subprocess.DEVNULL)
     records = [r for r in read_log(log) if r["iter"] >= 2]
-    flops = statistics.median(sum(v for phase, v in r["flops"].items() if phase != "evaluation")
-                              for r in records)
-    return statistics.median(r["iteration_time"] for r in records), flops
+    return statistics.median(r["iteration_time"] for r in records), training_flops(records)
 
 
 def main(argv=None):
@@ -82,7 +71,7 @@ def main(argv=None):
     variants = [(name, shlex.split(options)) for name, _, options in variants]
     train, base, precision = sets(args.data)[args.set]
     train = train()
-    rates = [gemm_rate(precision)]
+    rates = [gemm_rate(2, precision)]
     times = {name: [] for name, _ in variants}
     flops = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -92,7 +81,7 @@ def main(argv=None):
                 seconds, flops[name] = run_median(train, [*base, *options], args.ranks,
                                                   args.iterations, log)
                 times[name].append(seconds)
-    rates.append(gemm_rate(precision))
+    rates.append(gemm_rate(2, precision))
     rate = statistics.median(rates)
     print(f"{args.set}, {args.ranks} ranks, {args.iterations} iterations, {args.repeat} "
           f"repetitions; 2-thread GEMM ({precision}) {' and '.join(f'{r:.0f}' for r in rates)} "

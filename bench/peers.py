@@ -69,7 +69,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import mpiexec
+from common import gemm_rate, mpiexec, training_flops
 
 from dnewton.io.data import EMBEDDED_DATA  # the MNIST subset shipped with the package
 from dnewton.solvers.newton import RHO_GOOD, RHO_POOR  # the damping thresholds
@@ -621,31 +621,6 @@ def compare_runs(args):
     return runs
 
 
-def dgemm_rate(threads, size=2000, repeat=7):
-    """GFLOP/s of NumPy's DGEMM on `threads` threads (a fresh process, median of
-    `repeat`): the machine's rate that the FLOP bound divides by."""
-    code = (
-        "import time, numpy as np\n"
-        f"a = np.random.default_rng(0).standard_normal(({size}, {size})); c = a @ a\n"
-        "times = []\n"
-        f"for _ in range({repeat}):\n"
-        "    t = time.perf_counter(); np.matmul(a, a, out=c)\n"
-        "    times.append(time.perf_counter() - t)\n"
-        f"print(2 * {size}**3 / sorted(times)[len(times) // 2] / 1e9)\n"
-    )
-    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-    env = dict(os.environ, **dict.fromkeys(names, str(threads)))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, check=True)
-    return float(proc.stdout.split()[-1])
-
-
-def training_flops(records):
-    """Median FLOPs of an iteration (all ranks, monitoring excluded), from the log."""
-    return float(np.median([sum(v for k, v in r["flops"].items() if k != "evaluation")
-                            for r in records if r["iter"] >= 1]))
-
-
 def run_compare(args):
     """Every run as a fresh process, alternating over the repetitions; then the table."""
     import dnewton._kernels  # noqa: F401 -- build the editable install before mpiexec
@@ -668,7 +643,7 @@ def run_compare(args):
             timing.add(read_log(log))
             print(f"repetition {repetition + 1}/{args.repeat}: {label}: "
                   f"{timing.median:.4f} s/iteration so far", flush=True)
-        rates.append(dgemm_rate(args.threads))
+        rates.append(gemm_rate(args.threads))
     if not args.keep_logs:
         shutil.rmtree(folder)
     peer, one_rank = timings[0].runs[0], timings[-1].runs[0]

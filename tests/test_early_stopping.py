@@ -87,10 +87,9 @@ def epoch_ends(history, raw, early):
     if history[-1].sample_size is None:
         return [rec.iter for rec in history[1:]]
     l = raw.n_instances - len(split_rows(raw, early.validation_fraction, 0, "")[1].y)
-    drawn = np.cumsum([rec.sample_size for rec in history[1:]])
-    ends = [k for k in range(1, len(history)) if drawn[k - 1] // l > (drawn[k - 2] if k > 1
-                                                                      else 0) // l]
-    return ends + [len(history) - 1] if ends[-1:] != [len(history) - 1] else ends
+    drawn = np.cumsum([0] + [rec.sample_size for rec in history[1:]])  # after k iterations
+    last = len(history) - 1
+    return [k for k in range(1, last + 1) if drawn[k] // l > drawn[k - 1] // l or k == last]
 
 
 @pytest.mark.parametrize("options", [

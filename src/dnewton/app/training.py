@@ -654,7 +654,6 @@ class SolverRun:
         self.stopped = None  # the agreed stop reason (StopRequests.local_reason; 4: early)
         self.regularization_path = None  # -C auto's path, for iteration 0's record
         self._checkpoint_seconds = 0.0
-        self._drawn = 0  # instances the samples of iterations 1, 2, ... have drawn
 
     def start(self, theta):
         """Start the solver at `theta` and report iteration 0."""
@@ -668,7 +667,6 @@ class SolverRun:
                 self.stopped = 4  # it had stopped early: nothing left to do
         self.solver.resume(state, history[-1])
         self.history = list(history)
-        self._drawn = sum(r.sample_size or 0 for r in self.history[1:])
         self.clock = self.history[-1].time  # the run's clock goes on from the checkpoint
         # These costs belong to no iteration: the uninterrupted run evaluated f and g
         # here in the iteration the checkpoint ends with, and counted them there.
@@ -761,15 +759,15 @@ class SolverRun:
         scikit-learn's MLPClassifier does. An epoch is an iteration that sees every
         instance (Newton on all of them; SGD's and Adam's records are epochs) or,
         for Newton on samples, the iteration whose samples complete another l
-        instances drawn since the start; the last iteration is scored too. Counts
-        `record`'s sample: one call per record."""
+        instances drawn since the start (the history's samples before it, a resumed
+        run's included); the last iteration is scored too."""
         if record.iter == 0:
             return False
         if record.sample_size is None:
             return True
         n = self.problem.objective.n_instances
-        before, self._drawn = self._drawn, self._drawn + record.sample_size
-        return self._drawn // n > before // n or self.solver.done
+        before = sum(r.sample_size or 0 for r in self.history[1:])
+        return (before + record.sample_size) // n > before // n or self.solver.done
 
     def _state(self):
         """The solver's state, with early stopping's beside it."""

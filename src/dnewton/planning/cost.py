@@ -232,6 +232,18 @@ def _sizes(width, parts):
             if count]
 
 
+def _replica_sums(machine, replicas, across, params, itemsize, scalars, vectors):
+    """Seconds of one replica group's sums per iteration (docs/design.md, "Copies of
+    the layout"): `scalars` loss sums (float64), the gradient of `params` numbers and
+    `vectors` - 1 Gauss-Newton products of `params` + 1 numbers, in the run's
+    precision (`itemsize` bytes), over `replicas` ranks, `across` nodes or not."""
+    def sum_of(nbytes):
+        return machine.sum_seconds(nbytes, replicas, across)
+
+    return (scalars * sum_of(FLOAT64) + sum_of(params * itemsize)
+            + (vectors - 1) * sum_of((params + 1) * itemsize))
+
+
 class _Bound:
     """`_Timer`'s pieces bounded from below from the partitions' block shapes."""
 
@@ -372,10 +384,7 @@ class _Bound:
         params = self.n_params / k
 
         def seconds(across):
-            return (scalars * mach.sum_seconds(FLOAT64, R, across)
-                    + mach.sum_seconds(params * self.itemsize, R, across)
-                    + (vectors - 1) * mach.sum_seconds((params + 1) * self.itemsize, R,
-                                                       across))
+            return _replica_sums(mach, R, across, params, self.itemsize, scalars, vectors)
 
         if mach.node_of(0) != mach.node_of((R - 1) * k):  # position 0 spans nodes
             return seconds(True)
@@ -571,8 +580,6 @@ class _Timer:
         for j, params in enumerate(position_params):
             # members j, j + k, ..., j + (R-1) k: across nodes iff the extremes are
             across = mach.node_of(j) != mach.node_of(j + (R - 1) * self.k)
-            worst = max(worst, scalars * mach.sum_seconds(FLOAT64, R, across)
-                        + mach.sum_seconds(params * self.itemsize, R, across)
-                        + (vectors - 1) * mach.sum_seconds((params + 1) * self.itemsize,
-                                                           R, across))
+            worst = max(worst, _replica_sums(mach, R, across, params, self.itemsize,
+                                             scalars, vectors))
         return _Seconds(worst, worst)
