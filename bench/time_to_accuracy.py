@@ -16,12 +16,12 @@ out of its time likewise. So the methods share the machine's cores and their clo
 count the same work. Nothing else may run meanwhile, and R must not exceed the cores.
 
 Methods: ``newton``, dnewton's recommended setting (``dnewton train`` with no
-optimizer option: float32 on samples beyond 10,000 instances); ``newton-f32`` and
+optimizer option: float32, on samples beyond 10,000 instances); ``newton-f32`` and
 ``newton-f64``, the same in float32 and float64; ``newton-full``, the paper's
 method on the same objective (f and
 its gradient on all instances every iteration: ``--sample-size all``); ``adam-ETA``
-and ``sgd-ETA``, dnewton's first-order baselines (float64), ``adam-f32-ETA`` the
-same Adam in float32; ``mlp``, MLPClassifier's defaults
+and ``sgd-ETA``, dnewton's first-order baselines (float32, their default),
+``adam-f64-ETA`` the same Adam in float64; ``mlp``, MLPClassifier's defaults
 (adam, eta 0.001, batches of 200) at the same hidden layers.
 
 Prints, and writes to OUT/report.md with the figure OUT/accuracy-vs-time.png:
@@ -34,6 +34,9 @@ Prints, and writes to OUT/report.md with the figure OUT/accuracy-vs-time.png:
   accuracy of every setting of the grid (Newton: C, Gauss-Newton share and sample
   size, the sizes 500 and 2,000 on Fashion-MNIST, ``all`` and those below the set's
   size on the others; Adam and SGD: the learning rate), its worst and its spread.
+  Every setting of a grid sees the training data as often: the first-order
+  methods' epochs, and Newton on samples of |B| that many times l / |B|
+  iterations (one per epoch on all instances).
 
 Every run stops at its set's time limit times ``--time-scale``; a scale large enough
 that runs end by their iterations or epochs makes final accuracies independent of
@@ -42,7 +45,9 @@ the machine's load.
 
 import argparse
 import datetime
+import functools
 import json
+import math
 import os
 import platform
 import shlex
@@ -85,6 +90,12 @@ class DataSet:
     thresholds: list = field(default_factory=list)  # fixed accuracies to report
     budget: Budget = None
     samples: tuple = ()  # the sample sizes of Newton's grid (--grid)
+
+    @functools.cached_property
+    def n_train(self):
+        """Training instances (read from the file once, when a grid budget needs it)."""
+        with np.load(self.train) as train:
+            return len(train["y"])
 
 
 def fashion_set(out):
@@ -135,6 +146,7 @@ class Method:
     key: str
     family: str  # newton, adam, sgd, mlp
     options: list  # dnewton's (mlp: MLPClassifier's keyword arguments as --key=value)
+    sample: str = None  # Newton's --sample-size in the grid, whose budget is in epochs
 
 
 def methods(adam_rates, sgd_rates, families):
@@ -146,10 +158,10 @@ def methods(adam_rates, sgd_rates, families):
             found.append(Method(family, "newton", ["--dtype", f"float{family[-2:]}"]))
         elif family == "newton-full":
             found.append(Method("newton-full", "newton", ["--sample-size", "all"]))
-        elif family in ("adam", "sgd", "adam-f32"):
+        elif family in ("adam", "sgd", "adam-f64"):
             solver, _, precision = family.partition("-")
             rates = sgd_rates if solver == "sgd" else adam_rates
-            dtype = ["--dtype", "float32"] if precision else []
+            dtype = ["--dtype", "float64"] if precision else []
             found += [Method(f"{family}-{rate:g}", solver,
                              ["--solver", solver, "--learning-rate", f"{rate:g}", *dtype])
                       for rate in rates]
@@ -166,15 +178,21 @@ def grid(samples, adam_rates, sgd_rates):
     (its CG cap and averaging kept); the first-order methods' learning rates."""
     newton = [Method(f"newton-C{C:g}-r{r:g}-B{B}", "newton",
                      ["-C", f"{C:g}", "--gn-ratio", f"{r:g}", "--sample-size", B,
-                      "--cg-max", "10", "--average", "0.95"])
+                      "--cg-max", "10", "--average", "0.95"], sample=B)
               for C in (0.1, 1.0, 10.0) for r in (0.05, 0.2) for B in samples]
     return newton + methods(adam_rates, sgd_rates, ["adam", "sgd"])
 
 
-def budget_options(method, budget):
+def budget_options(method, data):
+    """A run's iterations or epochs. In the grid every setting sees the data as often:
+    Newton on samples of |B| runs epochs l / |B| iterations (``all``: one per epoch),
+    as many gradient instances as the first-order methods' epochs."""
+    if method.family == "newton" and method.sample is not None:
+        size = data.n_train if method.sample == "all" else int(method.sample)
+        return ["--iterations", str(math.ceil(data.budget.epochs * data.n_train / size))]
     if method.family == "newton":
-        return ["--iterations", str(budget.iterations)]
-    return ["--epochs", str(budget.epochs)]
+        return ["--iterations", str(data.budget.iterations)]
+    return ["--epochs", str(data.budget.epochs)]
 
 
 def run(data, method, seed, args, log):
@@ -184,7 +202,7 @@ def run(data, method, seed, args, log):
     if not log.with_suffix(".done").exists():
         cmd = dnewton_command(args.ranks, [
             "train", data.train, "--test", data.test, *data.options, "--hidden", args.hidden,
-            *method.options, *budget_options(method, data.budget),
+            *method.options, *budget_options(method, data),
             "--time-limit", f"{data.budget.seconds:g}", "--seed", str(seed),
             "--log", str(log), "--quiet"])
         env = one_thread_environment(MPIEXEC_TIMEOUT=str(int(4 * data.budget.seconds + 120)))
@@ -322,7 +340,7 @@ def parse(argv):
     parser.add_argument("--sets", default="fashion", help="fashion and bench/suite.py's sets")
     parser.add_argument("--methods", default="newton,newton-full,adam,sgd,mlp",
                         help="families: newton, newton-f32, newton-f64, newton-full, adam, "
-                        "adam-f32, sgd, mlp")
+                        "adam-f64, sgd, mlp")
     parser.add_argument("--adam-rates", default="0.0003,0.001,0.003")
     parser.add_argument("--sgd-rates", default="0.003,0.01,0.03")
     parser.add_argument("--seeds", type=int, default=3)
@@ -376,9 +394,12 @@ def main(argv=None):
                                    for seed in range(args.seeds)]
             print(f"time_to_accuracy: {name} {method.key} done", flush=True)
         all_results[name] = results
+        budget = (f"{data.budget.epochs} epochs for every setting (Newton on samples of "
+                  f"|B|: {data.budget.epochs} x {data.n_train} / |B| iterations)"
+                  if args.grid else f"{data.budget.iterations} Newton iterations or "
+                  f"{data.budget.epochs} epochs")
         report += [f"## {name}", "", f"`{data.train}` with `{' '.join(data.options)}`; "
-                   f"budget {data.budget.iterations} Newton iterations or "
-                   f"{data.budget.epochs} epochs, at most {data.budget.seconds:g} s.", ""]
+                   f"budget {budget}, at most {data.budget.seconds:g} s.", ""]
         report += (grid_table(results) if args.grid else set_table(data, results)) + [""]
     report.append("![test accuracy against training seconds](accuracy-vs-time.png)")
     text = "\n".join(report) + "\n"

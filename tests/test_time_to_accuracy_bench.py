@@ -42,3 +42,17 @@ def test_fashion_keeps_its_grid_of_samples_of_500_and_2000(tmp_path, monkeypatch
     monkeypatch.setattr(tta, "fashion_npz", lambda folder: {"train": "t.npz", "test": "s.npz"})
     data = tta.fashion_set(tmp_path)
     assert sample_sizes(tta.grid(data.samples, [0.001], [0.01])) == ["500", "2000"]
+
+
+def test_every_grid_setting_sees_the_data_as_often_as_the_first_order_epochs(tmp_path):
+    tta = load_bench("time_to_accuracy")
+    np.savez(tmp_path / "train.npz", X=np.zeros((2000, 3)), y=np.arange(2000) % 2)
+    data = tta.DataSet("set", str(tmp_path / "train.npz"), "test.npz", [], 1.0,
+                       budget=tta.Budget(iterations=100, epochs=200, seconds=60),
+                       samples=tta.newton_samples(2000))
+    runs = {m.key: tta.budget_options(m, data) for m in tta.grid(data.samples, [0.001], [0.01])}
+    assert runs["newton-C1-r0.2-Ball"] == ["--iterations", "200"]  # one per epoch
+    assert runs["newton-C1-r0.2-B500"] == ["--iterations", "800"]  # 200 x 2000 / 500
+    assert runs["adam-0.001"] == runs["sgd-0.01"] == ["--epochs", "200"]
+    recommended = tta.methods([0.001], [0.01], ["newton"])[0]
+    assert tta.budget_options(recommended, data) == ["--iterations", "100"]  # not a grid run
