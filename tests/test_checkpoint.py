@@ -21,7 +21,7 @@ from dnewton.io.checkpoint import NAME, Checkpoint
 TIMEOUT = 120
 ITERATIONS = 6
 RUN = ["train", "digits", "--hidden", "16,12", "--iterations", str(ITERATIONS),
-       "--feature-scale", "16", "--center", "--quiet", "--seed", "7"]
+       "--feature-scale", "16", "--center", "--quiet", "--seed", "7", "--dtype", "float64"]
 
 
 LAYOUTS = [(1, "1,1,1,1"), (3, "2,1,1,1"), (4, "1,2,2,1")]

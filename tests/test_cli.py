@@ -10,11 +10,11 @@ import pytest
 from helpers import WORLD, read_log, run_dnewton
 
 from dnewton.app.cli import build_parser, flags
-from dnewton.app.problem import PAPER_OBJECTIVE, ModelConfig
+from dnewton.app.problem import PAPER_DTYPE, PAPER_OBJECTIVE, ModelConfig
 from dnewton.app.training import Outputs
 from dnewton.errors import ParameterError
 from dnewton.solvers.adam import AdamOptions
-from dnewton.solvers.newton import STOCHASTIC, STOCHASTIC_DTYPE, NewtonOptions
+from dnewton.solvers.newton import STOCHASTIC, NewtonOptions
 from dnewton.solvers.sgd import SGDOptions
 
 # Library parameters with no flag: the line search's and the damping's constants.
@@ -67,10 +67,9 @@ def test_every_parameter_has_a_flag_with_the_library_default(settings):
             flag = "--" + field.name.replace("_", "-")
             assert f"{flag} {STOCHASTIC[field.name]:g}" in help_text
             continue
-        if field.name == "dtype":  # None: the library's, or float32 for stochastic Newton
+        if field.name == "dtype":  # None: the library's, or the paper's with --paper
             assert default is None
-            assert (f"Default: {STOCHASTIC_DTYPE} for stochastic Newton" in help_text
-                    and f"else {field.default}" in help_text)
+            assert f"Default: {field.default}; {PAPER_DTYPE} with --paper" in help_text
             continue
         if field.name in PAPER_OBJECTIVE:  # None: the library's, or the paper's with --paper
             shown = [f"{v:g}" if isinstance(v, float) else v
@@ -112,12 +111,14 @@ def test_trains_a_libsvm_file_on_two_ranks(tiny_libsvm, tmp_path):
 
 
 @pytest.mark.parametrize("given, want", [
-    ([], (ModelConfig.loss, ModelConfig.C)),
-    (["--paper"], (PAPER_OBJECTIVE["loss"], PAPER_OBJECTIVE["C"])),
-    (["--paper", "-C", "0.1"], (PAPER_OBJECTIVE["loss"], 0.1)),
-    (["--loss", "squared"], ("squared", ModelConfig.C)),
+    ([], (ModelConfig.loss, ModelConfig.C, "float32")),
+    (["--paper"], (PAPER_OBJECTIVE["loss"], PAPER_OBJECTIVE["C"], "float64")),
+    (["--paper", "-C", "0.1"], (PAPER_OBJECTIVE["loss"], 0.1, "float64")),
+    (["--paper", "--dtype", "float32"], (*PAPER_OBJECTIVE.values(), "float32")),
+    (["--loss", "squared"], ("squared", ModelConfig.C, "float32")),
+    (["--solver", "adam"], (ModelConfig.loss, ModelConfig.C, "float32")),
 ])
-def test_paper_switches_the_objective_defaults_only(given, want):
+def test_paper_switches_the_objective_and_precision_defaults_only(given, want):
     from dnewton.app.cli import _objective
 
     args = build_parser().parse_args(["train", "digits", *given])

@@ -364,7 +364,7 @@ def test_killed_rank_ends_the_job_and_resume_matches_the_uninterrupted_run(tmp_p
     from helpers import mpiexec_path, read_log
 
     run = ["train", "digits", "--hidden", "64,48", "--feature-scale", "16", "--center",
-           "--iterations", "40", "--quiet", "--seed", "4"]
+           "--iterations", "40", "--quiet", "--seed", "4", "--dtype", "float64"]
     whole = tmp_path / "whole.jsonl"
     run_dnewton(3, [*run, "--log", whole], TIMEOUT)
 

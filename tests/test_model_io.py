@@ -299,7 +299,8 @@ def test_predict_with_a_regressors_model_prints_its_targets_and_r2(tmp_path):
     from dnewton import NewtonRegressor
 
     X, y = load_diabetes(return_X_y=True)
-    reg = NewtonRegressor(hidden=(8,), max_iter=10, standardize=True, random_state=0).fit(
+    reg = NewtonRegressor(hidden=(8,), max_iter=10, standardize=True, random_state=0,
+                          dtype="float64").fit(
         X[:300], y[:300])
     reg.save(tmp_path / "regressor.npz")
     np.savez(tmp_path / "test.npz", X=X[300:], y=y[300:])

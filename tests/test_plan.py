@@ -35,7 +35,7 @@ from dnewton.planning.volume import Counts
 
 HIDDEN = (16, 12)
 COMMON = ["train", "digits", "--hidden", "16,12", "--iterations", "3", "--feature-scale", "16",
-          "--center", "--quiet", "--seed", "3"]
+          "--center", "--dtype", "float64", "--quiet", "--seed", "3"]
 
 
 def digits_shape():

@@ -44,7 +44,7 @@ def test_a_linear_network_fits_the_ridge_solution(centred):
     X, Y = centred
     C = 0.5
     reg = NewtonRegressor(hidden=(), C=C, max_iter=30, gn_ratio=1.0, normalize_y=False,
-                          random_state=0).fit(X, Y)
+                          random_state=0, dtype="float64").fit(X, Y)
     ridge = Ridge(alpha=1 / (2 * C), fit_intercept=False).fit(X, Y)
     np.testing.assert_allclose(reg.coefs_[0], ridge.coef_.T, rtol=1e-6)
     np.testing.assert_allclose(reg.intercepts_[0], 0.0, atol=1e-9)
@@ -123,8 +123,8 @@ def test_save_and_load_give_the_same_predictions(centred, tmp_path, settings, ta
     assert loaded.predict(X).shape == y.shape and loaded.n_outputs_ == targets
     for key in ("hidden", "activation", "center", "standardize", "normalize_y"):
         assert loaded.get_params()[key] == reg.get_params()[key], key
-    # the precision it was trained in (the default, None, is float64 on this small set)
-    assert loaded.dtype == (reg.dtype or "float64") == str(reg.coefs_[0].dtype)
+    # the precision it was trained in (the default, None, is the library's)
+    assert loaded.dtype == (reg.dtype or ModelConfig.dtype) == str(reg.coefs_[0].dtype)
     assert loaded.score(X, y) == reg.score(X, y)
     # A loaded network goes on training in the units it was fitted in.
     loaded.set_params(warm_start=True, max_iter=1, random_state=0).fit(X, y)

@@ -32,7 +32,7 @@ TIMEOUT = 120
 RUN = ["train", "digits", "--hidden", "16", "--feature-scale", "16", "--center",
        "--iterations", "5", "--quiet"]
 # C = 1e-6 regularizes the network to chance accuracy, C = 1 learns the digits.
-KNOWN = ModelConfig(hidden=(16,), feature_scale=16.0, center=True, C="auto",
+KNOWN = ModelConfig(dtype="float64", hidden=(16,), feature_scale=16.0, center=True, C="auto",
                     C_grid=(1e-6, 1.0))
 ITERATIONS = 12  # with the default budget: a trunk of 4 (6 less the round), then each C
 

@@ -16,7 +16,8 @@ from dnewton.planning.planner import layout_for
 
 HIDDEN = (16, 12)
 MINI = ["train", "digits", "--hidden", "16,12", "--feature-scale", "16", "--center", "--quiet",
-        "--seed", "3"]  # --solver sgd or adam with these
+        "--seed", "3", "--dtype", "float64"]  # --solver sgd or adam with these; float64:
+# the copies agree to its rounding
 COMMON = [*MINI, "--iterations", "5"]
 TIMEOUT = 120
 
@@ -152,7 +153,7 @@ def test_bad_replicas_end_every_rank_with_one_message(runs, case):
 def _objective_at_start(comm, raw, replicas):
     """f, the gradient and one Gauss-Newton product (and its quadratic form) at the
     initial parameters, the vectors gathered on rank 0 of the first copy."""
-    problem = Problem.build(comm, raw, None, ModelConfig(hidden=(5,), C=0.3,
+    problem = Problem.build(comm, raw, None, ModelConfig(hidden=(5,), C=0.3, dtype="float64",
                                                          replicas=replicas))
     try:
         objective = problem.objective

@@ -1,5 +1,6 @@
 """Data read by shares (io/shards.py): every format, layout and number of copies gives
-the one-rank objective, and no rank keeps more than its share.
+the one-rank objective, and no rank keeps more than its share (in float64, to whose
+rounding the values read are compared).
 
 The in-process tests also run under ``mpiexec -n 3`` (and `test_every_rank_count`
 runs this file on 4 ranks in one launch); the data files are written once into a
@@ -82,8 +83,8 @@ def reference(name):
 def objective(comm, data, replicas, partitions, **prep):
     """f, the gradient and a Gauss-Newton product at the initial parameters, vectors
     gathered on rank 0 (None elsewhere), and the model's means and stds."""
-    config = ModelConfig(hidden=(5, 4), activation="tanh", C=0.3, replicas=replicas,
-                         partitions=partitions, batch_size=8, **prep)
+    config = ModelConfig(dtype="float64", hidden=(5, 4), activation="tanh", C=0.3,
+                         replicas=replicas, partitions=partitions, batch_size=8, **prep)
     problem = Problem.build(comm, data, None, config)
     try:
         objective = problem.objective
@@ -151,7 +152,7 @@ def test_a_rank_keeps_only_its_share(files):
     """Each copy's ranks hold its rows, each rank the columns of its input groups."""
     data, _ = open_dataset(WORLD, files["dense", "libsvm"])
     X, _ = dense_set()
-    config = ModelConfig(hidden=(5,), replicas=WORLD.size, partitions=(1, 1, 1))
+    config = ModelConfig(dtype="float64", hidden=(5,), replicas=WORLD.size, partitions=(1, 1, 1))
     problem = Problem.build(WORLD, data, None, config)
     try:
         share = problem.objective.data
@@ -164,7 +165,8 @@ def test_a_rank_keeps_only_its_share(files):
 
 def test_predictions_read_by_shares_equal_those_of_the_whole_set(files):
     raw = reference("dense")
-    config = ModelConfig(hidden=(5,), replicas=1, partitions=(1, 1, 1), center=True)
+    config = ModelConfig(dtype="float64", hidden=(5,), replicas=1, partitions=(1, 1, 1),
+                         center=True)
     problem = Problem.build(MPI.COMM_SELF, raw, None, config)
     try:
         model = problem.gather_model(problem.network.initial_parameters(3))
@@ -235,7 +237,7 @@ def test_an_unseen_test_label_fails_every_copy_alike(files):
     WORLD.Barrier()
     train, _ = open_dataset(WORLD, files["dense", "libsvm"])
     test, _ = open_dataset(WORLD, test, n_features=train.n_features)
-    config = ModelConfig(hidden=(5,), replicas=WORLD.size, partitions=(1, 1, 1))
+    config = ModelConfig(dtype="float64", hidden=(5,), replicas=WORLD.size, partitions=(1, 1, 1))
     with pytest.raises(InputError, match=r"label 9 \(instance 6\) was never seen"):
         Problem.build(WORLD, train, test, config)
 
@@ -256,7 +258,7 @@ for center in (False, True):
     data, _ = open_dataset(world, sys.argv[1], once=True)
     X = data.parsed
     parsed = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
-    config = ModelConfig(hidden=(2,), replicas=world.size, partitions=(1, 1, 1),
+    config = ModelConfig(dtype="float64", hidden=(2,), replicas=world.size, partitions=(1, 1, 1),
                          center=center)
     problem = Problem.build(world, data, None, config)
     share = problem.objective.data
@@ -320,7 +322,7 @@ def test_convert_then_train_on_copies_gives_the_one_rank_run(tmp_path):
     assert f"{N} instances, {X.shape[1]} features, {np.count_nonzero(X):,} non-zeros" \
         in proc.stdout
     common = ["--hidden", "4", "--iterations", "3", "--standardize", "--feature-scale", "4",
-              "--chunk-size", "8", "--partitions", "1,1,1"]
+              "--chunk-size", "8", "--partitions", "1,1,1", "--dtype", "float64"]
     one = run_dnewton(1, ["train", text, *common, "--log", tmp_path / "one.jsonl"])
     two = run_dnewton(2, ["train", folder, *common, "--replicas", "2",
                           "--log", tmp_path / "two.jsonl"])
@@ -351,8 +353,8 @@ def test_a_bad_npz_read_by_shares_fails_every_rank_with_a_reason(arrays, message
     with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
         data, _ = open_dataset(WORLD, path)
         # values are checked where they are read: by the ranks that keep them
-        Problem.build(WORLD, data, None, ModelConfig(hidden=(2,), replicas=WORLD.size,
-                                                     partitions=(1, 1, 1)))
+        Problem.build(WORLD, data, None, ModelConfig(dtype="float64", hidden=(2,),
+                                                     replicas=WORLD.size, partitions=(1, 1, 1)))
 
 
 def test_a_narrower_sparse_test_set_is_padded_with_zero_columns(files):
@@ -404,7 +406,7 @@ def test_byte_ranges_hold_every_line_once_in_order(tmp_path_factory, lengths, n_
 def test_a_data_share_that_cannot_fit_is_refused_before_it_is_read(files):
     """The shares of a node's ranks against its memory: the message says per rank."""
     data, _ = open_dataset(WORLD, files["dense", "npz"])
-    config = ModelConfig(hidden=(5,), replicas=WORLD.size, partitions=(1, 1, 1))
+    config = ModelConfig(dtype="float64", hidden=(5,), replicas=WORLD.size, partitions=(1, 1, 1))
     share = -(-N // WORLD.size)  # the largest copy's instances
     per_rank = share * N_FEATURES * 8 + share * 8  # features and labels, float64/int64
     with pytest.raises(InputError, match="the training data need about .* on a node"):

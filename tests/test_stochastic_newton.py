@@ -36,7 +36,7 @@ def data():
 
 def build(comm, raw, C=0.7, replicas=1, partitions=None, loss="softmax"):
     config = ModelConfig(hidden=(5, 4), activation="tanh", loss=loss, C=C, batch_size=4,
-                         partitions=partitions, replicas=replicas)
+                         partitions=partitions, replicas=replicas, dtype="float64")
     return Problem.build(comm, raw, None, config)
 
 
@@ -229,25 +229,10 @@ def test_the_recommended_setting_samples_large_sets_only():
     assert recommended(10**6, {"sample_size": 50}) == NewtonOptions(sample_size=50)
 
 
-def test_the_recommended_precision_is_float32_on_samples_only():
-    from dnewton.solvers.newton import (
-        STOCHASTIC,
-        STOCHASTIC_DTYPE,
-        STOCHASTIC_FROM,
-        recommended,
-        recommended_dtype,
-    )
+def test_the_planner_plans_for_fixed_samples_only():
+    from dnewton.solvers.newton import STOCHASTIC, STOCHASTIC_FROM, recommended
 
     large = STOCHASTIC_FROM + 1
-    assert recommended_dtype(recommended(large, {}), large) == STOCHASTIC_DTYPE == "float32"
-    assert recommended_dtype(recommended(large, {"sample_size": None}), large) == "float64"
-    assert recommended_dtype(recommended(STOCHASTIC_FROM, {}), STOCHASTIC_FROM) == "float64"
-    # a sample as large as the set is no sample
-    assert recommended_dtype(NewtonOptions(sample_size=large), large) == "float64"
-    # the first-order solvers keep float64
-    from dnewton.solvers.adam import AdamOptions
-    assert recommended_dtype(AdamOptions(), large) == "float64"
-    # the planner's sample: fixed samples only
     assert recommended(large, {}).fixed_sample(large) == STOCHASTIC["sample_size"]
     assert NewtonOptions(sample_size=50, sample_growth=1.1).fixed_sample(large) is None
     assert NewtonOptions().fixed_sample(large) is None
@@ -259,7 +244,7 @@ def test_a_checkpoint_resumes_the_sample_and_the_average(tmp_path):
     from dnewton.app.training import Outputs, train
 
     raw = data()
-    config = ModelConfig(hidden=(5, 4), activation="tanh", C=0.7, replicas=1)
+    config = ModelConfig(hidden=(5, 4), activation="tanh", C=0.7, replicas=1, dtype="float64")
     options = NewtonOptions(**{**OPTIONS, "iterations": 6}, average=0.8)
     straight = train(raw, None, config, options, Outputs(), comm=WORLD, return_model=True)
     folder = WORLD.bcast(str(tmp_path / "ck") if WORLD.rank == 0 else None)

@@ -37,15 +37,13 @@ from ..model.losses import LOSSES, make_loss
 from ..solvers.adam import AdamOptions
 from ..solvers.newton import (
     STOCHASTIC,
-    STOCHASTIC_DTYPE,
     STOCHASTIC_FROM,
     NewtonOptions,
     recommended,
-    recommended_dtype,
 )
 from ..solvers.sgd import SGDOptions
 from .early_stopping import EarlyStopping
-from .problem import PAPER_OBJECTIVE, ModelConfig
+from .problem import PAPER_DTYPE, PAPER_OBJECTIVE, ModelConfig
 from .stop_requests import EXIT_NOTHING_SAVED, EXIT_RESUMABLE, parse_duration, release_from_start
 
 _DEFAULTS = NewtonOptions()
@@ -371,8 +369,8 @@ def _add_model_options(train):
         "--dtype", choices=PRECISIONS, default=None,
         help="precision of the parameters, data and passes; float32 halves memory and "
         "data moved and runs faster, while f, dot products and CG's scalars are summed "
-        f"in float64 either way (the model file records it). Default: {STOCHASTIC_DTYPE} "
-        f"for stochastic Newton (--sample-size below the training set), else {_MODEL.dtype}",
+        f"in float64 either way (the model file records it). Default: {_MODEL.dtype}; "
+        f"{PAPER_DTYPE} with --paper",
     )
     model.add_argument(
         "--jacobian", choices=JACOBIAN_MODES, default=_MODEL.jacobian,
@@ -875,13 +873,13 @@ def run_train(args):
         options = (_newton_options(args, train_raw.n_instances) if args.solver == "newton"
                    else _minibatch_options(args))
     _warn_cut(world, test_raw, args.features)
-    loss, C = _objective(args)
+    loss, C, dtype = _objective(args)
     config = ModelConfig(
         hidden=args.hidden, activation=args.activation, loss=loss, C=C,
         partitions=args.partitions, replicas=args.replicas,
         feature_scale=args.feature_scale, center=args.center,
         standardize=args.standardize, batch_size=args.batch_size, pipeline=args.pipeline,
-        dtype=args.dtype or recommended_dtype(options, train_raw.n_instances),
+        dtype=dtype,
         C_grid=tuple(args.C_grid),
         holdout=args.holdout,
         search_budget=args.search_budget, jacobian=args.jacobian, machine=args.machine,
@@ -917,10 +915,11 @@ def run_train(args):
 
 
 def _objective(args):
-    """(loss, C): as given, else the defaults, or the paper's with --paper."""
-    base = PAPER_OBJECTIVE if args.paper else {"loss": _MODEL.loss, "C": _MODEL.C}
-    return (args.loss if args.loss is not None else base["loss"],
-            args.C if args.C is not None else base["C"])
+    """(loss, C, dtype): as given, else the defaults, or the paper's with --paper."""
+    base = ({**PAPER_OBJECTIVE, "dtype": PAPER_DTYPE} if args.paper
+            else {"loss": _MODEL.loss, "C": _MODEL.C, "dtype": _MODEL.dtype})
+    return tuple(base[name] if getattr(args, name) is None else getattr(args, name)
+                 for name in ("loss", "C", "dtype"))
 
 
 def _newton_options(args, n_instances):

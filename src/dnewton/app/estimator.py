@@ -42,7 +42,7 @@ from ..io.model_file import REGRESSION, Model, load_model, save_model
 from ..model.activations import HIDDEN_ACTIVATIONS
 from ..model.losses import make_loss
 from ..solvers.adam import AdamOptions
-from ..solvers.newton import STOCHASTIC, NewtonOptions, recommended, recommended_dtype
+from ..solvers.newton import STOCHASTIC, NewtonOptions, recommended
 from ..run_records import RunStatus
 from ..solvers.sgd import SGDOptions
 from .early_stopping import EarlyStopping
@@ -123,8 +123,8 @@ class NewtonNetwork(BaseEstimator):
         is not the mini-batch).
     dtype : {"float64", "float32"} or None, default None
         Precision of training and prediction (as ``--dtype``); X may be either.
-        None: float32 for stochastic Newton (a sample size below the training
-        set, as the recommended setting beyond 10,000 instances), else float64.
+        None: float32, as ``dnewton train`` without ``--paper`` (half the
+        seconds of float64 at the same accuracy; docs/benchmarks.md, "Precision").
     warm_start : bool, default False
         Fit again from the fitted network instead of a new one (the same widths,
         and for the classifier the same classes; a solver's own state, Newton's
@@ -320,7 +320,6 @@ class NewtonNetwork(BaseEstimator):
             _check_same_data(comm, X, targets)
             seed = _draw_seed(comm, self.random_state)
             options = self._options(seed, len(targets))
-            dtype = self.dtype or recommended_dtype(options, len(targets))
             early = None
             if self.early_stopping:
                 early = EarlyStopping(self.validation_fraction, self.n_iter_no_change,
@@ -329,7 +328,8 @@ class NewtonNetwork(BaseEstimator):
                 hidden=_widths(self.hidden), activation=self.activation, loss=self._loss,
                 C=self.C, partitions=self.partitions, replicas=self.replicas,
                 feature_scale=self.feature_scale, center=self.center,
-                standardize=self.standardize, batch_size=self.chunk_size, dtype=dtype,
+                standardize=self.standardize, batch_size=self.chunk_size,
+                dtype=self.dtype or ModelConfig.dtype,
             )
             with _estimator_names():
                 result = train(RawData(X, targets, "X"), None, config, options, comm=comm,

@@ -40,6 +40,11 @@ from ..solvers.newton import NewtonOptions
 # "Default settings"): C = 0.01 was meant for 60,000 images and over-regularizes smaller sets,
 # and the squared loss trails cross-entropy on tabular sets.
 PAPER_OBJECTIVE = {"loss": "squared", "C": 0.01}
+# ... and its precision. Without --paper runs are in float32: half the seconds of float64
+# per iteration at the same accuracy on every set of bench/time_to_accuracy.py, for
+# Newton and for Adam (docs/benchmarks.md, "Precision"), while f, dot products and
+# CG's scalars are summed in float64 either way.
+PAPER_DTYPE = "float64"
 
 
 @dataclass
@@ -59,7 +64,7 @@ class ModelConfig:
     standardize: bool = False  # divide by the training std after centring (implies center)
     batch_size: int = BATCH_SIZE
     pipeline: int = 1  # batches in flight in a pass over all instances (1: no pipeline)
-    dtype: str = "float64"  # precision of parameters, data and passes: float64 or float32
+    dtype: str = "float32"  # precision of parameters, data and passes: float32 or float64
     jacobian: object = None  # the Gauss-Newton product's J: stored, recomputed; None: planner's
     # -C auto: the grid of C, the held-out share of the training set, and the
     # iterations its search may add to the run's, as a fraction of them

@@ -482,7 +482,7 @@ def _describe(problem, options, train_data, monitor, outputs, faults):
     kind = config.activation if len(layout.widths) > 2 else "linear"  # no hidden layer
     monitor.message(
         f"dnewton: {train_data.source}: {train_data.n_instances} instances, network "
-        f"{'-'.join(map(str, layout.widths))} ({kind}, {config.loss} loss), "
+        f"{'-'.join(map(str, layout.widths))} ({kind}, {config.loss} loss, {config.dtype}), "
         f"{len(layout.blocks)} blocks on {problem.world.size} rank(s)"
         + (f" ({config.replicas} copies of {layout.n_ranks} rank(s), each on "
            f"1/{config.replicas} of the instances)" if config.replicas > 1 else "")

@@ -129,13 +129,11 @@ class NewtonOptions:
 # bench/studies/sample_settings.py; the numbers in docs/benchmarks.md): from
 # STOCHASTIC_FROM instances on, samples of 2,000, Gauss-Newton subsets of a fifth of
 # the sample, CG capped at 10 iterations and the moving average of the iterates,
-# 400 iterations, in float32 (STOCHASTIC_DTYPE: half the seconds of float64 at the
-# same accuracy), reach a given test accuracy soonest; smaller samples take fewer
+# 400 iterations, reach a given test accuracy soonest; smaller samples take fewer
 # FLOPs but run them slower. On smaller sets the paper's method is the sooner.
 STOCHASTIC_FROM = 10_000
 STOCHASTIC = {"sample_size": 2000, "gn_ratio": 0.2, "cg_max": 10, "average": 0.95,
               "iterations": 400}
-STOCHASTIC_DTYPE = "float32"
 
 
 def recommended(n_instances, given):
@@ -146,14 +144,6 @@ def recommended(n_instances, given):
     if "sample_size" not in given and n_instances > STOCHASTIC_FROM:
         given = {**STOCHASTIC, **given}
     return NewtonOptions(**given)
-
-
-def recommended_dtype(options, n_instances):
-    """The precision of a run with `options` (any solver's) on `n_instances` when the
-    user names none: `STOCHASTIC_DTYPE` for Newton on samples, else float64."""
-    if isinstance(options, NewtonOptions) and options.samples(n_instances):
-        return STOCHASTIC_DTYPE
-    return "float64"
 
 
 _STOP_MESSAGES = {
