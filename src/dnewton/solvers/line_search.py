@@ -36,7 +36,9 @@ def line_search(evaluate, theta, d, f, gd, eta, max_halvings):
     for trial in range(1, max_halvings + 2):
         point = evaluate(theta + alpha * d)
         f_trial = float(point)
-        if f_trial <= f + eta * alpha * gd:  # False for NaN: keep halving
+        # The decrease, not f + eta alpha g'd: near a minimum that sum rounds to f, and
+        # a step too small to change f (float32 weights) would pass for a decrease.
+        if f_trial - f <= eta * alpha * gd:  # False for NaN: keep halving
             return LineSearchResult(alpha, f_trial, trial, LineSearchReason.SUFFICIENT_DECREASE,
                                     point)
         alpha /= 2.0
