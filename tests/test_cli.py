@@ -119,10 +119,10 @@ def test_trains_a_libsvm_file_on_two_ranks(tiny_libsvm, tmp_path):
     (["--solver", "adam"], (ModelConfig.loss, ModelConfig.C, "float32")),
 ])
 def test_paper_switches_the_objective_and_precision_defaults_only(given, want):
-    from dnewton.app.cli import _objective
+    from dnewton.app.cli import _objective_and_precision
 
     args = build_parser().parse_args(["train", "digits", *given])
-    assert _objective(args) == want
+    assert _objective_and_precision(args) == want
 
 
 # -- options that apply to some runs only ----------------------------------------------

@@ -873,7 +873,7 @@ def run_train(args):
         options = (_newton_options(args, train_raw.n_instances) if args.solver == "newton"
                    else _minibatch_options(args))
     _warn_cut(world, test_raw, args.features)
-    loss, C, dtype = _objective(args)
+    loss, C, dtype = _objective_and_precision(args)
     config = ModelConfig(
         hidden=args.hidden, activation=args.activation, loss=loss, C=C,
         partitions=args.partitions, replicas=args.replicas,
@@ -914,7 +914,7 @@ def run_train(args):
     return 0
 
 
-def _objective(args):
+def _objective_and_precision(args):
     """(loss, C, dtype): as given, else the defaults, or the paper's with --paper."""
     base = ({**PAPER_OBJECTIVE, "dtype": PAPER_DTYPE} if args.paper
             else {"loss": _MODEL.loss, "C": _MODEL.C, "dtype": _MODEL.dtype})
