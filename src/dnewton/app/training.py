@@ -521,7 +521,7 @@ def _describe(problem, options, train_data, monitor, outputs, faults):
             f"dnewton: stochastic Newton: f, the gradient and the line search on a fresh "
             f"random sample of {options.sample_size} instances{growth} every iteration, "
             f"CG at most {options.cg_max} iterations{average}, {options.iterations} "
-            f"iterations in {config.dtype} (--sample-size all: the paper's method)")
+            "iterations (--sample-size all: the paper's method)")
     jacobian, kept, other = problem.check_memory(n_subset, available)
     stored = config.jacobian == "stored"
     what = ("its stored Jacobian takes" if stored else
