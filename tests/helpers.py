@@ -13,6 +13,7 @@ Two kinds of test use them:
 
 import importlib.util
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -32,6 +33,12 @@ from dnewton.planning.planner import layout_for
 WORLD = MPI.COMM_WORLD
 # The MNIST subset that ships with the package (src/dnewton/datasets).
 MNIST_DATA = EMBEDDED_DATA
+
+
+def default_subset(n_instances):
+    """|S| of `dnewton train` without subset options on l = `n_instances` (at most
+    10,000): 5% of l, but at least 200 instances, all of a smaller set."""
+    return max(math.ceil(0.05 * n_instances), min(200, n_instances))
 
 
 def load_bench(name):

@@ -14,7 +14,7 @@ from dnewton.app.problem import PAPER_DTYPE, PAPER_OBJECTIVE, ModelConfig
 from dnewton.app.training import Outputs
 from dnewton.errors import ParameterError
 from dnewton.solvers.adam import AdamOptions
-from dnewton.solvers.newton import STOCHASTIC, NewtonOptions
+from dnewton.solvers.newton import STOCHASTIC, SUBSET_FLOOR, NewtonOptions
 from dnewton.solvers.sgd import SGDOptions
 
 # Library parameters with no flag: the line search's and the damping's constants.
@@ -66,6 +66,9 @@ def test_every_parameter_has_a_flag_with_the_library_default(settings):
             assert default in (None, "auto")
             flag = "--" + field.name.replace("_", "-")
             assert f"{flag} {STOCHASTIC[field.name]:g}" in help_text
+            continue
+        if field.name == "gn_min":  # None: the recommended setting's floor, or 1
+            assert default is None and f"(default: {SUBSET_FLOOR} without" in help_text
             continue
         if field.name == "dtype":  # None: the library's, or the paper's with --paper
             assert default is None
@@ -123,6 +126,22 @@ def test_paper_switches_the_objective_and_precision_defaults_only(given, want):
 
     args = build_parser().parse_args(["train", "digits", *given])
     assert _objective_and_precision(args) == want
+
+
+@pytest.mark.parametrize("given, subset", [
+    ([], 200),  # the recommended floor: 5% of 2,000 is 100
+    (["--gn-ratio", "0.05"], 100),
+    (["--gn-ratio", "0.01", "--gn-min", "50"], 50),
+    (["--gn-min", "500"], 500),
+    (["--gn-size", "30"], 30),
+    (["--paper"], 100),
+    (["--sample-size", "all"], 100),
+])
+def test_the_gauss_newton_subset_follows_the_flags(given, subset):
+    from dnewton.app.cli import _newton_options
+
+    args = build_parser().parse_args(["train", "mnist-demo", *given])
+    assert _newton_options(args, 2000).subset_size(2000) == subset
 
 
 # -- options that apply to some runs only ----------------------------------------------

@@ -401,10 +401,13 @@ def test_ranks_with_different_data_are_refused_on_every_rank(tmp_path):
 def test_the_recommended_setting_follows_the_training_set_size():
     """sample_size="auto": the paper's method on small sets; beyond STOCHASTIC_FROM
     instances the stochastic setting for the options left at their defaults."""
-    from dnewton.solvers.newton import STOCHASTIC, STOCHASTIC_FROM
+    from dnewton.solvers.newton import STOCHASTIC, STOCHASTIC_FROM, SUBSET_FLOOR
 
     small = NewtonClassifier(random_state=0)._options(3, STOCHASTIC_FROM)
     assert small.sample_size is None and small.gn_ratio == 0.05 and small.cg_max == 250
+    assert small.gn_min == SUBSET_FLOOR  # S: 5% of l, at least the floor
+    assert NewtonClassifier(gn_size=30)._options(3, 1000).subset_size(1000) == 30
+    assert NewtonClassifier(sample_size=None)._options(3, 1000).subset_size(1000) == 50
     large = NewtonClassifier(cg_max=4)._options(3, STOCHASTIC_FROM + 1)
     assert large.sample_size == STOCHASTIC["sample_size"] and large.cg_max == 4
     assert large.gn_ratio == STOCHASTIC["gn_ratio"] and large.average == STOCHASTIC["average"]

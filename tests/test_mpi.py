@@ -1,11 +1,10 @@
 """The distributed run: the same result for every layout, and the bytes each phase
 moves equal to the formulas of docs/design.md ("Communication")."""
 
-import math
 
 import numpy as np
 import pytest
-from helpers import backward_bytes, forward_bytes, without_timings
+from helpers import backward_bytes, default_subset, forward_bytes, without_timings
 from shared_runs import SharedRuns
 
 from dnewton.io.data import read_dataset
@@ -95,7 +94,7 @@ def test_the_recomputed_jacobian_gives_the_stored_result(runs, loss, n_ranks, pa
     train, _ = read_dataset("digits")
     widths = (train.n_features, *HIDDEN, 10)
     layout = layout_for(widths, n_ranks, tuple(map(int, partitions.split(","))))
-    subset = math.ceil(0.05 * train.n_instances)
+    subset = default_subset(train.n_instances)
     per_cg = forward_bytes(layout, subset) + backward_bytes(layout, subset, 1) + 16 + 8
     for rec in log[1:]:
         assert rec["bytes"]["gauss_newton"] == 8 + rec["cg_iters"] * per_cg
@@ -137,7 +136,7 @@ def test_bytes_per_phase_match_the_formulas(runs, loss, n_ranks, partitions, dty
     n_train = train.n_instances
     widths = (train.n_features, *HIDDEN, 10)
     layout = layout_for(widths, n_ranks, tuple(map(int, partitions.split(","))))
-    subset = math.ceil(0.05 * n_train)
+    subset = default_subset(n_train)
     for rec in log[1:]:
         n_out = widths[-1]
         # One allreduce of |S| n_L numbers (+ v.v) and one scalar per CG iteration,
@@ -177,7 +176,7 @@ def test_flops_per_phase_match_the_formulas(runs, n_ranks, partitions):
     widths = (train.n_features, *HIDDEN, 10)
     layout = layout_for(widths, n_ranks, tuple(map(int, partitions.split(","))))
     block_columns = sum(blk.shape[1] for blk in layout.blocks)
-    subset = math.ceil(0.05 * train.n_instances)
+    subset = default_subset(train.n_instances)
     log = runs.log(("flops", n_ranks, partitions))
     start = expected_flops(widths, train.n_instances, 0, 1, 0, block_columns)
     assert log[0]["flops"]["forward"] == start["forward"]

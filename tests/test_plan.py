@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import WORLD, make_problem, run_environment
+from helpers import WORLD, default_subset, make_problem, run_environment
 from shared_runs import SharedRuns
 
 from dnewton.app.problem import ModelConfig
@@ -91,7 +91,7 @@ def test_predicted_bytes_equal_the_counted_bytes(runs, case):
     log = runs.log(case)
     n_train, n_test, widths = digits_shape()
     flags = dict(zip(extra[::2], extra[1::2]))
-    workload = Workload(widths, n_train, math.ceil(0.05 * n_train),
+    workload = Workload(widths, n_train, default_subset(n_train),
                         itemsize=4 if flags.get("--dtype") == "float32" else 8,
                         loss=flags.get("--loss", ModelConfig.loss))
     choice = Choice(tuple(map(int, partitions.split(","))), assignment,
@@ -107,13 +107,13 @@ def test_predicted_bytes_equal_the_counted_bytes(runs, case):
 def test_train_without_partitions_takes_the_planners_first_choice(runs):
     proc = runs.checked("planned")
     n_train, n_test, widths = digits_shape()
-    first = choose(widths, n_train, math.ceil(0.05 * n_train), 2)[0]
+    first = choose(widths, n_train, default_subset(n_train), 2)[0]
     parts = ",".join(map(str, first.choice.partitions))
     assert (f"layout chosen by the planner: partitions {parts} ({first.choice.assignment}, "
             f"{first.choice.jacobian} Jacobian)" in proc.stdout), proc.stdout
     if first.choice.replicas > 1:
         assert f"with {first.choice.replicas} copies" in proc.stdout, proc.stdout
-    workload = Workload(widths, n_train, math.ceil(0.05 * n_train), loss=ModelConfig.loss)
+    workload = Workload(widths, n_train, default_subset(n_train), loss=ModelConfig.loss)
     for rec in runs.log("planned")[1:]:
         workload.counts = Counts(rec["cg_iters"], rec["line_search_trials"],
                                  test_instances=n_test)

@@ -2,11 +2,10 @@
 single-rank run, moves the bytes of docs/design.md ("Copies of the layout"), resumes
 across copy counts, and refuses splits that cannot be made."""
 
-import math
 
 import numpy as np
 import pytest
-from helpers import backward_bytes, forward_bytes
+from helpers import backward_bytes, default_subset, forward_bytes
 from mpi4py import MPI
 from shared_runs import SharedRuns
 
@@ -114,7 +113,7 @@ def test_bytes_of_copies_match_the_formulas(runs, n_ranks, replicas, partitions,
     k = n_ranks // replicas
     layout = layout_for(widths, k, tuple(map(int, partitions.split(","))))
     n, n_train = n_parameters(widths), train.n_instances
-    subset = math.ceil(0.05 * n_train)
+    subset = default_subset(n_train)
     for rec in log[1:]:
         trials, cg = rec["line_search_trials"], rec["cg_iters"]
         assert rec["bytes"]["replicas"] == (trials * 8 * k + itemsize * n

@@ -116,9 +116,10 @@ TRAIN = ["train", "digits", "--hidden", "16,12", "--iterations", "4", "--feature
          "--standardize", "--quiet", "--seed", "5"]
 
 
-# Digits with the default C = 0.01 (30 iterations, 64,64): raw pixels (0..16) reach 92.2%
-# test accuracy, scaled and centred (the documented recipe, but default C) 76.0%, as
-# DATASETS says; standardized 96.9%: with unit spread per pixel the default C suits.
+# Digits with the default objective (softmax, C = 1; 30 iterations, 64,64, seed 1):
+# raw pixels (0..16) reach 96.9% test accuracy, scaled and centred (the documented
+# recipe) 98.0%, standardized 97.3%. Standardizing, with no knowledge of the pixels'
+# range, beats raw pixels and comes within a point (4 of 450 images) of the recipe.
 # Raw pixels (0..16) make the run sensitive to rounding over 30 iterations (the two
 # Jacobian modes end 3 points of accuracy apart), so the product is pinned to the one
 # the expectation was measured with, rather than left to the planner.
@@ -164,9 +165,10 @@ def test_cli_model_predicts_the_logged_accuracy_and_the_estimator_matches(runs):
 
 
 @pytest.mark.mpi
-def test_standardize_is_no_worse_than_raw_or_scaled_features_with_the_default_C(runs):
+def test_standardize_beats_raw_features_and_nears_the_recipe_with_the_default_C(runs):
     accuracy = {name: runs.log(name)[-1]["test_accuracy"] for name in FEATURES}
-    assert accuracy["standardize"] >= max(accuracy["raw"], accuracy["center"]), accuracy
+    assert accuracy["standardize"] >= accuracy["raw"], accuracy
+    assert accuracy["standardize"] >= accuracy["center"] - 0.01, accuracy
     assert accuracy["standardize"] >= 0.95, accuracy
 
 

@@ -17,6 +17,8 @@ from helpers import (
     random_theta,
     synthetic,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mpi4py import MPI
 
 from dnewton.app.problem import ModelConfig, Problem
@@ -219,14 +221,46 @@ def test_a_gauss_newton_size_above_the_sample_takes_the_whole_sample():
 def test_the_recommended_setting_samples_large_sets_only():
     """Beyond STOCHASTIC_FROM instances the unset options are the stochastic setting's;
     what the user sets wins, and a sample size of None is the paper's method."""
-    from dnewton.solvers.newton import STOCHASTIC, STOCHASTIC_FROM, recommended
+    from dnewton.solvers.newton import STOCHASTIC, STOCHASTIC_FROM, SUBSET_FLOOR, recommended
 
-    assert recommended(STOCHASTIC_FROM, {"iterations": 7}) == NewtonOptions(iterations=7)
+    floor = {"gn_min": SUBSET_FLOOR}
+    assert recommended(STOCHASTIC_FROM, {"iterations": 7}) == NewtonOptions(iterations=7,
+                                                                             **floor)
     large = recommended(STOCHASTIC_FROM + 1, {"iterations": 7, "cg_max": 3})
-    assert large == NewtonOptions(**{**STOCHASTIC, "iterations": 7, "cg_max": 3})
-    assert recommended(STOCHASTIC_FROM + 1, {}) == NewtonOptions(**STOCHASTIC)
+    assert large == NewtonOptions(**{**STOCHASTIC, **floor, "iterations": 7, "cg_max": 3})
+    assert recommended(STOCHASTIC_FROM + 1, {}) == NewtonOptions(**STOCHASTIC, **floor)
     assert recommended(10**6, {"sample_size": None}) == NewtonOptions()
     assert recommended(10**6, {"sample_size": 50}) == NewtonOptions(sample_size=50)
+
+
+@pytest.mark.parametrize("n_instances, subset", [(133, 133), (2000, 200), (10_000, 500)])
+def test_the_recommended_subset_holds_at_least_the_floor(n_instances, subset):
+    """Without a subset option of the user's, S is 5% of l but at least SUBSET_FLOOR
+    instances (all of a smaller set); --gn-ratio, --gn-size and the paper's method
+    (sample_size None) are taken as given."""
+    from dnewton.solvers.newton import SUBSET_FLOOR, recommended
+
+    assert SUBSET_FLOOR == 200  # the cases below are worked out for it
+    assert recommended(n_instances, {"gn_size": None}).subset_size(n_instances) == subset
+    given = recommended(n_instances, {"gn_ratio": 0.05})
+    assert given.subset_size(n_instances) == math.ceil(0.05 * n_instances)
+    assert recommended(n_instances, {"gn_size": 7}).subset_size(n_instances) == 7
+    paper = recommended(n_instances, {"sample_size": None})
+    assert paper.subset_size(n_instances) == math.ceil(0.05 * n_instances)
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 10**6), ratio=st.floats(1e-6, 1.0), floor=st.integers(1, 5000),
+       sample=st.one_of(st.none(), st.integers(1, 10**6)))
+def test_the_subset_is_the_ratio_raised_to_the_floor_within_the_instances(n, ratio, floor,
+                                                                         sample):
+    """|S| = max(ceil(ratio m), min(floor, m)) for the m instances it is drawn from:
+    never more than m, never fewer than the ratio's share or the floor allows."""
+    m = sample if sample is not None and sample < n else n
+    size = NewtonOptions(gn_ratio=ratio, gn_min=floor).subset_size(n, sample)
+    assert min(floor, m) <= size <= m
+    assert size >= math.ceil(ratio * m)
+    assert size == max(math.ceil(ratio * m), min(floor, m))
 
 
 def test_the_planner_plans_for_fixed_samples_only():

@@ -38,6 +38,7 @@ from ..solvers.adam import AdamOptions
 from ..solvers.newton import (
     STOCHASTIC,
     STOCHASTIC_FROM,
+    SUBSET_FLOOR,
     NewtonOptions,
     recommended,
 )
@@ -149,6 +150,7 @@ OUTPUT = _with("output")
 APPLIES = {
     "gn_ratio": (NEWTON,),
     "gn_size": (NEWTON,),
+    "gn_min": (NEWTON,),
     "sample_size": (NEWTON,),
     "sample_growth": (NEWTON, SAMPLE),
     "average": (NEWTON,),
@@ -333,8 +335,9 @@ def _add_model_options(train):
     )
     model.add_argument(
         "--paper", action="store_true",
-        help=f"the paper's objective, for reproducing its runs: --loss "
-        f"{PAPER_OBJECTIVE['loss']} -C {PAPER_OBJECTIVE['C']:g} unless given (the defaults, "
+        help=f"the paper's objective and method, for reproducing its runs: --loss "
+        f"{PAPER_OBJECTIVE['loss']} -C {PAPER_OBJECTIVE['C']:g} --dtype {PAPER_DTYPE} unless "
+        f"given, every instance in each iteration and S = --gn-ratio of them (the defaults, "
         f"--loss {_MODEL.loss} -C {_MODEL.C:g}, fit real data better: "
         f"docs/benchmarks.md, 'Default settings')",
     )
@@ -440,8 +443,14 @@ def _add_optimizer_options(train):
     opt.add_argument("--path-iterations", action=_Renamed, message=_PATH_ITERATIONS_RENAMED)
     opt.add_argument("--gn-ratio", type=float, default=None, metavar="R",
                      help="fraction of instances in each Gauss-Newton subset (default: "
-                     f"{_DEFAULTS.gn_ratio:g}; {STOCHASTIC['gn_ratio']:g} of the sample "
-                     "with the recommended stochastic setting)")
+                     f"{_DEFAULTS.gn_ratio:g} and at least {SUBSET_FLOOR} instances, all "
+                     f"of a smaller set; {_DEFAULTS.gn_ratio:g} with --paper or "
+                     f"--sample-size; {STOCHASTIC['gn_ratio']:g} of the sample with the "
+                     "recommended stochastic setting)")
+    opt.add_argument("--gn-min", type=int, default=None, metavar="N",
+                     help="with --gn-ratio: each Gauss-Newton subset holds at least N "
+                     f"instances, all of a smaller set or sample (default: {SUBSET_FLOOR} "
+                     "without --gn-ratio, --gn-size, --sample-size or --paper; else 1)")
     opt.add_argument("--gn-size", type=int, default=None, metavar="N",
                      help="instances in each Gauss-Newton subset (instead of --gn-ratio); "
                      "the stored Jacobian grows linearly with it: about 8 N (n_L |b| + |a|) "
@@ -707,8 +716,9 @@ def _add_plan(commands):
     plan.add_argument("--ranks", type=int, required=True, metavar="R", help="MPI ranks")
     plan.add_argument("--hidden", type=_hidden, default=(300, 300), metavar="N1,N2,...",
                       help='widths of the hidden layers; "" or 0: none')
-    plan.add_argument("--gn-ratio", type=float, default=_DEFAULTS.gn_ratio, metavar="R",
-                      help="fraction of instances in each Gauss-Newton subset")
+    plan.add_argument("--gn-ratio", type=float, default=None, metavar="R",
+                      help="fraction of instances in each Gauss-Newton subset (default: as "
+                      "train's)")
     plan.add_argument("--gn-size", type=int, default=None, metavar="N",
                       help="instances in each Gauss-Newton subset (instead of --gn-ratio)")
     plan.add_argument("--dtype", choices=PRECISIONS, default=_MODEL.dtype,
@@ -792,12 +802,14 @@ def run_plan(args):
         if args.replicas is not None and (args.replicas < 1 or args.ranks % args.replicas):
             raise ParameterError(f"{{replicas}} {args.replicas} must divide {{ranks}} "
                                  f"{args.ranks}")
-        if not 0 < args.gn_ratio <= 1:
+        if args.gn_ratio is not None and not 0 < args.gn_ratio <= 1:
             raise ParameterError("{gn_ratio} must be in (0, 1]")
         machine = Machine.load(args.machine) if args.machine else DEFAULT
     n_instances, n0, k = shape
     gn_size = None if args.gn_size is None else min(args.gn_size, n_instances)  # at most l
-    n_subset = NewtonOptions(gn_ratio=args.gn_ratio, gn_size=gn_size).subset_size(n_instances)
+    floor = SUBSET_FLOOR if args.gn_ratio is None and gn_size is None else 1  # as train's
+    n_subset = NewtonOptions(gn_ratio=args.gn_ratio or _DEFAULTS.gn_ratio, gn_size=gn_size,
+                             gn_min=floor).subset_size(n_instances)
     workload = Workload((n0, *args.hidden, k), n_instances, n_subset,
                         itemsize=np.dtype(args.dtype).itemsize, loss=args.loss,
                         batch_size=args.batch_size,
@@ -929,8 +941,8 @@ def _newton_options(args, n_instances):
     given = dict(gn_size=args.gn_size, sample_growth=args.sample_growth,
                  diagonal=args.diagonal, sync_fraction=args.sync_fraction,
                  xi=args.xi, damping=args.damping, seed=args.seed)
-    unset = dict(gn_ratio=args.gn_ratio, cg_max=args.cg_max, average=args.average,
-                 iterations=args.iterations)
+    unset = dict(gn_ratio=args.gn_ratio, gn_min=args.gn_min, cg_max=args.cg_max,
+                 average=args.average, iterations=args.iterations)
     given.update((key, value) for key, value in unset.items() if value is not None)
     if args.sample_size != "auto" or args.paper:
         given["sample_size"] = None if args.paper else args.sample_size
