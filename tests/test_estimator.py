@@ -408,6 +408,8 @@ def test_the_recommended_setting_follows_the_training_set_size():
     assert small.gn_min == SUBSET_FLOOR  # S: 5% of l, at least the floor
     assert NewtonClassifier(gn_size=30)._options(3, 1000).subset_size(1000) == 30
     assert NewtonClassifier(sample_size=None)._options(3, 1000).subset_size(1000) == 50
+    assert NewtonClassifier(gn_min=300)._options(3, 1000).subset_size(1000) == 300
+    assert NewtonClassifier(gn_ratio=0.01, gn_min=30)._options(3, 1000).subset_size(1000) == 30
     large = NewtonClassifier(cg_max=4)._options(3, STOCHASTIC_FROM + 1)
     assert large.sample_size == STOCHASTIC["sample_size"] and large.cg_max == 4
     assert large.gn_ratio == STOCHASTIC["gn_ratio"] and large.average == STOCHASTIC["average"]

@@ -89,9 +89,11 @@ class NewtonNetwork(BaseEstimator):
     max_iter : int, default 100
         Newton iterations, or epochs of SGD and Adam. Left at 100 with the
         recommended stochastic setting (see `sample_size`), that setting's 400.
-    gn_ratio, gn_size, diagonal, sync_fraction, cg_max, xi, damping
-        Newton only: as ``--gn-ratio``, ``--gn-size``, ``--diagonal``,
-        ``--sync-fraction``, ``--cg-max``, ``--xi`` and ``--lambda``.
+    gn_ratio, gn_size, gn_min, diagonal, sync_fraction, cg_max, xi, damping
+        Newton only: as ``--gn-ratio``, ``--gn-size``, ``--gn-min``, ``--diagonal``,
+        ``--sync-fraction``, ``--cg-max``, ``--xi`` and ``--lambda``. With
+        ``sample_size="auto"`` and `gn_ratio` and `gn_size` at their defaults, S
+        holds at least 200 instances (`gn_min` None); a `gn_min` sets another floor.
     learning_rate_init : float or None, default None
         SGD and Adam: the learning rate eta; None: the solver's own default
         (SGD 0.01, Adam 0.001).
@@ -188,6 +190,7 @@ class NewtonNetwork(BaseEstimator):
         "max_iter": [_at_least(numbers.Integral, 1)],
         "gn_ratio": [Interval(numbers.Real, 0, 1, closed="right")],
         "gn_size": [None, _at_least(numbers.Integral, 1)],
+        "gn_min": [None, _at_least(numbers.Integral, 1)],
         "diagonal": ["boolean"],
         "sync_fraction": [Interval(numbers.Real, 0, 1, closed="right")],
         "cg_max": [_at_least(numbers.Integral, 1)],
@@ -232,7 +235,7 @@ class NewtonNetwork(BaseEstimator):
                  dtype=None, warm_start=False, random_state=None, verbose=False,
                  comm=None, sample_size="auto", sample_growth=1.0, average=0.0,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
-                 tol=1e-4):
+                 tol=1e-4, gn_min=None):
         self.hidden = hidden
         self.activation = activation
         self.solver = solver
@@ -240,6 +243,7 @@ class NewtonNetwork(BaseEstimator):
         self.max_iter = max_iter
         self.gn_ratio = gn_ratio
         self.gn_size = gn_size
+        self.gn_min = gn_min
         self.diagonal = diagonal
         self.sync_fraction = sync_fraction
         self.cg_max = cg_max
@@ -370,6 +374,8 @@ class NewtonNetwork(BaseEstimator):
                 cg_max=self.cg_max, xi=self.xi, damping=self.damping, seed=seed,
                 sample_growth=self.sample_growth, average=self.average,
             )
+            if self.gn_min is not None:
+                given["gn_min"] = self.gn_min
             if self.sample_size == "auto":  # what is left at its default may be chosen
                 defaults = NewtonOptions()
                 given = {key: value for key, value in given.items()
@@ -496,7 +502,7 @@ class NewtonClassifier(ClassifierMixin, NewtonNetwork):
                  dtype=None, warm_start=False, random_state=None, verbose=False,
                  comm=None, sample_size="auto", sample_growth=1.0, average=0.0,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
-                 tol=1e-4):
+                 tol=1e-4, gn_min=None):
         super().__init__(
             hidden=hidden, activation=activation, solver=solver, C=C, max_iter=max_iter,
             gn_ratio=gn_ratio, gn_size=gn_size, diagonal=diagonal,
@@ -508,7 +514,7 @@ class NewtonClassifier(ClassifierMixin, NewtonNetwork):
             warm_start=warm_start, random_state=random_state, verbose=verbose, comm=comm,
             sample_size=sample_size, sample_growth=sample_growth, average=average,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change, tol=tol,
+            n_iter_no_change=n_iter_no_change, tol=tol, gn_min=gn_min,
         )
         self.loss = loss
 
@@ -601,7 +607,7 @@ class NewtonRegressor(RegressorMixin, NewtonNetwork):
                  chunk_size=BATCH_SIZE, dtype=None, warm_start=False, random_state=None,
                  verbose=False, comm=None, sample_size="auto", sample_growth=1.0,
                  average=0.0, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=10, tol=1e-4):
+                 n_iter_no_change=10, tol=1e-4, gn_min=None):
         super().__init__(
             hidden=hidden, activation=activation, solver=solver, C=C, max_iter=max_iter,
             gn_ratio=gn_ratio, gn_size=gn_size, diagonal=diagonal,
@@ -613,7 +619,7 @@ class NewtonRegressor(RegressorMixin, NewtonNetwork):
             warm_start=warm_start, random_state=random_state, verbose=verbose, comm=comm,
             sample_size=sample_size, sample_growth=sample_growth, average=average,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change, tol=tol,
+            n_iter_no_change=n_iter_no_change, tol=tol, gn_min=gn_min,
         )
         self.normalize_y = normalize_y
 
