@@ -66,6 +66,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +114,9 @@ class PeerProblem:
 
         from dnewton.app.problem import Problem
 
-        problem = Problem.build(MPI.COMM_SELF, train_raw, test_raw, config)
+        # The peer computes in float64 (above): its data and start are float64 too.
+        problem = Problem.build(MPI.COMM_SELF, train_raw, test_raw,
+                                replace(config, dtype="float64"))
         try:
             if problem.layout.partitions != (1,) * len(problem.layout.widths):
                 raise AssertionError("a one-rank problem is not split")
@@ -539,7 +542,8 @@ def settings(args):
     from dnewton.solvers.newton import NewtonOptions
 
     config = ModelConfig(hidden=args.hidden, activation=args.activation, loss=args.loss,
-                         C=args.C, feature_scale=args.feature_scale, center=args.center)
+                         C=args.C, feature_scale=args.feature_scale, center=args.center,
+                         dtype="float64")
     options = NewtonOptions(gn_ratio=args.gn_ratio, gn_size=args.gn_size,
                             iterations=args.iterations, cg_max=args.cg_max, xi=args.xi,
                             damping=args.damping, seed=args.seed)

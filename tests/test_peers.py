@@ -26,7 +26,7 @@ def test_peer_follows_dnewton_on_one_rank(activation, loss):
     digits, _ = read_dataset("digits")
     data = RawData(digits.X[:48], digits.y[:48], "digits, first 48")  # all ten classes
     config = ModelConfig(hidden=(8, 8), activation=activation, loss=loss, C=0.1,
-                         feature_scale=16.0, center=True)
+                         feature_scale=16.0, center=True, dtype="float64")  # as the peer
     options = NewtonOptions(iterations=3, gn_size=16, seed=3)
 
     expected = train(data, None, config, options, comm=MPI.COMM_SELF).history
