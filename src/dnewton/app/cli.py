@@ -41,6 +41,7 @@ from ..solvers.newton import (
     SUBSET_FLOOR,
     NewtonOptions,
     recommended,
+    subset_floor,
 )
 from ..solvers.sgd import SGDOptions
 from .early_stopping import EarlyStopping
@@ -807,9 +808,9 @@ def run_plan(args):
         machine = Machine.load(args.machine) if args.machine else DEFAULT
     n_instances, n0, k = shape
     gn_size = None if args.gn_size is None else min(args.gn_size, n_instances)  # at most l
-    floor = SUBSET_FLOOR if args.gn_ratio is None and gn_size is None else 1  # as train's
-    n_subset = NewtonOptions(gn_ratio=args.gn_ratio or _DEFAULTS.gn_ratio, gn_size=gn_size,
-                             gn_min=floor).subset_size(n_instances)
+    given = {name: value for name, value in (("gn_ratio", args.gn_ratio), ("gn_size", gn_size))
+             if value is not None}
+    n_subset = NewtonOptions(gn_min=subset_floor(given), **given).subset_size(n_instances)
     workload = Workload((n0, *args.hidden, k), n_instances, n_subset,
                         itemsize=np.dtype(args.dtype).itemsize, loss=args.loss,
                         batch_size=args.batch_size,

@@ -148,6 +148,14 @@ STOCHASTIC = {"sample_size": 2000, "gn_ratio": 0.2, "cg_max": 10, "average": 0.9
 SUBSET_FLOOR = 200
 
 
+def subset_floor(given):
+    """The recommended ``gn_min`` for the options a user set (a dict): `SUBSET_FLOOR`
+    unless `given` names a ``gn_ratio`` or ``gn_size`` of its own, then 1."""
+    if "gn_ratio" in given or given.get("gn_size") is not None:
+        return 1
+    return SUBSET_FLOOR
+
+
 def recommended(n_instances, given):
     """`NewtonOptions` for a training set of `n_instances`, from `given`, the options a
     user set (a dict; ``sample_size=None`` asks for the paper's method): unless `given`
@@ -155,8 +163,7 @@ def recommended(n_instances, given):
     it leaves unset is taken from `STOCHASTIC`, and without a ``gn_ratio`` or
     ``gn_size`` of its own S holds at least `SUBSET_FLOOR` instances."""
     if "sample_size" not in given:
-        if "gn_ratio" not in given and given.get("gn_size") is None:
-            given = {"gn_min": SUBSET_FLOOR, **given}
+        given = {"gn_min": subset_floor(given), **given}
         if n_instances > STOCHASTIC_FROM:
             given = {**STOCHASTIC, **given}
     return NewtonOptions(**given)
