@@ -6,6 +6,7 @@ itself right after writing checkpoint k, or between writing its temporary file
 and the rename; mpiexec then ends the other ranks.
 """
 
+import json
 import os
 
 import numpy as np
@@ -36,6 +37,9 @@ MISSING = [
     (lambda folder: None, "checkpoint.npz: no such checkpoint"),
     (lambda folder: (folder / NAME).write_text("junk"), "not a readable checkpoint"),
 ]
+# A checkpoint older than --gn-min was made with its default, 1; this run's default
+# is 200 (the recommended floor of S).
+PREDATES = {"defaults": [], "as made": ["--gn-min", "1"]}
 KILLS = [1, 3]
 KEPT = '{"iter": 0}\n'
 
@@ -81,6 +85,8 @@ def runs(tmp_path_factory):
     runs.add("other data first", 2, [*small, "--checkpoint", tmp / "other-data"])
     runs.add("model file", 2, [*RUN, "--iterations", "2", "--checkpoint", tmp / "as-model",
                                "--model", tmp / "model.npz"])
+    runs.add("predates first", 2, [*RUN, "--iterations", "1", "--gn-min", "1",
+                                   "--checkpoint", tmp / "predates"])
     for k in KILLS:  # each ends its job: last of the 2-rank runs
         runs.add(("killed", k), 2, partitioned("1,2,1,1", tmp / f"killed{k}",
                                                "--checkpoint-every", "1", "--log",
@@ -112,6 +118,9 @@ def runs(tmp_path_factory):
     runs.in_write = (read_log(tmp / "in-write.jsonl"),
                      len(list((tmp / "in-write").glob(f".{NAME}.*.tmp"))),
                      Checkpoint.load(MPI.COMM_WORLD, tmp / "in-write").iteration)
+    _forget_setting(tmp / "predates" / NAME, "gn_min")
+    for case, options in PREDATES.items():
+        runs.add(("predates", case), 2, [*RUN, *options, "--resume", tmp / "predates"])
     lines[5] = lines[5].replace("4:0.5", "4:0.7")
     train.write_text("\n".join(lines) + "\n")
     runs.add("other data", 2, [*small, "--iterations", "4", "--resume", tmp / "other-data",
@@ -125,6 +134,15 @@ def runs(tmp_path_factory):
                                                 "2", "--resume", tmp / "in-write", "--log",
                                                 tmp / "in-write.jsonl"))
     return runs.run()
+
+
+def _forget_setting(path, key):
+    """Make the checkpoint at `path` one written before the setting `key` existed."""
+    arrays = dict(np.load(path))
+    settings = json.loads(str(arrays["settings"]))
+    del settings[key]
+    arrays["settings"] = np.array(json.dumps(settings))
+    np.savez(path, **arrays)
 
 
 @pytest.fixture
@@ -191,6 +209,15 @@ def test_resume_refuses_changed_settings(runs, case):
     message = CHANGES[case][1]
     assert proc.returncode == 2 and proc.stderr.count(message) == 1, proc.stderr
     assert (runs.scratch / f"changed{case}.jsonl").read_text() == KEPT
+
+
+@pytest.mark.mpi
+def test_a_checkpoint_older_than_a_setting_was_made_with_its_default(runs):
+    runs.checked("predates first")
+    refused = runs[("predates", "defaults")]
+    message = "the checkpoint predates gn_min, so it was made with gn_min = 1, this run has 200"
+    assert refused.returncode == 2 and refused.stderr.count(message) == 1, refused.stderr
+    runs.checked(("predates", "as made"))
 
 
 @pytest.mark.mpi

@@ -259,7 +259,8 @@ def _start_or_resume(run, problem, settled, early_stopping, outputs, monitor):
     if checkpoint is not None:
         with agreed(problem.world):
             checkpoint.check(run_settings(problem, settled.options, early_stopping,
-                                          settled.searched))
+                                          settled.searched),
+                             defaults=_as_stored(asdict(type(settled.options)())))
         run.resume(checkpoint.state(problem.layout, problem.rank), checkpoint.records())
         checkpoint.check_f(run.solver.f)
         monitor.message(f"dnewton: resuming {outputs.resume} after iteration "
@@ -580,7 +581,12 @@ def run_settings(problem, options, early_stopping=None, searched=None):
         standardize=config.standardize, dtype=config.dtype,
         n_instances=problem.objective.n_instances, classes=problem.classes.labels.tolist(),
     )
-    return json.loads(json.dumps(settings))  # as a checkpoint stores it: tuples as lists
+    return _as_stored(settings)
+
+
+def _as_stored(settings):
+    """`settings` as a checkpoint stores them (JSON types: tuples as lists)."""
+    return json.loads(json.dumps(settings))
 
 
 def make_solver(problem, options, faults=None):

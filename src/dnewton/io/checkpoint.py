@@ -84,12 +84,20 @@ class Checkpoint:
         vectors = {key[len(_VECTOR):]: arrays[key] for key in arrays if key.startswith(_VECTOR)}
         return cls(model, iteration, vectors=vectors, **state)
 
-    def check(self, settings):
-        """Raise InputError naming the first setting this run changes."""
-        for key, value in self.settings.items():
+    def check(self, settings, defaults=None):
+        """Raise ParameterError naming the first setting this run changes.
+
+        `defaults` (of `settings`' keys) are the values a checkpoint that does not
+        name a setting was made with: it predates the setting, and a setting is
+        added with the default that keeps the earlier behaviour.
+        """
+        made_with = {key: value for key, value in (defaults or {}).items() if key in settings}
+        made_with.update(self.settings)
+        for key, value in made_with.items():
             if settings.get(key) != value:
+                made = "was" if key in self.settings else f"predates {key}, so it was"
                 raise ParameterError(
-                    f"{{resume}}: the checkpoint was made with {key} = {value}, this run has "
+                    f"{{resume}}: the checkpoint {made} made with {key} = {value}, this run has "
                     f"{settings.get(key)}; resume with the same settings (only "
                     "{iterations}, {partitions}, {batch_size} and the outputs may change)"
                 )
