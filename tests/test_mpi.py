@@ -1,7 +1,6 @@
 """The distributed run: the same result for every layout, and the bytes each phase
 moves equal to the formulas of docs/design.md ("Communication")."""
 
-
 import numpy as np
 import pytest
 from helpers import backward_bytes, default_subset, forward_bytes, without_timings

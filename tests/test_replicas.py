@@ -2,7 +2,6 @@
 single-rank run, moves the bytes of docs/design.md ("Copies of the layout"), resumes
 across copy counts, and refuses splits that cannot be made."""
 
-
 import numpy as np
 import pytest
 from helpers import backward_bytes, default_subset, forward_bytes
